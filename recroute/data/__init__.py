@@ -1,0 +1,1 @@
+"""Datasets: RoutingDataset, loaders, splits, labels, synthetic data and bundled sets."""

@@ -1,0 +1,31 @@
+"""Exceptions users can act on: each names what is wrong and what was expected."""
+
+from __future__ import annotations
+
+
+class RecrouteError(Exception):
+    """Base class of recroute's own errors."""
+
+
+class DataError(RecrouteError, ValueError):
+    """Bad input data: a file, column, row or shape that is not what recroute expects."""
+
+
+class UnsafePickleError(DataError):
+    """A pickle asked to build an object that is not plain data (arrays, dicts, lists, strings, numbers)."""
+
+
+class NotFittedError(RecrouteError, ValueError):
+    """A router was used before `fit` was called."""
+
+
+class SavedArtifactError(RecrouteError, ValueError):
+    """A saved router or bundle is missing, truncated, tampered with or from an incompatible version."""
+
+
+def describe_rows(rows, limit: int = 5) -> str:
+    """'rows 3, 17, 42 (and 12 more)': a short list of 0-based row numbers for messages."""
+    rows = [int(r) for r in rows]
+    head = ", ".join(str(r) for r in rows[:limit])
+    more = f" (and {len(rows) - limit} more)" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) != 1 else ''} {head}{more}"
