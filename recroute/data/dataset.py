@@ -298,10 +298,9 @@ class RoutingDataset:
     # ------------------------------------------------------------------ statistics
     def llm_stats(self) -> pd.DataFrame:
         """Per LLM: n_observed, coverage (share of prompts observed), accuracy (mean over observed)."""
-        csc = self.scores.tocsc()
-        counts = np.diff(csc.indptr)
-        sums = np.add.reduceat(csc.data.astype(np.float64), csc.indptr[:-1]) if csc.nnz else np.zeros(self.n_llms)
-        sums = np.where(counts > 0, sums, 0.0)
+        cols = self.scores.indices
+        counts = np.bincount(cols, minlength=self.n_llms)
+        sums = np.bincount(cols, weights=self.scores.data.astype(np.float64), minlength=self.n_llms)
         with np.errstate(invalid="ignore", divide="ignore"):
             accuracy = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         return pd.DataFrame(
@@ -340,16 +339,18 @@ class RoutingDataset:
         j = int(np.nanargmax(acc))
         return str(self.llm_names[j]), float(acc[j])
 
-    def benchmark_stats(self) -> pd.DataFrame:
-        """Per benchmark: prompts, observed cells, oracle, best single LLM and its accuracy."""
+    def benchmark_stats(self, by: str = "benchmark") -> pd.DataFrame:
+        """Per value of a prompt column (benchmark or task): prompts, observed cells, oracle, best LLM."""
+        if by not in self.prompts:
+            raise DataError(f"no prompt column {by!r}; columns: {list(self.prompts.columns)}")
         rows = []
-        bench = self.prompts["benchmark"].fillna("(none)").to_numpy(dtype=object)
-        for b in pd.unique(bench):
-            part = self.subset(prompts=bench == b)
+        labels = self.prompts[by].fillna("(none)").to_numpy(dtype=object)
+        for value in pd.unique(labels):
+            part = self.subset(prompts=labels == value)
             name, acc = part.best_single_llm() if part.n_observed else ("", float("nan"))
             rows.append(
                 {
-                    "benchmark": b,
+                    by: value,
                     "n_prompts": part.n_prompts,
                     "n_observed": part.n_observed,
                     "oracle": part.oracle_score(),

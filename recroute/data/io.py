@@ -116,6 +116,10 @@ def _codes(column: pa.ChunkedArray, name: str, label: str) -> tuple[np.ndarray, 
     dictionary = chunks[0].dictionary
     codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int32, copy=False)
     uniques = np.asarray(dictionary.cast(pa.string()).to_pylist(), dtype=object)
+    used = np.bincount(codes, minlength=len(uniques)) > 0
+    if not used.all():  # a stored dictionary may list values no row uses
+        remap = np.cumsum(used, dtype=np.int64).astype(np.int32) - 1
+        codes, uniques = remap[codes], uniques[used]
     return codes, uniques
 
 
@@ -133,7 +137,7 @@ def _scores(column: pa.ChunkedArray, label: str) -> np.ndarray:
         column = pa.chunked_array([pa.array(numeric.to_numpy(dtype=np.float64, na_value=np.nan))])
     if column.null_count:
         nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
-        raise DataError(f"{label}: column 'score' is empty at {describe_rows(nulls)}")
+        raise DataError(f"{label}: column 'score' has an empty or NaN value at {describe_rows(nulls)}")
     values = column.to_numpy().astype(np.float64 if column.type == pa.float64() else np.float32, copy=False)
     finite = np.isfinite(values)
     if not finite.all():
@@ -148,7 +152,7 @@ def check_range(values: np.ndarray, label: str, rescale: bool, rows: np.ndarray 
         if not rescale:
             where = np.flatnonzero(outside) if rows is None else rows[outside]
             raise DataError(
-                f"{label}: scores must lie in [0, 1]; found {values[outside][0]!r} at {describe_rows(where)} "
+                f"{label}: scores must lie in [0, 1]; found {float(values[outside][0])} at {describe_rows(where)} "
                 "(pass rescale=True / --rescale to min-max them into [0, 1])"
             )
         lo, hi = float(values.min()), float(values.max())
@@ -398,3 +402,38 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------------- wide files and frames
+def read_wide(source: str | Path) -> pd.DataFrame:
+    """A wide file (Parquet/CSV): a ``prompt_id`` column (or the first column) then one column per LLM."""
+    table, label = _read_any(source, "wide matrix")
+    frame = table.to_pandas()
+    key = "prompt_id" if "prompt_id" in frame.columns else frame.columns[0]
+    if frame.shape[1] < 2:
+        raise DataError(f"{label}: a wide matrix needs an id column and at least one LLM column")
+    frame = frame.set_index(key)
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DataError(f"{label}: LLM column(s) {bad[:5]} are not numeric")
+    return frame
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, fmt: str) -> Path:
+    """Write a DataFrame as Parquet or CSV atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        elif fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            raise DataError(f"unknown table format {fmt!r}; expected parquet or csv")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -92,6 +92,8 @@ def _check_object_arrays(obj: Any, label: str) -> None:
 
 def load_router_dataset(source: str | Path | dict) -> dict:
     """A validated RouterEval router_dataset dict from a path (safe unpickling) or a dict."""
+    if not isinstance(source, (dict, str, Path, bytes, bytearray)):
+        raise DataError(f"router_dataset: expected a dict or a pickle path, got {type(source).__name__}")
     obj = source if isinstance(source, dict) else safe_load_pickle(source)
     label = "router_dataset" if isinstance(source, dict) else str(source)
     validate_router_dataset(obj, label)

@@ -1,0 +1,1 @@
+"""The ``recroute`` command line."""

@@ -1,0 +1,279 @@
+"""The Router contract shared by every router family.
+
+sklearn-style: ``__init__`` stores parameters only; ``fit`` sets attributes ending in ``_``.
+Batch-first: every method takes 2-D inputs and is vectorised.
+
+    fit(data, X=None) -> self          data: RoutingDataset or a (n_prompts, n_llms) score matrix,
+                                       NaN = unobserved; X: (n_prompts, d) float32 prompt features
+    score(X) -> float32 (n, n_llms)    higher = better (ideally P(correct))
+    selection_probs(X) -> (n, n_llms)  the per-prompt selection distribution used for E_p
+    route(X, k=1, candidates=None) -> (llm_idx int64 (n, k), scores float32 (n, k))
+    save(path) / load(path)            a directory: router.json + arrays.npz (+ backend files)
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from recroute.errors import DataError, NotFittedError, SavedArtifactError
+
+FORMAT_VERSION = 1
+
+
+class Router:
+    """Base class. Subclasses implement ``_fit`` and ``_score`` (and ``_state``/``_set_state`` to save)."""
+
+    name: ClassVar[str] = "router"
+    needs_features: ClassVar[bool] = True      # uses prompt embeddings X
+    supports_new_llms: ClassVar[bool] = False  # partial_fit_llms available
+    requires_truth: ClassVar[bool] = False     # oracle-style: needs the true scores to route
+    stochastic: ClassVar[bool] = False         # decisions are random draws (Random router)
+    entropy_floor: ClassVar[float] = 1e-10     # RouterEval's threshold for E_p terms
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params: Any) -> "Router":
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {key!r}; parameters: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data, X: np.ndarray | None = None) -> "Router":
+        """Fit on a RoutingDataset or a dense score matrix (NaN = unobserved) and prompt features X."""
+        Y, names = training_matrix(data)
+        if self.needs_features:
+            if X is None:
+                X = getattr(data, "embeddings", None)
+            X = check_features(X, n_rows=Y.shape[0])
+            self.n_features_in_ = X.shape[1]
+        self.n_llms_ = Y.shape[1]
+        self.llm_names_ = np.asarray(names, dtype=object)
+        self._fit(Y, X)
+        self.fitted_ = True
+        return self
+
+    def _fit(self, Y: np.ndarray, X: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
+        """float32 (n, n_llms) predicted scores; X may be None only for feature-free routers (give n)."""
+        self._check_fitted()
+        X, n = self._check_query(X, n)
+        return np.asarray(self._score(X, n), dtype=np.float32)
+
+    def _score(self, X: np.ndarray | None, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def selection_probs(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
+        """float64 (n, n_llms) selection distribution for E_p; default: softmax of the scores."""
+        from recroute.eval.metrics import softmax
+
+        return softmax(self.score(X, n))
+
+    def route(
+        self, X: np.ndarray | None, k: int = 1, candidates=None, n: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k LLMs per prompt: (llm_idx int64 (n, k), scores float32 (n, k)); ties go to the lower index.
+
+        ``candidates``: LLM positions or names to choose among (the others are never returned).
+        """
+        scores = self.score(X, n)
+        allowed = self._candidate_mask(candidates)
+        k = int(k)
+        if not 1 <= k <= int(allowed.sum()):
+            raise ValueError(f"k must be between 1 and the number of candidates ({int(allowed.sum())}); got {k}")
+        masked = np.where(allowed[None, :], scores, -np.inf)
+        order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)
+
+    def _candidate_mask(self, candidates) -> np.ndarray:
+        mask = np.zeros(self.n_llms_, dtype=bool)
+        if candidates is None:
+            mask[:] = True
+            return mask
+        items = list(np.atleast_1d(np.asarray(candidates, dtype=object)))
+        if not items:
+            raise ValueError("candidates is empty")
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                if not 0 <= int(item) < self.n_llms_:
+                    raise ValueError(f"candidate index {item} out of range 0..{self.n_llms_ - 1}")
+                mask[int(item)] = True
+            else:
+                hits = np.flatnonzero(self.llm_names_ == str(item))
+                if hits.size == 0:
+                    raise DataError(f"unknown LLM {item!r}; this router knows {list(self.llm_names_[:10])}")
+                mask[hits[0]] = True
+        return mask
+
+    # ------------------------------------------------------------------ checks
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(data, X) first")
+
+    def _check_query(self, X, n):
+        if self.needs_features:
+            X = check_features(X, n_features=self.n_features_in_)
+            return X, X.shape[0]
+        if X is not None:
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise DataError(f"X must be 2-D (n_prompts, d); got shape {X.shape}")
+            return X, X.shape[0]
+        if n is None:
+            raise ValueError(f"{type(self).__name__} needs X or n (the number of prompts)")
+        return None, int(n)
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able fitted attributes, numpy arrays) that restore the fitted router."""
+        return {}, {}
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
+        pass
+
+    def _save_extra(self, path: Path) -> None:
+        """Backend files (FAISS index, torch state_dict) written beside router.json."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted router to a directory atomically (JSON + npz, never an object pickle)."""
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            meta, arrays = self._state()
+            doc = {
+                "format_version": FORMAT_VERSION,
+                "router": self.name,
+                "class": type(self).__name__,
+                "params": _jsonable(self.get_params()),
+                "n_llms": int(self.n_llms_),
+                "llm_names": [str(n) for n in self.llm_names_],
+                "n_features_in": int(getattr(self, "n_features_in_", 0)),
+                "state": _jsonable(meta),
+            }
+            (tmp / "router.json").write_text(json.dumps(doc, indent=1))
+            np.savez(tmp / "arrays.npz", **arrays)
+            self._save_extra(tmp)
+            from recroute.data.io import replace_dir
+
+            replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Router":
+        """Restore a router saved by :meth:`save`; any damage raises SavedArtifactError."""
+        path = Path(path)
+        doc_path = path / "router.json"
+        if not doc_path.exists():
+            raise SavedArtifactError(f"{path}: no router.json (not a saved recroute router)")
+        try:
+            doc = json.loads(doc_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SavedArtifactError(f"{doc_path}: corrupt JSON ({exc})") from None
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise SavedArtifactError(f"{doc_path}: format_version {doc.get('format_version')} is not {FORMAT_VERSION}")
+        from recroute.routers.registry import router_class
+
+        klass = router_class(doc.get("router", ""))
+        if cls is not Router and not issubclass(klass, cls):
+            raise SavedArtifactError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+        try:
+            router = klass(**doc["params"])
+            with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SavedArtifactError(f"{path}: cannot restore the router ({type(exc).__name__}: {exc})") from None
+        router.n_llms_ = int(doc["n_llms"])
+        router.llm_names_ = np.asarray(doc["llm_names"], dtype=object)
+        if len(router.llm_names_) != router.n_llms_:
+            raise SavedArtifactError(f"{doc_path}: {len(router.llm_names_)} LLM names for n_llms={router.n_llms_}")
+        if router.needs_features:
+            router.n_features_in_ = int(doc["n_features_in"])
+        try:
+            router._set_state(doc.get("state", {}), arrays, path)
+        except SavedArtifactError:
+            raise
+        except Exception as exc:  # a damaged array or backend file
+            raise SavedArtifactError(f"{path}: cannot restore the router state ({type(exc).__name__}: {exc})") from None
+        router.fitted_ = True
+        return router
+
+
+# ---------------------------------------------------------------------- helpers
+def training_matrix(data) -> tuple[np.ndarray, list[str]]:
+    """(float32 (n_prompts, n_llms) with NaN where unobserved, LLM names) from a dataset or matrix."""
+    if hasattr(data, "dense") and hasattr(data, "llm_names"):
+        return data.dense(np.nan), [str(n) for n in data.llm_names]
+    Y = np.asarray(data, dtype=np.float32)
+    if Y.ndim != 2 or Y.shape[0] == 0 or Y.shape[1] == 0:
+        raise DataError(f"training scores must be a non-empty 2-D (n_prompts, n_llms) matrix; got shape {Y.shape}")
+    if np.isinf(Y).any():
+        raise DataError("training scores contain inf")
+    if np.isnan(Y).all():
+        raise DataError("training scores have no observed cell (all NaN)")
+    return Y, [f"llm_{j}" for j in range(Y.shape[1])]
+
+
+def check_features(X, n_rows: int | None = None, n_features: int | None = None) -> np.ndarray:
+    """float32 2-D finite features; errors name the wrong shape or the rows with NaN/inf."""
+    if X is None:
+        raise DataError("this router needs prompt features X (n_prompts, d): pass embeddings")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise DataError(f"X must be 2-D (n_prompts, d); got shape {X.shape}")
+    if n_rows is not None and X.shape[0] != n_rows:
+        raise DataError(f"X has {X.shape[0]} rows but the scores have {n_rows} prompts")
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(f"X has {X.shape[1]} features but the router was fitted on {n_features} (wrong embedding size?)")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        from recroute.errors import describe_rows
+
+        raise DataError(f"X contains NaN or inf at {describe_rows(np.flatnonzero(~finite))}")
+    return X
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def nan_mean_rows(Y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Column means over observed cells (NaN ignored; an all-NaN column gives 0)."""
+    part = Y if rows is None else Y[rows]
+    observed = ~np.isnan(part)
+    total = np.where(observed, part, 0.0).sum(axis=0)
+    count = observed.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+

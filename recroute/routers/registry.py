@@ -1,0 +1,71 @@
+"""Routers by name, and ``NAME[:key=value,...]`` specs as written on the command line.
+
+Modules load lazily so ``import recroute`` stays fast. Every name listed here is run through the
+shared conformance suite (tests/conformance), so a router cannot be added without passing it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+
+from recroute.errors import DataError
+
+# name -> (module, class)
+ROUTERS: dict[str, tuple[str, str]] = {
+    "random": ("recroute.routers.baselines", "RandomRouter"),
+    "best_single": ("recroute.routers.baselines", "BestSingleRouter"),
+    "oracle": ("recroute.routers.baselines", "OracleRouter"),
+    "r_o": ("recroute.routers.baselines", "ROPRouter"),
+    "knn": ("recroute.routers.knn", "KNNRouter"),
+    "linear": ("recroute.routers.linear", "LinearRouter"),
+    "mlp": ("recroute.routers.linear", "MLPRouter"),
+    "cluster": ("recroute.routers.cluster", "ClusterRouter"),
+    "mlc": ("recroute.routers.mlc", "MLCRouter"),
+}
+
+
+def available_routers() -> list[str]:
+    """Registered router names."""
+    return list(ROUTERS)
+
+
+def router_class(name: str):
+    """The Router subclass registered under ``name``."""
+    if name not in ROUTERS:
+        raise DataError(f"unknown router {name!r}; available: {', '.join(ROUTERS)}")
+    module, cls = ROUTERS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse_router_spec(spec: str) -> tuple[str, dict]:
+    """``"r_o:p=0.5,seed=1"`` -> ("r_o", {"p": 0.5, "seed": 1}); values parse as Python literals."""
+    name, _, rest = spec.strip().partition(":")
+    params: dict = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"router spec {spec!r}: expected key=value, got {item!r}")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()
+        params[key.strip()] = value
+    return name.strip(), params
+
+
+def make_router(spec: str, **overrides):
+    """A new, unfitted router from a spec string; unknown parameters raise a clear error."""
+    name, params = parse_router_spec(spec)
+    klass = router_class(name)
+    params.update(overrides)
+    try:
+        return klass(**params)
+    except TypeError as exc:
+        raise DataError(f"router {name!r}: bad parameters {params} ({exc})") from None
+
+
+def spec_label(spec: str) -> str:
+    """Canonical display name of a spec: ``r_o:p=0.5`` stays, ``knn`` stays."""
+    name, params = parse_router_spec(spec)
+    return name if not params else name + ":" + ",".join(f"{k}={v}" for k, v in params.items())
