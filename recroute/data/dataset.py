@@ -94,15 +94,13 @@ class RoutingDataset:
         the prompt or LLM table lacks, "keep" to accept it with empty metadata (and to keep metadata
         rows that have no result, which are otherwise dropped with a warning).
         """
-        from recroute.data.io import read_long_records, read_table
+        from recroute.data.io import build_from_records, read_long_records, read_table
 
-        table, source = read_long_records(records)
+        records_source = read_long_records(records)
         prompt_table = None if prompts is None else read_table(prompts, "prompts", required=("prompt_id",))
         llm_table = None if llms is None else read_table(llms, "llms", required=("llm",))
-        from recroute.data.io import build_from_records
-
         return build_from_records(
-            cls, table, source, prompt_table, llm_table,
+            cls, records_source, prompt_table, llm_table,
             duplicates=duplicates, rescale=rescale, unknown_metadata=unknown_metadata, name=name,
         )
 

@@ -12,7 +12,8 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,18 +64,41 @@ def _read_any(source: pd.DataFrame | pa.Table | str | Path, what: str) -> tuple[
     raise DataError(f"{what} file {path}: unsupported extension {suffix!r} (expected .parquet or .csv)")
 
 
-def read_long_records(source) -> tuple[pa.Table, str]:
-    """Records table with the required columns checked."""
-    table, label = _read_any(source, "records")
-    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
+BATCH_ROWS = 1 << 22
+
+
+@dataclass
+class LongRecords:
+    """A long results table read batch by batch (bounded memory at any scale)."""
+
+    label: str
+    num_rows: int
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+
+
+def read_long_records(source) -> LongRecords:
+    """Records with the required columns checked; Parquet files are streamed by row batches."""
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".parquet", ".pq") and Path(source).exists():
+        path = Path(source)
+        try:
+            handle = pq.ParquetFile(path, read_dictionary=["prompt_id", "llm"])
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read records file {path}: {exc}") from None
+        names, label, num_rows = handle.schema_arrow.names, str(path), handle.metadata.num_rows
+        batches = lambda: handle.iter_batches(batch_size=BATCH_ROWS, columns=list(RECORD_COLUMNS))  # noqa: E731
+    else:
+        table, label = _read_any(source, "records")
+        names, num_rows = table.column_names, table.num_rows
+        batches = lambda: table.select(list(RECORD_COLUMNS)).to_batches(max_chunksize=BATCH_ROWS)  # noqa: E731
+    missing = [c for c in RECORD_COLUMNS if c not in names]
     if missing:
         raise DataError(
             f"{label}: missing column{'s' if len(missing) > 1 else ''} {missing}; "
-            f"expected {list(RECORD_COLUMNS)}, found {table.column_names}"
+            f"expected {list(RECORD_COLUMNS)}, found {names}"
         )
-    if table.num_rows == 0:
+    if num_rows == 0:
         raise DataError(f"{label}: no records (the results table is empty)")
-    return table.select(list(RECORD_COLUMNS)), label
+    return LongRecords(label, num_rows, batches)
 
 
 def read_table(source, what: str, required: Sequence[str]) -> pd.DataFrame:
@@ -101,48 +125,90 @@ def read_table(source, what: str, required: Sequence[str]) -> pd.DataFrame:
     return table
 
 
-def _codes(column: pa.ChunkedArray, name: str, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 codes per row, unique values in first-appearance order) of a string column."""
-    if column.null_count:
-        nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
-        raise DataError(f"{label}: column {name!r} is empty at {describe_rows(nulls)}")
-    if not pa.types.is_dictionary(column.type):
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            column = pc.cast(column, pa.string())
-        column = pc.dictionary_encode(column)
-    column = column.unify_dictionaries() if isinstance(column, pa.ChunkedArray) else column
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    chunks = [c for c in chunks if len(c)]
-    dictionary = chunks[0].dictionary
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]).astype(np.int32, copy=False)
-    uniques = np.asarray(dictionary.cast(pa.string()).to_pylist(), dtype=object)
-    used = np.bincount(codes, minlength=len(uniques)) > 0
-    if not used.all():  # a stored dictionary may list values no row uses
-        remap = np.cumsum(used, dtype=np.int64).astype(np.int32) - 1
-        codes, uniques = remap[codes], uniques[used]
-    return codes, uniques
+class _IdCodes:
+    """Stable int32 codes for the ids of one column, across batches (first-appearance order)."""
+
+    def __init__(self, name: str, label: str) -> None:
+        self.name, self.label = name, label
+        self.ids: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def encode(self, column: pa.Array, offset: int) -> np.ndarray:
+        if column.null_count:
+            nulls = offset + np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+            raise DataError(f"{self.label}: column {self.name!r} is empty at {describe_rows(nulls)}")
+        if not pa.types.is_dictionary(column.type):
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                column = pc.cast(column, pa.string())
+            column = pc.dictionary_encode(column)
+        local = column.dictionary.cast(pa.string()).to_pylist()
+        lookup = np.empty(len(local), dtype=np.int32)
+        for i, value in enumerate(local):
+            code = self.ids.get(value)
+            if code is None:
+                code = self.ids[value] = len(self.values)
+                self.values.append(value)
+            lookup[i] = code
+        return lookup[column.indices.to_numpy(zero_copy_only=False)]
+
+    def compact(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, unique values) with values no row uses (stored dictionaries) removed."""
+        uniques = np.asarray(self.values, dtype=object)
+        used = np.bincount(codes, minlength=len(uniques)) > 0
+        if used.all():
+            return codes, uniques
+        remap = (np.cumsum(used, dtype=np.int64) - 1).astype(np.int32)
+        return remap[codes], uniques[used]
 
 
-def _scores(column: pa.ChunkedArray, label: str) -> np.ndarray:
-    """float32 scores; non-numeric, empty, NaN and inf values raise with their rows."""
+def _batch_scores(column: pa.Array, label: str, offset: int) -> np.ndarray:
+    """float64 scores of one batch; non-numeric, empty, NaN and inf values raise with their rows."""
     if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)):
         as_pandas = column.to_pandas()
         numeric = pd.to_numeric(as_pandas, errors="coerce")
         bad = np.flatnonzero(numeric.isna().to_numpy() & as_pandas.notna().to_numpy())
         if bad.size:
             raise DataError(
-                f"{label}: column 'score' is not numeric at {describe_rows(bad)} "
+                f"{label}: column 'score' is not numeric at {describe_rows(offset + bad)} "
                 f"(e.g. {as_pandas.iloc[bad[0]]!r})"
             )
-        column = pa.chunked_array([pa.array(numeric.to_numpy(dtype=np.float64, na_value=np.nan))])
+        column = pa.array(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     if column.null_count:
-        nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+        nulls = offset + np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
         raise DataError(f"{label}: column 'score' has an empty or NaN value at {describe_rows(nulls)}")
-    values = column.to_numpy().astype(np.float64 if column.type == pa.float64() else np.float32, copy=False)
+    values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     finite = np.isfinite(values)
     if not finite.all():
-        raise DataError(f"{label}: column 'score' has NaN or inf at {describe_rows(np.flatnonzero(~finite))}")
+        raise DataError(f"{label}: column 'score' has NaN or inf at {describe_rows(offset + np.flatnonzero(~finite))}")
     return values
+
+
+def stream_records(records: LongRecords, rescale: bool):
+    """(prompt codes int32, llm codes int32, scores float32, prompt uniques, llm uniques), validated."""
+    n = records.num_rows
+    p_codes, l_codes = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
+    values = np.empty(n, dtype=np.float32)
+    prompt_ids, llm_ids = _IdCodes("prompt_id", records.label), _IdCodes("llm", records.label)
+    lo, hi, offset = np.inf, -np.inf, 0
+    for batch in records.batches():
+        size = batch.num_rows
+        score = _batch_scores(batch.column("score"), records.label, offset)
+        if not rescale:
+            check_range(score, records.label, False, rows=offset + np.arange(size))
+        elif size:
+            lo, hi = min(lo, float(score.min())), max(hi, float(score.max()))
+        values[offset:offset + size] = score
+        p_codes[offset:offset + size] = prompt_ids.encode(batch.column("prompt_id"), offset)
+        l_codes[offset:offset + size] = llm_ids.encode(batch.column("llm"), offset)
+        offset += size
+    if rescale and (lo < 0 or hi > 1):
+        if hi <= lo:
+            raise DataError(f"{records.label}: cannot rescale scores: they are all {lo}")
+        values -= lo
+        values /= hi - lo
+    p_codes, p_uniques = prompt_ids.compact(p_codes)
+    l_codes, l_uniques = llm_ids.compact(l_codes)
+    return p_codes, l_codes, values, p_uniques, l_uniques
 
 
 def check_range(values: np.ndarray, label: str, rescale: bool, rows: np.ndarray | None = None) -> np.ndarray:
@@ -204,8 +270,6 @@ def _aggregate(key: np.ndarray, values: np.ndarray, policy: str, label: str):
     """Sort cells by key; resolve repeated keys by ``policy``. Returns (unique keys, values)."""
     if policy not in DUPLICATE_POLICIES:
         raise DataError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}")
-    if key.size > 1 and np.all(key[1:] > key[:-1]):
-        return key, values  # already sorted, no repeats: the common case at scale
     order = np.argsort(key, kind="stable")
     key = key[order]
     repeat = key[1:] == key[:-1]
@@ -230,34 +294,54 @@ def _aggregate(key: np.ndarray, values: np.ndarray, policy: str, label: str):
     return key[starts], reducer()
 
 
+def _strictly_sorted(prompt_idx: np.ndarray, llm_idx: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """Whether cells are in (prompt, llm) order with no repeat, checked in chunks (no big temporaries)."""
+    for start in range(0, max(len(prompt_idx) - 1, 0), chunk):
+        p = prompt_idx[start:start + chunk + 1].astype(np.int64)
+        l = llm_idx[start:start + chunk + 1]
+        dp = p[1:] - p[:-1]
+        if not ((dp > 0) | ((dp == 0) & (l[1:] > l[:-1]))).all():
+            return False
+    return True
+
+
 def cells_to_csr(prompt_idx: np.ndarray, llm_idx: np.ndarray, values: np.ndarray, shape, duplicates: str, label: str):
-    """CSR float32 of observed cells (explicit zeros kept) from COO-style arrays."""
+    """CSR float32 of observed cells (explicit zeros kept) from COO-style arrays.
+
+    Cells already in (prompt, llm) order become the CSR arrays without a copy; otherwise they are
+    sorted and repeated pairs resolved by ``duplicates``.
+    """
     n_prompts, n_llms = shape
-    key = prompt_idx.astype(np.int64) * n_llms + llm_idx.astype(np.int64)
-    key, values = _aggregate(key, values, duplicates, label)
-    rows = (key // n_llms).astype(np.int64)
-    cols = (key - rows * n_llms).astype(np.int32)
+    if duplicates not in DUPLICATE_POLICIES:
+        raise DataError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+    if _strictly_sorted(prompt_idx, llm_idx):
+        rows, cols = prompt_idx, llm_idx.astype(np.int32, copy=False)
+    else:
+        key = prompt_idx.astype(np.int64) * n_llms + llm_idx.astype(np.int64)
+        key, values = _aggregate(key, values, duplicates, label)
+        rows = key // n_llms
+        cols = (key - rows * n_llms).astype(np.int32)
+        del key
     indptr = np.zeros(n_prompts + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_prompts), out=indptr[1:])
-    index_dtype = np.int32 if key.size < 2**31 else np.int64
-    return sp.csr_matrix(
-        (values.astype(np.float32, copy=False), cols.astype(index_dtype, copy=False), indptr.astype(index_dtype)),
-        shape=shape,
-    )
+    if indptr[-1] < 2**31:
+        indptr = indptr.astype(np.int32)
+    return sp.csr_matrix((values.astype(np.float32, copy=False), cols, indptr), shape=shape, copy=False)
 
 
 def build_from_records(
-    cls, table: pa.Table, label: str, prompts: pd.DataFrame | None, llms: pd.DataFrame | None,
+    cls, records: LongRecords, prompts: pd.DataFrame | None, llms: pd.DataFrame | None,
     *, duplicates: str, rescale: bool, unknown_metadata: str, name: str,
 ) -> "RoutingDataset":
-    values = _scores(table.column("score"), label)
-    values = check_range(values, label, rescale)
-    p_codes, p_uniques = _codes(table.column("prompt_id"), "prompt_id", label)
-    l_codes, l_uniques = _codes(table.column("llm"), "llm", label)
-    p_map, prompt_table = _order(p_uniques, prompts, "prompt_id", unknown_metadata, label)
-    l_map, llm_table = _order(l_uniques, llms, "llm", unknown_metadata, label)
+    p_codes, l_codes, values, p_uniques, l_uniques = stream_records(records, rescale)
+    p_map, prompt_table = _order(p_uniques, prompts, "prompt_id", unknown_metadata, records.label)
+    l_map, llm_table = _order(l_uniques, llms, "llm", unknown_metadata, records.label)
+    if not np.array_equal(p_map, np.arange(len(p_map))):
+        p_codes = p_map[p_codes]
+    if not np.array_equal(l_map, np.arange(len(l_map))):
+        l_codes = l_map[l_codes]
     shape = (len(prompt_table), len(llm_table))
-    scores = cells_to_csr(p_map[p_codes], l_map[l_codes], values, shape, duplicates, label)
+    scores = cells_to_csr(p_codes, l_codes, values, shape, duplicates, records.label)
     return cls(scores, prompt_table, llm_table, name=name)
 
 
