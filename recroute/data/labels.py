@@ -17,8 +17,18 @@ def process_label(Y: np.ndarray, threshold: float = 0.95) -> np.ndarray:
 
 
 def multi_hot_labels(Y: np.ndarray, threshold: float = 0.95) -> np.ndarray:
-    """Selection labels: binary scores are their own labels; continuous ones follow :func:`process_label`."""
+    """float32 (n_prompts, n_llms) selection labels, NaN kept where a cell was not observed.
+
+    Binary scores are their own labels; continuous ones are 1 where a score is at least
+    ``threshold`` × the prompt's best observed score (:func:`process_label`'s rule).
+    """
     Y = np.asarray(Y, dtype=np.float32)
-    if Y.ndim == 2 and np.all((Y == 0) | (Y == 1)):
+    if Y.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_prompts, n_llms); got shape {Y.shape}")
+    observed = ~np.isnan(Y)
+    values = Y[observed]
+    if np.all((values == 0) | (values == 1)):
         return Y.copy()
-    return process_label(Y, threshold)
+    filled = np.where(observed, Y, -np.inf)
+    best = filled.max(axis=1, keepdims=True)
+    return np.where(observed, (filled >= threshold * best).astype(np.float32), np.nan).astype(np.float32)

@@ -201,7 +201,9 @@ class Router:
         if cls is not Router and not issubclass(klass, cls):
             raise SavedArtifactError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
         try:
-            router = klass(**doc["params"])
+            # JSON has no tuples: sequence parameters (hidden sizes) come back as tuples
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["params"].items()}
+            router = klass(**params)
             with np.load(path / "arrays.npz", allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -22,6 +22,11 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "mlp": ("recroute.routers.linear", "MLPRouter"),
     "cluster": ("recroute.routers.cluster", "ClusterRouter"),
     "mlc": ("recroute.routers.mlc", "MLCRouter"),
+    "als": ("recroute.routers.mf", "ALSRouter"),
+    "bpr": ("recroute.routers.mf", "BPRRouter"),
+    "lightfm": ("recroute.routers.lightfm_router", "LightFMRouter"),
+    "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
+    "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
 }
 
 
