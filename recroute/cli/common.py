@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recroute.errors import RecrouteError
@@ -27,7 +28,7 @@ def user_errors() -> Iterator[None]:
         yield
     except (RecrouteError, ValueError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 

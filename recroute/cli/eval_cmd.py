@@ -1,0 +1,190 @@
+"""``recroute eval`` (RouterEval's protocol) and ``recroute scaling`` (RouterEval's Fig. 2)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recroute.cli.common import console, user_errors
+from recroute.errors import DataError
+
+DEFAULT_ROUTERS = "random,best_single,oracle,r_o:p=0.5,knn,linear,mlp,cluster,mlc"
+ALWAYS = ("random", "oracle")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("scaling")(scaling_command)
+
+
+def split_router_list(text: str) -> list[str]:
+    """``"random,r_o:p=0.5,seed=1,knn"`` -> ["random", "r_o:p=0.5,seed=1", "knn"].
+
+    A comma-separated piece holding ``=`` but no ``:`` continues the previous router's parameters.
+    """
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if "=" in piece and ":" not in piece and specs and ":" in specs[-1]:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
+def with_references(specs: list[str]) -> list[str]:
+    """The specs with random and oracle put first when absent (every table shows both bounds)."""
+    from recroute.routers.registry import parse_router_spec
+
+    names = {parse_router_spec(s)[0] for s in specs}
+    return [r for r in ALWAYS if r not in names] + specs
+
+
+def eval_command(
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help="A bundled name (mmlu_pro), a dataset folder, or a RouterEval .pkl."
+    ),
+    routereval: Optional[Path] = typer.Option(
+        None, "--routereval", help="A downloaded RouterEval router_dataset pickle (read safely)."
+    ),
+    benchmark: Optional[str] = typer.Option(
+        None, "--benchmark", help="Benchmark name for V_R's reference score (mmlu_pro, gsm8k, ...)."
+    ),
+    routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated specs, e.g. knn,r_o:p=0.5."),
+    setting: str = typer.Option("all", "--setting", "-s", help="easy (m = 3, 5), hard (m = 10, 100, 1000) or all."),
+    encoder: Optional[str] = typer.Option(
+        None, "--encoder", "-e", help="Re-encode the prompts (minilm | tfidf) instead of stored embeddings."
+    ),
+    monte_carlo: int = typer.Option(
+        0, "--monte-carlo", help="Estimate oracle/r_o/random by RouterEval's Monte Carlo with this many runs (0: exact)."
+    ),
+    groups: bool = typer.Option(False, "--groups", help="Show every candidate group, not only the group means."),
+    seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json/--csv."),
+) -> None:
+    """Evaluate routers exactly as RouterEval does: mu_o, V_R, V_B, E_p per candidate group and m."""
+    from recroute.eval import report
+
+    with user_errors():
+        specs = with_references(split_router_list(routers))
+        if (dataset is None) == (routereval is None):
+            raise DataError("give exactly one of --dataset NAME|PATH and --routereval FILE.pkl")
+        if monte_carlo < 0:
+            raise DataError(f"--monte-carlo must be 0 (exact) or a positive number of runs; got {monte_carlo}")
+        start = time.perf_counter()
+        df, label = _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo or None, seed, quiet)
+        elapsed = time.perf_counter() - start
+        if json_path:
+            report.write_json(report.eval_records(df), json_path)
+        if csv_path:
+            report.write_csv(df[list(report.ROW_KEYS)], csv_path)
+    if quiet:
+        return
+    console.print(report.eval_table(df, groups=groups, title=f"RouterEval protocol on {label}"))
+    missing = sorted(set(_requested_settings(setting)) - set(df["setting"]))
+    if missing:
+        console.print(f"[yellow]note:[/] no candidate pool large enough for setting(s) {', '.join(missing)}")
+    console.print(f"[dim]{len(df)} rows in {elapsed:.1f} s[/]")
+
+
+def _requested_settings(setting: str) -> tuple[str, ...]:
+    from recroute.eval.protocol import check_settings
+
+    return check_settings(setting)
+
+
+def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo, seed, quiet):
+    """(results DataFrame, display label) for a dataset or a RouterEval pickle."""
+    from recroute.eval.protocol import check_settings, evaluate_dataset, evaluate_router_dataset
+
+    settings = check_settings(setting)
+    source = routereval if routereval is not None else dataset
+    if routereval is not None or str(source).endswith(".pkl"):
+        from recroute.data.routereval import load_router_dataset
+        from recroute.eval.protocol import reembed_router_dataset
+
+        rd = load_router_dataset(Path(source))
+        if encoder:
+            rd = reembed_router_dataset(rd, encoder, show_progress=not quiet)
+        present = [s for s in settings if rd.get(s)]
+        if not present:
+            raise DataError(f"{source}: no candidate group for setting(s) {', '.join(settings)}")
+        df = evaluate_router_dataset(
+            rd, specs, benchmark, present, monte_carlo_runs=monte_carlo, quiet=quiet
+        )
+        return df, Path(source).name
+    from recroute.data.catalog import load_dataset
+
+    data = load_dataset(source)
+    df = evaluate_dataset(
+        data, specs, settings, encoder=encoder, seed=seed, benchmark=benchmark,
+        monte_carlo_runs=monte_carlo, quiet=quiet,
+    )
+    return df, data.name or str(source)
+
+
+def scaling_command(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="A bundled name (mmlu_pro) or a dataset folder."),
+    max_m: Optional[int] = typer.Option(None, "--max-m", help="Largest number of candidates (default: the whole pool)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Write the figure here (PNG)."),
+    router: Optional[str] = typer.Option(
+        None, "--router", help="Also draw trained routers' curves (e.g. knn or knn,best_single)."
+    ),
+    samples: int = typer.Option(100, "--samples", help="Candidate sets drawn per m."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the candidate-set draws."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode prompts (minilm | tfidf) for --router."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy curve rows as JSON."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy curve rows as CSV."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write files."),
+) -> None:
+    """RouterEval's scaling curves: r_o(p) (p = 0, 0.1, ..., 1) and a router vs the number of candidates."""
+    from recroute.data.catalog import load_dataset
+    from recroute.eval import metrics, report
+    from recroute.eval.protocol import dataset_benchmark
+    from recroute.eval.scaling import scaling_curves
+
+    with user_errors():
+        if samples < 1:
+            raise DataError(f"--samples must be at least 1; got {samples}")
+        data = load_dataset(dataset)
+        routers = split_router_list(router) if router else None
+        df = scaling_curves(data, max_m, routers, n_samples=samples, seed=seed, encoder=encoder)
+        reference = metrics.reference_score(dataset_benchmark(data))
+        report.plot_scaling(df, out, title=f"{data.name or dataset}: routing vs number of candidates",
+                            reference=reference)
+        if json_path:
+            report.write_json(report.records(df), json_path)
+        if csv_path:
+            report.write_csv(df, csv_path)
+    if quiet:
+        return
+    console.print(_scaling_table(df))
+    console.print(f"figure written to {out}")
+
+
+def _scaling_table(df):
+    """A rich Table of mu at a few m: random, r_o(0.5), oracle and any router."""
+    import numpy as np
+    from rich.table import Table
+
+    ms = sorted(df["m"].unique())
+    shown = sorted({ms[0], ms[-1], *ms[:: max(1, len(ms) // 6)]})
+    table = Table(title="mu_o vs number of candidates m (mean over sampled sets)")
+    table.add_column("curve")
+    for m in shown:
+        table.add_column(f"m={m}", justify="right")
+    curves = [("random", df[(df.curve == "r_o") & np.isclose(df.p, 0.0)]),
+              ("r_o p=0.5", df[(df.curve == "r_o") & np.isclose(df.p, 0.5)]),
+              ("oracle", df[(df.curve == "r_o") & np.isclose(df.p, 1.0)])]
+    curves += [(str(c), part) for c, part in df[df.curve != "r_o"].groupby("curve", sort=False)]
+    for name, part in curves:
+        by_m = dict(zip(part["m"], part["mu"]))
+        table.add_row(name, *(f"{by_m[m]:.4f}" if m in by_m else "-" for m in shown))
+    return table
+
