@@ -1,0 +1,109 @@
+"""``recroute encode NAME|PATH``: encode a dataset's prompt texts into a float32 .npy file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``encode`` command to the ``recroute`` app."""
+    app.command("encode")(encode)
+
+
+def encode(
+    dataset: str = typer.Argument(..., metavar="NAME|PATH", help="Bundled dataset name (mmlu_pro) or dataset folder."),
+    encoder: str = typer.Option("minilm", "--encoder", "-e", help="minilm (all-MiniLM-L6-v2, offline) or tfidf."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="float32 .npy to write (rows in prompt order). Default: ./<dataset>-<encoder>.npy"
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per encoder batch."),
+    dim: int = typer.Option(256, "--dim", min=1, help="TF-IDF only: SVD dimensions (fewer if the vocabulary is small)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Encode every text; neither read nor write the cache."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Embedding cache root (default $RECROUTE_CACHE or ~/.cache/recroute/embeddings)."
+    ),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON rows."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Encode the prompt texts of a dataset (cached: a text already encoded is not encoded again).
+
+    A TF-IDF encoder is fitted on the dataset's texts and saved beside the output as <out>.encoder/.
+    """
+    import numpy as np
+
+    from recroute.data.catalog import load_dataset
+    from recroute.encoders.base import canonical_name, get_encoder
+    from recroute.encoders.cache import encode_cached_with_stats, save_embeddings
+    from recroute.encoders.embed import dataset_texts
+    from recroute.errors import RecrouteError
+
+    started = time.perf_counter()
+    try:
+        data = load_dataset(dataset)
+        texts = dataset_texts(data)
+        kind = canonical_name(encoder)
+        enc = get_encoder(encoder, **({"dim": dim} if kind == "tfidf" else {"batch_size": batch_size}))
+        label = data.name or Path(dataset).name
+        out = out or Path(f"{label}-{kind}.npy")
+        if out.suffix != ".npy":
+            raise ValueError(f"--out must name a .npy file, got {out}")
+        encoder_dir = None
+        if getattr(enc, "is_fitted", True) is False:
+            enc.fit(texts)
+            encoder_dir = enc.save(out.with_suffix(".encoder"))
+        X, stats = encode_cached_with_stats(
+            enc, texts, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size, show_progress=not quiet
+        )
+        if not np.isfinite(X).all():
+            raise ValueError("encoding produced NaN or inf values")
+        save_embeddings(out, X)
+    except (RecrouteError, ValueError, OSError, ImportError) as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+    seconds = time.perf_counter() - started
+    row = {
+        "dataset": label,
+        "encoder": enc.name,
+        "n_prompts": stats.n_texts,
+        "n_unique_texts": stats.n_unique,
+        "n_from_cache": stats.n_cached,
+        "n_encoded": stats.n_encoded,
+        "dim": int(X.shape[1]),
+        "seconds": round(seconds, 3),
+        "seconds_loading": round(stats.seconds_loading, 3),
+        "seconds_encoding": round(stats.seconds_encoding, 3),
+        "texts_per_second": round(stats.n_encoded / stats.seconds_encoding, 2) if stats.seconds_encoding else None,
+        "out": str(out),
+        "bytes": out.stat().st_size,
+        "encoder_saved_to": str(encoder_dir) if encoder_dir else None,
+    }
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps([row], indent=2))
+    if quiet:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"recroute encode {label}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("encoder", f"{enc.name} (dim {X.shape[1]})")
+    table.add_row("prompts", f"{stats.n_texts:,} ({stats.n_unique:,} distinct texts)")
+    table.add_row("from cache", f"{stats.n_cached:,}" + ("" if not no_cache else " (cache off)"))
+    rate = f", {row['texts_per_second']:,} texts/s" if row["texts_per_second"] else ""
+    load = f" (+{stats.seconds_loading:.1f}s loading the encoder)" if stats.seconds_loading >= 0.05 else ""
+    table.add_row("encoded", f"{stats.n_encoded:,} in {stats.seconds_encoding:.1f}s{rate}{load}")
+    table.add_row("wrote", f"{out} float32 {X.shape[0]}×{X.shape[1]} ({row['bytes'] / 2**20:.1f} MiB)")
+    if encoder_dir:
+        table.add_row("encoder saved", str(encoder_dir))
+    table.add_row("total time", f"{seconds:.1f}s")
+    Console().print(table)

@@ -1,0 +1,30 @@
+"""Prompt encoders: text -> float32 (n, d) features, with an on-disk embedding cache.
+
+``get_encoder("minilm")`` (default, the packaged all-MiniLM-L6-v2, offline) or ``"tfidf"``
+(TF-IDF + TruncatedSVD, no model). ``encode_cached`` skips texts already encoded;
+``embed_dataset`` gives a RoutingDataset its prompt features. Heavy backends load lazily.
+"""
+
+from __future__ import annotations
+
+from recroute.encoders.base import (
+    DEFAULT_ENCODER,
+    Encoder,
+    encoder_names,
+    get_encoder,
+    load_encoder,
+)
+from recroute.encoders.cache import EmbeddingCache, default_cache_dir, encode_cached
+from recroute.encoders.embed import embed_dataset
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "Encoder",
+    "EmbeddingCache",
+    "default_cache_dir",
+    "embed_dataset",
+    "encode_cached",
+    "encoder_names",
+    "get_encoder",
+    "load_encoder",
+]

@@ -1,0 +1,143 @@
+"""The Encoder protocol, encoders by name, and loading a saved encoder.
+
+An encoder turns a list of texts into float32 (n, d) rows. Its ``name`` and ``dim`` are recorded
+in every saved router so a mismatch is caught at load time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from recroute.errors import SavedArtifactError
+
+DEFAULT_ENCODER = "minilm"
+ENCODER_FILE = "encoder.json"
+
+# lower-cased alias -> canonical key
+_ALIASES = {
+    "minilm": "minilm",
+    "all-minilm-l6-v2": "minilm",
+    "sentence-transformers/all-minilm-l6-v2": "minilm",
+    "tfidf": "tfidf",
+    "tf-idf": "tfidf",
+    "tfidf-svd": "tfidf",
+}
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything with a ``name``, a ``dim`` and ``encode(texts) -> float32 (len(texts), dim)``."""
+
+    name: str
+    dim: int
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int | None = None, show_progress: bool = False
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), one L2-normalised row per text, in input order.
+
+        ``batch_size`` None means the encoder's own default.
+        """
+        ...
+
+
+def encoder_names() -> list[str]:
+    """The encoder names ``get_encoder`` accepts (canonical names first)."""
+    return ["minilm", "tfidf", "all-MiniLM-L6-v2"]
+
+
+def canonical_name(name: str) -> str | None:
+    """"minilm" or "tfidf" for any accepted spelling of an encoder name, else None."""
+    return _ALIASES.get(name.strip().lower())
+
+
+def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
+    """An encoder by name: "minilm" (default; alias "all-MiniLM-L6-v2") or "tfidf".
+
+    An object that already is an encoder is returned unchanged. ``kwargs`` go to the encoder's
+    constructor (``batch_size``/``device`` for MiniLM, ``dim`` and vectoriser settings for TF-IDF).
+    The TF-IDF encoder comes back unfitted: call ``fit(texts)`` first (``embed_dataset`` does).
+    Nothing heavy is loaded here; MiniLM loads its weights on the first ``encode``.
+    """
+    if name is None:
+        name = DEFAULT_ENCODER
+    if not isinstance(name, str):
+        if isinstance(name, Encoder):
+            return name
+        raise TypeError(f"encoder must be a name or an Encoder, got {type(name).__name__}")
+    key = canonical_name(name)
+    if key is None and name.strip().lower().startswith("tfidf-svd-"):
+        raise ValueError(
+            f"encoder {name!r} is a fitted TF-IDF encoder: load it from its saved folder with "
+            "recroute.encoders.load_encoder(path), or fit a new one with get_encoder('tfidf')"
+        )
+    if key == "minilm":
+        from recroute.encoders.minilm import MiniLMEncoder
+
+        return MiniLMEncoder(**kwargs)
+    if key == "tfidf":
+        from recroute.encoders.tfidf import TfidfEncoder
+
+        return TfidfEncoder(**kwargs)
+    raise ValueError(f"unknown encoder {name!r}; expected one of {encoder_names()}")
+
+
+def load_encoder(path: str | Path) -> Encoder:
+    """Load an encoder saved with its ``save(path)`` (a folder holding ``encoder.json``).
+
+    Never executes code: JSON + ``.npz`` read with ``allow_pickle=False``.
+    """
+    path = Path(path)
+    spec = read_spec(path)
+    kind = spec.get("type")
+    if kind == "minilm":
+        from recroute.encoders.minilm import MiniLMEncoder
+
+        return MiniLMEncoder.load(path)
+    if kind == "tfidf":
+        from recroute.encoders.tfidf import TfidfEncoder
+
+        return TfidfEncoder.load(path)
+    raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected 'minilm' or 'tfidf')")
+
+
+def read_spec(path: Path) -> dict:
+    """The parsed ``encoder.json`` of a saved encoder folder, with clear errors."""
+    file = Path(path) / ENCODER_FILE
+    if not file.exists():
+        raise SavedArtifactError(f"{path}: not a saved encoder (no {ENCODER_FILE})")
+    try:
+        spec = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SavedArtifactError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise SavedArtifactError(f"{file}: expected a JSON object")
+    return spec
+
+
+def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
+    """``texts`` as a list of str; a bare string or a non-string item raises with its position."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a list of strings, not a single {type(texts).__name__}")
+    out = list(texts)
+    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
+    if bad:
+        from recroute.errors import describe_rows
+
+        raise ValueError(
+            f"{what} must all be strings; {describe_rows(bad)} hold "
+            f"{sorted({type(out[i]).__name__ for i in bad})}"
+        )
+    return out
+
+
+def l2_normalise(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), float32."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    return (X / norms).astype(np.float32, copy=False)
