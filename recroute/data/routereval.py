@@ -202,7 +202,7 @@ def build_router_dataset(
     settings: dict[str, tuple[int, ...]] | None = None,
     *,
     seed: int = 42,
-    prompt_order: str = "dataset",
+    prompt_order: str = "sorted",
     labels: str = "auto",
     embeddings: np.ndarray | None = None,
 ) -> dict:
@@ -210,10 +210,12 @@ def build_router_dataset(
 
     One legacy RandomState(seed) stream: the stratified split by ``task`` first, then every
     strong_to_weak draw in the order easy m=3, 5, hard m=10, 100, 1000 (all_strong, all_weak,
-    strong_to_weak). Unobserved cells are filled with 0. ``prompt_order="sorted"`` orders prompts
-    by id as a pandas pivot does (how the shared fixture was made). Settings whose m exceeds the
-    usable pool are left empty. ``labels``: "auto" adds ``train_label`` (0.95 × best rule) when scores
-    are continuous, "always" / "never" force it.
+    strong_to_weak). Unobserved cells are filled with 0. ``prompt_order="sorted"`` (the default)
+    orders prompts by id and LLMs by name, as the pandas pivot that feeds RouterEval's construction
+    does, so the result does not depend on the order of rows in the source files (the shared fixture
+    and the reference numbers were made this way); "dataset" keeps the dataset's order. Settings whose
+    m exceeds the usable pool are left empty. ``labels``: "auto" adds ``train_label`` (0.95 × best
+    rule) when scores are continuous, "always" / "never" force it.
     """
     from recroute.data.labels import process_label
     from recroute.data.splits import routereval_split
@@ -224,7 +226,7 @@ def build_router_dataset(
         raise DataError(f"prompt_order must be 'dataset' or 'sorted', got {prompt_order!r}")
     if prompt_order == "sorted":
         order = np.argsort(data.prompt_ids.astype(str), kind="stable")
-        data = data.subset(prompts=order)
+        data = data.subset(prompts=order, llms=np.argsort(data.llm_names.astype(str), kind="stable"))
         if embeddings is not None:
             embeddings = np.asarray(embeddings)[order]
     Y = data.dense(fill=0.0)

@@ -399,7 +399,7 @@ def evaluate_dataset(
     seed: int = 42,
     *,
     benchmark: str | None = None,
-    prompt_order: str = "dataset",
+    prompt_order: str = "sorted",
     quiet: bool = True,
     **kwargs: Any,
 ) -> pd.DataFrame:
