@@ -82,7 +82,7 @@ def test_build_reproduces_the_official_fixture_exactly(shared_data, routereval_f
 @pytest.mark.parametrize("binary", [True, False])
 def test_round_trip_dataset_pickle_dataset(tmp_path, binary):
     data = make_synthetic(200, 12, 3, binary=binary, random_state=1)
-    rd = build_router_dataset(data, {"easy": (3, 5), "hard": (10,)})
+    rd = build_router_dataset(data, {"easy": (3, 5), "hard": (10,)}, prompt_order="dataset")
     assert set(rd["hard"]) == {10}
     assert ("train_label" in rd["easy"][3]["all_strong"]["data"]) == (not binary)
     path = save_router_dataset(rd, tmp_path / "x_router_dataset.pkl")
@@ -93,6 +93,16 @@ def test_round_trip_dataset_pickle_dataset(tmp_path, binary):
     # back is in benchmark order (positions), which is the dataset order here
     np.testing.assert_array_equal(ours, original)
     np.testing.assert_allclose(back.embeddings, data.embeddings)
+
+
+def test_sorted_order_does_not_depend_on_row_order():
+    data = make_synthetic(120, 8, 3, random_state=4)
+    shuffled = data.subset(prompts=np.random.default_rng(0).permutation(120), llms=[7, 3, 1, 0, 2, 4, 6, 5])
+    a, b = build_router_dataset(data, {"easy": (3,)}), build_router_dataset(shuffled, {"easy": (3,)})
+    for setting, m, group, entry in iter_groups(a):
+        other = b[setting][m][group]
+        assert list(entry["model"]) == list(other["model"])
+        np.testing.assert_array_equal(entry["data"]["test_score"], other["data"]["test_score"])
 
 
 def test_hard_settings_skip_pools_that_are_too_small():
