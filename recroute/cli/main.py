@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import typer
 
@@ -17,11 +18,22 @@ app = typer.Typer(
 COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute.cli.eval_cmd")
 
 for _module in COMMAND_MODULES:
-    try:
-        importlib.import_module(_module).register(app)
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != _module:
-            raise
+    importlib.import_module(_module).register(app)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one short line on stderr (no source line), e.g. dropped metadata rows."""
+    from rich.markup import escape
+
+    from recroute.cli.common import err_console
+
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _setup() -> None:
+    """recroute: route each prompt to the best LLM, treating routing as a recommender problem."""
+    warnings.showwarning = _show_warning
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ MEAN = "mean"
 METRICS = ("mu_o", "v_r", "v_b", "e_p", "auc")
 ROW_KEYS = ("router", "setting", "m", "group", *METRICS)
 TARGETS = ("auto", "score", "label")
+DEFAULT_ENCODER = "minilm"
 
 
 @dataclass(frozen=True)
@@ -405,14 +406,21 @@ def evaluate_dataset(
 ) -> pd.DataFrame:
     """Build RouterEval's router_dataset from ``data`` (seed-42 split and groups) and evaluate on it.
 
-    Embeddings: ``X`` (n_prompts, d), else computed with ``encoder`` when given, else ``data.embeddings``.
+    Embeddings: ``X`` (n_prompts, d), else computed with ``encoder`` when given, else ``data.embeddings``,
+    else (when a router needs them and the prompts have text) the default MiniLM encoder through the
+    on-disk cache.
     V_R uses ``benchmark`` or the dataset's single benchmark name (NaN when it has none or several).
     Hard settings appear only where the pool holds enough LLMs. Other keyword arguments go to
     :func:`evaluate_router_dataset`.
     """
     from recroute.data.routereval import build_router_dataset
 
+    from recroute.routers.registry import make_router
+
     settings = check_settings(settings)
+    needs_features = any(make_router(spec).needs_features for spec in routers)
+    if needs_features and X is None and encoder is None and data.embeddings is None and data.has_text:
+        encoder = DEFAULT_ENCODER  # texts but no stored embeddings: encode them (cached on disk)
     emb = dataset_embeddings(data, X, encoder)
     rd = build_router_dataset(data, build_settings(settings), seed=seed, prompt_order=prompt_order, embeddings=emb)
     bench = benchmark if benchmark is not None else dataset_benchmark(data)
