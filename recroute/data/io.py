@@ -7,9 +7,6 @@ loads without materialising 200M Python strings.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from recroute.atomic import atomic_dir, atomic_file
 from recroute.errors import DataError, describe_rows
 
 if TYPE_CHECKING:
@@ -449,10 +447,7 @@ def records_table(data: "RoutingDataset") -> pa.Table:
 
 def save_folder(data: "RoutingDataset", path: Path) -> Path:
     """Write the dataset folder atomically: a temp folder beside it, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         pq.write_table(records_table(data), tmp / "records.parquet")
         pq.write_table(pa.Table.from_pandas(_plain(data.prompts), preserve_index=False), tmp / "prompts.parquet")
         pq.write_table(pa.Table.from_pandas(_plain(data.llms), preserve_index=False), tmp / "llms.parquet")
@@ -461,11 +456,7 @@ def save_folder(data: "RoutingDataset", path: Path) -> Path:
             np.save(tmp / "embeddings.npy", data.embeddings)
             meta["embedding_name"] = data.embedding_name
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _plain(table: pd.DataFrame) -> pd.DataFrame:
@@ -475,17 +466,6 @@ def _plain(table: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype == object:
             out[column] = out[column].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
     return out
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished temp folder onto ``target``; an old ``target`` is removed only afterwards."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 # ---------------------------------------------------------------------- wide files and frames
@@ -505,19 +485,11 @@ def read_wide(source: str | Path) -> pd.DataFrame:
 
 def write_frame(frame: pd.DataFrame, path: str | Path, fmt: str) -> Path:
     """Write a DataFrame as Parquet or CSV atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    if fmt not in ("parquet", "csv"):
+        raise DataError(f"unknown table format {fmt!r}; expected parquet or csv")
+    with atomic_file(path) as tmp:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
-        elif fmt == "csv":
-            frame.to_csv(tmp, index=False)
         else:
-            raise DataError(f"unknown table format {fmt!r}; expected parquet or csv")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+            frame.to_csv(tmp, index=False)
+    return Path(path)

@@ -15,9 +15,7 @@ Score arrays are (n_split_prompts, m); split indices are positions in the benchm
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,14 +258,8 @@ def build_router_dataset(
 
 def save_router_dataset(router_dataset: dict, path: str | Path) -> Path:
     """Write a router_dataset pickle atomically (it holds plain data only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump(router_dataset, handle, protocol=4)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from recroute.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(pickle.dumps(router_dataset, protocol=4))
+    return Path(path)

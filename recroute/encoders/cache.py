@@ -345,15 +345,10 @@ def save_embeddings(path: str | Path, X: np.ndarray) -> Path:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (n, d); got shape {X.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, X, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from recroute.atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, X, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path

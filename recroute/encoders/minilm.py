@@ -149,12 +149,11 @@ class MiniLMEncoder:
 
     def save(self, path: str | Path) -> Path:
         """Write ``encoder.json`` into folder ``path`` (the weights come from the package)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{ENCODER_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(self.spec(), indent=2))
-        os.replace(tmp, path / ENCODER_FILE)
-        return path
+        from recroute.atomic import atomic_file
+
+        with atomic_file(Path(path) / ENCODER_FILE) as tmp:
+            tmp.write_text(json.dumps(self.spec(), indent=2))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "MiniLMEncoder":

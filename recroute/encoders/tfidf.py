@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -214,21 +212,14 @@ class TfidfEncoder:
 
         Atomic: written to a temp folder beside ``path``, then renamed over it.
         """
-        from recroute.data.io import replace_dir
+        from recroute.atomic import atomic_dir
 
         spec = self.spec()
         spec["vocabulary"] = self.vocabulary_
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             (tmp / ENCODER_FILE).write_text(json.dumps(spec, ensure_ascii=False))
             np.savez(tmp / ARRAYS_FILE, idf=self.idf_, components=self.components_)
-            replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "TfidfEncoder":

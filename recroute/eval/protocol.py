@@ -18,6 +18,7 @@ Nothing is printed unless ``quiet=False`` (a progress bar on stderr).
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -190,7 +191,8 @@ def evaluate_group(
 ) -> dict[str, Any]:
     """Fit ``router`` on the group's train split and measure it on its test split: one row's metrics.
 
-    Returns {"mu_o", "v_r", "v_b", "e_p", "auc", "share" (list of m floats), "llms" (list of m names)}.
+    Returns {"mu_o", "v_r", "v_b", "e_p", "auc", "share" (list of m floats), "llms" (list of m names),
+    "fit_seconds", "route_seconds"}.
     """
     if router.needs_features and gd.X_train is None:
         raise DataError(
@@ -198,12 +200,15 @@ def evaluate_group(
             "(pass X, attach embeddings or choose an encoder)"
         )
     n = gd.Y_test.shape[0]
+    start = time.perf_counter()
     router.fit(gd.Y_train, X=gd.X_train)
+    fitted = time.perf_counter()
     if _expected_router(router):
         mu, probs, shares = _truth_metrics(router, gd, monte_carlo_runs, seed)
         auc = float("nan")
     else:
         mu, probs, shares, auc = _fitted_metrics(router, gd)
+    routed = time.perf_counter()
     if probs.shape != (n, gd.m):
         raise DataError(f"router {router.name!r}: selection distribution of shape {probs.shape}; expected {(n, gd.m)}")
     floor = float(getattr(router, "entropy_floor", 1e-10))
@@ -215,6 +220,8 @@ def evaluate_group(
         "auc": auc,
         "share": [float(s) for s in shares],
         "llms": [str(x) for x in gd.llms],
+        "fit_seconds": fitted - start,
+        "route_seconds": routed - fitted,  # scoring the test prompts plus the metrics
     }
 
 
@@ -288,9 +295,9 @@ def _check_features(specs: Sequence[str], groups: list[GroupData]) -> None:
 def _with_means(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Append the plain mean over groups per (router, setting, m) and order the rows."""
     keys = ["router", "setting", "m"]
-    means = df.groupby(keys, sort=False)[list(METRICS)].agg(
-        {"mu_o": _plain_mean, "v_r": _plain_mean, "v_b": _plain_mean, "e_p": _plain_mean, "auc": "mean"}
-    ).reset_index()
+    agg = {"mu_o": _plain_mean, "v_r": _plain_mean, "v_b": _plain_mean, "e_p": _plain_mean, "auc": "mean",
+           "fit_seconds": "mean", "route_seconds": "mean"}
+    means = df.groupby(keys, sort=False)[list(agg)].agg(agg).reset_index()
     means["group"] = MEAN
     means["share"] = None
     means["llms"] = None

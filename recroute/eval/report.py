@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,15 +69,10 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
 
 def atomic_write(path: Path, writer: Callable[[str], Any]) -> Path:
     """Call ``writer(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from recroute.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        writer(str(tmp))
     return path
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -156,10 +154,10 @@ class Router:
     def save(self, path: str | Path) -> Path:
         """Write the fitted router to a directory atomically (JSON + npz, never an object pickle)."""
         self._check_fitted()
+        from recroute.atomic import atomic_dir
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             meta, arrays = self._state()
             doc = {
                 "format_version": FORMAT_VERSION,
@@ -174,12 +172,6 @@ class Router:
             (tmp / "router.json").write_text(json.dumps(doc, indent=1))
             np.savez(tmp / "arrays.npz", **arrays)
             self._save_extra(tmp)
-            from recroute.data.io import replace_dir
-
-            replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod

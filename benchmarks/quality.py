@@ -1,0 +1,152 @@
+"""Routing quality under RouterEval's protocol, every router, averaged over router seeds.
+
+For each dataset: RouterEval's seed-42 split and candidate groups (easy m = 3, 5; hard m = 10 where
+the pool allows), every router fitted per group; routers with a ``random_state`` run once per seed
+(0, 1, 2 by default) and are averaged, deterministic ones run once. Records mu_o, V_R, V_B, E_p and
+per-cell AUC (group means), fit time per group and routing throughput, with the machine.
+
+    python benchmarks/quality.py                          # mmlu_pro and ../shared/data/llmrouter_nim
+    python benchmarks/quality.py --datasets mmlu_pro --routers knn,two_tower --seeds 0
+
+Writes benchmarks/results/quality.json (all rows + summary) and quality.md (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+BASELINES = ["random", "best_single", "oracle", "r_o:p=0.5", "knn", "linear", "mlp", "cluster", "mlc"]
+RECOMMENDERS = ["als", "bpr", "lightfm", "two_tower", "text_mf"]
+SHARED = Path(os.environ.get("RECROUTE_SHARED", HERE.parent.parent / "shared"))
+
+
+def resolve(name: str):
+    """A bundled name or a folder, else a folder of the shared data (../shared/data/NAME)."""
+    import recroute
+    from recroute.data.catalog import list_datasets
+
+    source = name if name in list_datasets() or Path(name).is_dir() else SHARED / "data" / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. LLM catalogue rows without results
+        return recroute.load_dataset(source)
+
+
+def seeded(spec: str, seed: int) -> str | None:
+    """The spec with ``random_state=seed`` when the router takes one; None if it has no seed."""
+    from recroute.routers.registry import parse_router_spec, router_class
+
+    name, params = parse_router_spec(spec)
+    if "random_state" not in inspect.signature(router_class(name).__init__).parameters:
+        return None
+    params["random_state"] = seed
+    return name + ":" + ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def run_dataset(data, specs: list[str], seeds: list[int], settings: tuple[str, ...]) -> pd.DataFrame:
+    from recroute.eval.protocol import evaluate_dataset
+
+    frames = []
+    for spec in specs:
+        runs = [(seed, seeded(spec, seed)) for seed in seeds]
+        runs = [(seeds[0], spec)] if runs[0][1] is None else runs
+        for seed, run_spec in runs:
+            df = evaluate_dataset(data, [run_spec], settings=settings, quiet=True)
+            df["router"] = spec
+            df["seed"] = seed
+            frames.append(df.drop(columns=["share", "llms"]))
+            print(f"  {data.name}: {spec} seed {seed}: "
+                  + ", ".join(f"m={r.m} V_B {r.v_b:.4f}" for r in df[df.group == "mean"].itertuples()), flush=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(rows: pd.DataFrame, n_test: dict[str, int]) -> pd.DataFrame:
+    """Per (dataset, router, m): metrics averaged over seeds, V_B's std over seeds, timings."""
+    means = rows[rows.group == "mean"]
+    keys = ["dataset", "router", "setting", "m"]
+    out = means.groupby(keys, sort=False).agg(
+        mu_o=("mu_o", "mean"), v_r=("v_r", "mean"), v_b=("v_b", "mean"), v_b_std=("v_b", "std"),
+        e_p=("e_p", "mean"), auc=("auc", "mean"), fit_seconds=("fit_seconds", "mean"),
+        route_seconds=("route_seconds", "mean"), seeds=("seed", "nunique"),
+    ).reset_index()
+    out["v_b_std"] = out["v_b_std"].fillna(0.0)
+    out["prompts_per_second"] = [n_test[d] / s if s > 0 else np.nan for d, s in zip(out.dataset, out.route_seconds)]
+    return out
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    lines = []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        ms = sorted(part.m.unique())
+        lines += [f"### {dataset}", "", "| router | " + " | ".join(f"V_B m={m}" for m in ms)
+                  + " | " + " | ".join(f"E_p m={m}" for m in ms) + f" | AUC m={ms[-1]} | fit s (m={ms[-1]}) |",
+                  "|---" * (2 * len(ms) + 3) + "|"]
+        for router, r in part.groupby("router", sort=False):
+            by_m = r.set_index("m")
+            vb = [f"{by_m.v_b[m]:.4f}" + (f" ±{by_m.v_b_std[m]:.3f}" if by_m.seeds[m] > 1 else "") if m in by_m.index else "-" for m in ms]
+            ep = [f"{by_m.e_p[m]:.3f}" if m in by_m.index else "-" for m in ms]
+            last = by_m.loc[ms[-1]] if ms[-1] in by_m.index else None
+            auc = "-" if last is None or np.isnan(last.auc) else f"{last.auc:.3f}"
+            fit = "-" if last is None else f"{last.fit_seconds:.2f}"
+            lines.append(f"| {router} | " + " | ".join(vb) + " | " + " | ".join(ep) + f" | {auc} | {fit} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="mmlu_pro,llmrouter_nim")
+    parser.add_argument("--routers", default=",".join(BASELINES + RECOMMENDERS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default="easy,hard")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "quality")
+    args = parser.parse_args()
+
+    from machine import describe_machine
+
+    from recroute.data.splits import routereval_split
+
+    specs = [s for s in args.routers.split(",") if s]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = tuple(args.settings.split(","))
+    frames, n_test = [], {}
+    start = time.perf_counter()
+    for name in args.datasets.split(","):
+        data = resolve(name)
+        data.name = name
+        n_test[name] = len(routereval_split(data.prompts["task"], data.n_prompts).test)
+        rows = run_dataset(data, specs, seeds, settings)
+        rows.insert(0, "dataset", name)
+        frames.append(rows)
+    rows = pd.concat(frames, ignore_index=True)
+    summary = summarise(rows, n_test)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "quality",
+        "protocol": "RouterEval: seed-42 split, candidate groups all_strong/all_weak/strong_to_weak, group means",
+        "seeds": seeds,
+        "seconds": round(time.perf_counter() - start, 1),
+        "machine": describe_machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "summary": json.loads(summary.to_json(orient="records")),
+        "rows": json.loads(rows.to_json(orient="records")),
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(summary))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()
