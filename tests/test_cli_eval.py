@@ -35,12 +35,16 @@ def small_folder(tmp_path: Path, n_prompts: int = 240, n_llms: int = 10) -> Path
 
 
 def check_rows(rows: list[dict], routers: set[str], ms: set[int]) -> None:
-    assert rows and all(set(r) == ROW_KEYS for r in rows)
+    assert rows and all(set(r) == ROW_KEYS | {"shares"} for r in rows)
     assert {r["router"] for r in rows} == routers
     assert {r["m"] for r in rows} == ms and {r["group"] for r in rows} == GROUPS
     for r in rows:
         assert isinstance(r["mu_o"], float) and 0 <= r["mu_o"] <= 1
         assert r["e_p"] >= -1e-6 and r["v_b"] > 0
+        if r["group"] == "mean":
+            assert r["shares"] is None
+        else:
+            assert len(r["shares"]) == r["m"] and abs(sum(r["shares"].values()) - 1) < 1e-9
 
 
 def test_router_list_parsing():

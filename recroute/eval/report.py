@@ -28,8 +28,16 @@ def records(df: pd.DataFrame, columns: tuple[str, ...] | None = None) -> list[di
 
 
 def eval_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows {router, setting, m, group, mu_o, v_r, v_b, e_p, auc}; group includes "mean"."""
-    return records(df, ROW_KEYS)
+    """Rows {router, setting, m, group, mu_o, v_r, v_b, e_p, auc, shares}; group includes "mean".
+
+    ``shares`` maps each candidate LLM to the share of test prompts routed to it (expected shares for
+    oracle/r_o/random); None on the mean rows.
+    """
+    rows = records(df, ROW_KEYS)
+    if "share" in df and "llms" in df:
+        for row, llms, share in zip(rows, df["llms"], df["share"]):
+            row["shares"] = None if llms is None else {str(n): float(s) for n, s in zip(llms, share)}
+    return rows
 
 
 def shares_table(df: pd.DataFrame) -> pd.DataFrame:
