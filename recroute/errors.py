@@ -23,6 +23,15 @@ class SavedArtifactError(RecrouteError, ValueError):
     """A saved router or bundle is missing, truncated, tampered with or from an incompatible version."""
 
 
+def require_finite_rows(X, what: str, hint: str = "") -> None:
+    """DataError naming the rows of a 2-D array that hold NaN or inf (``what``: "X", "embeddings")."""
+    import numpy as np
+
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{what} contain{'s' if what == 'X' else ''} NaN or inf at {describe_rows(np.flatnonzero(~finite))}{hint}")
+
+
 def describe_rows(rows, limit: int = 5) -> str:
     """'rows 3, 17, 42 (and 12 more)': a short list of 0-based row numbers for messages."""
     rows = [int(r) for r in rows]

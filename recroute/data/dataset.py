@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recroute.errors import DataError
+from recroute.errors import DataError, require_finite_rows
 
 PROMPT_COLUMNS = ("prompt_id", "text", "benchmark", "task", "split")
 Selector = Sequence[int] | Sequence[str] | np.ndarray | None
@@ -254,11 +254,7 @@ class RoutingDataset:
             raise DataError(
                 f"embeddings must have shape (n_prompts={self.n_prompts}, d); got {tuple(X.shape)}"
             )
-        if not np.isfinite(X).all():
-            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-            from recroute.errors import describe_rows
-
-            raise DataError(f"embeddings contain NaN or inf at {describe_rows(bad)}")
+        require_finite_rows(X, "embeddings")
         self.embeddings = X
         self.embedding_name = name
 

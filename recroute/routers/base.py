@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from recroute.errors import DataError, NotFittedError, SavedArtifactError
+from recroute.errors import DataError, NotFittedError, SavedArtifactError, require_finite_rows
 
 FORMAT_VERSION = 1
 
@@ -242,11 +242,7 @@ def check_features(X, n_rows: int | None = None, n_features: int | None = None) 
         raise DataError(f"X has {X.shape[0]} rows but the scores have {n_rows} prompts")
     if n_features is not None and X.shape[1] != n_features:
         raise DataError(f"X has {X.shape[1]} features but the router was fitted on {n_features} (wrong embedding size?)")
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        from recroute.errors import describe_rows
-
-        raise DataError(f"X contains NaN or inf at {describe_rows(np.flatnonzero(~finite))}")
+    require_finite_rows(X, "X")
     return X
 
 

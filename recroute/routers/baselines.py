@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from recroute.errors import DataError
+from recroute.errors import DataError, require_finite_rows
 from recroute.routers.base import Router, nan_mean_rows
 
 
@@ -187,9 +187,5 @@ def _check_truth(router: Router, Y_true: np.ndarray) -> np.ndarray:
         raise DataError(
             f"true scores must have shape (n_prompts, {router.n_llms_}) for the fitted LLMs; got {Y.shape}"
         )
-    if not np.isfinite(Y).all():
-        from recroute.errors import describe_rows
-
-        bad = np.flatnonzero(~np.isfinite(Y).all(axis=1))
-        raise DataError(f"true scores contain NaN or inf at {describe_rows(bad)} (every cell must be observed)")
+    require_finite_rows(Y, "true scores", " (every cell must be observed)")
     return Y
