@@ -86,7 +86,8 @@ def summarise(rows: pd.DataFrame, n_test: dict[str, int]) -> pd.DataFrame:
     return out
 
 
-def markdown(summary: pd.DataFrame) -> str:
+def markdown(summary: pd.DataFrame, full: bool = True) -> str:
+    """Per dataset: a wide V_B / E_p table (the README's), then every metric per router × m."""
     lines = []
     for dataset, part in summary.groupby("dataset", sort=False):
         ms = sorted(part.m.unique())
@@ -95,14 +96,36 @@ def markdown(summary: pd.DataFrame) -> str:
                   "|---" * (2 * len(ms) + 3) + "|"]
         for router, r in part.groupby("router", sort=False):
             by_m = r.set_index("m")
-            vb = [f"{by_m.v_b[m]:.4f}" + (f" ±{by_m.v_b_std[m]:.3f}" if by_m.seeds[m] > 1 else "") if m in by_m.index else "-" for m in ms]
+            vb = [_vb(by_m, m) for m in ms]
             ep = [f"{by_m.e_p[m]:.3f}" if m in by_m.index else "-" for m in ms]
             last = by_m.loc[ms[-1]] if ms[-1] in by_m.index else None
             auc = "-" if last is None or np.isnan(last.auc) else f"{last.auc:.3f}"
             fit = "-" if last is None else f"{last.fit_seconds:.2f}"
             lines.append(f"| {router} | " + " | ".join(vb) + " | " + " | ".join(ep) + f" | {auc} | {fit} |")
         lines.append("")
+        if not full:
+            continue
+        lines += [f"#### {dataset}: every metric (group means; ± = std over router seeds)", "",
+                  "| router | m | mu_o | V_R | V_B | E_p | AUC | fit s | routed prompts/s |", "|---" * 9 + "|"]
+        for row in part.itertuples():
+            lines.append(
+                f"| {row.router} | {row.m} | {row.mu_o:.4f} | {_num(row.v_r)} | {_vb(part[part.router == row.router].set_index('m'), row.m)}"
+                f" | {row.e_p:.3f} | {_num(row.auc, 3)} | {row.fit_seconds:.2f}"
+                f" | {_num(row.prompts_per_second if np.isfinite(row.auc) else np.nan, 0)} |"  # truth routers score nothing
+            )
+        lines.append("")
     return "\n".join(lines)
+
+
+def _vb(by_m: pd.DataFrame, m: int) -> str:
+    if m not in by_m.index:
+        return "-"
+    spread = f" ±{by_m.v_b_std[m]:.3f}" if by_m.seeds[m] > 1 and by_m.v_b_std[m] > 0 else ""
+    return f"{by_m.v_b[m]:.4f}{spread}"
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 def main() -> None:
@@ -112,7 +135,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default="easy,hard")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "quality")
+    parser.add_argument("--render", action="store_true", help="only re-render OUT.md from OUT.json")
     args = parser.parse_args()
+    if args.render:
+        summary = pd.DataFrame(json.loads(args.out.with_suffix(".json").read_text())["summary"])
+        args.out.with_suffix(".md").write_text(markdown(summary))
+        return
 
     from machine import describe_machine
 
@@ -145,7 +173,7 @@ def main() -> None:
     }
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(summary))
-    print(markdown(summary))
+    print(markdown(summary, full=False))
 
 
 if __name__ == "__main__":
