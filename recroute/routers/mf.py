@@ -37,6 +37,9 @@ class _ImplicitRouter(Router):
 
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
         matrix = self._interactions(Y)
+        import implicit.cpu.als  # noqa: F401  load implicit's libraries before limiting their BLAS pool
+        import implicit.cpu.bpr  # noqa: F401
+
         with _blas_single_thread():  # implicit checks the BLAS pool when the model is built
             model = self._model()
             model.fit(matrix, show_progress=False)
