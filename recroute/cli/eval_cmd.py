@@ -64,6 +64,9 @@ def eval_command(
     ),
     groups: bool = typer.Option(False, "--groups", help="Show every candidate group, not only the group means."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
+    backend: str = typer.Option(
+        "serial", "--backend", help="Where the router × group grid runs: serial | process (local spawn pool) | ray."
+    ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json/--csv."),
@@ -77,8 +80,12 @@ def eval_command(
             raise DataError("give exactly one of --dataset NAME|PATH and --routereval FILE.pkl")
         if monte_carlo < 0:
             raise DataError(f"--monte-carlo must be 0 (exact) or a positive number of runs; got {monte_carlo}")
+        from recroute.eval.backends import check_backend
+
+        check_backend(backend)
         start = time.perf_counter()
-        df, label = _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo or None, seed, quiet)
+        df, label = _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo or None, seed, quiet,
+                              backend)
         elapsed = time.perf_counter() - start
         if json_path:
             report.write_json(report.eval_records(df), json_path)
@@ -99,7 +106,7 @@ def _requested_settings(setting: str) -> tuple[str, ...]:
     return check_settings(setting)
 
 
-def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo, seed, quiet):
+def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo, seed, quiet, backend="serial"):
     """(results DataFrame, display label) for a dataset or a RouterEval pickle."""
     from recroute.eval.protocol import check_settings, evaluate_dataset, evaluate_router_dataset
 
@@ -116,7 +123,7 @@ def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_car
         if not present:
             raise DataError(f"{source}: no candidate group for setting(s) {', '.join(settings)}")
         df = evaluate_router_dataset(
-            rd, specs, benchmark, present, monte_carlo_runs=monte_carlo, quiet=quiet
+            rd, specs, benchmark, present, monte_carlo_runs=monte_carlo, quiet=quiet, backend=backend
         )
         return df, Path(source).name
     from recroute.data.catalog import load_dataset
@@ -124,7 +131,7 @@ def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_car
     data = load_dataset(source)
     df = evaluate_dataset(
         data, specs, settings, encoder=encoder, seed=seed, benchmark=benchmark,
-        monte_carlo_runs=monte_carlo, quiet=quiet,
+        monte_carlo_runs=monte_carlo, quiet=quiet, backend=backend,
     )
     return df, data.name or str(source)
 

@@ -237,6 +237,8 @@ def evaluate_router_dataset(
     seed: int | None = 0,
     reference: float | None = None,
     quiet: bool = True,
+    backend: str = "serial",
+    n_workers: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate router specs (``"knn"``, ``"r_o:p=0.5"``) on a RouterEval router_dataset dict.
 
@@ -245,7 +247,10 @@ def evaluate_router_dataset(
     plus a ``group == "mean"`` row per (router, setting, m): the plain mean over the groups
     (share/llms None). V_R uses ``reference`` or else RouterEval's score for ``benchmark`` (NaN if none).
     A router that fails on a group raises (with a note naming the router and group).
+    ``backend``: where the (router × group) grid runs, "serial" (default), "process" (a local spawn
+    pool of ``n_workers``) or "ray" (see :mod:`recroute.eval.backends`); the rows are the same.
     """
+    from recroute.eval.backends import check_backend, map_work
     from recroute.routers.registry import make_router, spec_label
 
     settings = check_settings(settings)
@@ -262,19 +267,30 @@ def evaluate_router_dataset(
     if not groups:
         raise DataError(f"the router dataset has no candidate group for setting(s) {', '.join(settings)}")
     _check_features(specs, groups)
-    rows: list[dict[str, Any]] = []
-    with _progress(quiet, len(groups) * len(specs)) as progress:
-        for gd in groups:
-            for spec, label in zip(specs, labels):
-                progress.start(f"{label} on {gd.where}")
-                try:
-                    result = evaluate_group(make_router(spec), gd, ref, monte_carlo_runs, seed)
-                except Exception as exc:
-                    exc.add_note(f"while evaluating router {label!r} on {gd.where}")
-                    raise
-                rows.append({"router": label, "setting": gd.setting, "m": gd.m, "group": gd.group, **result})
-                progress.done()
+    check_backend(backend)
+    items = [(spec, label, g) for g in range(len(groups)) for spec, label in zip(specs, labels)]
+    shared = {"groups": groups, "reference": ref, "monte_carlo_runs": monte_carlo_runs, "seed": seed}
+    with _progress(quiet, len(items)) as progress:
+        rows = map_work(
+            _evaluate_item, items, shared, backend, n_workers,
+            on_start=lambda i: progress.start(f"{items[i][1]} on {groups[items[i][2]].where}"),
+            on_done=lambda i: progress.done(),
+        )
     return _with_means(pd.DataFrame(rows), labels)
+
+
+def _evaluate_item(shared: dict[str, Any], item: tuple[str, str, int]) -> dict[str, Any]:
+    """One (router spec, label, group index) work item of the grid: its result row."""
+    from recroute.routers.registry import make_router
+
+    spec, label, g = item
+    gd = shared["groups"][g]
+    try:
+        result = evaluate_group(make_router(spec), gd, shared["reference"], shared["monte_carlo_runs"], shared["seed"])
+    except Exception as exc:
+        exc.add_note(f"while evaluating router {label!r} on {gd.where}")
+        raise
+    return {"router": label, "setting": gd.setting, "m": gd.m, "group": gd.group, **result}
 
 
 def _check_features(specs: Sequence[str], groups: list[GroupData]) -> None:

@@ -10,6 +10,14 @@ within ``_TIE_TOL`` of each other (duplicate or near-duplicate training prompts)
 prompts is "nearest" is decided the way sklearn does it, from the prompt's full distance row and
 ``np.argpartition``. Such rows are rare (about 2 % on RouterEval-style data), so the cost is small,
 and without this the official numbers are off by a prompt or two per group.
+
+Index choices (``index``): "flat" (exact; the default, RouterEval's numbers), "ivf" (inverted lists:
+``nlist`` k-means cells, ``nprobe`` of them searched per query) and "hnsw" (a graph with ``hnsw_m``
+links per node, ``ef_construction`` / ``ef_search`` candidate lists). Approximate indexes trade
+recall for speed (measure it with :func:`index_recall`); the tie handling applies to "flat" only.
+Every index is saved with ``faiss.write_index`` beside router.json and read back with
+``faiss.read_index``; the search-time settings (``nprobe``, ``ef_search``) are applied from the
+router's parameters at every search, so ``set_params(nprobe=64)`` on a fitted router takes effect.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from recroute.routers.base import Router
+from recroute.routers.base import Router, check_features
 
 _METRICS = ("cosine", "l2")
-_INDEXES = ("flat",)
+_INDEXES = ("flat", "ivf", "hnsw")
 _INDEX_FILE = "index.faiss"
+_IVF_TRAIN_PER_CELL = 64  # IVF k-means trains on at most this many prompts per cell
 _TIE_TOL = 1e-5          # distance gap at the k-th neighbour treated as a tie
 _MAX_CELLS = 1 << 24     # cells per chunk when gathering neighbours or full distance rows
 
@@ -31,18 +40,36 @@ _MAX_CELLS = 1 << 24     # cells per chunk when gathering neighbours or full dis
 class KNNRouter(Router):
     """kNN router: score (n, n_llms) = nan-mean of the k nearest training prompts' scores.
 
-    ``metric``: "cosine" (exact inner product on L2-normalised float32 vectors, sklearn's cosine
-    distance) or "l2". ``index``: the FAISS index kind; only "flat" (exact search) is implemented.
+    ``metric``: "cosine" (inner product on L2-normalised float32 vectors, sklearn's cosine
+    distance) or "l2". ``index``: "flat" (exact search), "ivf" (``nlist`` cells, None = about
+    sqrt(n_train) with at least 39 training prompts per cell, k-means on at most 64 per cell;
+    ``nprobe`` cells searched) or "hnsw"
+    (``hnsw_m`` links per node, ``ef_construction`` at build, ``ef_search`` at query time).
     Training cells that are NaN (unobserved) are skipped in the mean; an LLM with no observed
-    neighbour scores 0.
+    neighbour scores 0 (as does a query for which an approximate index finds no neighbour).
     """
 
     name = "knn"
 
-    def __init__(self, k: int = 5, metric: str = "cosine", index: str = "flat") -> None:
+    def __init__(
+        self,
+        k: int = 5,
+        metric: str = "cosine",
+        index: str = "flat",
+        nlist: int | None = None,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+    ) -> None:
         self.k = k
         self.metric = metric
         self.index = index
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
 
     # ------------------------------------------------------------------ fit / score
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
@@ -54,7 +81,10 @@ class KNNRouter(Router):
         return _nan_mean_neighbours(self.train_scores_, self._neighbours(X))
 
     def kneighbors(self, X: np.ndarray) -> np.ndarray:
-        """int64 (n, min(k, n_train)): the training rows nearest to each query (unordered, as a set)."""
+        """int64 (n, min(k, n_train)): the training rows nearest to each query (unordered, as a set).
+
+        An approximate index may find fewer than k neighbours for a query: the missing ones are -1.
+        """
         self._check_fitted()
         X, _ = self._check_query(X, None)
         return self._neighbours(X)
@@ -63,6 +93,9 @@ class KNNRouter(Router):
         Q = self._prepare(X)
         n_train = self.index_.ntotal
         k = min(int(self.k), n_train)
+        if self.index != "flat":
+            self._apply_search_params()
+            return self.index_.search(Q, k)[1].astype(np.int64)
         sims, rows = self.index_.search(Q, min(k + 1, n_train))
         neighbours = rows[:, :k].astype(np.int64)
         if k < n_train:
@@ -101,6 +134,13 @@ class KNNRouter(Router):
             raise ValueError(f"knn: index {self.index!r} is not implemented yet; available: {_INDEXES}")
         if int(self.k) < 1:
             raise ValueError(f"knn: k must be at least 1; got {self.k!r}")
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"knn: {name} must be a positive integer; got {value!r}")
+        if self.nlist is not None and (isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer))
+                                       or self.nlist < 1):
+            raise ValueError(f"knn: nlist must be a positive integer or None (automatic); got {self.nlist!r}")
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         """C-contiguous float32; for cosine, rows divided by their norm as sklearn's ``normalize``
@@ -114,9 +154,34 @@ class KNNRouter(Router):
     def _build_index(self, X: np.ndarray):
         import faiss
 
-        index = faiss.IndexFlatIP(X.shape[1]) if self.metric == "cosine" else faiss.IndexFlatL2(X.shape[1])
+        n, d = X.shape
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        if self.index == "hnsw":
+            index = faiss.IndexHNSWFlat(d, int(self.hnsw_m), faiss_metric)
+            index.hnsw.efConstruction = int(self.ef_construction)
+        elif self.index == "ivf":
+            nlist = auto_nlist(n) if self.nlist is None else int(self.nlist)
+            if nlist > n:
+                raise ValueError(f"knn: nlist={nlist} is more than the {n} training prompts; lower nlist")
+            quantizer = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+            index.cp.min_points_per_centroid = 1  # a small nlist on few prompts: no FAISS warning
+            index.cp.max_points_per_centroid = _IVF_TRAIN_PER_CELL  # k-means on a sample: a fast build
+            index.train(X)  # faiss's Python wrapper keeps the quantizer alive with the index
+        else:
+            index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         index.add(X)
         return index
+
+    def _apply_search_params(self) -> None:
+        """Set the search-time knobs of an approximate index from the parameters."""
+        import faiss
+
+        if self.index == "ivf":
+            ivf = faiss.extract_index_ivf(self.index_)
+            ivf.nprobe = min(int(self.nprobe), int(ivf.nlist))
+        elif self.index == "hnsw":
+            faiss.downcast_index(self.index_).hnsw.efSearch = int(self.ef_search)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -138,6 +203,9 @@ class KNNRouter(Router):
         if not index_path.exists():
             raise SavedArtifactError(f"{path}: missing {_INDEX_FILE}")
         self.index_ = faiss.read_index(str(index_path))
+        kind = _index_kind(self.index_)
+        if kind != self.index:
+            raise SavedArtifactError(f"{index_path}: holds a {kind!r} index but the router's parameters say {self.index!r}")
         if self.index_.ntotal != self.train_scores_.shape[0] or self.index_.d != self.n_features_in_:
             raise SavedArtifactError(
                 f"{path}: the index holds {self.index_.ntotal} vectors of size {self.index_.d}, but the router "
@@ -163,15 +231,72 @@ class KNNRouter(Router):
 def _nan_mean_neighbours(Y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     """float32 (n, m): mean over each row's neighbours of Y's observed cells (0 if none observed).
 
-    Gathers in row chunks of at most ``_MAX_CELLS`` (n_chunk x k x m) values to bound memory.
+    Neighbours of -1 (none found by an approximate index) are skipped. Gathers in row chunks of at
+    most ``_MAX_CELLS`` (n_chunk x k x m) values to bound memory.
     """
     n, k = neighbours.shape
     out = np.empty((n, Y.shape[1]), dtype=np.float32)
     step = max(1, _MAX_CELLS // max(1, k * Y.shape[1]))
+    missing = bool((neighbours < 0).any())
     for start in range(0, n, step):
-        part = Y[neighbours[start : start + step]]  # (chunk, k, m)
+        rows = neighbours[start : start + step]
+        part = Y[np.maximum(rows, 0)] if missing else Y[rows]  # (chunk, k, m)
         observed = ~np.isnan(part)
+        if missing:
+            observed &= (rows >= 0)[:, :, None]
         total = np.where(observed, part, 0.0).sum(axis=1, dtype=np.float64)
         count = observed.sum(axis=1)
         out[start : start + step] = total / np.maximum(count, 1)
     return out
+
+
+def auto_nlist(n_train: int) -> int:
+    """IVF cells for ``n_train`` prompts: about sqrt(n), with at least 39 prompts per cell.
+
+    sqrt(n) keeps the k-means build to about a minute at 1M prompts (4·sqrt(n), FAISS's usual
+    advice for search speed alone, takes several); raise ``nlist`` for faster search on huge sets.
+    """
+    return int(max(1, min(round(np.sqrt(n_train)), n_train // 39)))
+
+
+def _index_kind(index) -> str:
+    """"flat", "ivf" or "hnsw" for a FAISS index read from disk."""
+    import faiss
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVF):
+        return "ivf"
+    if isinstance(index, faiss.IndexFlat):
+        return "flat"
+    return type(index).__name__
+
+
+def exact_neighbours(X_train: np.ndarray, Q: np.ndarray, k: int, metric: str = "cosine") -> np.ndarray:
+    """int64 (n_queries, k): the exact k nearest training rows (FAISS flat search, nearest first)."""
+    router = KNNRouter(k=k, metric=metric)
+    router._check_params()
+    index = router._build_index(router._prepare(check_features(X_train)))
+    return index.search(router._prepare(check_features(Q, n_features=index.d)), min(int(k), index.ntotal))[1]
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |found ∩ exact| / |exact| (found, exact: int (n, k); -1 = none found)."""
+    found, exact = np.asarray(found), np.asarray(exact)
+    if found.shape[0] != exact.shape[0]:
+        raise ValueError(f"found has {found.shape[0]} rows but exact has {exact.shape[0]}")
+    hits = (found[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
+    return float(np.mean(hits.any(axis=1).sum(axis=1) / np.maximum((exact >= 0).sum(axis=1), 1)))
+
+
+def index_recall(router: KNNRouter, X_train: np.ndarray, Q: np.ndarray) -> float:
+    """recall@k of a fitted router's (approximate) neighbours against exact search over ``X_train``.
+
+    ``X_train`` (n_train, d): the features the router was fitted on; ``Q`` (n_queries, d): queries.
+    """
+    router._check_fitted()
+    if len(X_train) != router.index_.ntotal:
+        raise ValueError(f"X_train has {len(X_train)} rows but the router's index holds {router.index_.ntotal}")
+    exact = exact_neighbours(X_train, Q, int(router.k), router.metric)
+    return recall_at_k(router.kneighbors(Q), exact)

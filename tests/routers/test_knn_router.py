@@ -60,7 +60,7 @@ def test_saves_a_faiss_index(tmp_path):
 
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="not implemented"):
-        KNNRouter(index="hnsw").fit(Y_TRAIN, X_TRAIN)
+        KNNRouter(index="annoy").fit(Y_TRAIN, X_TRAIN)
     with pytest.raises(ValueError, match="metric"):
         KNNRouter(metric="manhattan").fit(Y_TRAIN, X_TRAIN)
     with pytest.raises(ValueError, match="k must"):

@@ -1,0 +1,193 @@
+"""Fit time and peak memory of every registered router at RouterEval's scale and 10× smaller.
+
+Data: the synthetic binary results of ``recroute.data.synthetic.write_synthetic_parquet`` (8,500
+LLMs × 24,000 prompts ≈ 204M records, RouterEval's scale; and 2,400 prompts, 10× smaller), with
+384-d prompt embeddings made from the same latent skills (noisy skill centroids). Both are cached
+in benchmarks/_scratch as the dense float32 (n_prompts, n_llms) matrix every router trains on.
+
+Each fit runs in a fresh spawned process that loads the arrays, then fits the router with its
+default parameters; recorded: fit seconds, peak RSS of the process (ru_maxrss) and of the fit alone
+(VmHWM reset after loading), and the growth ratios large / small. The small size runs first: a
+router whose small fit times ``--growth`` would exceed ``--timeout`` is skipped at the large size
+with that reason recorded, and a fit still running at ``--timeout`` is stopped and recorded too.
+
+    python benchmarks/fit_scale.py                               # every router; up to ~5 min a fit
+    python benchmarks/fit_scale.py --routers knn,als --timeout 120
+
+Writes benchmarks/results/fit_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+SCRATCH = HERE / "_scratch"
+N_LLMS, N_SKILLS, DIM = 8500, 20, 384
+
+
+def prepare(n_prompts: int, n_llms: int = N_LLMS) -> tuple[Path, Path]:
+    """(dense scores .npy, embeddings .npy) of the synthetic dataset, written once into _scratch."""
+    from recroute.data.synthetic import _latent, write_synthetic_parquet
+
+    y_path = SCRATCH / f"fit_scale_Y_{n_llms}x{n_prompts}.npy"
+    x_path = SCRATCH / f"fit_scale_X_{n_prompts}.npy"
+    if y_path.exists() and x_path.exists():
+        return y_path, x_path
+    from recroute.atomic import atomic_file
+    from recroute.data.dataset import RoutingDataset
+
+    SCRATCH.mkdir(exist_ok=True)
+    parquet = SCRATCH / f"synthetic_{n_llms}x{n_prompts}.parquet"
+    if not parquet.exists():
+        print(f"writing {parquet.name} ...", flush=True)
+        with atomic_file(parquet) as tmp:
+            write_synthetic_parquet(tmp, n_prompts, n_llms, n_skills=N_SKILLS, random_state=0)
+    print(f"caching {parquet.name} as dense arrays ...", flush=True)
+    data = RoutingDataset.from_long(parquet)
+    order = np.argsort([int(p[1:]) for p in data.prompt_ids])  # prompt rows in generation order (p0, p1, ...)
+    llm_order = np.argsort([int(n.split("_")[1]) for n in data.llm_names])
+    Y = data.dense(np.nan)[order][:, llm_order]
+    del data
+    skill = _latent(n_prompts, n_llms, N_SKILLS, 1.0, np.random.default_rng(0))[0]  # the parquet's own draw
+    rng = np.random.default_rng(1)
+    X = (rng.normal(0, 1, (N_SKILLS, DIM))[skill] + 0.5 * rng.normal(0, 1, (n_prompts, DIM))).astype(np.float32)
+    with atomic_file(y_path) as tmp:
+        np.save(tmp, Y.astype(np.float32))
+    with atomic_file(x_path) as tmp:
+        np.save(tmp, X)
+    return y_path, x_path
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
+    """In a fresh process: load the arrays, reset the peak-RSS mark, fit, report."""
+    from recroute.routers.registry import make_router
+
+    Y = np.load(y_path)
+    X = np.load(x_path)
+    router = make_router(spec)
+    rss_loaded = _status_kib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset VmHWM: the next peak is the fit's own
+        reset = True
+    except OSError:
+        reset = False
+    start = time.perf_counter()
+    try:
+        router.fit(Y, X if router.needs_features else None)
+    except Exception as exc:  # recorded, not raised: one router's failure does not end the run
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    seconds = time.perf_counter() - start
+    queue.put({"fit_s": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+               "fit_peak_gb": _status_kib("VmHWM") / 2**20 if reset else None,
+               "rss_after_load_gb": rss_loaded / 2**20})
+
+
+def run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
+    """One fit in a spawned process, stopped at ``timeout`` seconds."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    proc = context.Process(target=_fit_child, args=(spec, str(paths[0]), str(paths[1]), queue))
+    started = time.perf_counter()
+    proc.start()
+    deadline = started + timeout + 60  # + loading the arrays and imports
+    result = None
+    while time.perf_counter() < deadline:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except Exception:
+            if not proc.is_alive():
+                break
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if result is None:
+        if proc.exitcode not in (0, None) and time.perf_counter() < deadline:
+            return {"skipped": f"the fit process died (exit code {proc.exitcode}; out of memory?)"}
+        return {"skipped": f"stopped after {timeout:.0f} s (too slow at this size)"}
+    return result
+
+
+def main() -> None:
+    from recroute.routers.registry import available_routers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routers", default=",".join(available_routers()), help="comma-separated router specs")
+    parser.add_argument("--prompts", type=int, default=24_000, help="prompts at the large size (RouterEval: 24,000)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="longest fit allowed, seconds")
+    parser.add_argument("--growth", type=float, default=10.0, help="assumed fit-time growth small -> large")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "fit_scale.json")
+    args = parser.parse_args()
+    specs = [s.strip() for s in args.routers.split(",") if s.strip()]
+
+    from machine import describe_machine
+
+    from recroute.atomic import atomic_file
+
+    sizes = {"small": args.prompts // 10, "large": args.prompts}
+    # prepared in a spawned process: this one stays small, since a child's ru_maxrss starts from
+    # its parent's resident size at fork time
+    with mp.get_context("spawn").Pool(1) as pool:
+        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items()}
+    rows = []
+    for spec in specs:
+        row = {"router": spec}
+        small = run_fit(spec, paths["small"], args.timeout)
+        row["small"] = {"n_prompts": sizes["small"], "n_llms": N_LLMS, **small}
+        if "fit_s" in small and small["fit_s"] * args.growth > args.timeout:
+            large = {"skipped": f"predicted {small['fit_s'] * args.growth:.0f} s (small fit {small['fit_s']:.1f} s "
+                                f"× {args.growth:g}) exceeds the {args.timeout:.0f} s limit"}
+        elif "fit_s" not in small:
+            large = {"skipped": "the small size did not finish: " + small.get("skipped", small.get("error", ""))}
+        else:
+            large = run_fit(spec, paths["large"], args.timeout)
+        row["large"] = {"n_prompts": sizes["large"], "n_llms": N_LLMS, **large}
+        if "fit_s" in small and "fit_s" in large:
+            row["time_growth"] = large["fit_s"] / max(small["fit_s"], 1e-9)
+            row["peak_growth"] = large["peak_gb"] / small["peak_gb"]
+            if small.get("fit_peak_gb") and large.get("fit_peak_gb"):
+                row["fit_peak_growth"] = large["fit_peak_gb"] / small["fit_peak_gb"]
+        rows.append(row)
+        print(_line(row), flush=True)
+    payload = {"benchmark": "fit_scale", "sizes": {k: [v, N_LLMS] for k, v in sizes.items()},
+               "timeout_s": args.timeout, "rows": rows, "machine": describe_machine(),
+               "date": time.strftime("%Y-%m-%d")}
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"written to {args.out}")
+
+
+def _line(row: dict) -> str:
+    def part(r: dict) -> str:
+        if "fit_s" in r:
+            fit_peak = f", fit peak {r['fit_peak_gb']:.2f} GB" if r.get("fit_peak_gb") else ""
+            return f"{r['fit_s']:8.2f} s, peak {r['peak_gb']:.2f} GB{fit_peak}"
+        return r.get("skipped") or r.get("error", "?")
+
+    growth = f"  growth ×{row['time_growth']:.1f} time, ×{row['peak_growth']:.2f} peak" if "time_growth" in row else ""
+    return f"{row['router']:12s} small: {part(row['small'])} | large: {part(row['large'])}{growth}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Micro-batching: texts from concurrent requests are encoded together on one worker thread.
+
+Each caller blocks on its own future while the worker drains the queue into one encoder batch
+(up to ``max_batch`` texts), so under load many small requests cost about one batched encoder call,
+and the (not re-entrant) encoder is only ever used from one thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+class EncodeBatcher:
+    """``encode(texts) -> float32 (len(texts), d)``, batched across threads by a worker thread."""
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        self._encode = encode
+        self.max_batch = int(max_batch)
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="recroute-encoder", daemon=True)
+        self._worker.start()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 (len(texts), d); blocks the calling thread until its batch is encoded."""
+        if self._closed:
+            raise RuntimeError("the encoder batcher is closed")
+        future: Future = Future()
+        self._queue.put((list(texts), future))
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the worker after the requests already queued."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._worker.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, size, stop = [item], len(item[0]), False
+            while size < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                size += len(nxt[0])
+            self._encode_batch(batch)
+            if stop:
+                return
+
+    def _encode_batch(self, batch: list[tuple[list[str], Future]]) -> None:
+        texts = [t for part, _ in batch for t in part]
+        try:
+            X = self._encode(texts)
+        except BaseException as exc:  # every waiting request gets the error, the worker lives on
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for part, future in batch:
+            future.set_result(X[start : start + len(part)])
+            start += len(part)

@@ -1,0 +1,334 @@
+"""A routing bundle: the encoder, the fitted router and the LLM names in one checksummed folder.
+
+Layout (format version 1)::
+
+    DIR/manifest.json   {"format": "recroute-bundle", "format_version": 1,
+                         "files": {relative path: {"sha256": hex, "bytes": n}}}   (every other file)
+    DIR/bundle.json     encoder (type, name, dim) or null, router (name, n_features_in), llms, versions
+    DIR/encoder/        the encoder's own save (MiniLM: encoder.json; TF-IDF: encoder.json + arrays.npz)
+    DIR/router/         Router.save: router.json + arrays.npz (+ index.faiss for kNN)
+
+Saved atomically (a temporary folder renamed into place); loading executes no code (JSON, npz with
+``allow_pickle=False``, FAISS index files) and raises :class:`SavedArtifactError` for a missing,
+truncated, modified or unexpected file, an unknown format version, or an encoder that does not fit
+the router. A bundle without an encoder routes precomputed embeddings only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from recroute.errors import DataError, SavedArtifactError
+
+BUNDLE_FORMAT = "recroute-bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+BUNDLE_FILE = "bundle.json"
+ROUTER_DIR = "router"
+ENCODER_DIR = "encoder"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """One prompt's route: the chosen LLM and its score, and the top-k (name, score) pairs best first."""
+
+    llm: str
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"llm", "score", "top_k": [{"llm", "score"}, ...]}; a non-finite score becomes None."""
+        return {"llm": self.llm, "score": _finite(self.score),
+                "top_k": [{"llm": name, "score": _finite(s)} for name, s in self.top_k]}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def encoder_kind(name: str | None) -> str | None:
+    """"minilm", "tfidf" or None (no encoder) for an encoder name, "tfidf-svd-256" included."""
+    if name is None:
+        return None
+    from recroute.encoders.base import canonical_name
+
+    key = canonical_name(name)
+    if key is None and name.strip().lower().startswith("tfidf-svd-"):
+        return "tfidf"
+    return key or name
+
+
+class RoutingBundle:
+    """A fitted router with the encoder that makes its prompt features. Build, save, load, route.
+
+    ``route_texts(texts, k, candidates)`` encodes then routes; ``route_embeddings(X, k, candidates)``
+    routes precomputed float32 (n, d) features. Both return one :class:`RouteDecision` per prompt.
+    """
+
+    def __init__(self, router, encoder=None) -> None:
+        self.router = router
+        self.encoder = encoder
+        self._encode_lock = threading.Lock()  # tokenizers and torch models are not re-entrant
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, router, encoder=None) -> "RoutingBundle":
+        """A bundle of a fitted router and the (fitted) encoder its features came from.
+
+        ``encoder``: an encoder object or name ("minilm"); None for a router that needs no prompt
+        features, or to route precomputed embeddings only. Its dim must equal the router's
+        ``n_features_in_``.
+        """
+        from recroute.encoders.base import get_encoder
+
+        router._check_fitted()
+        if encoder is not None:
+            encoder = get_encoder(encoder)
+            if getattr(encoder, "is_fitted", True) is False:
+                raise DataError(f"encoder {encoder.name!r} is not fitted: fit it on the training texts first")
+            if not callable(getattr(encoder, "save", None)):
+                raise DataError(f"encoder {encoder.name!r} cannot be saved (no save method): use minilm or tfidf")
+            _check_dims(router, encoder, "")
+        return cls(router, encoder)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def llm_names(self) -> list[str]:
+        return [str(n) for n in self.router.llm_names_]
+
+    @property
+    def encoder_name(self) -> str | None:
+        return None if self.encoder is None else str(self.encoder.name)
+
+    @property
+    def n_features(self) -> int:
+        """Width of the prompt features the router takes (0 for a feature-free router)."""
+        return int(getattr(self.router, "n_features_in_", 0)) if self.router.needs_features else 0
+
+    def describe(self) -> dict[str, Any]:
+        """The bundle.json document (JSON-able)."""
+        from recroute import __version__
+
+        enc = None
+        if self.encoder is not None:
+            spec = self.encoder.spec() if callable(getattr(self.encoder, "spec", None)) else {}
+            enc = {"type": spec.get("type", encoder_kind(self.encoder.name)), "name": self.encoder.name,
+                   "dim": int(self.encoder.dim)}
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "recroute_version": __version__,
+            "encoder": enc,
+            "router": {"name": self.router.name, "spec": _spec(self.router),
+                       "needs_features": bool(self.router.needs_features), "n_features_in": self.n_features},
+            "llms": self.llm_names,
+        }
+
+    def __repr__(self) -> str:
+        enc = self.encoder_name or "no encoder"
+        return f"RoutingBundle({self.router.name!r}, {len(self.llm_names)} LLMs, {enc})"
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle folder atomically: encoder, router, bundle.json, then manifest.json."""
+        from recroute.atomic import atomic_dir
+
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            if self.encoder is not None:
+                self.encoder.save(tmp / ENCODER_DIR)
+            self.router.save(tmp / ROUTER_DIR)
+            (tmp / BUNDLE_FILE).write_text(json.dumps(self.describe(), indent=1))
+            files = {rel: {"sha256": _sha256(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+                     for rel in _list_files(tmp) if rel != MANIFEST_FILE}
+            manifest = {"format": BUNDLE_FORMAT, "format_version": FORMAT_VERSION, "files": files}
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: str | None = None) -> "RoutingBundle":
+        """Read a bundle folder; every file is checked against the manifest before it is used.
+
+        ``encoder``: the encoder name the caller expects ("minilm", "tfidf"); a bundle holding
+        another encoder raises SavedArtifactError.
+        """
+        from recroute.encoders.base import load_encoder
+        from recroute.routers.base import Router
+
+        path = Path(path)
+        verify(path)
+        meta = _read_json(path / BUNDLE_FILE)
+        enc_meta = meta.get("encoder")
+        if encoder is not None and encoder_kind(encoder) != encoder_kind((enc_meta or {}).get("name")):
+            held = (enc_meta or {}).get("name") or "no encoder"
+            raise SavedArtifactError(f"{path}: the bundle holds {held}, not the requested encoder {encoder!r}")
+        enc = None
+        if enc_meta is not None:
+            try:
+                enc = load_encoder(path / ENCODER_DIR)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SavedArtifactError(f"{path}: cannot load the encoder ({exc})") from None
+            if enc.name != enc_meta.get("name") or int(enc.dim) != enc_meta.get("dim"):
+                raise SavedArtifactError(
+                    f"{path / BUNDLE_FILE}: records encoder {enc_meta.get('name')!r} of dim {enc_meta.get('dim')!r} "
+                    f"but {ENCODER_DIR}/ holds {enc.name!r} of dim {enc.dim}"
+                )
+        router = Router.load(path / ROUTER_DIR)
+        if [str(n) for n in router.llm_names_] != meta.get("llms"):
+            raise SavedArtifactError(f"{path / BUNDLE_FILE}: its LLM names differ from the router's")
+        if enc is not None:
+            _check_dims(router, enc, f"{path}: ")
+        return cls(router, enc)
+
+    # ------------------------------------------------------------------ routing
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """float32 (len(texts), dim) prompt features from the bundle's encoder."""
+        from recroute.encoders.base import check_texts
+
+        texts = check_texts(texts, "prompts")
+        if self.encoder is None:
+            raise DataError("this bundle has no encoder: route precomputed embeddings (route_embeddings / --embeddings)")
+        with self._encode_lock:
+            return np.asarray(self.encoder.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    def route_texts(
+        self, texts: Sequence[str], k: int = 1, candidates: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> list[RouteDecision]:
+        """One decision per prompt text (encoded with the bundle's encoder), in input order."""
+        from recroute.encoders.base import check_texts
+
+        texts = check_texts(texts, "prompts")
+        X = self.encode(texts, batch_size) if self.router.needs_features else None
+        return self.route_embeddings(X, k, candidates, n=len(texts))
+
+    def route_embeddings(
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
+    ) -> list[RouteDecision]:
+        """One decision per row of precomputed features X (n, d); X may be None (give n) for a
+        router that needs no features."""
+        idx, scores = self.route_arrays(X, k, candidates, n)
+        return decisions(idx, scores, self.llm_names)
+
+    def route_arrays(
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first."""
+        if X is None and n is None:
+            raise DataError("give prompt features X (n, d) or the number of prompts n")
+        if X is not None and not self.router.needs_features:
+            X, n = None, len(X)
+        k = self.check_choice(k, candidates)
+        if candidates is not None:
+            candidates = list(candidates)
+        if (len(X) if X is not None else n) == 0:
+            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+        return self.router.route(X, k=k, candidates=candidates, n=n)
+
+    def check_choice(self, k, candidates: Sequence[str] | None = None) -> int:
+        """``k`` as an int after checking it and the candidate names (DataError naming what is wrong)."""
+        k = _check_k(k)
+        allowed = self.router._candidate_mask(None if candidates is None else list(candidates))
+        if k > int(allowed.sum()):
+            raise DataError(f"k={k} is more than the {int(allowed.sum())} candidate LLM(s)")
+        return k
+
+
+def decisions(idx: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[RouteDecision]:
+    """RouteDecision per row of (llm_idx (n, k), scores (n, k))."""
+    out = []
+    for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
+        pairs = tuple((names[j], s) for j, s in zip(row_idx, row_scores))
+        out.append(RouteDecision(pairs[0][0], pairs[0][1], pairs))
+    return out
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise DataError(f"k must be an integer; got {k!r}")
+    if k < 1:
+        raise DataError(f"k must be at least 1; got {k}")
+    return int(k)
+
+
+def _check_dims(router, encoder, where: str) -> None:
+    if router.needs_features and int(router.n_features_in_) != int(encoder.dim):
+        raise (SavedArtifactError if where else DataError)(
+            f"{where}encoder {encoder.name!r} makes {encoder.dim}-d features but the router was fitted on "
+            f"{router.n_features_in_}-d features (another encoder?)"
+        )
+
+
+def _spec(router) -> str:
+    """The router as a registry spec (``knn:k=5,metric=cosine,...``)."""
+    params = router.get_params()
+    return router.name + (":" + ",".join(f"{k}={v!r}" for k, v in params.items()) if params else "")
+
+
+# ---------------------------------------------------------------------- integrity
+def verify(path: Path) -> dict:
+    """Check every file of a bundle against its manifest; returns the manifest.
+
+    Raises SavedArtifactError naming the first missing, truncated, modified or unexpected file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise SavedArtifactError(f"{path}: no routing bundle there (not a folder)")
+    manifest = _read_json(path / MANIFEST_FILE)
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise SavedArtifactError(f"{path / MANIFEST_FILE}: not a recroute routing bundle (format {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SavedArtifactError(
+            f"{path / MANIFEST_FILE}: bundle format version {version!r}; this recroute reads version {FORMAT_VERSION}"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or BUNDLE_FILE not in files:
+        raise SavedArtifactError(f"{path / MANIFEST_FILE}: no file list (or no {BUNDLE_FILE} in it)")
+    for rel, entry in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not isinstance(entry, dict):
+            raise SavedArtifactError(f"{path / MANIFEST_FILE}: bad entry {rel!r}")
+        file = path / rel
+        if not file.is_file():
+            raise SavedArtifactError(f"{path}: missing file {rel}")
+        size = file.stat().st_size
+        if size != entry.get("bytes"):
+            raise SavedArtifactError(f"{path}: {rel} has {size} bytes, the manifest says {entry.get('bytes')} (truncated?)")
+        if _sha256(file) != entry.get("sha256"):
+            raise SavedArtifactError(f"{path}: {rel} does not match its sha256 in the manifest (modified)")
+    extra = sorted(set(_list_files(path)) - set(files) - {MANIFEST_FILE})
+    if extra:
+        raise SavedArtifactError(f"{path}: file(s) not in the manifest: {', '.join(extra[:5])}")
+    return manifest
+
+
+def _read_json(file: Path) -> dict:
+    if not file.is_file():
+        raise SavedArtifactError(f"{file.parent}: missing {file.name} (not a routing bundle?)")
+    try:
+        doc = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SavedArtifactError(f"{file}: corrupt JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise SavedArtifactError(f"{file}: expected a JSON object")
+    return doc
+
+
+def _list_files(root: Path) -> list[str]:
+    """Relative POSIX paths of every file under root, sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
