@@ -26,3 +26,10 @@ def test_scaling_notebook_runs():
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the figure was drawn
+
+
+def test_debiasing_notebook_runs():
+    nb = run_notebook(NOTEBOOKS / "debiasing.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # reliability curves and the front

@@ -27,6 +27,7 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "lightfm": ("recroute.routers.lightfm_router", "LightFMRouter"),
     "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
     "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
+    "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
 }
 
 

@@ -32,6 +32,7 @@ FAST_PARAMS: dict[str, dict] = {
     "lightfm": {"no_components": 8, "prompt_dim": 16, "epochs": 10},
     "two_tower": {"dim": 16, "hidden": (32,), "epochs": 30, "patience": 30},
     "text_mf": {"dim": 16, "epochs": 30, "patience": 30},
+    "debiased": {"inner": "knn", "ipw": 0.5, "calibration": "isotonic", "tau": 0.1},  # every remedy at once
 }
 
 D, M = 16, 5
