@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 BASELINES = ["random", "best_single", "oracle", "r_o:p=0.5", "knn", "linear", "mlp", "cluster", "mlc"]
-RECOMMENDERS = ["als", "bpr", "lightfm", "two_tower", "text_mf"]
+RECOMMENDERS = ["als", "bpr", "lightfm", "two_tower", "text_mf", "soft_cluster", "ensemble"]
 SHARED = Path(os.environ.get("RECROUTE_SHARED", HERE.parent.parent / "shared"))
 
 

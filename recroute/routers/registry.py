@@ -21,12 +21,14 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "linear": ("recroute.routers.linear", "LinearRouter"),
     "mlp": ("recroute.routers.linear", "MLPRouter"),
     "cluster": ("recroute.routers.cluster", "ClusterRouter"),
+    "soft_cluster": ("recroute.routers.cluster", "SoftClusterRouter"),
     "mlc": ("recroute.routers.mlc", "MLCRouter"),
     "als": ("recroute.routers.mf", "ALSRouter"),
     "bpr": ("recroute.routers.mf", "BPRRouter"),
     "lightfm": ("recroute.routers.lightfm_router", "LightFMRouter"),
     "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
     "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
+    "ensemble": ("recroute.routers.ensemble", "EnsembleRouter"),  # averaged P(correct) of member specs
     "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
 }
 

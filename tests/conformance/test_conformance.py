@@ -32,6 +32,8 @@ FAST_PARAMS: dict[str, dict] = {
     "lightfm": {"no_components": 8, "prompt_dim": 16, "epochs": 10},
     "two_tower": {"dim": 16, "hidden": (32,), "epochs": 30, "patience": 30},
     "text_mf": {"dim": 16, "epochs": 30, "patience": 30},
+    "soft_cluster": {"n_clusters": 12, "n_partitions": 2},
+    "ensemble": {"members": "soft_cluster:n_clusters=12;n_partitions=1+linear:epochs=5", "n_seeds": 2},
     "debiased": {"inner": "knn", "ipw": 0.5, "calibration": "isotonic", "tau": 0.1},  # every remedy at once
 }
 
