@@ -19,6 +19,10 @@ class NotFittedError(RecrouteError, ValueError):
     """A router was used before `fit` was called."""
 
 
+class NotSupportedError(RecrouteError, ValueError):
+    """A router family cannot do what was asked (e.g. onboard a new LLM without retraining)."""
+
+
 class SavedArtifactError(RecrouteError, ValueError):
     """A saved router or bundle is missing, truncated, tampered with or from an incompatible version."""
 

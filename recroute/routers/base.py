@@ -8,11 +8,13 @@ Batch-first: every method takes 2-D inputs and is vectorised.
     score(X) -> float32 (n, n_llms)    higher = better (ideally P(correct))
     selection_probs(X) -> (n, n_llms)  the per-prompt selection distribution used for E_p
     route(X, k=1, candidates=None) -> (llm_idx int64 (n, k), scores float32 (n, k))
+    partial_fit_llms(X_probe, Y_probe, names, metadata=None) -> a new router that also scores new LLMs
     save(path) / load(path)            a directory: router.json + arrays.npz (+ backend files)
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from recroute.errors import DataError, NotFittedError, SavedArtifactError, require_finite_rows
+from recroute.errors import DataError, NotFittedError, NotSupportedError, SavedArtifactError, require_finite_rows
 
 FORMAT_VERSION = 1
 
@@ -31,6 +33,7 @@ class Router:
     name: ClassVar[str] = "router"
     needs_features: ClassVar[bool] = True      # uses prompt embeddings X
     supports_new_llms: ClassVar[bool] = False  # partial_fit_llms available
+    score_scale: ClassVar[str] = "probability"  # what score() returns: "probability", "logit" or "raw"
     requires_truth: ClassVar[bool] = False     # oracle-style: needs the true scores to route
     stochastic: ClassVar[bool] = False         # decisions are random draws (Random router)
     entropy_floor: ClassVar[float] = 1e-10     # RouterEval's threshold for E_p terms
@@ -63,11 +66,58 @@ class Router:
             self.n_features_in_ = X.shape[1]
         self.n_llms_ = Y.shape[1]
         self.llm_names_ = np.asarray(names, dtype=object)
+        if self.supports_new_llms:
+            from recroute.routers.new_llms import LLMMetadata
+
+            self.llm_metadata_ = LLMMetadata.from_table(getattr(data, "llms", None), self.n_llms_)
         self._fit(Y, X)
         self.fitted_ = True
         return self
 
     def _fit(self, Y: np.ndarray, X: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ new LLMs (cold start)
+    def partial_fit_llms(self, X_probe, Y_probe, names, metadata=None) -> "Router":
+        """A copy of this router that also scores and routes to new LLMs; nothing else is retrained.
+
+        X_probe (k, d): embeddings of the k probe prompts (None when k = 0); Y_probe (k, n_new) the new
+        LLMs' results on them, NaN where an LLM was not run on a probe ((k,) for one LLM); names: the
+        n_new new names; metadata: a DataFrame with an ``llm`` column and the numeric columns the router
+        was fitted with (used as the prior, and alone when k = 0). The new LLMs come last.
+        """
+        self._check_fitted()
+        if not self.supports_new_llms:
+            from recroute.routers.registry import routers_supporting_new_llms
+
+            raise NotSupportedError(
+                f"router {self.name!r} cannot place a new LLM without retraining (it learns one output per LLM "
+                f"from all training prompts); refit it, or use one of: {', '.join(routers_supporting_new_llms())}"
+            )
+        from recroute.routers.new_llms import check_new_llms
+
+        X, Y, names = check_new_llms(self, X_probe, Y_probe, names)
+        known = getattr(self, "llm_metadata_", None)
+        if metadata is not None and known is None:
+            raise DataError(f"router {self.name!r} was fitted without numeric LLM metadata; it cannot use metadata for new LLMs")
+        meta = None if known is None else known.rows_for(metadata, names)
+        new = self._copy_for_new_llms()
+        new._add_llms(X, Y, meta)
+        new.n_llms_ = self.n_llms_ + len(names)
+        new.llm_names_ = np.concatenate([self.llm_names_, np.asarray(names, dtype=object)])
+        if known is not None:
+            rows = np.zeros((len(names), len(known.columns)), dtype=np.float32) if meta is None else meta
+            new.llm_metadata_ = copy.copy(known)
+            new.llm_metadata_.values = np.vstack([known.values, rows]).astype(np.float32)
+        return new
+
+    def _copy_for_new_llms(self) -> "Router":
+        """A shallow copy; ``_add_llms`` must replace (never modify in place) what it changes."""
+        return copy.copy(self)
+
+    def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
+        """Append the new LLMs' parameters. X (k, d) | None, Y (k, n_new) NaN = not probed,
+        metadata (n_new, f) standardised | None."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ scoring
@@ -169,6 +219,11 @@ class Router:
                 "n_features_in": int(getattr(self, "n_features_in_", 0)),
                 "state": _jsonable(meta),
             }
+            llm_meta = getattr(self, "llm_metadata_", None)
+            if llm_meta is not None:
+                meta_doc, meta_arrays = llm_meta.state()
+                doc["llm_metadata"] = meta_doc
+                arrays = {**arrays, **meta_arrays}
             (tmp / "router.json").write_text(json.dumps(doc, indent=1))
             np.savez(tmp / "arrays.npz", **arrays)
             self._save_extra(tmp)
@@ -206,6 +261,10 @@ class Router:
             raise SavedArtifactError(f"{doc_path}: {len(router.llm_names_)} LLM names for n_llms={router.n_llms_}")
         if router.needs_features:
             router.n_features_in_ = int(doc["n_features_in"])
+        if router.supports_new_llms:
+            from recroute.routers.new_llms import LLMMetadata
+
+            router.llm_metadata_ = LLMMetadata.from_state(doc.get("llm_metadata"), arrays)
         try:
             router._set_state(doc.get("state", {}), arrays, path)
         except SavedArtifactError:

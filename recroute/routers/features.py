@@ -73,12 +73,7 @@ def numeric_llm_features(table, n_llms: int) -> np.ndarray | None:
 
     Missing values become the column mean (0 after standardising); None when there is no such column.
     """
-    if table is None or len(table) != n_llms:
-        return None
-    numeric = table.drop(columns=["llm"]).select_dtypes("number")
-    numeric = numeric.loc[:, numeric.notna().any()]
-    if not numeric.shape[1]:
-        return None
-    values = numeric.to_numpy(dtype=np.float64)
-    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-    return np.nan_to_num((values - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    from recroute.routers.new_llms import LLMMetadata
+
+    meta = LLMMetadata.from_table(table, n_llms)
+    return None if meta is None else meta.values

@@ -49,9 +49,17 @@ class KNNRouter(Router):
     (``hnsw_m`` links per node, ``ef_construction`` at build, ``ef_search`` at query time).
     Training cells that are NaN (unobserved) are skipped in the mean; an LLM with no observed
     neighbour scores 0 (as does a query for which an approximate index finds no neighbour).
+
+    New LLMs (``partial_fit_llms``) are placed by reweighting the existing LLMs: each existing LLM is
+    weighted by the likelihood of the new LLM's probe results under its own results on those prompts
+    (clipped to [``onboard_eps``, 1 - ``onboard_eps``]); the ``onboard_k`` most likely LLMs (ties
+    included) give the new LLM's column of training scores as their weighted mean, and its probe
+    results replace that mean where a probe is a training prompt. Without probes, the ``onboard_k``
+    LLMs nearest in metadata (or all LLMs, without metadata) weigh equally.
     """
 
     name = "knn"
+    supports_new_llms = True
 
     def __init__(
         self,
@@ -63,6 +71,8 @@ class KNNRouter(Router):
         hnsw_m: int = 32,
         ef_construction: int = 40,
         ef_search: int = 64,
+        onboard_k: int = 30,
+        onboard_eps: float = 0.1,
     ) -> None:
         self.k = k
         self.metric = metric
@@ -72,6 +82,8 @@ class KNNRouter(Router):
         self.hnsw_m = hnsw_m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        self.onboard_k = onboard_k
+        self.onboard_eps = onboard_eps
 
     # ------------------------------------------------------------------ fit / score
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
@@ -81,6 +93,63 @@ class KNNRouter(Router):
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:
         return _nan_mean_neighbours(self.train_scores_, self._neighbours(X))
+
+    # ------------------------------------------------------------------ new LLMs
+    def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
+        """Append one imputed column of training scores per new LLM (see the class docstring)."""
+        from recroute.routers.new_llms import llm_similarity_weights
+
+        if not 0 < float(self.onboard_eps) < 0.5 or int(self.onboard_k) < 1:
+            raise ValueError(f"knn: need 0 < onboard_eps < 0.5 and onboard_k >= 1; got {self.onboard_eps}, {self.onboard_k}")
+        train = self.train_scores_
+        rows = np.full(Y.shape[0], -1, dtype=np.int64)
+        at_probes = np.zeros((0, self.n_llms_))
+        if X is not None:
+            rows = self._training_rows(X)
+            at_probes = np.where(rows[:, None] >= 0, train[np.maximum(rows, 0)], self._score(X, len(X)))
+        known = getattr(self, "llm_metadata_", None)
+        W = llm_similarity_weights(
+            at_probes, Y, int(self.onboard_k), float(self.onboard_eps),
+            None if known is None else known.values, metadata,
+        )
+        observed = ~np.isnan(train)
+        total = np.where(observed, train, 0.0).astype(np.float64) @ W.T
+        weight = observed.astype(np.float64) @ W.T
+        columns = np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
+        matched = rows >= 0
+        for j in range(Y.shape[1]):  # a probe that is a training prompt: its own result, not the mean
+            hit = matched & ~np.isnan(Y[:, j])
+            columns[rows[hit], j] = Y[hit, j]
+        self.train_scores_ = np.hstack([train, columns.astype(np.float32)])
+
+    def _training_rows(self, X: np.ndarray) -> np.ndarray:
+        """int64 (n,): the training row each query duplicates (same vector), else -1."""
+        Q = self._prepare(X)
+        if self.index == "flat":
+            sims, found = self.index_.search(Q, 1)
+            gap = 1.0 - sims[:, 0] if self.metric == "cosine" else sims[:, 0]
+        else:
+            train = self._train_vectors_any()
+            found = self._exact_nearest(Q, train)
+            gap = np.linalg.norm(train[found[:, 0]] - Q, axis=1)
+        return np.where(gap <= _TIE_TOL, found[:, 0], -1).astype(np.int64)
+
+    def _train_vectors_any(self) -> np.ndarray:
+        """float32 (n_train, d) vectors of any index type (reconstructed; IVF needs a direct map)."""
+        index = self.index_
+        if self.index == "ivf":
+            import faiss
+
+            faiss.extract_index_ivf(index).make_direct_map()
+        return index.reconstruct_n(0, index.ntotal)
+
+    @staticmethod
+    def _exact_nearest(Q: np.ndarray, train: np.ndarray) -> np.ndarray:
+        import faiss
+
+        flat = faiss.IndexFlatL2(train.shape[1])
+        flat.add(np.ascontiguousarray(train, dtype=np.float32))
+        return flat.search(Q, 1)[1]
 
     def kneighbors(self, X: np.ndarray) -> np.ndarray:
         """int64 (n, min(k, n_train)): the training rows nearest to each query (unordered, as a set).

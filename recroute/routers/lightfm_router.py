@@ -23,6 +23,8 @@ class LightFMRouter(Router):
     """score(X) = b_u + b_j + <u(X), v_j>: LightFM's user and item representations from features."""
 
     name = "lightfm"
+    supports_new_llms = True
+    score_scale = "logit"  # LightFM's logistic loss: P(correct) = sigmoid(score)
 
     def __init__(
         self,
@@ -107,6 +109,22 @@ class LightFMRouter(Router):
         bias = F @ self.user_biases_
         vectors = F @ self.user_embeddings_
         return vectors @ self.llm_vectors_.T + bias[:, None] + self.llm_bias_[None, :]
+
+    def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
+        """Each new LLM's representation and bias: the logistic MAP fit on the probes' prompt
+        representations (their biases as offsets), under a prior from the existing LLMs' representations
+        regressed on their metadata (the metadata alone when there is no probe)."""
+        from recroute.routers.new_llms import place_llm_vectors
+
+        V = np.hstack([self.llm_vectors_, self.llm_bias_[:, None]])
+        P = offset = None
+        if X is not None:
+            F = self._prompt_features(X)
+            P = np.hstack([F @ self.user_embeddings_, np.ones((X.shape[0], 1), dtype=np.float32)])
+            offset = F @ self.user_biases_
+        new = place_llm_vectors(self, V, P, Y, metadata, offset=offset, loss="logistic")
+        self.llm_vectors_ = np.vstack([self.llm_vectors_, new[:, :-1]]).astype(np.float32)
+        self.llm_bias_ = np.concatenate([self.llm_bias_, new[:, -1]]).astype(np.float32)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {}, {

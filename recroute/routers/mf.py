@@ -75,6 +75,9 @@ class ALSRouter(_ImplicitRouter):
     """
 
     name = "als"
+    supports_new_llms = True
+    score_scale = "raw"  # u · v approximates the 0/1 preference; not bounded to [0, 1]
+    new_llm_noise = 0.2  # variance of a 0/1 result around u · v when placing a new LLM
 
     def __init__(
         self,
@@ -99,6 +102,15 @@ class ALSRouter(_ImplicitRouter):
         self.fold_in_k = fold_in_k
         self.n_threads = n_threads
         self.random_state = random_state
+
+    def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
+        """Fold in each new LLM: its factor is the ridge (MAP) fit of its probe results on the probes'
+        prompt factors, shrunk toward the prior from the existing LLMs' factors (and metadata)."""
+        from recroute.routers.new_llms import place_llm_vectors
+
+        P = None if X is None else self.map_.transform(X)
+        new = place_llm_vectors(self, self.llm_factors_, P, Y, metadata, loss="squared", noise=self.new_llm_noise)
+        self.llm_factors_ = np.vstack([self.llm_factors_, new]).astype(np.float32)
 
     def _interactions(self, Y: np.ndarray) -> sp.csr_matrix:
         observed = ~np.isnan(Y)

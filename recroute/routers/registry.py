@@ -38,6 +38,11 @@ def available_routers() -> list[str]:
     return list(ROUTERS)
 
 
+def routers_supporting_new_llms() -> list[str]:
+    """Names of the routers whose ``partial_fit_llms`` places new LLMs without retraining."""
+    return [name for name in ROUTERS if router_class(name).supports_new_llms]
+
+
 def router_class(name: str):
     """The Router subclass registered under ``name``."""
     if name not in ROUTERS:

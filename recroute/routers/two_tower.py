@@ -69,6 +69,7 @@ class TwoTowerRouter(TorchRouter):
     """Prompt tower (MLP over embeddings) × LLM tower (id + metadata); see the module docstring."""
 
     name = "two_tower"
+    supports_new_llms = True
 
     def __init__(
         self,
@@ -121,6 +122,34 @@ class TwoTowerRouter(TorchRouter):
 
     def _restore_config(self, config: dict[str, Any]) -> None:
         self.n_meta_ = int(config.get("n_meta", 0))
+        self._index = None
+
+    # ------------------------------------------------------------------ new LLMs
+    def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
+        """Frozen prompt tower; each new LLM's [l, b] is the logistic MAP fit on the probes' prompt
+        vectors (difficulty as offset) under a prior from the existing LLM vectors and metadata. The
+        LLM tower grows by one id row per new LLM (l minus its metadata term) and its bias."""
+        import copy
+
+        from recroute.routers.new_llms import place_llm_vectors
+
+        P = difficulty = None
+        if X is not None:
+            P, difficulty = self.prompt_vectors(X)
+        new = place_llm_vectors(self, self.llm_vectors(), P, Y, metadata, offset=difficulty, loss="logistic")
+        net = copy.deepcopy(self.net_)
+        with torch.no_grad():
+            meta_rows = torch.zeros(len(new), net.meta.shape[1])
+            if metadata is not None and self.n_meta_:
+                meta_rows = torch.from_numpy(np.ascontiguousarray(metadata, dtype=np.float32))
+            net.meta = torch.cat([net.meta, meta_rows])
+            ids = torch.from_numpy(new[:, :-1].astype(np.float32))
+            if net.llm_meta is not None:
+                ids = ids - net.llm_meta(meta_rows)
+            weight = torch.cat([net.llm_embedding.weight, ids])
+            net.llm_embedding = nn.Embedding.from_pretrained(weight, freeze=False)
+            net.llm_bias = nn.Parameter(torch.cat([net.llm_bias, torch.from_numpy(new[:, -1].astype(np.float32))]))
+        self.net_ = net
         self._index = None
 
     # ------------------------------------------------------------------ FAISS export

@@ -277,3 +277,58 @@ def test_routes_blocks_to_their_specialists(name):
     choice = router.route(X_TEST)[0][:, 0]
     accuracy = (choice == SPECIALIST[BLOCKS_TEST]).mean()
     assert accuracy >= 0.9, f"{name} routed {accuracy:.0%} of prompts to their block's specialist"
+
+
+# ---------------------------------------------------------------------- new LLMs (cold start)
+def _onboarding_case(name: str):
+    """A router fitted without "alpha" (block 1's specialist) but with "alpha_twin", who answers like it;
+    probes: 6 training prompts per block with alpha's results."""
+    Y = np.hstack([Y_TRAIN[:, :1], Y_TRAIN])  # alpha_twin, alpha, bravo, ... (alpha dropped below)
+    keep = [0, 2, 3, 4, 5]
+    data = RoutingDataset.from_wide(Y[:, keep], [f"p{i:04d}" for i in range(len(Y))],
+                                    ["alpha_twin", *LLM_NAMES[1:]])
+    data.set_embeddings(X_TRAIN, "blocks")
+    router = new_router(name).fit(data)
+    probes = np.concatenate([np.flatnonzero(np.arange(len(X_TRAIN)) % 3 == b)[:6] for b in range(3)])
+    return router, X_TRAIN[probes], Y_TRAIN[probes, 0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_new_llm_onboarding(name, tmp_path):
+    if not registry.router_class(name).supports_new_llms:
+        pytest.skip(f"{name} cannot place new LLMs (supports_new_llms=False): see test_new_llms_not_supported")
+    router, X_probe, y_probe = _onboarding_case(name)
+    before = router.score(X_TEST).copy()
+    grown = router.partial_fit_llms(X_probe, y_probe, "alpha")
+    assert grown.n_llms_ == 6 and grown.llm_names_[-1] == "alpha" and router.n_llms_ == 5
+    scores = grown.score(X_TEST)
+    assert scores.shape == (len(X_TEST), 6) and np.isfinite(scores).all()
+    np.testing.assert_allclose(scores[:, :5], before, atol=1e-5)  # nothing else retrained
+    np.testing.assert_array_equal(router.score(X_TEST), before)  # the original is untouched
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(Y_TEST[:, 0], scores[:, 5]) >= 0.9
+    choice = grown.route(X_TEST, candidates=[1, 2, 3, 4, 5])[0][:, 0]  # alpha_twin excluded
+    assert (choice[BLOCKS_TEST == 1] == 5).mean() >= 0.9
+    grown.save(tmp_path / "grown")
+    np.testing.assert_allclose(Router.load(tmp_path / "grown").score(X_TEST), scores, atol=1e-6)
+    # k = 0: no probes, no metadata -> the prior (an average LLM); routable and finite
+    blind = router.partial_fit_llms(None, np.zeros((0, 1)), ["newcomer"])
+    assert blind.score(X_TEST).shape == (len(X_TEST), 6) and np.isfinite(blind.score(X_TEST)).all()
+    with pytest.raises(DataError, match="already in the router"):
+        router.partial_fit_llms(X_probe, y_probe, "bravo")
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        router.partial_fit_llms(X_probe, y_probe * 2, "alpha")
+    with pytest.raises(DataError, match="features"):
+        router.partial_fit_llms(X_probe[:, :3], y_probe, "alpha")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_new_llms_not_supported(name):
+    if registry.router_class(name).supports_new_llms:
+        pytest.skip(f"{name} places new LLMs: see test_new_llm_onboarding")
+    from recroute.errors import NotSupportedError
+
+    router = fitted(name)
+    with pytest.raises(NotSupportedError, match="cannot place a new LLM"):
+        router.partial_fit_llms(X_TRAIN[:3], np.ones(3), "newcomer")
