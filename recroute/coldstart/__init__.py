@@ -1,0 +1,1 @@
+"""Cold start: routers facing prompts of tasks never seen in training (leave-one-task-out)."""
