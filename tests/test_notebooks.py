@@ -33,3 +33,10 @@ def test_debiasing_notebook_runs():
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # reliability curves and the front
+
+
+def test_cold_start_notebook_runs(shared_data):  # real OLLB results from the shared data: not bundled (licence)
+    nb = run_notebook(NOTEBOOKS / "cold_start.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the MAE-vs-k curves
