@@ -102,6 +102,8 @@ class LightFMRouter(Router):
         item_bias, item_repr = model.get_item_representations(item_features)
         self.llm_bias_ = item_bias.astype(np.float32)
         self.llm_vectors_ = item_repr.astype(np.float32)
+        n_llms = Y.shape[1]  # the metadata features' own embeddings and biases (rows after the identities)
+        self.meta_vectors_ = np.hstack([model.item_embeddings[n_llms:], model.item_biases[n_llms:, None]]).astype(np.float32)
         self._llm_table = None
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:
@@ -112,17 +114,27 @@ class LightFMRouter(Router):
 
     def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
         """Each new LLM's representation and bias: the logistic MAP fit on the probes' prompt
-        representations (their biases as offsets), under a prior from the existing LLMs' representations
-        regressed on their metadata (the metadata alone when there is no probe)."""
-        from recroute.routers.new_llms import place_llm_vectors
+        representations (their biases as offsets), under a Gaussian prior centred on LightFM's own
+        feature representation of the LLM: the mean identity part plus its metadata features' embeddings
+        (the existing LLMs' vectors regressed on their metadata when it was fitted without metadata
+        features). With no probe, that feature representation is the placement."""
+        from recroute.routers.new_llms import VectorPrior, map_llm_vectors, place_llm_vectors
 
-        V = np.hstack([self.llm_vectors_, self.llm_bias_[:, None]])
+        V = np.hstack([self.llm_vectors_, self.llm_bias_[:, None]]).astype(np.float64)
         P = offset = None
         if X is not None:
             F = self._prompt_features(X)
             P = np.hstack([F @ self.user_embeddings_, np.ones((X.shape[0], 1), dtype=np.float32)])
             offset = F @ self.user_biases_
-        new = place_llm_vectors(self, V, P, Y, metadata, offset=offset, loss="logistic")
+        known = getattr(self, "llm_metadata_", None)
+        E = getattr(self, "meta_vectors_", np.zeros((0, V.shape[1])))
+        if known is not None and len(E) == known.values.shape[1]:
+            identity = V - known.values @ E  # each LLM's identity part
+            prior = VectorPrior(identity)
+            means = prior.means(Y.shape[1]) + (0.0 if metadata is None else metadata @ E)
+            new = map_llm_vectors(P, Y, means, prior.precision_, offset=offset, loss="logistic")
+        else:
+            new = place_llm_vectors(self, V, P, Y, metadata, offset=offset, loss="logistic")
         self.llm_vectors_ = np.vstack([self.llm_vectors_, new[:, :-1]]).astype(np.float32)
         self.llm_bias_ = np.concatenate([self.llm_bias_, new[:, -1]]).astype(np.float32)
 
@@ -134,9 +146,11 @@ class LightFMRouter(Router):
             "user_biases": self.user_biases_,
             "llm_bias": self.llm_bias_,
             "llm_vectors": self.llm_vectors_,
+            "meta_vectors": self.meta_vectors_,
         }
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path) -> None:
         self.x_mean_, self.projection_ = arrays["x_mean"], arrays["projection"]
         self.user_embeddings_, self.user_biases_ = arrays["user_embeddings"], arrays["user_biases"]
         self.llm_bias_, self.llm_vectors_ = arrays["llm_bias"], arrays["llm_vectors"]
+        self.meta_vectors_ = arrays.get("meta_vectors", np.zeros((0, self.llm_vectors_.shape[1] + 1), dtype=np.float32))

@@ -169,3 +169,16 @@ def test_real_llmrouter_nim_metadata_is_used(shared_data):
     assert router.llm_metadata_.columns == ["size", "input_price_per_mtok", "output_price_per_mtok"]
     grown = router.partial_fit_llms(None, None, [str(data.llm_names[8])], metadata=data.llms.iloc[[8]])
     assert grown.n_llms_ == 9 and np.isfinite(grown.score(X[:5])).all()
+
+
+def test_lightfm_metadata_only_placement_uses_its_own_feature_embeddings():
+    data, X = _dataset_with_metadata()
+    router = make_router("lightfm:no_components=4,epochs=5").fit(data.subset(llms=[0, 1, 2, 3, 4]), X)
+    E = router.meta_vectors_  # (1 metadata column, 4 components + bias)
+    V = np.hstack([router.llm_vectors_, router.llm_bias_[:, None]])
+    identity = V - router.llm_metadata_.values @ E
+    meta = router.llm_metadata_.rows_for(pd.DataFrame({"llm": ["big"], "size": ["70B"]}), ["big"])
+    big = router.partial_fit_llms(None, None, "big", metadata=pd.DataFrame({"llm": ["big"], "size": ["70B"]}))
+    want = identity.mean(axis=0) + meta[0] @ E  # mean identity part + LightFM's size-feature embedding
+    np.testing.assert_allclose(big.llm_vectors_[-1], want[:-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(big.llm_bias_[-1], want[-1], rtol=1e-5, atol=1e-6)
