@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SHARED = Path(os.environ.get("RECROUTE_SHARED", HERE.parent.parent / "shared"))
+from bench_data import resolve  # noqa: E402  (benchmarks/bench_data.py)
 OLLB = [f"open_llm_leaderboard_v1_{name}" for name in ("arc", "gsm8k", "mmlu", "truthfulqa")]
 # The torch two-tower gets more steps on the few-prompt sets: with ~100-240 prompts its default
 # 60 epochs are 60-120 optimiser steps, and it underfits (in-sample AUC 0.94 vs 0.97).
@@ -60,19 +58,6 @@ HEADER = ("# New-LLM cold start (benchmarks/coldstart.py)\n\n"
           "from k probe results; MAE of its estimated mean result over the whole set, AUC / log-loss of the "
           "per-prompt predictions on the unprobed prompts, mu_o of a 5-LLM pool (it + the 4 base LLMs closest "
           "in mean) vs a router that saw it fully. Machine: see coldstart.json.\n\n")
-
-
-def resolve(name: str):
-    """A bundled name or a folder, else a folder of the shared data (../shared/data/NAME)."""
-    import recroute
-    from recroute.data.catalog import list_datasets
-
-    source = name if name in list_datasets() or Path(name).is_dir() else SHARED / "data" / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = recroute.load_dataset(source)
-    data.name = Path(name).name
-    return data
 
 
 def goal_table(rows: pd.DataFrame) -> pd.DataFrame:

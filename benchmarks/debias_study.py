@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 ROUTERS = ["knn", "als", "bpr", "lightfm", "two_tower"]
-SHARED = Path(os.environ.get("RECROUTE_SHARED", HERE.parent.parent / "shared"))
+from bench_data import resolve  # noqa: E402  (benchmarks/bench_data.py)
 GOAL_GAIN, GOAL_LOSS = 0.25, 0.005
-
-
-def resolve(name: str):
-    """A bundled name or a folder, else a folder of the shared data (../shared/data/NAME)."""
-    import recroute
-    from recroute.data.catalog import list_datasets
-
-    source = name if name in list_datasets() or Path(name).is_dir() else SHARED / "data" / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = recroute.load_dataset(source)
-    data.name = Path(name).name
-    return data
 
 
 def markdown(rows: pd.DataFrame, goal: pd.DataFrame, seconds: dict) -> str:

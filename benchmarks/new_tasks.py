@@ -32,7 +32,7 @@ DETAIL = ("knn", "two_tower")  # routers shown per task
 
 def run_dataset(name: str, specs: list[str], m: int, deadline: float) -> tuple[pd.DataFrame, dict, list[dict]]:
     """(rows, info, skipped) for one dataset; routers past the deadline are skipped."""
-    from quality import resolve
+    from bench_data import resolve
 
     from recroute.coldstart.new_tasks import leave_one_task_out
     from recroute.eval.protocol import DEFAULT_ENCODER, dataset_embeddings

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +28,7 @@ sys.path.insert(0, str(HERE))
 
 BASELINES = ["random", "best_single", "oracle", "r_o:p=0.5", "knn", "linear", "mlp", "cluster", "mlc"]
 RECOMMENDERS = ["als", "bpr", "lightfm", "two_tower", "text_mf", "soft_cluster", "ensemble"]
-SHARED = Path(os.environ.get("RECROUTE_SHARED", HERE.parent.parent / "shared"))
-
-
-def resolve(name: str):
-    """A bundled name or a folder, else a folder of the shared data (../shared/data/NAME)."""
-    import recroute
-    from recroute.data.catalog import list_datasets
-
-    source = name if name in list_datasets() or Path(name).is_dir() else SHARED / "data" / name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. LLM catalogue rows without results
-        return recroute.load_dataset(source)
+from bench_data import resolve  # noqa: E402  (benchmarks/bench_data.py)
 
 
 def seeded(spec: str, seed: int) -> str | None:
