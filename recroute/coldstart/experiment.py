@@ -195,13 +195,15 @@ def run_coldstart(
         for fold_id, held in enumerate(folds):
             base = np.setdiff1d(np.arange(data.n_llms), held)
             Xf = text_X if text_X is not None else response_features(Y[:, base], feature_dim)
-            probes = _probe_plan(strategies, ks, Y[:, base], Xf, tasks, train, len(held), seed + 1000 * fold_id)
+            planned = list(dict.fromkeys(["random", *strategies]))  # plain_mean rows always need random probes
+            probes = _probe_plan(planned, ks, Y[:, base], Xf, tasks, train, len(held), seed + 1000 * fold_id)
             progress.start(f"fold {fold_id + 1}/{len(folds)}: probe-mean estimates")
             records += _estimate_records(Y, base, held, probes, fold_id)
             progress.done()
+            asked = {key: sets for key, sets in probes.items() if key[0] in strategies}
             for spec in specs:
                 progress.start(f"fold {fold_id + 1}/{len(folds)}: {spec}")
-                records += _router_records(data, spec, Y, Xf, base, held, train, test, probes, pool_size, fold_id)
+                records += _router_records(data, spec, Y, Xf, base, held, train, test, asked, pool_size, fold_id)
                 progress.done()
     per_llm = pd.DataFrame(records)
     return ColdStartResult(_aggregate(per_llm, len(folds)), per_llm)

@@ -140,7 +140,18 @@ def test_cli_writes_tidy_rows(shared_data, tmp_path, arc_slice):
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert {r["router"] for r in rows} == {"knn", "plain_mean", "probe_mean"}
+    assert {r["strategy"] for r in rows if r["router"] == "knn"} == {"random", "informative"}
     assert all(set(ROW_KEYS) <= set(r) for r in rows)
     assert "New-LLM cold start" in result.output
+    # plain_mean rows even when random is not among the strategies asked for
+    out2 = tmp_path / "rows2.json"
+    result = CliRunner().invoke(app, [
+        "coldstart", "--dataset", str(folder), "--routers", "knn", "--strategies", "informative", "--k", "0,5",
+        "--max-folds", "1", "--features", "responses", "--json", str(out2), "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out2.read_text())
+    assert {(r["router"], r["strategy"]) for r in rows} == {
+        ("plain_mean", "random"), ("probe_mean", "informative"), ("knn", "informative")}
     bad = CliRunner().invoke(app, ["coldstart", "--dataset", str(folder), "--k", "five"])
     assert bad.exit_code == 2 and "--k must be" in bad.output
