@@ -164,7 +164,7 @@ def run_coldstart(
 ) -> ColdStartResult:
     """Run the protocol of the module docstring; k values above the number of train prompts are skipped."""
     from recroute.data.splits import random_split
-    from recroute.eval.protocol import _progress
+    from recroute.eval.protocol import progress_steps
     from recroute.routers.registry import make_router
 
     specs = list(routers)
@@ -191,7 +191,7 @@ def run_coldstart(
     tasks = data.prompts["task"].to_numpy() if "task" in data.prompts else None
     folds = llm_folds(data.n_llms, holdout, seed)[: max_folds or None]
     records: list[dict[str, Any]] = []
-    with _progress(quiet, len(folds) * (len(specs) + 1)) as progress:
+    with progress_steps(quiet, len(folds) * (len(specs) + 1)) as progress:
         for fold_id, held in enumerate(folds):
             base = np.setdiff1d(np.arange(data.n_llms), held)
             Xf = text_X if text_X is not None else response_features(Y[:, base], feature_dim)

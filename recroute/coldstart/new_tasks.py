@@ -79,12 +79,12 @@ class TaskSplit:
 
 def task_labels(data: RoutingDataset) -> np.ndarray:
     """object (n_prompts,) task of each prompt (missing = "(none)"); DataError without two tasks."""
-    from recroute.data.splits import _task_labels
+    from recroute.data.splits import task_label_array
 
     if "task" not in data.prompts:
         raise DataError(f"{data.name or 'dataset'}: the prompt table has no 'task' column; "
                         "leave-one-task-out needs a task per prompt")
-    labels = _task_labels(data.prompts["task"], data.n_prompts)
+    labels = task_label_array(data.prompts["task"], data.n_prompts)
     if len(set(labels.tolist())) < 2:
         raise DataError(f"{data.name or 'dataset'}: leave-one-task-out needs at least 2 tasks; "
                         f"the 'task' column holds only {sorted(set(labels.tolist()))}")
@@ -142,8 +142,8 @@ def leave_one_task_out(
     from recroute.data.routereval import build_router_dataset
     from recroute.eval.protocol import (
         DEFAULT_ENCODER,
-        _check_features,
-        _progress,
+        check_router_features,
+        progress_steps,
         build_settings,
         dataset_embeddings,
         iter_group_data,
@@ -170,9 +170,9 @@ def leave_one_task_out(
     if missing:
         raise DataError(f"{data.name or 'dataset'}: too few LLMs with a mean score in (0.1, 0.9] for a pool of "
                         f"m={missing[0]}")
-    _check_features(specs, groups)
+    check_router_features(specs, groups)
     rows: list[dict[str, Any]] = []
-    with _progress(quiet, len(specs) * len(groups) * (1 + len(held))) as progress:
+    with progress_steps(quiet, len(specs) * len(groups) * (1 + len(held))) as progress:
         for spec, label in zip(specs, labels):
             for gd in groups:
                 try:
@@ -230,12 +230,12 @@ def _fit(router: Router, gd: GroupData, keep: np.ndarray) -> tuple[Router, float
 
 def _measure(router: Router, gd: GroupData, rows: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | None]:
     """(mu_o, Y (n, m) true scores, scores (n, m) | None) of a fitted router on the given test rows."""
-    from recroute.eval.protocol import _expected_router, _truth_metrics
+    from recroute.eval.protocol import is_expected_router, truth_metrics
 
     sub = replace(gd, X_test=None if gd.X_test is None else gd.X_test[rows], Y_test=gd.Y_test[rows])
     n, m = sub.Y_test.shape
-    if _expected_router(router):  # oracle, r_o(p), random: their exact expectation
-        return _truth_metrics(router, sub, None, None)[0], sub.Y_test, None
+    if is_expected_router(router):  # oracle, r_o(p), random: their exact expectation
+        return truth_metrics(router, sub, None, None)[0], sub.Y_test, None
     scores = np.asarray(router.score(sub.X_test, n=n), dtype=np.float64)
     if scores.shape != (n, m):
         raise DataError(f"router {router.name!r} returned scores of shape {scores.shape}; expected {(n, m)}")
@@ -265,10 +265,10 @@ def _row(regime: str, task: str, n_train: float, seconds: float, mu: float, Y: n
 
 def _with_group_means(df: pd.DataFrame, labels: list[str], held: list[str]) -> pd.DataFrame:
     """Append the plain mean over groups per (router, m, task, regime) and order the rows."""
-    from recroute.eval.protocol import GROUP_ORDER, MEAN, _plain_mean
+    from recroute.eval.protocol import GROUP_ORDER, MEAN, plain_mean
 
     keys = ["router", "m", "task", "regime"]
-    agg = {"mu_o": _plain_mean, "v_b": _plain_mean, "auc": _plain_mean, "n_train": "mean", "n_test": "first",
+    agg = {"mu_o": plain_mean, "v_b": plain_mean, "auc": plain_mean, "n_train": "mean", "n_test": "first",
            "fit_seconds": "mean"}
     means = df.groupby(keys, sort=False).agg(agg).reset_index()
     means["group"] = MEAN

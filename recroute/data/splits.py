@@ -36,7 +36,7 @@ def routereval_split(
     val = up to ``int(0.9 n)``, test = the rest; the pieces are concatenated in sub-task order.
     Prompts without a task form one group. Pass ``rng`` to continue an existing stream.
     """
-    labels = _task_labels(tasks, n_prompts)
+    labels = task_label_array(tasks, n_prompts)
     rng = np.random.RandomState(seed) if rng is None else rng
     train, val, test = [], [], []
     for task in pd.unique(labels):
@@ -61,7 +61,7 @@ def random_split(n_prompts: int, test_size: float = 0.2, val_size: float = 0.0, 
 
 def leave_task_out(tasks: np.ndarray | pd.Series, held_out: str | list[str]) -> Split:
     """Train on every other task, test on the held-out task(s); no validation part."""
-    labels = _task_labels(tasks, None)
+    labels = task_label_array(tasks, None)
     held = [held_out] if isinstance(held_out, str) else list(held_out)
     unknown = sorted(set(held) - set(labels.tolist()))
     if unknown:
@@ -81,7 +81,7 @@ def leave_llms_out(n_llms: int, fraction: float = 0.2, seed: int = 0) -> tuple[n
     return np.sort(perm[n_out:]), np.sort(perm[:n_out])
 
 
-def _task_labels(tasks, n_prompts: int | None) -> np.ndarray:
+def task_label_array(tasks, n_prompts: int | None) -> np.ndarray:
     if tasks is None:
         if n_prompts is None:
             raise DataError("give tasks or n_prompts")

@@ -140,12 +140,12 @@ def _truth_p(router: "Router") -> float | None:
     return None if p is None else float(p)
 
 
-def _expected_router(router: "Router") -> bool:
+def is_expected_router(router: "Router") -> bool:
     """Routers measured by expectation: truth-based (oracle, r_o) and stochastic (random)."""
     return bool(getattr(router, "requires_truth", False) or getattr(router, "stochastic", False))
 
 
-def _truth_metrics(router: "Router", gd: GroupData, monte_carlo_runs: int | None, seed: int | None):
+def truth_metrics(router: "Router", gd: GroupData, monte_carlo_runs: int | None, seed: int | None):
     """(mu_o, probs (n, m), expected shares (m,)) of an oracle-style or random router."""
     Y = gd.Y_test
     n, m = Y.shape
@@ -203,8 +203,8 @@ def evaluate_group(
     start = time.perf_counter()
     router.fit(gd.Y_train, X=gd.X_train)
     fitted = time.perf_counter()
-    if _expected_router(router):
-        mu, probs, shares = _truth_metrics(router, gd, monte_carlo_runs, seed)
+    if is_expected_router(router):
+        mu, probs, shares = truth_metrics(router, gd, monte_carlo_runs, seed)
         auc = float("nan")
     else:
         mu, probs, shares, auc = _fitted_metrics(router, gd)
@@ -266,11 +266,11 @@ def evaluate_router_dataset(
     groups = list(iter_group_data(router_dataset, settings, target))
     if not groups:
         raise DataError(f"the router dataset has no candidate group for setting(s) {', '.join(settings)}")
-    _check_features(specs, groups)
+    check_router_features(specs, groups)
     check_backend(backend)
     items = [(spec, label, g) for g in range(len(groups)) for spec, label in zip(specs, labels)]
     shared = {"groups": groups, "reference": ref, "monte_carlo_runs": monte_carlo_runs, "seed": seed}
-    with _progress(quiet, len(items)) as progress:
+    with progress_steps(quiet, len(items)) as progress:
         rows = map_work(
             _evaluate_item, items, shared, backend, n_workers,
             on_start=lambda i: progress.start(f"{items[i][1]} on {groups[items[i][2]].where}"),
@@ -293,7 +293,7 @@ def _evaluate_item(shared: dict[str, Any], item: tuple[str, str, int]) -> dict[s
     return {"router": label, "setting": gd.setting, "m": gd.m, "group": gd.group, **result}
 
 
-def _check_features(specs: Sequence[str], groups: list[GroupData]) -> None:
+def check_router_features(specs: Sequence[str], groups: list[GroupData]) -> None:
     """Routers that need embeddings need train and test embeddings of one width."""
     from recroute.routers.registry import make_router
 
@@ -311,7 +311,7 @@ def _check_features(specs: Sequence[str], groups: list[GroupData]) -> None:
 def _with_means(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Append the plain mean over groups per (router, setting, m) and order the rows."""
     keys = ["router", "setting", "m"]
-    agg = {"mu_o": _plain_mean, "v_r": _plain_mean, "v_b": _plain_mean, "e_p": _plain_mean, "auc": "mean",
+    agg = {"mu_o": plain_mean, "v_r": plain_mean, "v_b": plain_mean, "e_p": plain_mean, "auc": "mean",
            "fit_seconds": "mean", "route_seconds": "mean"}
     means = df.groupby(keys, sort=False)[list(agg)].agg(agg).reset_index()
     means["group"] = MEAN
@@ -328,12 +328,12 @@ def _with_means(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _plain_mean(values: pd.Series) -> float:
+def plain_mean(values: pd.Series) -> float:
     """np.mean without skipping NaN (a NaN group makes the mean NaN, as in test_router.py)."""
     return float(np.mean(values.to_numpy(dtype=np.float64)))
 
 
-def _progress(quiet: bool, total: int):
+def progress_steps(quiet: bool, total: int):
     """Context manager yielding an object with ``start(description)`` and ``done()``; silent when quiet."""
     return nullcontext(_Silent()) if quiet else _RichProgress(total)
 
