@@ -182,3 +182,14 @@ def test_lightfm_metadata_only_placement_uses_its_own_feature_embeddings():
     want = identity.mean(axis=0) + meta[0] @ E  # mean identity part + LightFM's size-feature embedding
     np.testing.assert_allclose(big.llm_vectors_[-1], want[:-1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(big.llm_bias_[-1], want[-1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["knn:index='ivf',nlist=8", "knn:index='hnsw'", "knn:metric='l2'"])
+def test_knn_recognises_training_probes_with_every_index(spec):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    Y = (rng.random((300, 6)) < 0.5).astype(np.float32)
+    grown = make_router(spec).fit(Y, X).partial_fit_llms(X[[3, 9]], np.array([1.0, 0.0]), "x")
+    assert grown.train_scores_[3, -1] == 1.0 and grown.train_scores_[9, -1] == 0.0
+    unmatched = make_router(spec).fit(Y, X).partial_fit_llms(X[[3]] + 5.0, np.array([1.0]), "x")
+    assert np.isfinite(unmatched.train_scores_[:, -1]).all()  # a new prompt: its result is not pinned to a row
