@@ -45,6 +45,8 @@ import pandas as pd
 
 from recroute.coldstart.probes import STRATEGIES, ProbeSet, select_probes
 from recroute.errors import DataError
+from recroute.eval.metrics import cell_auc
+from recroute.routers.base import nan_mean_rows
 
 if TYPE_CHECKING:
     from recroute.data.dataset import RoutingDataset
@@ -112,9 +114,8 @@ def response_features(Y: np.ndarray, dim: int = 32) -> np.ndarray:
     """float32 (n_prompts, min(dim, ...)): each prompt's results over the LLMs of Y (n_prompts, n_llms),
     unobserved cells at the LLM's mean, centred per LLM and reduced by SVD (scores U·S)."""
     Y = np.asarray(Y, dtype=np.float64)
-    observed = ~np.isnan(Y)
-    means = np.where(observed, Y, 0.0).sum(axis=0) / np.maximum(observed.sum(axis=0), 1)
-    Z = np.where(observed, Y, means) - means
+    means = nan_mean_rows(Y)
+    Z = np.where(np.isnan(Y), means, Y) - means
     U, s, _ = np.linalg.svd(Z, full_matrices=False)
     r = int(min(dim, len(s)))
     return (U[:, :r] * s[:r]).astype(np.float32)
@@ -302,7 +303,7 @@ def _router_records(data, spec, Y, X, base, held, train, test, probes, pool_size
 
 def _pools(Y, train, base, held, pool_size) -> list[np.ndarray]:
     """Per held-out LLM: LLM positions [the pool_size - 1 base LLMs closest in train mean..., itself]."""
-    means = np.nanmean(np.where(np.isnan(Y[train]), np.nan, Y[train]), axis=0)
+    means = nan_mean_rows(Y[train])
     out = []
     for llm in held:
         closest = base[np.argsort(np.abs(means[base] - means[llm]), kind="stable")[: pool_size - 1]]
@@ -329,20 +330,8 @@ def _llm_record(router, strategy, k, llm, fold_id, estimate, y, rest, pred) -> d
     return {
         "router": router, "strategy": strategy, "k": int(k), "llm": int(llm), "fold": fold_id,
         "estimate": float(estimate), "true": true, "error": float(estimate) - true,
-        "auc": _auc(t >= 0.5, pred[rest]), "log_loss": log_loss, "mu_o": float("nan"), "mu_o_reference": float("nan"),
+        "auc": cell_auc(t, pred[rest]), "log_loss": log_loss, "mu_o": float("nan"), "mu_o_reference": float("nan"),
     }
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (ties count half); NaN when only one class is present."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _aggregate(per_llm: pd.DataFrame, n_folds: int) -> pd.DataFrame:

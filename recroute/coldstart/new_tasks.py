@@ -95,7 +95,9 @@ def task_split(data: RoutingDataset, router_dataset: dict) -> TaskSplit:
     """Map the split of ``router_dataset`` (built from ``data`` with ``prompt_order="sorted"``) back to
     dataset positions and tasks."""
     labels = task_labels(data)
-    order = np.argsort(data.prompt_ids.astype(str), kind="stable")  # build_router_dataset's "sorted" order
+    from recroute.data.routereval import sorted_prompt_order
+
+    order = sorted_prompt_order(data)
     index = router_dataset["split_index"]
     train = order[np.asarray(index["train_indices"], dtype=np.int64)]
     test = order[np.asarray(index["test_indices"], dtype=np.int64)]

@@ -195,6 +195,11 @@ def _dense_csr(dense: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((dense.ravel().astype(np.float32), indices, indptr), shape=(n, m))
 
 
+def sorted_prompt_order(data: "RoutingDataset") -> np.ndarray:
+    """int64 (n_prompts,): dataset positions in prompt-id order, the order of ``prompt_order="sorted"``."""
+    return np.argsort(data.prompt_ids.astype(str), kind="stable")
+
+
 def build_router_dataset(
     data: "RoutingDataset",
     settings: dict[str, tuple[int, ...]] | None = None,
@@ -223,7 +228,7 @@ def build_router_dataset(
     if prompt_order not in ("dataset", "sorted"):
         raise DataError(f"prompt_order must be 'dataset' or 'sorted', got {prompt_order!r}")
     if prompt_order == "sorted":
-        order = np.argsort(data.prompt_ids.astype(str), kind="stable")
+        order = sorted_prompt_order(data)
         data = data.subset(prompts=order, llms=np.argsort(data.llm_names.astype(str), kind="stable"))
         if embeddings is not None:
             embeddings = np.asarray(embeddings)[order]

@@ -116,10 +116,8 @@ class KNNRouter(Router):
         total = np.where(observed, train, 0.0).astype(np.float64) @ W.T
         weight = observed.astype(np.float64) @ W.T
         columns = np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
-        matched = rows >= 0
-        for j in range(Y.shape[1]):  # a probe that is a training prompt: its own result, not the mean
-            hit = matched & ~np.isnan(Y[:, j])
-            columns[rows[hit], j] = Y[hit, j]
+        probe, llm = np.nonzero((rows >= 0)[:, None] & ~np.isnan(Y))
+        columns[rows[probe], llm] = Y[probe, llm]  # a probe that is a training prompt: its own result
         self.train_scores_ = np.hstack([train, columns.astype(np.float32)])
 
     def _training_rows(self, X: np.ndarray) -> np.ndarray:

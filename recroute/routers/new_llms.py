@@ -136,7 +136,6 @@ class VectorPrior:
 
     def __init__(self, V: np.ndarray, metadata: np.ndarray | None = None, ridge: float = 1.0) -> None:
         V = np.asarray(V, dtype=np.float64)
-        self.d = V.shape[1]
         if metadata is not None and metadata.shape[1]:
             F = np.hstack([np.ones((len(V), 1)), np.asarray(metadata, dtype=np.float64)])
             penalty = ridge * np.eye(F.shape[1])
@@ -263,21 +262,22 @@ def llm_similarity_weights(
     """
     n_llms = at_probes.shape[1]
     k = min(int(k), n_llms)
-    W = np.zeros((Y.shape[1], n_llms))
+    probed = ~np.isnan(Y)                                                   # (k_probes, n_new)
+    W = np.ones((Y.shape[1], n_llms))                                       # no probe, no metadata: everyone
     if at_probes.shape[0]:
         Pc = np.clip(np.nan_to_num(at_probes.astype(np.float64), nan=0.5), eps, 1.0 - eps)
-        log_p, log_q = np.log(Pc), np.log1p(-Pc)
-    for j in range(Y.shape[1]):
-        rows = np.flatnonzero(~np.isnan(Y[:, j])) if at_probes.shape[0] else np.zeros(0, dtype=np.int64)
-        if rows.size:
-            y = Y[rows, j][:, None]
-            loglik = (y * log_p[rows] + (1.0 - y) * log_q[rows]).sum(axis=0)
-            threshold = np.partition(loglik, n_llms - k)[n_llms - k]
-            keep = loglik >= threshold - 1e-9
-            W[j, keep] = np.exp(loglik[keep] - loglik[keep].max())
-        elif known_metadata is not None and new_metadata is not None:
-            dist = np.linalg.norm(known_metadata - new_metadata[j], axis=1)
-            W[j, np.argsort(dist, kind="stable")[:k]] = 1.0
-        else:
-            W[j] = 1.0
+        right = np.where(probed, Y, 0.0)
+        loglik = right.T @ np.log(Pc) + (probed - right).T @ np.log1p(-Pc)  # (n_new, n_llms)
+        threshold = np.partition(loglik, n_llms - k, axis=1)[:, n_llms - k]
+        keep = loglik >= threshold[:, None] - 1e-9                          # the k most likely and ties
+        weights = np.where(keep, np.exp(loglik - loglik.max(axis=1, keepdims=True)), 0.0)
+        has = probed.any(axis=0)
+        W[has] = weights[has]
+    blind = ~probed.any(axis=0)
+    if blind.any() and known_metadata is not None and new_metadata is not None:
+        dist = np.linalg.norm(new_metadata[blind][:, None, :] - known_metadata[None, :, :], axis=2)
+        nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        rows = np.zeros((int(blind.sum()), n_llms))
+        np.put_along_axis(rows, nearest, 1.0, axis=1)
+        W[blind] = rows
     return W / W.sum(axis=1, keepdims=True)

@@ -10,16 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recroute.coldstart.experiment import (
-    ROW_KEYS, _auc, _pool_mu, llm_folds, plot_coldstart, probability, response_features, run_coldstart,
+    ROW_KEYS, _pool_mu, llm_folds, plot_coldstart, probability, response_features, run_coldstart,
 )
 from recroute.data.dataset import RoutingDataset
 from recroute.errors import DataError
-
-
-def test_auc_by_hand():
-    # positives 0.8, 0.4; negatives 0.4, 0.1: pairs won 1 + 1 + 0.5 (tie) + 1 = 3.5 of 4
-    assert _auc(np.array([1, 1, 0, 0], bool), np.array([0.8, 0.4, 0.4, 0.1])) == pytest.approx(0.875)
-    assert np.isnan(_auc(np.array([1, 1], bool), np.array([0.2, 0.3])))
 
 
 def test_pool_mu_by_hand():
