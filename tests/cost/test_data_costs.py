@@ -119,3 +119,17 @@ def test_prices_round_trip_json():
     back = Prices.from_dict(p.to_dict())
     np.testing.assert_array_equal(back.priced, [True, True])
     np.testing.assert_allclose(back.expected(np.array([1e6]))[0], [1.0 + 2.0 * DEFAULT_OUTPUT_TOKENS / 1e6, 0.5])
+
+
+def test_routereval_pickle_round_trip_keeps_costs():
+    llms = pd.DataFrame({"llm": ["a", "b"], "cost_per_prompt": [0.5, 2.0]})
+    rec = pd.concat([_records(), pd.DataFrame({"prompt_id": ["p2"], "llm": ["b"], "score": [0.0]})])
+    prompts = PROMPTS.assign(task="t")
+    data = RoutingDataset.from_long(rec, prompts, llms)
+    rd = data.to_routereval(settings={"easy": (2,)}, costs=data.costs())
+    block = next(iter(rd["easy"][2].values()))["data"]
+    assert {"train_cost", "val_cost", "test_cost"} <= set(block)
+    back = RoutingDataset.from_routereval(rd)
+    # RouterEval's prompt ids are positions in prompt-id order (here the dataset's order)
+    assert back.prompt_ids.tolist() == ["0", "1", "2"]
+    np.testing.assert_allclose(back.costs()[:, back.llm_index(["a", "b"])], data.costs())
