@@ -27,6 +27,13 @@ class LogisticRouter(Router):
         self.max_iter = max_iter
 
     def _fit(self, Y: np.ndarray, X: np.ndarray | None) -> None:
+        import sklearn.linear_model  # noqa: F401  (load its BLAS before limiting the thread pools)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # many small BLAS calls: threads only oversubscribe the cores
+            self._fit_each(Y, X)
+
+    def _fit_each(self, Y: np.ndarray, X: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
 
         if not float(self.C) > 0:
