@@ -141,8 +141,8 @@ def run_tradeoff(
     """The quality–cost study (module doc). ``pool``: LLM names (default all); ``X`` prompt features
     (default: the dataset's embeddings, else ``encoder``, else MiniLM); ``pricing`` as
     :meth:`RoutingDataset.costs`; ``target_costs``: mean costs per prompt for which lambda is calibrated
-    on ``holdout`` of the training prompts (a router fitted on the rest) and the realised test cost
-    recorded."""
+    on ``holdout`` of the training prompts by a router fitted on the rest, which then routes the test
+    prompts (:func:`calibrated_costs`); the realised test cost is recorded."""
     from recroute.eval.protocol import dataset_embeddings, progress_steps
     from recroute.routers.registry import make_router
 
@@ -185,10 +185,9 @@ def run_tradeoff(
             points += [{"kind": "router", "name": spec, "cost_weight": float(lam), "mean_cost": float(c), "quality": float(q)}
                        for lam, c, q in curve]
             row = summarise(spec, curve, Y_test, C_test, zero, at_cost, S)
-            for target in target_costs:
-                row.setdefault("calibration", []).append(
-                    calibrated_cost(spec, data, X, train, test, Y_test, C_test, float(target), pricing, calibration,
-                                    holdout, random_state, S))
+            if len(target_costs):
+                row["calibration"] = calibrated_costs(spec, data, X, train, test, Y_test, C_test, target_costs, pricing,
+                                                      calibration, holdout, random_state)
             summary.append(row)
             progress.done()
     meta = {"dataset": data.name, "n_train": int(len(train)), "n_test": int(len(test)), "pricing": pricing,
@@ -196,22 +195,28 @@ def run_tradeoff(
     return Tradeoff(points, summary, names, meta)
 
 
-def calibrated_cost(spec: str, data, X, train, test, Y_test, C_test, target: float, pricing: str, calibration: str,
-                    holdout: float, random_state: int, S_test: np.ndarray) -> dict[str, Any]:
-    """Calibrate lambda for mean cost ``target`` on a held-out part of the training prompts (router fitted
-    on the rest), then apply it to the router fitted on all training prompts: realised test cost and quality."""
+def calibrated_costs(spec: str, data, X, train, test, Y_test, C_test, targets: Sequence[float], pricing: str,
+                     calibration: str = "auto", holdout: float = 0.2, random_state: int = 0) -> list[dict[str, Any]]:
+    """RouteLLM's recipe: fit the router on 1 - ``holdout`` of the training prompts, calibrate lambda for each
+    target mean cost on the held-out rest (which that router never saw), and route the test prompts with
+    the same router and lambda. One row per target: lambda, realised test cost and quality, relative error."""
     from recroute.debias.remedies import holdout_split
 
     fit_rows, held = holdout_split(len(train), holdout, random_state)
     Y_all = data.dense(np.nan)
-    S_held = fit_scores(spec, Y_all[train[fit_rows]], None if X is None else X[train[fit_rows]],
-                        None if X is None else X[train[held]], len(held), calibration)
+    rows = np.concatenate([train[held], test])
+    S = fit_scores(spec, Y_all[train[fit_rows]], None if X is None else X[train[fit_rows]],
+                   None if X is None else X[rows], len(rows), calibration)
+    S_held, S_test = S[: len(held)], S[len(held):]
     C_held = data.costs(prompts=train[held], pricing=pricing)
-    cal = calibrate_cost_weight(S_held, C_held, target_cost=target)
-    choice = np.argmax(S_test - cal.cost_weight * C_test, axis=1)
-    cost, quality = curves.point(Y_test, C_test, choice)
-    return {"target_cost": target, "cost_weight": cal.cost_weight, "calibration_cost": cal.mean_cost,
-            "test_cost": cost, "test_quality": quality, "relative_error": (cost - target) / target if target else None}
+    out = []
+    for target in targets:
+        cal = calibrate_cost_weight(S_held, C_held, target_cost=float(target))
+        cost, quality = curves.point(Y_test, C_test, np.argmax(S_test - cal.cost_weight * C_test, axis=1))
+        out.append({"target_cost": float(target), "cost_weight": cal.cost_weight, "calibration_cost": cal.mean_cost,
+                    "test_cost": cost, "test_quality": quality,
+                    "relative_error": (cost - target) / target if target else None})
+    return out
 
 
 def plot_tradeoff(result: Tradeoff, path=None, title: str = ""):
