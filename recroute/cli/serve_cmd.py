@@ -236,6 +236,9 @@ def serve_command(
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most prompts in one request (413 beyond)."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body (413 beyond)."),
+    cost_weight: Optional[float] = typer.Option(
+        None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Default max_cost for requests that give none."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs."""
@@ -250,4 +253,4 @@ def serve_command(
         if not quiet:
             err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs)", highlight=False)
         serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-              log_level="warning" if quiet else "info")
+              log_level="warning" if quiet else "info", cost_weight=cost_weight, max_cost=max_cost)

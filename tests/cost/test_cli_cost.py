@@ -126,3 +126,26 @@ def test_http_route_with_cost_weight_and_max_cost(bundle_dir):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_serve_defaults_need_prices(tmp_path):
+    from recroute.routers.registry import make_router
+    from recroute.serve.http import create_app
+
+    rng = np.random.default_rng(0)
+    router = make_router("knn:k=3").fit(rng.random((20, 3)).astype(np.float32), rng.random((20, 4)).astype(np.float32))
+    with pytest.raises(Exception, match="needs a bundle fitted with prices"):
+        create_app(RoutingBundle(router), cost_weight=1.0)
+
+
+def test_serve_default_cost_weight_applies_when_the_request_gives_none(bundle_dir):
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from recroute.serve.http import create_app
+
+    app = create_app(RoutingBundle.load(bundle_dir), cost_weight=0.1)
+    with TestClient(app) as client:
+        body = {"prompts": ["integral algebra theorem proof"]}
+        assert client.post("/route", json=body).json()["decisions"][0]["llm"] == "math-small"
+        assert client.post("/route", json={**body, "cost_weight": 0.0}).json()["decisions"][0]["llm"] == "big"
