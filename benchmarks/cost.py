@@ -126,7 +126,7 @@ def main() -> None:
 
 def goals(by_cost: dict, by_aiq: dict, calibrated: dict) -> dict:
     """Each goal of the issue on the test split, for the routers chosen on the validation split."""
-    errors = [abs(c["relative_error"]) for c in calibrated.get("calibration", [])]
+    errors = [abs(c["relative_error"]) for c in calibrated.get("cost_calibration", [])]
     name = lambda r: r["router"] if r["calibration"] == "none" else f"{r['router']} ({r['calibration']})"  # noqa: E731
     return {
         "cost_to_best": {"router": name(by_cost), "fraction": by_cost["cost_to_best_fraction"],
@@ -136,7 +136,7 @@ def goals(by_cost: dict, by_aiq: dict, calibrated: dict) -> dict:
                 "goal": GOAL_AIQ, "met": bool(by_aiq["aiq_ratio"] >= GOAL_AIQ)},
         "calibration": {"router": name(by_cost), "max_relative_error": max(errors) if errors else None,
                         "targets": [{k: c[k] for k in ("target_cost", "test_cost", "relative_error")}
-                                    for c in calibrated.get("calibration", [])],
+                                    for c in calibrated.get("cost_calibration", [])],
                         "goal": GOAL_CAL, "met": bool(errors) and max(errors) <= GOAL_CAL},
     }
 
@@ -192,7 +192,7 @@ def markdown(p: dict) -> str:
 
 def _realised(row: dict) -> str:
     """The realised test costs of the calibrated targets, "0.304, 0.522, ..."."""
-    return ", ".join(f"{c['test_cost']:.3f}" for c in row.get("calibration", []))
+    return ", ".join(f"{c['test_cost']:.3f}" for c in row.get("cost_calibration", []))
 
 
 def _pct(x) -> str:

@@ -186,7 +186,7 @@ def run_tradeoff(
                        for lam, c, q in curve]
             row = summarise(spec, curve, Y_test, C_test, zero, at_cost, S)
             if len(target_costs):
-                row["calibration"] = calibrated_costs(spec, data, X, train, test, Y_test, C_test, target_costs, pricing,
+                row["cost_calibration"] = calibrated_costs(spec, data, X, train, test, Y_test, C_test, target_costs, pricing,
                                                       calibration, holdout, random_state)
             summary.append(row)
             progress.done()

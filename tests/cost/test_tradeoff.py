@@ -35,7 +35,7 @@ def test_cell_costs_only_continuous_scores_missing_cells():
     for row in result.summary:
         assert row["aiq"] > row["zero_aiq"]  # skills are visible in the features: routing beats mixing
         assert 0 < row["cost_to_best_fraction"] < 1
-        cal = row["calibration"][0]
+        cal = row["cost_calibration"][0]
         assert abs(cal["relative_error"]) < 0.2  # calibrated on held-out training prompts, 50 test prompts
 
 
