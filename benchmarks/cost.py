@@ -53,6 +53,26 @@ def validation_dataset(data, train: np.ndarray, fraction: float = VALIDATION, se
     return part
 
 
+def task_ceiling(data, test: np.ndarray) -> dict:
+    """What routing by task alone can reach, with the per-task means measured on the test prompts themselves
+    (an optimistic bound, not a router): each prompt scored by its task's test mean per LLM, swept over lambda."""
+    from recroute.cost import curves
+
+    Y = np.nan_to_num(data.dense(np.nan)[test]).astype(np.float64)
+    C = data.costs(prompts=test, pricing="price_index")
+    task = data.prompts["task"].astype(str).to_numpy()[test]
+    S = np.zeros_like(Y)
+    for t in np.unique(task):
+        S[task == t] = Y[task == t].mean(axis=0)
+    curve = curves.utility_curve(S, Y, C)
+    vertices, singles = curves.hull(curve[:, 1:]), curves.single_llm_points(Y, C)
+    lo, hi = singles[:, 0].min(), singles[:, 0].max()
+    zero = curves.aiq(curves.hull(singles), lo, hi)
+    return {"max_quality": float(curve[:, 2].max()), "aiq": curves.aiq(vertices, lo, hi), "zero_aiq": zero,
+            "aiq_ratio": curves.aiq(vertices, lo, hi) / zero,
+            "cost_to_best_fraction": curves.cost_to_reach(vertices, singles[:, 1].max()) / singles[np.argmax(singles[:, 1]), 0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="llmrouter_nim")
@@ -69,7 +89,8 @@ def main() -> None:
     X = embed_dataset(data, "minilm", show_progress=True)
     embed_s = time.perf_counter() - start
     candidates = [(s, "none") for s in args.only.split(",")] if args.only else CANDIDATES
-    train, _ = evaluation_split(data)
+    train, test_rows = evaluation_split(data)
+    ceiling = task_ceiling(data, test_rows)
     val_data = validation_dataset(data, train)
 
     summaries, runs, seconds = [], {}, {}
@@ -111,6 +132,7 @@ def main() -> None:
         "embed_seconds": round(embed_s, 1), "seconds": seconds,
         "goals": goals(by_cost, by_aiq, calibrated),
         "floor": FLOOR,
+        "task_ceiling": ceiling,
         "summary": summaries,
         "calibration": calibrated,
         "pair": {"pool": PAIR, "summary": pair.summary},
@@ -175,6 +197,11 @@ def markdown(p: dict) -> str:
                      f"{r.get('quality_at_cost', float('nan')):.4f} | "
                      f"{_realised(r)} | {r['val_aiq_ratio']:.3f} | "
                      f"{_pct(r['val_cost_to_best_fraction'])} |")
+    c = p["task_ceiling"]
+    lines += ["", f"Ceiling of routing by task alone (each prompt scored by its task's mean per LLM **on the test "
+              f"prompts themselves**, an optimistic bound, not a router): max quality {c['max_quality']:.4f}, AIQ "
+              f"{c['aiq']:.4f} = {c['aiq_ratio']:.3f}× the zero router, best single LLM's quality at "
+              f"{_pct(c['cost_to_best_fraction'])} of its cost."]
     base = {b["name"]: b for b in p["baselines"]}
     oracle = base.get("cheapest_correct_oracle")
     lines += ["", f"Zero router AIQ {s0['zero_aiq']:.4f}; cheapest-correct oracle {oracle['quality']:.4f} at "

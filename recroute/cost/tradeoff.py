@@ -221,9 +221,6 @@ def calibrated_costs(spec: str, data, X, train, test, Y_test, C_test, targets: S
 
 def plot_tradeoff(result: Tradeoff, path=None, title: str = ""):
     """The quality–cost figure: router curves (realised points), single LLMs, zero router, oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
