@@ -49,7 +49,11 @@ def fit_command(
         start = time.perf_counter()
         model.fit(data, X)
         seconds = time.perf_counter() - start
-        RoutingBundle.build(model, enc).save(out)
+        prices = data.prices()  # kept in the bundle for --cost-weight / --max-cost routing
+        if prices is not None and not prices.priced.all():
+            note = (note + "; " if note else "") + "some LLMs have no price: the bundle carries no prices"
+            prices = None
+        RoutingBundle.build(model, enc, prices).save(out)
         row = {"dataset": data.name or str(dataset), "router": spec_label(router), "encoder": enc.name if enc else None,
                "n_prompts": data.n_prompts, "n_llms": data.n_llms, "fit_seconds": round(seconds, 3), "bundle": str(out)}
         if json_path:
@@ -96,6 +100,9 @@ def route_command(
     candidates: Optional[str] = typer.Option(None, "--candidates", "-c", help="Comma-separated LLM names to choose among."),
     out: str = typer.Option("-", "--out", "-o", help="JSONL decisions to this file (- = stdout)."),
     batch_size: int = typer.Option(CHUNK, "--batch-size", min=1, help="Prompts routed per step."),
+    cost_weight: Optional[float] = typer.Option(
+        None, "--cost-weight", min=0.0, help="Rank by score - cost_weight × expected cost (bundle with prices)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Only LLMs expected to cost at most this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
     """Route prompts (or precomputed embeddings) with a bundle: one JSON decision per line, in input order.
@@ -125,10 +132,12 @@ def route_command(
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)
                 if records is None:
-                    got = bundle.route_embeddings(np.asarray(X[lo:hi], dtype=np.float32), k, chosen)
+                    got = bundle.route_embeddings(np.asarray(X[lo:hi], dtype=np.float32), k, chosen,
+                                                  cost_weight=cost_weight, max_cost=max_cost)
                     extras = [{} for _ in range(hi - lo)]
                 else:
-                    got = bundle.route_texts([r["prompt"] for r in records[lo:hi]], k, chosen)
+                    got = bundle.route_texts([r["prompt"] for r in records[lo:hi]], k, chosen,
+                                             cost_weight=cost_weight, max_cost=max_cost)
                     extras = [{key: r[key] for key in ("line", "id") if key in r} for r in records[lo:hi]]
                 for i, (decision, extra) in enumerate(zip(got, extras)):
                     sink.write(json.dumps({"index": lo + i, **extra, **decision.to_dict()}) + "\n")
@@ -227,6 +236,9 @@ def serve_command(
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most prompts in one request (413 beyond)."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body (413 beyond)."),
+    cost_weight: Optional[float] = typer.Option(
+        None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Default max_cost for requests that give none."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs."""
@@ -241,4 +253,4 @@ def serve_command(
         if not quiet:
             err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs)", highlight=False)
         serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-              log_level="warning" if quiet else "info")
+              log_level="warning" if quiet else "info", cost_weight=cost_weight, max_cost=max_cost)

@@ -19,6 +19,7 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "r_o": ("recroute.routers.baselines", "ROPRouter"),
     "knn": ("recroute.routers.knn", "KNNRouter"),
     "linear": ("recroute.routers.linear", "LinearRouter"),
+    "logistic": ("recroute.routers.logistic", "LogisticRouter"),  # per-LLM L2 logistic regression (sklearn)
     "mlp": ("recroute.routers.linear", "MLPRouter"),
     "cluster": ("recroute.routers.cluster", "ClusterRouter"),
     "soft_cluster": ("recroute.routers.cluster", "SoftClusterRouter"),

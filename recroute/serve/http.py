@@ -32,6 +32,9 @@ class RouteRequest(BaseModel):
     prompts: Optional[list[str]] = Field(None, description="Several prompts to route (a batch).")
     candidates: Optional[list[str]] = Field(None, description="LLM names to choose among (default: all).")
     k: int = Field(1, ge=1, description="How many LLMs to return per prompt, best first.")
+    cost_weight: Optional[float] = Field(
+        None, ge=0, description="Rank by score - cost_weight × expected cost (needs a bundle fitted with prices).")
+    max_cost: Optional[float] = Field(None, ge=0, description="Only LLMs whose expected cost is at most this.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RouteRequest":
@@ -75,9 +78,13 @@ class LLMsResponse(BaseModel):
 
 
 def create_app(
-    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    cost_weight: float | None = None, max_cost: float | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request."""
+    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request;
+    ``cost_weight`` / ``max_cost``: defaults for requests that give none (None: plain routing)."""
+    if (cost_weight is not None or max_cost is not None) and bundle.prices is None:
+        raise DataError("a default cost_weight / max_cost needs a bundle fitted with prices")
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
     needs_text = bundle.router.needs_features
@@ -124,7 +131,15 @@ def create_app(
             raise HTTPException(413, f"{len(texts)} prompts in one request; the limit is {max_batch}")
         _check_choice(bundle, request.candidates, request.k)
         X = state["batcher"].encode(texts) if needs_text else None
-        idx, scores = bundle.route_arrays(X, request.k, request.candidates, n=len(texts))
+        weight = cost_weight if request.cost_weight is None else request.cost_weight
+        limit = max_cost if request.max_cost is None else request.max_cost
+        costed = weight is not None or limit is not None
+        try:
+            idx, scores = bundle.route_arrays(
+                X, request.k, request.candidates, n=len(texts), cost_weight=weight,
+                max_cost=limit, prompt_tokens=bundle.prompt_tokens(texts) if costed else None)
+        except DataError as exc:  # no prices, or max_cost leaves a prompt without an LLM
+            raise HTTPException(422, str(exc)) from None
         return {"decisions": [d.to_dict() for d in decisions(idx, scores, names)]}
 
     return app
@@ -176,8 +191,10 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = DEFAULT_MAX_BATCH,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", cost_weight: float | None = None,
+          max_cost: float | None = None) -> None:
     """Run the service under uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(bundle, max_batch, max_body_bytes), host=host, port=port, log_level=log_level)
+    app = create_app(bundle, max_batch, max_body_bytes, cost_weight=cost_weight, max_cost=max_cost)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
