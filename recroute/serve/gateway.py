@@ -21,7 +21,6 @@ whose OpenAI-style ``error.message`` names the problem.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
@@ -38,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from recroute.errors import DataError
+from recroute.feedback.logs import prompt_hash
 from recroute.serve.batching import EncodeBatcher
 from recroute.serve.gateway_metrics import GatewayMetrics
 from recroute.serve.upstreams import Upstream
@@ -185,9 +185,7 @@ def _content_text(content: Any) -> str:
 
 # ---------------------------------------------------------------------- hooks into feedback and cost
 def load_policy(spec: str | None):
-    """The stochastic policy for ``spec`` (None = greedy, no policy object); recroute.feedback.policies."""
-    if spec is None or spec.strip() == "greedy":
-        return None
+    """The routing policy for ``spec`` (None = greedy) from recroute.feedback.policies."""
     from recroute.feedback.policies import parse_policy
 
     return parse_policy(spec)
@@ -195,8 +193,6 @@ def load_policy(spec: str | None):
 
 def choose(policy, utility: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
     """(chosen LLM index, propensity) for one request: utility (m,), allowed (m,) bool."""
-    if policy is None:  # greedy: the best allowed, ties to the lower index (as Router.route)
-        return int(np.argmax(np.where(allowed, utility, -np.inf))), 1.0
     chosen, propensity = policy.choose(utility[None, :], allowed[None, :], rng)
     return int(chosen[0]), float(propensity[0])
 
@@ -252,7 +248,7 @@ class Router:
         self.names = bundle.llm_names
         self.configured = np.array([n in upstreams for n in self.names], dtype=bool)
         self.policy = load_policy(policy_spec)
-        self.policy_spec = "greedy" if self.policy is None else str(self.policy.spec)
+        self.policy_spec = str(self.policy.spec)
         self.rng = np.random.default_rng(seed)
         self.costs = upstream_costs(self.names, upstreams)
         self._index = {n: j for j, n in enumerate(self.names)}
@@ -508,7 +504,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         upstream = upstreams.get(attempt.llm) if attempt.llm else None
         row = {"event": "decision", "decision_id": decision.decision_id, "timestamp": time.time(), "prompt_id": None,
                "prompt_text": text if config.log_prompt_text else None,
-               "prompt_hash": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+               "prompt_hash": prompt_hash(text),
                "candidates": decision.candidates, "chosen": decision.chosen, "propensity": decision.propensity,
                "outcome": None, "cost": upstream.cost(inp, out) if upstream else None, "policy": decision.policy,
                "router": bundle.router.name, "score": decision.score, "status": status,
