@@ -96,6 +96,9 @@ def route_command(
     candidates: Optional[str] = typer.Option(None, "--candidates", "-c", help="Comma-separated LLM names to choose among."),
     out: str = typer.Option("-", "--out", "-o", help="JSONL decisions to this file (- = stdout)."),
     batch_size: int = typer.Option(CHUNK, "--batch-size", min=1, help="Prompts routed per step."),
+    cost_weight: Optional[float] = typer.Option(
+        None, "--cost-weight", min=0.0, help="Rank by score - cost_weight × expected cost (bundle with prices)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Only LLMs expected to cost at most this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
     """Route prompts (or precomputed embeddings) with a bundle: one JSON decision per line, in input order.
@@ -125,10 +128,12 @@ def route_command(
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)
                 if records is None:
-                    got = bundle.route_embeddings(np.asarray(X[lo:hi], dtype=np.float32), k, chosen)
+                    got = bundle.route_embeddings(np.asarray(X[lo:hi], dtype=np.float32), k, chosen,
+                                                  cost_weight=cost_weight, max_cost=max_cost)
                     extras = [{} for _ in range(hi - lo)]
                 else:
-                    got = bundle.route_texts([r["prompt"] for r in records[lo:hi]], k, chosen)
+                    got = bundle.route_texts([r["prompt"] for r in records[lo:hi]], k, chosen,
+                                             cost_weight=cost_weight, max_cost=max_cost)
                     extras = [{key: r[key] for key in ("line", "id") if key in r} for r in records[lo:hi]]
                 for i, (decision, extra) in enumerate(zip(got, extras)):
                     sink.write(json.dumps({"index": lo + i, **extra, **decision.to_dict()}) + "\n")

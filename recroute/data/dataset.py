@@ -47,6 +47,8 @@ class RoutingDataset:
         prompts: one row per prompt, columns ``prompt_id, text, benchmark, task, split`` (+ any extra).
         llms: one row per LLM, column ``llm`` plus metadata (size, prices, description, ...).
         embeddings: optional float32 (n_prompts, d) prompt features, with ``embedding_name``.
+        cell_costs: optional CSR float32 with exactly the sparsity of ``scores``: the observed cost of
+            each observed cell (NaN where that cell's cost was not recorded); see :meth:`costs`.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class RoutingDataset:
         embeddings: np.ndarray | None = None,
         embedding_name: str | None = None,
         name: str = "",
+        cell_costs: sp.spmatrix | None = None,
     ) -> None:
         scores = sp.csr_matrix(scores, dtype=np.float32)
         scores.sort_indices()
@@ -70,6 +73,7 @@ class RoutingDataset:
         self.embeddings = None
         self.embedding_name = None
         self.name = name
+        self.cell_costs = None if cell_costs is None else _aligned_costs(cell_costs, scores)
         if embeddings is not None:
             self.set_embeddings(embeddings, embedding_name or "unknown")
 
@@ -263,6 +267,7 @@ class RoutingDataset:
         rows = self._resolve(prompts, self.n_prompts, self.prompt_index)
         cols = self._resolve(llms, self.n_llms, self.llm_index)
         scores = self.scores[rows][:, cols]
+        costs = None if self.cell_costs is None else self.cell_costs[rows][:, cols]
         return RoutingDataset(
             scores,
             self.prompts.iloc[rows].reset_index(drop=True),
@@ -270,6 +275,7 @@ class RoutingDataset:
             embeddings=None if self.embeddings is None else self.embeddings[rows],
             embedding_name=self.embedding_name,
             name=self.name,
+            cell_costs=costs,
         )
 
     @staticmethod
@@ -288,6 +294,108 @@ class RoutingDataset:
                 raise DataError(f"index out of range 0..{size - 1}: {arr[(arr < 0) | (arr >= size)][:5].tolist()}")
             return arr.astype(np.int64)
         return lookup(list(arr))
+
+    # ------------------------------------------------------------------ costs
+    @property
+    def has_costs(self) -> bool:
+        """Whether the dataset carries prices (LLM table) or per-cell costs."""
+        from recroute.data.costs import PRICE_COLUMNS
+
+        return self.cell_costs is not None or any(c in self.llms for c in PRICE_COLUMNS)
+
+    def mean_cell_costs(self) -> np.ndarray:
+        """float64 (n_llms,): mean observed per-cell cost per LLM (NaN without any)."""
+        if self.cell_costs is None:
+            return np.full(self.n_llms, np.nan)
+        values = self.cell_costs.data.astype(np.float64)
+        seen = ~np.isnan(values)
+        cols = self.cell_costs.indices[seen]
+        counts = np.bincount(cols, minlength=self.n_llms)
+        sums = np.bincount(cols, weights=values[seen], minlength=self.n_llms)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    def prices(self, output_tokens=None):
+        """:class:`~recroute.data.costs.Prices` of the LLMs (None without prices or per-cell costs).
+
+        Price columns of the LLM table first; an LLM without a price but with observed per-cell
+        costs gets their mean as its flat ``cost_per_prompt``. ``output_tokens`` overrides the
+        expected output tokens (a number, a mapping name -> tokens, or one per LLM).
+        """
+        from recroute.data.costs import Prices
+
+        label = f"dataset {self.name!r} LLM table" if self.name else "LLM table"
+        prices = Prices.from_table(self.llms, label, output_tokens)
+        mean = self.mean_cell_costs()
+        if prices is None:
+            if np.isnan(mean).all():
+                return None
+            prices = Prices.flat(list(map(str, self.llm_names)), np.zeros(self.n_llms))
+            prices.per_prompt = mean
+            if output_tokens is not None:
+                prices = prices.with_output_tokens(output_tokens)
+            return prices
+        fill = ~prices.priced & ~np.isnan(mean)
+        prices.per_prompt = np.where(fill, mean, prices.per_prompt)
+        return prices
+
+    def costs(self, prompts: Selector = None, *, pricing: str = "tokens", prices=None, output_tokens=None,
+              prompt_tokens: np.ndarray | None = None, missing_prompt_tokens: float | None = None) -> np.ndarray:
+        """float64 (n_selected, n_llms) expected cost of each prompt on each LLM.
+
+        ``pricing="tokens"`` (default): a cell's observed cost where recorded, else its LLM's price
+        (flat per prompt, or input $/Mtok × prompt tokens + output $/Mtok × output tokens), see
+        :mod:`recroute.data.costs`. ``"price_index"``: input + output $/Mtok per LLM for every prompt
+        (cell costs ignored). ``prices``: a table/mapping of prices that replaces the LLM table's (it
+        must price every LLM and name no unknown one). ``prompt_tokens`` (n_selected,) replaces the
+        tokenizer's counts; ``missing_prompt_tokens`` is the count of a prompt without text.
+        """
+        from recroute.data.costs import PRICINGS, count_prompt_tokens, prices_from_table
+
+        if pricing not in PRICINGS:
+            raise DataError(f"pricing must be one of {PRICINGS}; got {pricing!r}")
+        rows = self._resolve(prompts, self.n_prompts, self.prompt_index)
+        names = [str(n) for n in self.llm_names]
+        if prices is not None:
+            table = prices_from_table(prices, names)
+            if output_tokens is not None:
+                table = table.with_output_tokens(output_tokens)
+        else:
+            table = self.prices(output_tokens)
+        if table is None:
+            raise DataError(
+                f"dataset {self.name!r} has no costs: add price columns to llms.parquet (input_price_per_mtok and "
+                "output_price_per_mtok, or cost_per_prompt) or a 'cost' column to records.parquet"
+            )
+        if pricing == "price_index":
+            return np.broadcast_to(table.price_index()[None, :], (len(rows), self.n_llms)).copy()
+        observed = None
+        if self.cell_costs is not None and prices is None:
+            observed = _dense_rows(self.cell_costs, rows)
+            covered = ~np.isnan(observed)
+        else:
+            covered = np.zeros((len(rows), self.n_llms), dtype=bool)
+        need = ~covered.all(axis=0) & ~table.priced
+        if need.any():
+            missing = [names[j] for j in np.flatnonzero(need)]
+            raise DataError(
+                f"dataset {self.name!r}: no price for {len(missing)} LLM(s) {missing[:5]} and not every cell of "
+                "theirs has an observed cost (give cost_per_prompt, or input_price_per_mtok and output_price_per_mtok)"
+            )
+        tokens = None
+        if table.token_based:
+            if prompt_tokens is not None:
+                tokens = np.asarray(prompt_tokens, dtype=np.float64).ravel()
+                if tokens.shape != (len(rows),):
+                    raise DataError(f"prompt_tokens must have one count per selected prompt ({len(rows)}); got {tokens.shape}")
+            else:
+                texts = self.prompts["text"].to_numpy(dtype=object)[rows]
+                tokens = count_prompt_tokens([None if t is None else str(t) for t in texts], missing_prompt_tokens)
+        priced = np.flatnonzero(table.priced)
+        out = np.full((len(rows), self.n_llms), np.nan)
+        if priced.size:
+            out[:, priced] = table.subset([names[j] for j in priced]).expected(tokens, n=len(rows))
+        return out if observed is None else np.where(covered, observed, out)
 
     # ------------------------------------------------------------------ statistics
     def llm_stats(self) -> pd.DataFrame:
@@ -372,6 +480,30 @@ class RoutingDataset:
 
 
 # ---------------------------------------------------------------------- helpers
+def _aligned_costs(cell_costs: sp.spmatrix, scores: sp.csr_matrix) -> sp.csr_matrix:
+    """Per-cell costs as CSR float32 with exactly the sparsity of ``scores`` (a DataError otherwise)."""
+    costs = sp.csr_matrix(cell_costs, dtype=np.float32)
+    costs.sort_indices()
+    if costs.shape != scores.shape or not (
+        np.array_equal(costs.indptr, scores.indptr) and np.array_equal(costs.indices, scores.indices)
+    ):
+        raise DataError("cell_costs must hold exactly the observed cells of the scores (same shape and sparsity)")
+    values = costs.data
+    bad = ~np.isnan(values) & (~np.isfinite(values) | (values < 0))
+    if bad.any():
+        raise DataError(f"cell costs must be finite numbers >= 0; found {float(values[bad][0])}")
+    return costs
+
+
+def _dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """float64 (len(rows), m) of a CSR's stored values, NaN where nothing is stored."""
+    part = matrix[rows]
+    out = np.full(part.shape, np.nan)
+    r = np.repeat(np.arange(part.shape[0]), np.diff(part.indptr))
+    out[r, part.indices] = part.data
+    return out
+
+
 def _lookup(column: pd.Series, names: Iterable[str] | str, what: str) -> np.ndarray:
     if isinstance(names, str):
         names = [names]
@@ -410,4 +542,7 @@ def _normalise_llm_table(llms: pd.DataFrame) -> pd.DataFrame:
     dup = table["llm"].duplicated()
     if dup.any():
         raise DataError(f"LLM names must be unique; repeated: {table['llm'][dup].head(5).tolist()}")
+    from recroute.data.costs import Prices
+
+    Prices.from_table(table, table.attrs.get("source", "LLM table"))  # price columns: numeric, finite, >= 0
     return table[["llm"] + [c for c in table.columns if c != "llm"]]

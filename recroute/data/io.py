@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from recroute.data.dataset import RoutingDataset
 
 RECORD_COLUMNS = ("prompt_id", "llm", "score")
+COST_COLUMN = "cost"  # optional per-cell cost (RouterBench-style); null = not observed
 DUPLICATE_POLICIES = ("error", "mean", "max", "min", "first", "last")
 METADATA_POLICIES = ("error", "keep")
 FORMAT_VERSION = 1
@@ -72,6 +73,7 @@ class LongRecords:
     label: str
     num_rows: int
     batches: Callable[[], Iterator[pa.RecordBatch]]
+    has_cost: bool = False
 
 
 def read_long_records(source) -> LongRecords:
@@ -83,11 +85,13 @@ def read_long_records(source) -> LongRecords:
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"cannot read records file {path}: {exc}") from None
         names, label, num_rows = handle.schema_arrow.names, str(path), handle.metadata.num_rows
-        batches = lambda: handle.iter_batches(batch_size=BATCH_ROWS, columns=list(RECORD_COLUMNS))  # noqa: E731
+        wanted = list(RECORD_COLUMNS) + ([COST_COLUMN] if COST_COLUMN in names else [])
+        batches = lambda: handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted)  # noqa: E731
     else:
         table, label = _read_any(source, "records")
         names, num_rows = table.column_names, table.num_rows
-        batches = lambda: table.select(list(RECORD_COLUMNS)).to_batches(max_chunksize=BATCH_ROWS)  # noqa: E731
+        wanted = list(RECORD_COLUMNS) + ([COST_COLUMN] if COST_COLUMN in names else [])
+        batches = lambda: table.select(wanted).to_batches(max_chunksize=BATCH_ROWS)  # noqa: E731
     missing = [c for c in RECORD_COLUMNS if c not in names]
     if missing:
         raise DataError(
@@ -96,7 +100,7 @@ def read_long_records(source) -> LongRecords:
         )
     if num_rows == 0:
         raise DataError(f"{label}: no records (the results table is empty)")
-    return LongRecords(label, num_rows, batches)
+    return LongRecords(label, num_rows, batches, COST_COLUMN in names)
 
 
 def read_table(source, what: str, required: Sequence[str]) -> pd.DataFrame:
@@ -181,11 +185,35 @@ def _batch_scores(column: pa.Array, label: str, offset: int) -> np.ndarray:
     return values
 
 
+def _batch_costs(column: pa.Array, label: str, offset: int) -> np.ndarray:
+    """float64 per-cell costs of one batch, NaN where empty (not observed); bad values raise with rows."""
+    from recroute.data.costs import check_cost_values
+
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type)):
+        as_pandas = column.to_pandas()
+        numeric = pd.to_numeric(as_pandas, errors="coerce")
+        bad = np.flatnonzero(numeric.isna().to_numpy() & as_pandas.notna().to_numpy())
+        if bad.size:
+            raise DataError(f"{label}: column 'cost' is not numeric at {describe_rows(offset + bad)} "
+                            f"(e.g. {as_pandas.iloc[bad[0]]!r})")
+        column = pa.array(numeric.to_numpy(dtype=np.float64, na_value=np.nan), from_pandas=True)
+    present = ~column.is_null().to_numpy(zero_copy_only=False)
+    values = np.full(len(column), np.nan)
+    if present.any():
+        raw = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        rows = np.flatnonzero(present)
+        check_cost_values(raw[rows], f"{label}: column 'cost'", offset + rows)
+        values[rows] = raw[rows]
+    return values
+
+
 def stream_records(records: LongRecords, rescale: bool):
-    """(prompt codes int32, llm codes int32, scores float32, prompt uniques, llm uniques), validated."""
+    """(prompt codes int32, llm codes int32, scores float32, prompt uniques, llm uniques, costs float64
+    (NaN = not observed) or None), validated."""
     n = records.num_rows
     p_codes, l_codes = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
     values = np.empty(n, dtype=np.float32)
+    costs = np.empty(n, dtype=np.float64) if records.has_cost else None
     prompt_ids, llm_ids = _IdCodes("prompt_id", records.label), _IdCodes("llm", records.label)
     lo, hi, offset = np.inf, -np.inf, 0
     for batch in records.batches():
@@ -196,6 +224,8 @@ def stream_records(records: LongRecords, rescale: bool):
         elif size:
             lo, hi = min(lo, float(score.min())), max(hi, float(score.max()))
         values[offset:offset + size] = score
+        if costs is not None:
+            costs[offset:offset + size] = _batch_costs(batch.column(COST_COLUMN), records.label, offset)
         p_codes[offset:offset + size] = prompt_ids.encode(batch.column("prompt_id"), offset)
         l_codes[offset:offset + size] = llm_ids.encode(batch.column("llm"), offset)
         offset += size
@@ -206,7 +236,9 @@ def stream_records(records: LongRecords, rescale: bool):
         values /= hi - lo
     p_codes, p_uniques = prompt_ids.compact(p_codes)
     l_codes, l_uniques = llm_ids.compact(l_codes)
-    return p_codes, l_codes, values, p_uniques, l_uniques
+    if costs is not None and np.isnan(costs).all():
+        costs = None
+    return p_codes, l_codes, values, p_uniques, l_uniques, costs
 
 
 def check_range(values: np.ndarray, label: str, rescale: bool, rows: np.ndarray | None = None) -> np.ndarray:
@@ -331,7 +363,7 @@ def build_from_records(
     cls, records: LongRecords, prompts: pd.DataFrame | None, llms: pd.DataFrame | None,
     *, duplicates: str, rescale: bool, unknown_metadata: str, name: str,
 ) -> "RoutingDataset":
-    p_codes, l_codes, values, p_uniques, l_uniques = stream_records(records, rescale)
+    p_codes, l_codes, values, p_uniques, l_uniques, costs = stream_records(records, rescale)
     p_map, prompt_table = _order(p_uniques, prompts, "prompt_id", unknown_metadata, records.label)
     l_map, llm_table = _order(l_uniques, llms, "llm", unknown_metadata, records.label)
     if not np.array_equal(p_map, np.arange(len(p_map))):
@@ -340,7 +372,10 @@ def build_from_records(
         l_codes = l_map[l_codes]
     shape = (len(prompt_table), len(llm_table))
     scores = cells_to_csr(p_codes, l_codes, values, shape, duplicates, records.label)
-    return cls(scores, prompt_table, llm_table, name=name)
+    cell_costs = None
+    if costs is not None:  # the same cells in the same order; repeated pairs aggregated alike
+        cell_costs = cells_to_csr(p_codes, l_codes, costs, shape, duplicates, records.label)
+    return cls(scores, prompt_table, llm_table, name=name, cell_costs=cell_costs)
 
 
 def build_from_wide(cls, matrix, prompt_ids, llm_names, prompts, llms, *, rescale: bool, name: str):
@@ -436,13 +471,14 @@ def records_table(data: "RoutingDataset") -> pa.Table:
     rows = np.repeat(np.arange(data.n_prompts, dtype=np.int32), np.diff(csr.indptr))
     prompt_dict = pa.array(data.prompts["prompt_id"].tolist(), type=pa.string())
     llm_dict = pa.array(data.llms["llm"].tolist(), type=pa.string())
-    return pa.table(
-        {
-            "prompt_id": pa.DictionaryArray.from_arrays(pa.array(rows), prompt_dict),
-            "llm": pa.DictionaryArray.from_arrays(pa.array(csr.indices.astype(np.int32)), llm_dict),
-            "score": pa.array(csr.data.astype(np.float32)),
-        }
-    )
+    columns = {
+        "prompt_id": pa.DictionaryArray.from_arrays(pa.array(rows), prompt_dict),
+        "llm": pa.DictionaryArray.from_arrays(pa.array(csr.indices.astype(np.int32)), llm_dict),
+        "score": pa.array(csr.data.astype(np.float32)),
+    }
+    if getattr(data, "cell_costs", None) is not None:  # null where a cell's cost was not observed
+        columns[COST_COLUMN] = pa.array(data.cell_costs.data.astype(np.float64), from_pandas=True)
+    return pa.table(columns)
 
 
 def save_folder(data: "RoutingDataset", path: Path) -> Path:

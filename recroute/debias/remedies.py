@@ -326,18 +326,42 @@ def capacity_assign(scores: np.ndarray, cap: float) -> np.ndarray:
 
 def _transport_lp(S: np.ndarray, limit: int) -> np.ndarray:
     """(n, m) optimal plan of max sum S·x, rows sum to 1, columns <= limit, 0 <= x <= 1."""
+    return assignment_lp(S, limit=limit)
+
+
+def assignment_lp(S: np.ndarray, limit: int | None = None, costs: np.ndarray | None = None,
+                  budget: float | None = None, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(n, m) optimal fractional plan of max sum S·x with every row summing to 1 and 0 <= x <= 1,
+    subject to optional column capacities (sum_i x_ij <= ``limit``) and an optional total budget
+    (sum_ij costs_ij x_ij <= ``budget``, ``costs`` (n, m)). Solved exactly by HiGHS (dual simplex),
+    so the plan is a vertex: integral under capacities alone, with at most one split row under a
+    budget alone. ``allowed`` (n, m) bool: cells fixed at 0 where False. Shared by capacity
+    assignment and budgeted cost-aware routing (recroute.cost).
+    """
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
     n, m = S.shape
     cells = np.arange(n * m)
     rows = sp.csr_matrix((np.ones(n * m), (cells // m, cells)), shape=(n, n * m))
-    cols = sp.csr_matrix((np.ones(n * m), (cells % m, cells)), shape=(m, n * m))
+    blocks, bounds = [], []
+    if limit is not None:
+        blocks.append(sp.csr_matrix((np.ones(n * m), (cells % m, cells)), shape=(m, n * m)))
+        bounds.append(np.full(m, float(limit)))
+    if budget is not None:
+        blocks.append(sp.csr_matrix(np.asarray(costs, dtype=np.float64).reshape(1, n * m)))
+        bounds.append(np.array([float(budget)]))
+    box = (0.0, 1.0)
+    if allowed is not None:
+        box = np.stack([np.zeros(n * m), np.asarray(allowed, dtype=np.float64).ravel()], axis=1)
+        S = np.where(allowed, S, np.nan)
+        S = np.where(allowed, S, np.nanmin(S))  # values of fixed cells do not matter
     c = -(S - S.max(axis=1, keepdims=True)).ravel()  # row shifts leave the optimum unchanged
-    res = linprog(c, A_ub=cols, b_ub=np.full(m, float(limit)), A_eq=rows, b_eq=np.ones(n),
-                  bounds=(0.0, 1.0), method="highs-ds")
+    res = linprog(c, A_ub=sp.vstack(blocks).tocsr() if blocks else None,
+                  b_ub=np.concatenate(bounds) if bounds else None, A_eq=rows, b_eq=np.ones(n),
+                  bounds=box, method="highs-ds")
     if res.status != 0:
-        raise DataError(f"capacity assignment LP failed: {res.message}")
+        raise DataError(f"assignment LP failed: {res.message}")
     return res.x.reshape(n, m)
 
 

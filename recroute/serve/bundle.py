@@ -4,7 +4,8 @@ Layout (format version 1)::
 
     DIR/manifest.json   {"format": "recroute-bundle", "format_version": 1,
                          "files": {relative path: {"sha256": hex, "bytes": n}}}   (every other file)
-    DIR/bundle.json     encoder (type, name, dim) or null, router (name, n_features_in), llms, versions
+    DIR/bundle.json     encoder (type, name, dim) or null, router (name, n_features_in), llms, versions,
+                        prices (per-LLM prices the router was fitted with, recroute.data.costs.Prices) or null
     DIR/encoder/        the encoder's own save (MiniLM: encoder.json; TF-IDF: encoder.json + arrays.npz)
     DIR/router/         Router.save: router.json + arrays.npz (+ index.faiss for kNN)
 
@@ -72,19 +73,21 @@ class RoutingBundle:
     routes precomputed float32 (n, d) features. Both return one :class:`RouteDecision` per prompt.
     """
 
-    def __init__(self, router, encoder=None) -> None:
+    def __init__(self, router, encoder=None, prices=None) -> None:
         self.router = router
         self.encoder = encoder
+        self.prices = prices  # recroute.data.costs.Prices for the router's LLMs, or None (no cost routing)
         self._encode_lock = threading.Lock()  # tokenizers and torch models are not re-entrant
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, router, encoder=None) -> "RoutingBundle":
+    def build(cls, router, encoder=None, prices=None) -> "RoutingBundle":
         """A bundle of a fitted router and the (fitted) encoder its features came from.
 
         ``encoder``: an encoder object or name ("minilm"); None for a router that needs no prompt
         features, or to route precomputed embeddings only. Its dim must equal the router's
-        ``n_features_in_``.
+        ``n_features_in_``. ``prices``: a :class:`~recroute.data.costs.Prices` covering the router's
+        LLMs (``RoutingDataset.prices()``), kept for ``cost_weight`` / ``max_cost`` routing.
         """
         from recroute.encoders.base import get_encoder
 
@@ -96,7 +99,10 @@ class RoutingBundle:
             if not callable(getattr(encoder, "save", None)):
                 raise DataError(f"encoder {encoder.name!r} cannot be saved (no save method): use minilm or tfidf")
             _check_dims(router, encoder, "")
-        return cls(router, encoder)
+        if prices is not None:
+            prices = prices.subset([str(n) for n in router.llm_names_])
+            prices.require_all("bundle prices")
+        return cls(router, encoder, prices)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -129,6 +135,7 @@ class RoutingBundle:
             "router": {"name": self.router.name, "spec": _spec(self.router),
                        "needs_features": bool(self.router.needs_features), "n_features_in": self.n_features},
             "llms": self.llm_names,
+            "prices": None if self.prices is None else self.prices.to_dict(),
         }
 
     def __repr__(self) -> str:
@@ -185,7 +192,17 @@ class RoutingBundle:
             raise SavedArtifactError(f"{path / BUNDLE_FILE}: its LLM names differ from the router's")
         if enc is not None:
             _check_dims(router, enc, f"{path}: ")
-        return cls(router, enc)
+        prices = None
+        if meta.get("prices") is not None:
+            from recroute.data.costs import Prices
+
+            try:
+                prices = Prices.from_dict(meta["prices"], f"{path / BUNDLE_FILE}")
+            except DataError as exc:
+                raise SavedArtifactError(str(exc)) from None
+            if prices.llms != meta.get("llms"):
+                raise SavedArtifactError(f"{path / BUNDLE_FILE}: its prices name other LLMs than the router")
+        return cls(router, enc, prices)
 
     # ------------------------------------------------------------------ routing
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
@@ -200,27 +217,52 @@ class RoutingBundle:
 
     def route_texts(
         self, texts: Sequence[str], k: int = 1, candidates: Sequence[str] | None = None,
-        batch_size: int | None = None,
+        batch_size: int | None = None, cost_weight: float | None = None, max_cost: float | None = None,
     ) -> list[RouteDecision]:
         """One decision per prompt text (encoded with the bundle's encoder), in input order."""
         from recroute.encoders.base import check_texts
 
         texts = check_texts(texts, "prompts")
         X = self.encode(texts, batch_size) if self.router.needs_features else None
-        return self.route_embeddings(X, k, candidates, n=len(texts))
+        tokens = self.prompt_tokens(texts) if (cost_weight is not None or max_cost is not None) else None
+        return self.route_embeddings(X, k, candidates, n=len(texts), cost_weight=cost_weight, max_cost=max_cost,
+                                     prompt_tokens=tokens)
 
     def route_embeddings(
-        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
+        cost_weight: float | None = None, max_cost: float | None = None, prompt_tokens: np.ndarray | None = None,
     ) -> list[RouteDecision]:
         """One decision per row of precomputed features X (n, d); X may be None (give n) for a
         router that needs no features."""
-        idx, scores = self.route_arrays(X, k, candidates, n)
+        idx, scores = self.route_arrays(X, k, candidates, n, cost_weight=cost_weight, max_cost=max_cost,
+                                        prompt_tokens=prompt_tokens)
         return decisions(idx, scores, self.llm_names)
 
+    def prompt_tokens(self, texts: Sequence[str]) -> np.ndarray | None:
+        """float64 (n,) prompt token counts when the bundle's prices are per token, else None."""
+        if self.prices is None or not self.prices.token_based:
+            return None
+        from recroute.data.costs import count_prompt_tokens
+
+        return count_prompt_tokens(list(texts))
+
+    def expected_costs(self, n: int, prompt_tokens: np.ndarray | None = None) -> np.ndarray:
+        """float64 (n, n_llms) expected cost per prompt and LLM from the bundle's prices; without token
+        counts a per-token price assumes ``recroute.data.costs.DEFAULT_PROMPT_TOKENS`` per prompt."""
+        if self.prices is None:
+            raise DataError("this bundle was fitted without prices: cost_weight / max_cost need a dataset with "
+                            "prices or per-cell costs (llms.parquet price columns, records.parquet 'cost')")
+        return self.prices.expected(prompt_tokens, n=n)
+
     def route_arrays(
-        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
+        cost_weight: float | None = None, max_cost: float | None = None, prompt_tokens: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first."""
+        """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first.
+
+        ``cost_weight`` (lambda >= 0): rank by score - lambda · expected cost; ``max_cost``: only LLMs whose
+        expected cost is at most this (recroute.cost.decide); ``prompt_tokens`` (n,) for per-token prices.
+        """
         if X is None and n is None:
             raise DataError("give prompt features X (n, d) or the number of prompts n")
         if X is not None and not self.router.needs_features:
@@ -230,7 +272,14 @@ class RoutingBundle:
             candidates = list(candidates)
         if (len(X) if X is not None else n) == 0:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-        return self.router.route(X, k=k, candidates=candidates, n=n)
+        if cost_weight is None and max_cost is None:
+            return self.router.route(X, k=k, candidates=candidates, n=n)
+        from recroute.cost.decide import route_with_costs
+
+        scores = self.router.score(X, n)
+        costs = self.expected_costs(len(scores), prompt_tokens)
+        allowed = self.router._candidate_mask(candidates)
+        return route_with_costs(scores, costs, cost_weight, max_cost, allowed, k, self.llm_names)
 
     def check_choice(self, k, candidates: Sequence[str] | None = None) -> int:
         """``k`` as an int after checking it and the candidate names (DataError naming what is wrong)."""

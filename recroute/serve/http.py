@@ -32,6 +32,9 @@ class RouteRequest(BaseModel):
     prompts: Optional[list[str]] = Field(None, description="Several prompts to route (a batch).")
     candidates: Optional[list[str]] = Field(None, description="LLM names to choose among (default: all).")
     k: int = Field(1, ge=1, description="How many LLMs to return per prompt, best first.")
+    cost_weight: Optional[float] = Field(
+        None, ge=0, description="Rank by score - cost_weight × expected cost (needs a bundle fitted with prices).")
+    max_cost: Optional[float] = Field(None, ge=0, description="Only LLMs whose expected cost is at most this.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RouteRequest":
@@ -124,7 +127,13 @@ def create_app(
             raise HTTPException(413, f"{len(texts)} prompts in one request; the limit is {max_batch}")
         _check_choice(bundle, request.candidates, request.k)
         X = state["batcher"].encode(texts) if needs_text else None
-        idx, scores = bundle.route_arrays(X, request.k, request.candidates, n=len(texts))
+        costed = request.cost_weight is not None or request.max_cost is not None
+        try:
+            idx, scores = bundle.route_arrays(
+                X, request.k, request.candidates, n=len(texts), cost_weight=request.cost_weight,
+                max_cost=request.max_cost, prompt_tokens=bundle.prompt_tokens(texts) if costed else None)
+        except DataError as exc:  # no prices, or max_cost leaves a prompt without an LLM
+            raise HTTPException(422, str(exc)) from None
         return {"decisions": [d.to_dict() for d in decisions(idx, scores, names)]}
 
     return app
