@@ -197,11 +197,18 @@ def choose(policy, utility: np.ndarray, allowed: np.ndarray, rng: np.random.Gene
     return int(chosen[0]), float(propensity[0])
 
 
-def cost_utility(scores: np.ndarray, costs: np.ndarray, cost_weight: float) -> np.ndarray:
-    """scores - cost_weight * costs, from the shared cost decision step (recroute.cost.utility)."""
-    from recroute.cost import utility
+def cost_step(scores: np.ndarray, costs: np.ndarray, options: RouteOptions, allowed: np.ndarray,
+              names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(values (m,), allowed (m,)) after the shared cost decision step (recroute.cost): utility with
+    ``cost_weight``, then the ``max_cost`` mask (a request left with no LLM is a 400 naming the cheapest)."""
+    from recroute.cost.decide import cost_aware_scores
 
-    return np.asarray(utility(scores[None, :], costs, cost_weight), dtype=np.float64)[0]
+    try:
+        values, mask = cost_aware_scores(scores[None, :], costs, options.cost_weight, options.max_cost,
+                                         allowed, names)
+    except DataError as exc:
+        raise RequestError(400, str(exc).replace(" for prompt 0", ""), "model") from None
+    return values[0], mask[0]
 
 
 def open_decision_log(path):
@@ -211,17 +218,20 @@ def open_decision_log(path):
     return DecisionLogWriter(path)
 
 
-def upstream_costs(llms: Sequence[str], upstreams: Mapping[str, Upstream]) -> np.ndarray | None:
-    """float64 (m,) expected $ per request for cost-aware routing, or None when no prices are known.
+def routing_prices(bundle, upstreams: Mapping[str, Upstream]):
+    """The prices cost-aware routing uses: the bundle's (those the router was fitted with), else the
+    upstreams file's per-token prices (NaN where an LLM has none); None when neither has any."""
+    from recroute.data.costs import DEFAULT_OUTPUT_TOKENS, Prices
 
-    Prices per million tokens (input + output) from the upstreams file, a relative per-LLM cost
-    as in the cost layer's flat price; an LLM without a price counts as free.
-    """
-    prices = [(upstreams[n].input_price_per_mtok, upstreams[n].output_price_per_mtok) if n in upstreams
-              else (None, None) for n in llms]
-    if all(a is None and b is None for a, b in prices):
+    if getattr(bundle, "prices", None) is not None:
+        return bundle.prices
+    names = bundle.llm_names
+    table = [(upstreams[n].input_price_per_mtok, upstreams[n].output_price_per_mtok) if n in upstreams else (None, None)
+             for n in names]
+    if all(a is None and b is None for a, b in table):
         return None
-    return np.array([(a or 0.0) + (b or 0.0) for a, b in prices], dtype=np.float64)
+    inp, out = (np.array([np.nan if v is None else v for v in col], dtype=np.float64) for col in zip(*table))
+    return Prices(names, inp, out, np.full(len(names), np.nan), np.full(len(names), DEFAULT_OUTPUT_TOKENS))
 
 
 # ---------------------------------------------------------------------- the decision
@@ -250,7 +260,7 @@ class Router:
         self.policy = load_policy(policy_spec)
         self.policy_spec = str(self.policy.spec)
         self.rng = np.random.default_rng(seed)
-        self.costs = upstream_costs(self.names, upstreams)
+        self.prices = routing_prices(bundle, upstreams)
         self._index = {n: j for j, n in enumerate(self.names)}
         self.batcher = EncodeBatcher(self._score, max_batch=max_batch)
 
@@ -264,6 +274,22 @@ class Router:
     def close(self) -> None:
         self.batcher.close()
 
+    def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
+        """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced."""
+        from recroute.data.costs import Prices, count_prompt_tokens
+
+        if self.prices is None:
+            raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams file "
+                               "gives no input_price_per_mtok / output_price_per_mtok", "model")
+        unpriced = [n for n, ok, on in zip(self.names, self.prices.priced, allowed) if on and not ok]
+        if unpriced:
+            raise RequestError(400, f"cost_weight / max_cost: no price for candidate LLM(s) {unpriced[:5]}", "model")
+        p = self.prices  # LLMs without a price are never allowed here: a flat 0 keeps expected() whole
+        priced = Prices(p.llms, p.input_per_mtok, p.output_per_mtok, np.where(p.priced, p.per_prompt, 0.0),
+                        p.output_tokens)
+        tokens = count_prompt_tokens([text]) if priced.token_based else None
+        return np.where(allowed, priced.expected(tokens, n=1)[0], 0.0)
+
     async def decide(self, text: str, options: RouteOptions) -> Decision:
         start = time.perf_counter()
         scores = np.asarray((await asyncio.wrap_future(self.batcher.submit([text])))[0], dtype=np.float64)
@@ -273,18 +299,8 @@ class Router:
             allowed[[self._index[n] for n in options.candidates]] = True
         utility = scores
         if options.cost_weight is not None or options.max_cost is not None:
-            if self.costs is None:
-                raise RequestError(400, "cost_weight / max_cost need prices: give input_price_per_mtok / "
-                                   "output_price_per_mtok in the upstreams file", "model")
-            if options.cost_weight is not None:
-                utility = cost_utility(scores, self.costs, options.cost_weight)
-            if options.max_cost is not None:
-                under = allowed & (self.costs <= options.max_cost)
-                if not under.any():
-                    cheapest = int(np.argmin(np.where(allowed, self.costs, np.inf)))
-                    raise RequestError(400, f"max_cost={options.max_cost} excludes every candidate; the cheapest, "
-                                       f"{self.names[cheapest]!r}, costs {self.costs[cheapest]}", "model")
-                allowed = under
+            costs = await asyncio.to_thread(self.expected_costs, text, allowed)
+            utility, allowed = cost_step(scores, costs, options, allowed, self.names)
         chosen, propensity = choose(self.policy, utility, allowed, self.rng)
         rest = np.flatnonzero(allowed)
         rest = rest[rest != chosen][np.argsort(-utility[rest[rest != chosen]], kind="stable")]
