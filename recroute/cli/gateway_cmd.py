@@ -37,6 +37,9 @@ def gateway_command(
         None, "--entropy-floor", min=0.0, help="Warn (log, /healthz) when the selection entropy falls below this (bits)."
     ),
     window: int = typer.Option(1000, "--window", min=1, help="Routed requests in the selection-entropy window."),
+    decide_on: str = typer.Option(
+        "auto", "--decide-on", help="auto | loop | thread: where the encoder runs (auto: the event loop for TF-IDF/static)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that routes each request to an LLM of the bundle.
@@ -64,7 +67,8 @@ def gateway_command(
         config = GatewayConfig(policy=policy, seed=seed, log_path=str(log_path) if log_path else None,
                                log_prompt_text=log_prompt_text, route_on=route_on, max_tries=max_tries,
                                max_body_bytes=max_body_bytes, max_tokens=max_tokens, api_keys=keys,
-                               entropy_floor=entropy_floor, entropy_window=window)
+                               entropy_floor=entropy_floor, entropy_window=window,
+                               decide_on=decide_on)
         app = create_gateway(bundle, upstreams, config)
     if not quiet:
         err_console.print(f"gateway for {bundle!r} over {len(upstreams)} upstream(s) on http://{host}:{port}/v1",

@@ -46,6 +46,8 @@ logger = logging.getLogger("recroute.gateway")
 
 ROUTE_MODEL = "recroute"
 ROUTE_ON = ("last_user", "conversation")
+DECIDE_ON = ("auto", "loop", "thread")
+FAST_ENCODERS = ("tfidf", "static")  # encoder kinds cheap enough to run on the event loop
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_TRIES = 3
 FEEDBACK_MEMORY = 100_000  # decision ids remembered for POST /v1/feedback
@@ -249,11 +251,12 @@ class Decision:
     routing_s: float
 
 
-class Router:
-    """Scores a prompt text (encoder + router on the batching worker thread) and decides for it."""
+class Decider:
+    """Scores a prompt text (encoder + router) and decides for it: on the event loop for a fast encoder
+    (``decide_on="loop"``), else on the batching worker thread (``"thread"``); ``"auto"`` picks by encoder."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
-                 seed: int | None = None, max_batch: int = 64) -> None:
+                 seed: int | None = None, max_batch: int = 64, decide_on: str = "auto") -> None:
         self.bundle = bundle
         self.names = bundle.llm_names
         self.configured = np.array([n in upstreams for n in self.names], dtype=bool)
@@ -262,7 +265,12 @@ class Router:
         self.rng = np.random.default_rng(seed)
         self.prices = routing_prices(bundle, upstreams)
         self._index = {n: j for j, n in enumerate(self.names)}
-        self.batcher = EncodeBatcher(self._score, max_batch=max_batch)
+        if decide_on not in DECIDE_ON:
+            raise DataError(f"decide_on must be one of {DECIDE_ON}; got {decide_on!r}")
+        if decide_on == "auto":
+            decide_on = "loop" if fast_encoder(bundle) else "thread"
+        self.decide_on = decide_on
+        self.batcher = EncodeBatcher(self._score, max_batch=max_batch) if decide_on == "thread" else None
 
     def _score(self, texts: list[str]) -> np.ndarray:
         """float32 (n, m) router scores for n texts (runs on the worker thread)."""
@@ -272,7 +280,8 @@ class Router:
         return router.score(self.bundle.encode(texts))
 
     def close(self) -> None:
-        self.batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
     def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
         """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced."""
@@ -292,7 +301,10 @@ class Router:
 
     async def decide(self, text: str, options: RouteOptions) -> Decision:
         start = time.perf_counter()
-        scores = np.asarray((await asyncio.wrap_future(self.batcher.submit([text])))[0], dtype=np.float64)
+        if self.batcher is None:  # a fast encoder: scored right here, no thread hop
+            scores = np.asarray(self._score([text])[0], dtype=np.float64)
+        else:
+            scores = np.asarray((await asyncio.wrap_future(self.batcher.submit([text])))[0], dtype=np.float64)
         allowed = self.configured.copy()
         if options.candidates is not None:
             allowed[:] = False
@@ -308,6 +320,17 @@ class Router:
         return Decision(uuid.uuid4().hex, order, [self.names[j] for j in np.flatnonzero(allowed)],
                         self.names[chosen], _finite(scores[chosen]), propensity, self.policy_spec,
                         time.perf_counter() - start)
+
+
+def fast_encoder(bundle) -> bool:
+    """Whether the bundle's prompt features are cheap enough (no encoder, TF-IDF, static embeddings) to
+    compute on the event loop; a neural encoder runs on the batching worker thread instead."""
+    from recroute.serve.bundle import encoder_kind
+
+    if not bundle.router.needs_features:
+        return True
+    kind = encoder_kind(bundle.encoder_name) or ""
+    return any(kind.startswith(fast) for fast in FAST_ENCODERS)
 
 
 def _finite(value) -> float | None:
@@ -447,6 +470,7 @@ class GatewayConfig:
     entropy_window: int = 1000
     entropy_floor: float | None = None
     max_connections: int = 256
+    decide_on: str = "auto"
 
     def check(self) -> None:
         if self.route_on not in ROUTE_ON:
@@ -476,7 +500,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     metrics = GatewayMetrics(llms, config.entropy_window, config.entropy_floor)
     state: dict[str, Any] = {"collapsed": False, "feedback_ids": OrderedDict()}
     log = open_decision_log(config.log_path) if config.log_path else None
-    router = Router(bundle, upstreams, config.policy, config.seed)
+    decider = Decider(bundle, upstreams, config.policy, config.seed, decide_on=config.decide_on)
     keys = [k.encode() for k in config.api_keys]
 
     @asynccontextmanager
@@ -485,7 +509,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         state["client"] = httpx.AsyncClient(limits=limits, follow_redirects=False)
         yield
         await state["client"].aclose()
-        router.close()
+        decider.close()
 
     app = FastAPI(title="recroute gateway", summary="An OpenAI-compatible endpoint that routes each request to an LLM.",
                   version="1", lifespan=lifespan)
@@ -605,7 +629,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                                 "direct", 0.0)
             tries = 1
         else:
-            decision = await router.decide(text, options)
+            decision = await decider.decide(text, options)
             watch(decision)
             tries = config.max_tries
         attempt = await forward(state["client"], upstreams, decision.order, body, stream, tries, metrics)

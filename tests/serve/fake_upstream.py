@@ -9,7 +9,8 @@ of one word each (chunked transfer encoding), plus a usage chunk when ``stream_o
 
 Faults per name, set with ``POST /_control {"name": ..., "mode": ...}``: ``ok``, ``error500``,
 ``error400`` (an OpenAI-style 400), ``hang`` (never answers), ``close`` (closes the connection without
-a byte), ``break`` (streams the first event, then closes). ``GET /_requests?name=N`` returns the
+a byte), ``break`` (streams the first event, then closes); an optional ``"delay_ms"`` makes every answer
+of that name wait that long first (a stand-in for an LLM's time to answer). ``GET /_requests?name=N`` returns the
 requests that name received (method, path, headers, body). With ``--key-env VAR`` every chat request
 must carry ``Authorization: Bearer $VAR`` (else 401).
 """
@@ -29,6 +30,7 @@ MODES = ("ok", "error500", "error400", "hang", "close", "break")
 class Upstream:
     def __init__(self, names: list[str], key: str | None) -> None:
         self.modes = {name: "ok" for name in names}
+        self.delays = {name: 0.0 for name in names}
         self.requests: dict[str, list[dict]] = {name: [] for name in names}
         self.key = key
 
@@ -60,6 +62,7 @@ class Upstream:
             if doc.get("name") not in self.modes or doc.get("mode") not in MODES:
                 return await send(writer, 400, {"error": "unknown name or mode"})
             self.modes[doc["name"]] = doc["mode"]
+            self.delays[doc["name"]] = float(doc.get("delay_ms", self.delays[doc["name"]] * 1e3)) / 1e3
             return await send(writer, 200, {"ok": True})
         if url.path == "/_requests":
             name = parse_qs(url.query).get("name", [""])[0]
@@ -73,6 +76,8 @@ class Upstream:
         if self.key is not None and headers.get("authorization") != f"Bearer {self.key}":
             return await send(writer, 401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
         mode = self.modes[name]
+        if self.delays[name] > 0:
+            await asyncio.sleep(self.delays[name])
         if mode == "hang":
             await asyncio.sleep(3600)
         if mode == "close":

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi", reason="the gateway needs fastapi")
 
 from recroute.errors import DataError  # noqa: E402
 from recroute.serve.gateway import (  # noqa: E402
-    RequestError, RouteOptions, Router, SSERewriter, parse_chat_body, parse_model_field, rewrite_model, routed_text,
+    Decider, RequestError, RouteOptions, SSERewriter, parse_chat_body, parse_model_field, rewrite_model, routed_text,
 )
 from recroute.serve.gateway_metrics import GatewayMetrics, Histogram, SelectionWindow, entropy_bits  # noqa: E402
 from recroute.serve.upstreams import Upstream, load_upstreams  # noqa: E402
@@ -177,19 +177,22 @@ def upstreams(prices: dict | None = None) -> dict:
                         output_price_per_mtok=prices.get(n, (None, None))[1]) for n in LLMS}
 
 
-def decide(router: Router, text: str, options: RouteOptions = RouteOptions()):
+def decide(router: Decider, text: str, options: RouteOptions = RouteOptions()):
     try:
         return asyncio.run(router.decide(text, options))
     finally:
         router.close()
 
 
-def test_greedy_decision_and_fallback_order(tfidf_bundle_dir):
+@pytest.mark.parametrize("decide_on", ["loop", "thread"])
+def test_greedy_decision_and_fallback_order(tfidf_bundle_dir, decide_on):
     from recroute.serve.bundle import RoutingBundle
 
     bundle = RoutingBundle.load(tfidf_bundle_dir)
     scores = bundle.router.score(bundle.encode([MATH]))[0]
-    got = decide(Router(bundle, upstreams()), MATH)
+    decider = Decider(bundle, upstreams(), decide_on=decide_on)
+    assert (decider.batcher is None) == (decide_on == "loop")
+    got = decide(decider, MATH)
     expected = sorted(range(3), key=lambda j: (-scores[j], j))  # generalist (index 3) has no upstream
     assert got.order == [bundle.llm_names[j] for j in expected] and got.chosen == "math-llm"
     assert (got.propensity, got.policy, got.candidates) == (1.0, "greedy", LLMS)
@@ -201,7 +204,7 @@ def test_epsilon_greedy_propensities(tfidf_bundle_dir):
 
     bundle = RoutingBundle.load(tfidf_bundle_dir)
     seen = {}
-    router = Router(bundle, upstreams(), "epsilon_greedy:epsilon=0.6", seed=0)
+    router = Decider(bundle, upstreams(), "epsilon_greedy:epsilon=0.6", seed=0)
     try:
         for _ in range(40):
             d = asyncio.run(router.decide(MATH, RouteOptions()))
@@ -221,7 +224,7 @@ def test_cost_weight_and_max_cost_use_the_shared_cost_step(tfidf_bundle_dir):
     bundle = RoutingBundle.load(tfidf_bundle_dir)
     prices = {"math-llm": (3.0, 5.0), "code-llm": (0.1, 0.2), "history-llm": (1.0, 1.0)}
     t = float(count_prompt_tokens([MATH])[0])
-    router = Router(bundle, upstreams(prices))
+    router = Decider(bundle, upstreams(prices))
     try:
         costs = router.expected_costs(MATH, np.array([True, True, True, False]))
         assert costs == pytest.approx([(t * a + DEFAULT_OUTPUT_TOKENS * b) / 1e6 for a, b in prices.values()] + [0.0])
@@ -229,13 +232,28 @@ def test_cost_weight_and_max_cost_use_the_shared_cost_step(tfidf_bundle_dir):
         router.close()
     # a weight that makes math-llm's extra cost outweigh its score lead: code-llm (cheapest) wins
     weight = 2 / (costs[0] - costs[1])
-    got = decide(Router(bundle, upstreams(prices)), MATH, RouteOptions(cost_weight=weight))
+    got = decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(cost_weight=weight))
     assert got.chosen == "code-llm"
-    got = decide(Router(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[2]))
+    got = decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[2]))
     assert got.chosen != "math-llm" and "math-llm" not in got.candidates and "math-llm" not in got.order
     with pytest.raises(RequestError, match="the cheapest, code-llm"):
-        decide(Router(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[1] / 2))
+        decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[1] / 2))
     with pytest.raises(RequestError, match=r"no price for candidate LLM\(s\) \['code-llm', 'history-llm'\]"):
-        decide(Router(bundle, upstreams({"math-llm": (3.0, 5.0)})), MATH, RouteOptions(cost_weight=1.0))
+        decide(Decider(bundle, upstreams({"math-llm": (3.0, 5.0)})), MATH, RouteOptions(cost_weight=1.0))
     with pytest.raises(RequestError, match="need prices"):
-        decide(Router(bundle, upstreams()), MATH, RouteOptions(cost_weight=1.0))
+        decide(Decider(bundle, upstreams()), MATH, RouteOptions(cost_weight=1.0))
+
+
+def test_auto_runs_fast_encoders_on_the_loop_and_others_on_the_thread(tfidf_bundle_dir):
+    from recroute.serve.bundle import RoutingBundle
+    from recroute.serve.gateway import fast_encoder
+
+    bundle = RoutingBundle.load(tfidf_bundle_dir)
+    assert fast_encoder(bundle) and Decider(bundle, upstreams()).decide_on == "loop"
+
+    class Neural:
+        name, dim = "all-MiniLM-L6-v2", 16
+
+    assert not fast_encoder(RoutingBundle(bundle.router, Neural()))
+    with pytest.raises(DataError, match="decide_on must be one of"):
+        Decider(bundle, upstreams(), decide_on="gpu")
