@@ -40,3 +40,12 @@ def test_cold_start_notebook_runs(shared_data):  # real OLLB results from the sh
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the MAE-vs-k curves
+
+
+def test_cost_notebook_runs(shared_data):  # llmrouter_nim's prices come from the shared data
+    nb = run_notebook(NOTEBOOKS / "cost.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the quality–cost figure
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "AIQ" in text and "budgeted batch" in text

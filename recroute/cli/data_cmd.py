@@ -20,8 +20,11 @@ def register(app: typer.Typer) -> None:
 
 def dataset_info(data) -> dict:
     """Everything `data info` reports, as plain JSON-able data."""
+    from recroute.data.costs import cost_table
+
     summary = data.summary()
     llm_stats = data.llm_stats().sort_values("accuracy", ascending=False)
+    costs = cost_table(data)
     return {
         "name": summary.name,
         "n_prompts": summary.n_prompts,
@@ -38,6 +41,7 @@ def dataset_info(data) -> dict:
         "benchmarks": data.benchmark_stats().to_dict(orient="records"),
         "tasks": data.benchmark_stats("task").to_dict(orient="records"),
         "llms": llm_stats.to_dict(orient="records"),
+        "costs": None if costs is None else costs.to_dict(orient="records"),
     }
 
 
@@ -83,6 +87,9 @@ def info(
     shown = report["llms"][:top]
     title = f"per LLM (top {len(shown)} of {report['n_llms']} by accuracy over observed cells)"
     console.print(table_from_rows(title, shown, ["llm", "accuracy", "n_observed", "coverage"]))
+    if report["costs"]:
+        columns = [c for c in report["costs"][0] if any(row[c] is not None for row in report["costs"])]
+        console.print(table_from_rows("costs per LLM (prices; observed per-cell costs)", report["costs"][:top], columns, 6))
 
 
 @data_app.command("convert")

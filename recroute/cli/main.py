@@ -18,6 +18,7 @@ app = typer.Typer(
 COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute.cli.eval_cmd",
     "recroute.cli.serve_cmd", "recroute.cli.debias_cmd", "recroute.cli.newtasks_cmd", "recroute.cli.coldstart_cmd",
     "recroute.cli.gateway_cmd",
+    "recroute.cli.cost_cmd",
 )
 
 for _module in COMMAND_MODULES:

@@ -49,7 +49,11 @@ def fit_command(
         start = time.perf_counter()
         model.fit(data, X)
         seconds = time.perf_counter() - start
-        RoutingBundle.build(model, enc).save(out)
+        prices = data.prices()  # kept in the bundle for --cost-weight / --max-cost routing
+        if prices is not None and not prices.priced.all():
+            note = (note + "; " if note else "") + "some LLMs have no price: the bundle carries no prices"
+            prices = None
+        RoutingBundle.build(model, enc, prices).save(out)
         row = {"dataset": data.name or str(dataset), "router": spec_label(router), "encoder": enc.name if enc else None,
                "n_prompts": data.n_prompts, "n_llms": data.n_llms, "fit_seconds": round(seconds, 3), "bundle": str(out)}
         if json_path:

@@ -286,3 +286,19 @@ def count_prompt_tokens(texts: Sequence[str | None], missing: float | None = Non
         fill = missing if missing is not None else (float(np.median(counts[has])) if has.any() else DEFAULT_PROMPT_TOKENS)
         counts[~has] = float(fill)
     return counts
+
+
+def cost_table(data) -> pd.DataFrame | None:
+    """Per LLM: its price columns, mean observed per-cell cost and how many cells record one; None when the
+    dataset has neither prices nor per-cell costs (what ``recroute data info`` shows)."""
+    if not data.has_costs:
+        return None
+    table = pd.DataFrame({"llm": [str(n) for n in data.llm_names]})
+    for column in (*PRICE_COLUMNS, OUTPUT_TOKENS):
+        if column in data.llms:
+            table[column] = pd.to_numeric(data.llms[column], errors="coerce").to_numpy()
+    if data.cell_costs is not None:
+        seen = ~np.isnan(data.cell_costs.data)
+        table["cells_with_cost"] = np.bincount(data.cell_costs.indices[seen], minlength=data.n_llms)
+        table["mean_cell_cost"] = data.mean_cell_costs()
+    return table

@@ -165,12 +165,21 @@ def dataset_from_routereval(cls, source: str | Path | dict, name: str = "") -> "
     part_of = np.concatenate([np.full(len(rd["split_index"][f"{p}_indices"]), p, dtype=object) for p in PARTS])
     order = np.argsort(positions, kind="stable")
     columns: dict[str, np.ndarray] = {}
+    cost_columns: dict[str, np.ndarray] = {}  # recroute's extension: {part}_cost blocks beside the scores
     for setting, m, group, entry in iter_groups(rd):
         Y = np.concatenate([np.asarray(entry["data"][f"{p}_score"], dtype=np.float32) for p in PARTS])[order]
+        C = None
+        if all(entry["data"].get(f"{p}_cost") is not None for p in PARTS):
+            from recroute.data.costs import check_cost_values
+
+            C = np.concatenate([np.asarray(entry["data"][f"{p}_cost"], dtype=np.float64) for p in PARTS])[order]
+            check_cost_values(C.ravel(), f"{label}: {setting}/{m}/{group} costs")
         for j, llm in enumerate(np.asarray(entry["model"]).astype(str)):
             if llm in columns and not np.array_equal(columns[llm], Y[:, j]):
                 raise DataError(f"{label}: LLM {llm!r} has different scores in {setting}/{m}/{group} than elsewhere")
             columns[llm] = Y[:, j]
+            if C is not None:
+                cost_columns[llm] = C[:, j]
     names = list(columns)
     dense = np.stack([columns[n] for n in names], axis=1)
     if ((dense < 0) | (dense > 1)).any():
@@ -180,7 +189,12 @@ def dataset_from_routereval(cls, source: str | Path | dict, name: str = "") -> "
     if all(texts.get(f"{p}_prompt") is not None for p in PARTS):
         prompts["text"] = np.concatenate([np.asarray(texts[f"{p}_prompt"], dtype=object) for p in PARTS])[order]
     # a RouterEval pickle is dense: every cell is observed (zeros included)
-    data = cls(_dense_csr(dense), prompts, pd.DataFrame({"llm": names}), name=name or Path(label).stem)
+    cell_costs = None
+    if cost_columns:
+        costs = np.stack([cost_columns.get(n, np.full(len(dense), np.nan)) for n in names], axis=1)
+        cell_costs = _dense_csr(costs)
+    data = cls(_dense_csr(dense), prompts, pd.DataFrame({"llm": names}), name=name or Path(label).stem,
+               cell_costs=cell_costs)
     emb = rd.get("embedding") or {}
     if all(emb.get(f"{p}_embed") is not None for p in PARTS):
         X = np.concatenate([np.asarray(emb[f"{p}_embed"], dtype=np.float32) for p in PARTS])[order]
@@ -208,6 +222,7 @@ def build_router_dataset(
     prompt_order: str = "sorted",
     labels: str = "auto",
     embeddings: np.ndarray | None = None,
+    costs: np.ndarray | None = None,
 ) -> dict:
     """A RouterEval router_dataset dict built from any dataset, the way get_router_dataset.py does.
 
@@ -218,7 +233,9 @@ def build_router_dataset(
     does, so the result does not depend on the order of rows in the source files (the shared fixture
     and the reference numbers were made this way); "dataset" keeps the dataset's order. Settings whose
     m exceeds the usable pool are left empty. ``labels``: "auto" adds ``train_label`` (0.95 × best
-    rule) when scores are continuous, "always" / "never" force it.
+    rule) when scores are continuous, "always" / "never" force it. ``costs`` (n_prompts, n_llms) in the
+    dataset's order (e.g. ``data.costs()``) adds ``{part}_cost`` blocks beside the scores (recroute's
+    extension; RouterEval's own code ignores them).
     """
     from recroute.data.labels import process_label
     from recroute.data.splits import routereval_split
@@ -227,11 +244,18 @@ def build_router_dataset(
     settings = SETTINGS if settings is None else settings
     if prompt_order not in ("dataset", "sorted"):
         raise DataError(f"prompt_order must be 'dataset' or 'sorted', got {prompt_order!r}")
+    if costs is not None:
+        costs = np.asarray(costs, dtype=np.float64)
+        if costs.shape != data.shape:
+            raise DataError(f"costs must have shape {data.shape} (n_prompts, n_llms); got {costs.shape}")
     if prompt_order == "sorted":
         order = sorted_prompt_order(data)
-        data = data.subset(prompts=order, llms=np.argsort(data.llm_names.astype(str), kind="stable"))
+        llm_order = np.argsort(data.llm_names.astype(str), kind="stable")
+        data = data.subset(prompts=order, llms=llm_order)
         if embeddings is not None:
             embeddings = np.asarray(embeddings)[order]
+        if costs is not None:
+            costs = costs[order][:, llm_order]
     Y = data.dense(fill=0.0)
     rng = np.random.RandomState(seed)
     split = routereval_split(data.prompts["task"], data.n_prompts, rng=rng)
@@ -249,6 +273,8 @@ def build_router_dataset(
             for group in GROUPS:
                 cols = select_candidates(Y, m, group, rng)
                 block = {f"{p}_score": Y[idx][:, cols] for p, idx in parts.items()}
+                if costs is not None:
+                    block.update({f"{p}_cost": costs[idx][:, cols] for p, idx in parts.items()})
                 if add_labels:
                     block["train_label"] = process_label(block["train_score"])
                 out[setting][m][group] = {"data": block, "model": names[cols].astype(object)}
