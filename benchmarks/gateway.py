@@ -61,17 +61,19 @@ def percentiles(seconds) -> dict:
             "n": int(ms.size)}
 
 
-def build_bundle(folder: Path, n_llms: int = 3):
-    """(bundle, the benchmark's prompts, the n_llms LLMs given upstreams): TF-IDF + kNN over MMLU-Pro."""
+def build_bundle(folder: Path, encoder_name: str, n_llms: int = 3):
+    """(bundle, the benchmark's prompts, the n_llms LLMs given upstreams): ``encoder_name`` + kNN over
+    MMLU-Pro, built into ``folder`` unless a bundle is already there."""
     import recroute
     from recroute.encoders import get_encoder
     from recroute.routers.knn import KNNRouter
     from recroute.serve.bundle import RoutingBundle
 
     data = recroute.load_dataset("mmlu_pro")
-    encoder = get_encoder("tfidf")
-    X = encoder.fit_encode(data.texts)
-    RoutingBundle.build(KNNRouter(k=5).fit(data, X), encoder).save(folder)
+    if not (folder / "manifest.json").is_file():
+        encoder = get_encoder(encoder_name)
+        X = encoder.fit_encode(data.texts) if hasattr(encoder, "fit_encode") else encoder.encode(data.texts)
+        RoutingBundle.build(KNNRouter(k=5).fit(data, X), encoder).save(folder)
     bundle = RoutingBundle.load(folder)
     means = np.nanmean(data.dense(), axis=0)
     pool = [bundle.llm_names[j] for j in np.argsort(-means, kind="stable")[:n_llms]]  # the strongest three
@@ -278,6 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--out", default=str(HERE / "results" / "gateway.json"))
+    parser.add_argument("--encoder", default="static", help="the bundle's encoder (static, tfidf, minilm-int8, ...)")
+    parser.add_argument("--bundle-dir", default=None, help="build the bundle here once and reuse it")
     args = parser.parse_args()
     n_overhead, rounds, n_fault = (200, 2, 400) if args.quick else (1600, 4, 2000)
 
@@ -286,7 +290,8 @@ def main() -> None:
         tmp = Path(tmp)
         try:
             t0 = time.perf_counter()
-            bundle, texts, pool = build_bundle(tmp / "bundle")
+            bundle_dir = Path(args.bundle_dir) if args.bundle_dir else tmp / "bundle"
+            bundle, texts, pool = build_bundle(bundle_dir, args.encoder)
             rng = np.random.default_rng(0)
             prompts = [texts[i] for i in rng.permutation(len(texts))[:max(n_overhead, 2000)]]
             print(f"bundle {bundle!r} built in {time.perf_counter() - t0:.1f} s; upstreams for {pool}", flush=True)
@@ -306,7 +311,7 @@ def main() -> None:
                            for name in pool)
             (tmp / "upstreams.toml").write_text(toml)
             port, log = free_port(), tmp / "decisions.jsonl"
-            gw = start([sys.executable, "-m", "recroute", "gateway", "--bundle", str(tmp / "bundle"), "--upstreams",
+            gw = start([sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle_dir), "--upstreams",
                         str(tmp / "upstreams.toml"), "--port", str(port), "--log", str(log), "--max-tokens", "4096",
                         "--max-body-bytes", "65536", "--quiet"], {"PYTHONPATH": str(REPO)},
                        open(tmp / "gateway.out", "wb"))
