@@ -674,9 +674,15 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
             metrics.upstream_error(attempt.llm, _failure_kind(exc), fell_back=False)
             yield (rewriter.flush() + b"\n\n" if rewriter.buffer else b"") + b"data: " + json.dumps(
                 {"error": {"message": note, "type": "upstream_error", "code": "upstream_stream_broken"}}).encode() + b"\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            note = "the client went away mid-stream"
+            raise
         finally:
-            await attempt.response.aclose()
-            record(decision, text, attempt, 200, start, rewriter.usage, note)
+            record(decision, text, attempt, 200, start, rewriter.usage, note)  # first: closing may be cancelled
+            try:
+                await attempt.response.aclose()
+            except Exception:  # the upstream connection is dropped either way
+                pass
 
     return app
 

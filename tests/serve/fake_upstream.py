@@ -9,7 +9,7 @@ of one word each (chunked transfer encoding), plus a usage chunk when ``stream_o
 
 Faults per name, set with ``POST /_control {"name": ..., "mode": ...}``: ``ok``, ``error500``,
 ``error400`` (an OpenAI-style 400), ``hang`` (never answers), ``close`` (closes the connection without
-a byte), ``break`` (streams the first event, then closes); an optional ``"delay_ms"`` makes every answer
+a byte), ``break`` (streams the first event, then closes), ``slow`` (streams an event every 0.2 s); an optional ``"delay_ms"`` makes every answer
 of that name wait that long first (a stand-in for an LLM's time to answer). ``GET /_requests?name=N`` returns the
 requests that name received (method, path, headers, body). With ``--key-env VAR`` every chat request
 must carry ``Authorization: Bearer $VAR`` (else 401).
@@ -24,7 +24,7 @@ import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 
-MODES = ("ok", "error500", "error400", "hang", "close", "break")
+MODES = ("ok", "error500", "error400", "hang", "close", "break", "slow")
 
 
 class Upstream:
@@ -112,6 +112,8 @@ class Upstream:
             await write_chunk(writer, b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if mode == "break":
                 return False
+            if mode == "slow":
+                await asyncio.sleep(0.2)
         await write_chunk(writer, b"data: [DONE]\n\n")
         await write_chunk(writer, b"")
         return True

@@ -202,6 +202,19 @@ def test_nothing_is_retried_after_the_first_streamed_byte(client, faults, upstre
     assert len(requests_to(upstream, "code-llm")) + len(requests_to(upstream, "history-llm")) == before
 
 
+def test_a_client_leaving_mid_stream_is_still_logged(client, faults, gateway):
+    faults("history-llm", "slow")
+    stream = client.chat.completions.create(model="recroute", messages=user(HISTORY), stream=True)
+    decision_id = stream.response.headers["x-recroute-decision-id"]
+    assert next(iter(stream)).choices[0].delta.content == "history-llm"
+    stream.close()  # the client goes away after the first chunk
+    deadline = time.monotonic() + 5
+    while decision_id not in gateway[1].read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = read_decision_log(gateway[1]).set_index("decision_id").loc[decision_id]
+    assert row.error == "the client went away mid-stream" and row.upstream == "history-llm"
+
+
 def test_upstream_4xx_is_passed_back_as_is(client, faults, upstream):
     faults("math-llm", "error400")
     before = len(requests_to(upstream, "code-llm"))
