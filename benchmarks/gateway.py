@@ -80,16 +80,17 @@ def build_bundle(folder: Path, encoder_name: str, n_llms: int = 3):
     return bundle, list(data.texts), pool
 
 
-def routing_decision_seconds(bundle, texts: list[str]) -> list[float]:
-    """Seconds per single-prompt decision (encode + score), in-process."""
+def routing_decision_seconds(bundle, texts: list[str]) -> tuple[list[float], float]:
+    """(wall seconds per single-prompt decision (encode + score), mean CPU seconds per decision), in-process."""
     for text in texts[:20]:
         bundle.router.score(bundle.encode([text]))
     out = []
+    cpu = time.process_time()
     for text in texts:
         start = time.perf_counter()
         bundle.router.score(bundle.encode([text]))
         out.append(time.perf_counter() - start)
-    return out
+    return out, (time.process_time() - cpu) / len(texts)
 
 
 def start(cmd: list[str], env: dict | None = None, out=subprocess.DEVNULL) -> subprocess.Popen:
@@ -166,10 +167,10 @@ def set_delay(controls: dict[str, str], delay_ms: float) -> None:
         httpx.post(url, json={"name": name, "mode": "ok", "delay_ms": delay_ms}).raise_for_status()
 
 
-def overhead_rows(gateway: str, direct: str, prompts: list[str], routing_p50: float, n: int, rounds: int,
+def overhead_rows(gateway: str, direct: str, prompts: list[str], routing: dict, n: int, rounds: int,
                   gateway_pid: int, controls: dict[str, str]) -> list[dict]:
     """Direct and gateway blocks interleaved in ``rounds``, for each upstream delay and client count."""
-    rows = []
+    rows, routing_p50 = [], routing["p50_ms"]
     for delay_ms in (DELAY_MS, 0.0):
         set_delay(controls, delay_ms)
         for concurrency in (1, 16):
@@ -194,12 +195,35 @@ def overhead_rows(gateway: str, direct: str, prompts: list[str], routing_p50: fl
                          "overhead_p50_ms": round(overhead, 3), "goal_ms": GOAL_OVERHEAD_MS,
                          "met": bool(overhead <= GOAL_OVERHEAD_MS), "failed_requests": bad,
                          "gateway_cpu_ms_per_request": round(cpu_ms, 3),
-                         "gateway_cpu_ms_per_request_beyond_routing": round(cpu_ms - routing_p50, 3)})
+                         "gateway_cpu_ms_per_request_beyond_routing": round(cpu_ms - routing["cpu_ms_mean"], 3)})
             print(f"delay {delay_ms:4.0f} ms, {concurrency:2d} clients: direct p50 {d['p50_ms']:.2f} ms, gateway p50 "
                   f"{g['p50_ms']:.2f} ms, routing p50 {routing_p50:.2f} ms -> overhead {overhead:.2f} ms "
-                  f"(goal <= {GOAL_OVERHEAD_MS}); gateway CPU {cpu_ms:.2f} ms/request", flush=True)
+                  f"(goal <= {GOAL_OVERHEAD_MS}); gateway CPU {cpu_ms:.2f} ms/request, "
+                  f"{cpu_ms - routing['cpu_ms_mean']:.2f} beyond routing", flush=True)
     set_delay(controls, 0.0)
     return rows
+
+
+def cpu_breakdown(base: str, pid: int, prompts: list[str], direct_llm: str, n: int = 400) -> dict:
+    """Gateway CPU ms per request (sequential, one client) for /healthz (the uvicorn + FastAPI floor),
+    a chat request naming one LLM (forwarding and logging, no routing) and a routed chat request."""
+    import httpx
+
+    out = {}
+    with httpx.Client(timeout=30) as client:
+        for label, call in (
+            ("healthz", lambda t: client.get(base + "/healthz")),
+            ("chat_named_llm", lambda t: client.post(base + "/v1/chat/completions", json=chat(t, direct_llm))),
+            ("chat_routed", lambda t: client.post(base + "/v1/chat/completions", json=chat(t))),
+        ):
+            for t in prompts[:20]:
+                call(t)
+            start = cpu_seconds(pid)
+            for t in prompts[:n]:
+                call(t)
+            out[label + "_cpu_ms"] = round(1000 * (cpu_seconds(pid) - start) / n, 3)
+    print(f"gateway CPU per request: {out}", flush=True)
+    return out
 
 
 def fault_run(gateway: str, control: str, victim: str, mode: str, prompts: list[str], log: Path, n: int) -> dict:
@@ -295,8 +319,10 @@ def main() -> None:
             rng = np.random.default_rng(0)
             prompts = [texts[i] for i in rng.permutation(len(texts))[:max(n_overhead, 2000)]]
             print(f"bundle {bundle!r} built in {time.perf_counter() - t0:.1f} s; upstreams for {pool}", flush=True)
-            routing = percentiles(routing_decision_seconds(bundle, prompts[:500]))
-            print(f"routing decision in-process: p50 {routing['p50_ms']:.2f} ms, p99 {routing['p99_ms']:.2f} ms", flush=True)
+            wall, routing_cpu = routing_decision_seconds(bundle, prompts[:500])
+            routing = {**percentiles(wall), "cpu_ms_mean": round(routing_cpu * 1000, 3)}
+            print(f"routing decision in-process: p50 {routing['p50_ms']:.2f} ms, p99 {routing['p99_ms']:.2f} ms, "
+                  f"CPU {routing['cpu_ms_mean']:.2f} ms", flush=True)
             # the LLM the router picks most often among the pool is the one that fails
             idx, _ = bundle.route_arrays(bundle.encode(prompts[:n_fault]), 1, pool)
             picks = _count(bundle.llm_names[j] for j in idx[:, 0])
@@ -322,8 +348,9 @@ def main() -> None:
             direct_url = f"http://127.0.0.1:{ports[pool[0]]}/{pool[0]}/v1/chat/completions"
 
             controls = {name: f"http://127.0.0.1:{ports[name]}/_control" for name in pool}
-            overhead = overhead_rows(gateway_url, direct_url, prompts, routing["p50_ms"], n_overhead, rounds, gw.pid,
+            overhead = overhead_rows(gateway_url, direct_url, prompts, routing, n_overhead, rounds, gw.pid,
                                      controls)
+            cpu = cpu_breakdown(base, gw.pid, prompts, pool[0])
             control = f"http://127.0.0.1:{ports[victim]}/_control"
             faults = [fault_run(gateway_url, control, victim, mode, prompts, log, n_fault) for mode in ("error500", "hang")]
             bad = bad_inputs(gateway_url)
@@ -349,6 +376,7 @@ def main() -> None:
                    "n_llms": len(bundle.llm_names), "upstreams": pool},
         "routing_decision_in_process": routing,
         "overhead": overhead,
+        "gateway_cpu_per_request": cpu,
         "faults": faults,
         "bad_inputs": bad,
         "client_statuses": STATUSES,
@@ -370,14 +398,21 @@ def markdown(r: dict) -> str:
              "", f"Bundle: {r['bundle']['encoder']} + {r['bundle']['router']} on MMLU-Pro "
              f"({r['bundle']['n_llms']} LLMs); upstreams (fake, loopback) for {', '.join(r['bundle']['upstreams'])}.",
              f"Routing decision in-process (encode + score one prompt): p50 {r['routing_decision_in_process']['p50_ms']} ms,"
-             f" p99 {r['routing_decision_in_process']['p99_ms']} ms.", "",
+             f" p99 {r['routing_decision_in_process']['p99_ms']} ms, CPU {r['routing_decision_in_process']['cpu_ms_mean']} ms "
+             "per decision.", "",
              "## Overhead (goal: gateway p50 - direct p50 - routing p50 <= 3 ms)", "",
              "| upstream delay ms | clients | requests | direct p50 / p99 ms | gateway p50 / p99 ms | overhead p50 ms "
-             "| met | gateway CPU ms/request |", "|---:|---:|---:|---:|---:|---:|:--|---:|"]
+             "| met | gateway CPU ms/request (beyond routing) |", "|---:|---:|---:|---:|---:|---:|:--|---:|"]
     for o in r["overhead"]:
         lines.append(f"| {o['upstream_delay_ms']:g} | {o['concurrency']} | {o['requests_each']} | {o['direct']['p50_ms']} / "
                      f"{o['direct']['p99_ms']} | {o['gateway']['p50_ms']} / {o['gateway']['p99_ms']} | "
-                     f"{o['overhead_p50_ms']} | {'yes' if o['met'] else 'no'} | {o['gateway_cpu_ms_per_request']} |")
+                     f"{o['overhead_p50_ms']} | {'yes' if o['met'] else 'no'} | {o['gateway_cpu_ms_per_request']} "
+                     f"({o['gateway_cpu_ms_per_request_beyond_routing']}) |")
+    c = r["gateway_cpu_per_request"]
+    lines += ["", f"Gateway CPU per request, one client (the load-independent part of the overhead): /healthz "
+              f"{c['healthz_cpu_ms']} ms (uvicorn + FastAPI floor), a chat request naming one LLM {c['chat_named_llm_cpu_ms']} "
+              f"ms (forwarding + log, no routing), a routed chat request {c['chat_routed_cpu_ms']} ms (routing CPU in-process: "
+              f"{r['routing_decision_in_process']['cpu_ms_mean']} ms)."]
     lines += ["", "## Faults (goal: 0 failed client requests, every request in the decision log)", "",
               "| failure | failing LLM | requests | failed | fell back | in the log | met |", "|---|---|---:|---:|---:|---:|:--|"]
     for f in r["faults"]:

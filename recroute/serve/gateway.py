@@ -21,6 +21,7 @@ whose OpenAI-style ``error.message`` names the problem.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -351,6 +352,12 @@ class Attempt:
     chunks: AsyncIterator[bytes] | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> httpx.URL:
+    """The upstream URL parsed once (httpx re-parses a string URL on every request)."""
+    return httpx.URL(url)
+
+
 def _failure_kind(exc: Exception) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
@@ -371,7 +378,7 @@ async def forward(client, upstreams: Mapping[str, Upstream], order: Sequence[str
         if upstream.api_key:
             headers["authorization"] = f"Bearer {upstream.api_key}"
         payload = json.dumps({**body, "model": upstream.model}).encode()
-        request = client.build_request("POST", upstream.chat_url, content=payload, headers=headers,
+        request = client.build_request("POST", _parsed_url(upstream.chat_url), content=payload, headers=headers,
                                        timeout=upstream.timeout_s)
         response = None
         try:
