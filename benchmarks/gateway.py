@@ -382,6 +382,7 @@ def main() -> None:
         "client_statuses": STATUSES,
         "client_5xx": client_5xx,
         "gateway_stderr_tail": gateway_out[-2000:],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "quick": bool(args.quick),
         "machine": describe_machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
