@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 import httpx
@@ -345,9 +345,8 @@ class Attempt:
     """The outcome of forwarding to the LLMs of a decision's order."""
 
     llm: str | None = None  # the LLM that answered (None: every try failed)
-    status: int = 502
-    failed: list[tuple[str, str]] | None = None  # (llm, kind) of each failed try
-    response: Any = None  # httpx.Response (non-streaming, or the stream's open response)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (llm, kind) of each failed try
+    response: Any = None  # httpx.Response: the answer, a stream's open response, or the last 5xx
     first: bytes = b""  # a stream's first chunk, read before committing to it
     chunks: AsyncIterator[bytes] | None = None
 
@@ -370,7 +369,7 @@ async def forward(client, upstreams: Mapping[str, Upstream], order: Sequence[str
                   max_tries: int, metrics: GatewayMetrics) -> Attempt:
     """Try the LLMs of ``order`` (at most ``max_tries``) until one answers without a connection error,
     timeout or 5xx. A stream is committed to once its first chunk arrived (no retry after that)."""
-    attempt = Attempt(failed=[])
+    attempt = Attempt()
     tries = list(order[:max_tries])
     for i, llm in enumerate(tries):
         upstream = upstreams[llm]
@@ -388,14 +387,14 @@ async def forward(client, upstreams: Mapping[str, Upstream], order: Sequence[str
                 kind = f"http_{response.status_code}"
             elif not stream or response.status_code != 200:
                 await response.aread()
-                attempt.llm, attempt.status, attempt.response = llm, response.status_code, response
+                attempt.llm, attempt.response = llm, response
                 return attempt
             else:
                 chunks = response.aiter_bytes()
                 first = b""
                 while not first:  # an empty chunk is not a byte: keep reading
                     first = await chunks.__anext__()
-                attempt.llm, attempt.status, attempt.response = llm, 200, response
+                attempt.llm, attempt.response = llm, response
                 attempt.first, attempt.chunks = first, chunks
                 return attempt
         except (httpx.TransportError, StopAsyncIteration) as exc:
@@ -405,9 +404,6 @@ async def forward(client, upstreams: Mapping[str, Upstream], order: Sequence[str
         attempt.failed.append((llm, kind))
         metrics.upstream_error(llm, kind, fell_back=i + 1 < len(tries))
         attempt.response = response if kind.startswith("http_") else None
-        if kind.startswith("http_"):
-            attempt.status = response.status_code
-            attempt.llm = None
     return attempt
 
 
@@ -556,7 +552,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                "outcome": None, "cost": upstream.cost(inp, out) if upstream else None, "policy": decision.policy,
                "router": bundle.router.name, "score": decision.score, "status": status,
                "latency_ms": round(seconds * 1e3, 3), "input_tokens": inp, "output_tokens": out,
-               "fallbacks": [f"{llm}:{kind}" for llm, kind in attempt.failed or []], "upstream": attempt.llm}
+               "fallbacks": [f"{llm}:{kind}" for llm, kind in attempt.failed], "upstream": attempt.llm}
         if error_note:
             row["error"] = error_note
         log.append([row])
@@ -569,8 +565,8 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         out = {"x-recroute-decision-id": decision.decision_id, "x-recroute-routed": decision.chosen,
                "x-recroute-score": "" if decision.score is None else repr(decision.score),
                "x-recroute-propensity": repr(decision.propensity),
-               "x-recroute-fallbacks": str(len(attempt.failed or [])),
-               "x-recroute-failed": ",".join(f"{llm}:{kind}" for llm, kind in attempt.failed or [])}
+               "x-recroute-fallbacks": str(len(attempt.failed)),
+               "x-recroute-failed": ",".join(f"{llm}:{kind}" for llm, kind in attempt.failed)}
         if attempt.llm:
             out["x-recroute-llm"] = attempt.llm
         if attempt.response is not None:
