@@ -165,6 +165,12 @@ def test_a_named_llm_is_forwarded_without_routing(client):
     assert raw.headers["x-recroute-llm"] == "history-llm"
 
 
+def test_cost_options_route_through_the_cost_step(client):
+    raw = client.chat.completions.with_raw_response.create(model="recroute:cost_weight=0.5,candidates=math-llm",
+                                                           messages=user(CODE))
+    assert raw.parse().model == "math-llm" and raw.headers["x-recroute-routed"] == "math-llm"
+
+
 def test_candidates_option_restricts_the_choice(client):
     answer = client.chat.completions.create(model="recroute:candidates=code-llm|history-llm", messages=user(HISTORY))
     assert answer.model == "history-llm"
@@ -257,6 +263,10 @@ BAD = [
     (json.dumps({"model": "recroute:candidates=nope", "messages": user("hi")}).encode(), 400, "candidates ['nope']"),
     (json.dumps({"model": "recroute:cost_weight=-1", "messages": user("hi")}).encode(), 400, "cost_weight must be a number >= 0"),
     (json.dumps({"model": "recroute", "messages": user("x" * 5000)}).encode(), 413, "over 4096 bytes"),
+    (json.dumps({"model": "recroute:cost_weight=0.5", "messages": user("hi")}).encode(), 400,
+     "no price for candidate LLM(s) ['code-llm', 'history-llm']"),
+    (json.dumps({"model": "recroute:max_cost=0,candidates=math-llm", "messages": user("hi")}).encode(), 400,
+     "the cheapest, math-llm"),
 ]
 
 
