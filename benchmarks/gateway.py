@@ -204,25 +204,66 @@ def overhead_rows(gateway: str, direct: str, prompts: list[str], routing: dict, 
     return rows
 
 
-def cpu_breakdown(base: str, pid: int, prompts: list[str], direct_llm: str, n: int = 400) -> dict:
-    """Gateway CPU ms per request (sequential, one client) for /healthz (the uvicorn + FastAPI floor),
-    a chat request naming one LLM (forwarding and logging, no routing) and a routed chat request."""
+def bare_proxy(port: int, url: str) -> None:
+    """A minimal FastAPI + httpx proxy to one URL (no parsing, routing, logging or fallback): the floor
+    any FastAPI/httpx gateway pays, measured beside recroute's in the same run."""
+    from contextlib import asynccontextmanager
+
+    import httpx
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    state = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        state["client"] = httpx.AsyncClient()
+        yield
+        await state["client"].aclose()
+
+    app = FastAPI(lifespan=lifespan)
+    target = httpx.URL(url)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        r = await state["client"].post(target, content=await request.body(), headers={"content-type": "application/json"})
+        return Response(r.content, r.status_code, headers={"content-type": "application/json"})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def cpu_breakdown(base: str, pid: int, prompts: list[str], direct_llm: str, direct_url: str, bare: str,
+                  bare_pid: int, n: int = 400) -> dict:
+    """CPU ms per request of the serving process and wall p50 (sequential, one client) for: the upstream
+    directly, the bare FastAPI + httpx proxy, recroute's /healthz (the uvicorn + FastAPI floor), a chat
+    request naming one LLM (forwarding + log, no routing) and a routed chat request."""
     import httpx
 
     out = {}
     with httpx.Client(timeout=30) as client:
-        for label, call in (
-            ("healthz", lambda t: client.get(base + "/healthz")),
-            ("chat_named_llm", lambda t: client.post(base + "/v1/chat/completions", json=chat(t, direct_llm))),
-            ("chat_routed", lambda t: client.post(base + "/v1/chat/completions", json=chat(t))),
+        for label, proc, call in (
+            ("direct_upstream", None, lambda t: client.post(direct_url, json=chat(t, "m"))),
+            ("bare_proxy", bare_pid, lambda t: client.post(bare + "/v1/chat/completions", json=chat(t, "m"))),
+            ("gateway_healthz", pid, lambda t: client.get(base + "/healthz")),
+            ("gateway_named_llm", pid, lambda t: client.post(base + "/v1/chat/completions", json=chat(t, direct_llm))),
+            ("gateway_routed", pid, lambda t: client.post(base + "/v1/chat/completions", json=chat(t))),
         ):
             for t in prompts[:20]:
                 call(t)
-            start = cpu_seconds(pid)
+            start, wall = cpu_seconds(proc) if proc else 0.0, []
             for t in prompts[:n]:
+                t0 = time.perf_counter()
                 call(t)
-            out[label + "_cpu_ms"] = round(1000 * (cpu_seconds(pid) - start) / n, 3)
-    print(f"gateway CPU per request: {out}", flush=True)
+                wall.append(time.perf_counter() - t0)
+            out[label] = {"p50_ms": percentiles(wall)["p50_ms"]}
+            if proc:
+                out[label]["cpu_ms"] = round(1000 * (cpu_seconds(proc) - start) / n, 3)
+    print(f"one client, sequential: {out}", flush=True)
     return out
 
 
@@ -306,7 +347,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "gateway.json"))
     parser.add_argument("--encoder", default="static", help="the bundle's encoder (static, tfidf, minilm-int8, ...)")
     parser.add_argument("--bundle-dir", default=None, help="build the bundle here once and reuse it")
+    parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_proxy:
+        bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1])
+        return
     n_overhead, rounds, n_fault = (200, 2, 400) if args.quick else (1600, 4, 2000)
 
     procs: list[subprocess.Popen] = []
@@ -350,7 +395,11 @@ def main() -> None:
             controls = {name: f"http://127.0.0.1:{ports[name]}/_control" for name in pool}
             overhead = overhead_rows(gateway_url, direct_url, prompts, routing, n_overhead, rounds, gw.pid,
                                      controls)
-            cpu = cpu_breakdown(base, gw.pid, prompts, pool[0])
+            bare_port = free_port()
+            bare = start([sys.executable, str(Path(__file__).resolve()), "--bare-proxy", str(bare_port), direct_url])
+            procs.append(bare)
+            wait_ready(f"http://127.0.0.1:{bare_port}/healthz", bare, "the bare proxy")
+            cpu = cpu_breakdown(base, gw.pid, prompts, pool[0], direct_url, f"http://127.0.0.1:{bare_port}", bare.pid)
             control = f"http://127.0.0.1:{ports[victim]}/_control"
             faults = [fault_run(gateway_url, control, victim, mode, prompts, log, n_fault) for mode in ("error500", "hang")]
             bad = bad_inputs(gateway_url)
@@ -410,10 +459,15 @@ def markdown(r: dict) -> str:
                      f"{o['overhead_p50_ms']} | {'yes' if o['met'] else 'no'} | {o['gateway_cpu_ms_per_request']} "
                      f"({o['gateway_cpu_ms_per_request_beyond_routing']}) |")
     c = r["gateway_cpu_per_request"]
-    lines += ["", f"Gateway CPU per request, one client (the load-independent part of the overhead): /healthz "
-              f"{c['healthz_cpu_ms']} ms (uvicorn + FastAPI floor), a chat request naming one LLM {c['chat_named_llm_cpu_ms']} "
-              f"ms (forwarding + log, no routing), a routed chat request {c['chat_routed_cpu_ms']} ms (routing CPU in-process: "
-              f"{r['routing_decision_in_process']['cpu_ms_mean']} ms)."]
+    lines += ["", "One client, sequential requests (upstream delay 0): wall p50 and CPU per request of the serving "
+              "process. The bare proxy is a minimal FastAPI + httpx pass-through (no parsing, routing, log or "
+              "fallback), the floor of any gateway built on this stack.", "",
+              "| path | wall p50 ms | CPU ms/request |", "|---|---:|---:|"]
+    labels = {"direct_upstream": "upstream directly", "bare_proxy": "bare FastAPI + httpx proxy",
+              "gateway_healthz": "recroute gateway /healthz", "gateway_named_llm": "recroute gateway, one LLM named (no routing)",
+              "gateway_routed": "recroute gateway, routed"}
+    for key, label in labels.items():
+        lines.append(f"| {label} | {c[key]['p50_ms']} | {c[key].get('cpu_ms', '-')} |")
     lines += ["", "## Faults (goal: 0 failed client requests, every request in the decision log)", "",
               "| failure | failing LLM | requests | failed | fell back | in the log | met |", "|---|---|---:|---:|---:|---:|:--|"]
     for f in r["faults"]:
