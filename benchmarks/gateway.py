@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the bare proxy's annotation from here
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -211,7 +212,7 @@ def bare_proxy(port: int, url: str) -> None:
 
     import httpx
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import Response
 
     state = {}
@@ -258,8 +259,10 @@ def cpu_breakdown(base: str, pid: int, prompts: list[str], direct_llm: str, dire
             start, wall = cpu_seconds(proc) if proc else 0.0, []
             for t in prompts[:n]:
                 t0 = time.perf_counter()
-                call(t)
+                r = call(t)
                 wall.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{label}: status {r.status_code}: {r.text[:200]}")
             out[label] = {"p50_ms": percentiles(wall)["p50_ms"]}
             if proc:
                 out[label]["cpu_ms"] = round(1000 * (cpu_seconds(proc) - start) / n, 3)
