@@ -1,7 +1,8 @@
 """The shared base of the torch routers (LinearR, MLPR, MLC, two-tower, text MF) and their one training loop.
 
 ``net(X_batch) -> logits (batch, n_llms)``; the loss is BCE-with-logits on the observed cells of the
-targets T (n, n_llms), NaN cells masked out. Adam, cosine learning-rate decay per step to 0,
+targets T (n, n_llms), NaN cells masked out, optionally weighted per cell (``fit(..., cell_weights=W)``:
+the weighted mean over observed cells, e.g. inverse-propensity weights when learning from a decision log). Adam, cosine learning-rate decay per step to 0,
 initialisation and shuffles seeded from ``random_state`` without touching torch's global RNG,
 optional early stopping on a held-out share of the training prompts (best weights kept). Torch runs
 with ``n_threads`` intra-op threads inside fit and score only (restored after): on a shared 2-core
@@ -64,16 +65,25 @@ class TorchRouter(Router):
         """Hook after the network is built and before training (e.g. fill buffers)."""
 
     # ------------------------------------------------------------------ fit / score
+    def fit(self, data, X: np.ndarray | None = None, cell_weights: np.ndarray | None = None) -> "TorchRouter":
+        """As ``Router.fit``; ``cell_weights`` (n_prompts, n_llms) >= 0 weigh each observed cell's loss."""
+        self._cell_weights = cell_weights
+        try:
+            return super().fit(data, X)
+        finally:
+            self._cell_weights = None
+
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
         self._check_train_params()
         T = self._targets(np.asarray(Y, dtype=np.float32))
+        weights = check_cell_weights(getattr(self, "_cell_weights", None), T.shape)
         with torch_threads(self.n_threads):
             self.net_ = self._build_net(X.shape[1], T.shape[1])
             self._init_net(self.net_)
             self.training_ = train_masked_bce(
                 self.net_, X, T, lr=float(self.lr), weight_decay=float(self.weight_decay),
                 epochs=int(self.epochs), batch_size=int(self.batch_size), random_state=self.random_state,
-                val_fraction=float(self.val_fraction), patience=self.patience,
+                val_fraction=float(self.val_fraction), patience=self.patience, weights=weights,
             )
 
     def _build_net(self, d: int, m: int):
@@ -124,6 +134,20 @@ class TorchRouter(Router):
         """Read back what ``_net_config`` added beyond d and m."""
 
 
+def check_cell_weights(weights, shape: tuple[int, int]) -> np.ndarray | None:
+    """float32 (n, m) finite non-negative per-cell loss weights, or None."""
+    if weights is None:
+        return None
+    from recroute.errors import DataError
+
+    W = np.asarray(weights, dtype=np.float32)
+    if W.shape != tuple(shape):
+        raise DataError(f"cell_weights has shape {W.shape}; expected the score matrix's {tuple(shape)}")
+    if not np.isfinite(W).all() or (W < 0).any():
+        raise DataError("cell_weights must be finite and >= 0")
+    return W
+
+
 def train_masked_bce(
     net,
     X: np.ndarray,
@@ -136,8 +160,11 @@ def train_masked_bce(
     random_state: int | None,
     val_fraction: float = 0.0,
     patience: int | None = None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Train ``net`` in place; returns {"epochs_run", "best_epoch", "val_loss"} (NaN without validation).
+
+    ``weights`` (n, n_llms) >= 0: per-cell loss weights (the loss is their weighted mean over observed cells).
 
     Dropout draws come from a seeded generator inside ``fork_rng``: the global torch RNG is left as it was.
     """
@@ -146,17 +173,18 @@ def train_masked_bce(
     seed = 0 if random_state is None else int(random_state)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, patience)
+        return _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, patience, weights)
 
 
-def _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, patience) -> dict[str, float]:
+def _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, patience, weights=None) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
     observed = ~np.isnan(T)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     Tt = torch.from_numpy(np.where(observed, T, 0.0).astype(np.float32))
-    Mt = None if observed.all() else torch.from_numpy(observed.astype(np.float32))
+    mask = observed.astype(np.float32) if weights is None else np.where(observed, weights, 0.0).astype(np.float32)
+    Mt = None if weights is None and observed.all() else torch.from_numpy(mask)
     train_rows, val_rows = _holdout(len(Xt), val_fraction if patience is not None else 0.0, seed)
     train_idx = torch.from_numpy(train_rows)
     bs = int(batch_size)
@@ -175,7 +203,7 @@ def _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, 
             else:
                 mask = Mt[rows]
                 cells = F.binary_cross_entropy_with_logits(logits, Tt[rows], reduction="none")
-                loss = (cells * mask).sum() / mask.sum().clamp_min(1.0)
+                loss = (cells * mask).sum() / mask.sum().clamp_min(1e-12)  # 0 when no cell is observed
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -211,7 +239,7 @@ def _masked_loss(net, Xt, Tt, Mt, rows: np.ndarray, batch: int = 4096) -> float:
             mask = torch.ones_like(cells) if Mt is None else Mt[idx]
             total += float((cells * mask).sum())
             count += float(mask.sum())
-    return total / max(count, 1.0)
+    return total / count if count > 0 else 0.0
 
 
 def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

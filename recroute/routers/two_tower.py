@@ -99,13 +99,13 @@ class TwoTowerRouter(TorchRouter):
         self.random_state = random_state
         self.n_threads = n_threads
 
-    def fit(self, data, X: np.ndarray | None = None) -> "TwoTowerRouter":
+    def fit(self, data, X: np.ndarray | None = None, cell_weights: np.ndarray | None = None) -> "TwoTowerRouter":
         table = getattr(data, "llms", None) if self.use_metadata else None
         self._meta = numeric_llm_features(table, getattr(data, "n_llms", -1))
         self.n_meta_ = 0 if self._meta is None else self._meta.shape[1]
         self._index = None
         try:
-            return super().fit(data, X)
+            return super().fit(data, X, cell_weights=cell_weights)
         finally:
             self._meta = None
 

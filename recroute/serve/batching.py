@@ -30,11 +30,15 @@ class EncodeBatcher:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (len(texts), d); blocks the calling thread until its batch is encoded."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> Future:
+        """A future of float32 (len(texts), d), without blocking (``asyncio.wrap_future`` awaits it)."""
         if self._closed:
             raise RuntimeError("the encoder batcher is closed")
         future: Future = Future()
         self._queue.put((list(texts), future))
-        return future.result()
+        return future
 
     def close(self) -> None:
         """Stop the worker after the requests already queued."""

@@ -1,0 +1,259 @@
+"""Off-policy evaluation: a target router's value (its mu_o) estimated from a log of another policy.
+
+For logged decisions i = 1..n with prompt x_i, candidates, chosen a_i, propensity p_i = pi_0(a_i | x_i)
+and outcome r_i; a target policy pi (n, m); a reward model q(x, a); w_i = pi(a_i | x_i) / p_i:
+
+    DM        mean_i  sum_a pi(a|x_i) q(x_i, a)                                  (direct method)
+    IPS       mean_i  w_i r_i                                                    (inverse propensity)
+    SNIPS     sum_i w_i r_i / sum_i w_i                                          (self-normalised IPS)
+    DR        mean_i  [sum_a pi(a|x_i) q(x_i, a) + w_i (r_i - q(x_i, a_i))]     (Dudík et al. 2011)
+    Switch-DR mean_i  [sum_a pi(a|x_i) q(x_i, a) + 1{w_i <= tau} w_i (r_i - q(x_i, a_i))]
+                                                                                 (Wang et al. 2017, as in OBP)
+
+Intervals: "normal" (mean ± z·sd/sqrt(n) of the per-decision terms; SNIPS by the delta method) or
+"bootstrap" (percentiles of resampled decisions). Every function is vectorised over leading axes:
+arrays of shape (..., n) give estimates of shape (...) (e.g. one row per simulated seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from recroute.errors import DataError
+from recroute.feedback.bandit import Bandit, log_matrix
+from recroute.feedback.policies import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from recroute.routers.base import Router
+
+ESTIMATORS = ("dm", "ips", "snips", "dr", "switch_dr")
+INTERVALS = ("normal", "bootstrap")
+DEFAULT_TAU = 20.0
+DEFAULT_REWARD_ROUTER = "knn"
+
+
+@dataclass
+class Terms:
+    """Per-decision ingredients, each (..., n): reward r, weight w, q at the chosen LLM, q averaged under pi."""
+
+    r: np.ndarray
+    w: np.ndarray
+    q_chosen: np.ndarray
+    q_pi: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.r.shape[-1])
+
+
+def decision_terms(bandit: Bandit, target: np.ndarray, q_hat: np.ndarray | None = None) -> Terms:
+    """Terms from a log, the target's probabilities (n, m) at the logged decisions and q (n, m) (None: 0)."""
+    n = len(bandit)
+    target = np.asarray(target, dtype=np.float64)
+    if target.shape != (n, bandit.n_llms):
+        raise DataError(f"target probabilities have shape {target.shape}; expected ({n}, {bandit.n_llms})")
+    if (target[~bandit.allowed] > 0).any():
+        raise DataError("the target policy puts probability on an LLM that was not a candidate of the decision")
+    q = np.zeros_like(target) if q_hat is None else np.asarray(q_hat, dtype=np.float64)
+    if q.shape != target.shape:
+        raise DataError(f"q_hat has shape {q.shape}; expected {target.shape}")
+    idx = np.arange(n)
+    w = target[idx, bandit.chosen] / bandit.propensity
+    return Terms(bandit.reward.astype(np.float64), w, q[idx, bandit.chosen], (target * np.where(bandit.allowed, q, 0.0)).sum(axis=1))
+
+
+def per_decision(terms: Terms, estimator: str, tau: float = DEFAULT_TAU) -> np.ndarray:
+    """(..., n) per-decision values whose mean is the estimate (for SNIPS: w r, normalised later)."""
+    if estimator == "dm":
+        return terms.q_pi
+    if estimator in ("ips", "snips"):
+        return terms.w * terms.r
+    if estimator == "dr":
+        return terms.q_pi + terms.w * (terms.r - terms.q_chosen)
+    if estimator == "switch_dr":
+        if not tau > 0:
+            raise ValueError(f"switch_dr: tau must be positive; got {tau}")
+        return terms.q_pi + np.where(terms.w <= tau, terms.w, 0.0) * (terms.r - terms.q_chosen)
+    raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+
+
+def estimate(
+    terms: Terms, estimator: str, *, alpha: float = 0.05, interval: str = "normal", tau: float = DEFAULT_TAU,
+    n_bootstrap: int = 1000, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """{"value", "lower", "upper", "se"}, each of shape (...), for one estimator."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}; got {interval!r}")
+    n = terms.n
+    if n < 2:
+        raise DataError(f"off-policy evaluation needs at least 2 logged decisions with an outcome; got {n}")
+    x = per_decision(terms, estimator, tau)
+    if estimator == "snips":
+        wsum = terms.w.sum(axis=-1)
+        value = np.divide(x.sum(axis=-1), wsum, out=np.full(wsum.shape, np.nan), where=wsum > 0)
+        mean_w = wsum / n
+        psi = terms.w * (terms.r - value[..., None]) / np.where(mean_w > 0, mean_w, np.nan)[..., None]
+    else:
+        value = x.mean(axis=-1)
+        psi = x
+    se = psi.std(axis=-1, ddof=1) / np.sqrt(n)
+    if interval == "normal":
+        from scipy.stats import norm
+
+        z = float(norm.ppf(1 - alpha / 2))
+        return {"value": value, "lower": value - z * se, "upper": value + z * se, "se": se}
+    lower, upper = _bootstrap(terms, x, estimator, alpha, n_bootstrap, seed)
+    return {"value": value, "lower": lower, "upper": upper, "se": se}
+
+
+def _bootstrap(terms: Terms, x: np.ndarray, estimator: str, alpha: float, n_bootstrap: int, seed: int):
+    """Percentile interval of ``n_bootstrap`` resamples of the decisions (per leading index)."""
+    n = x.shape[-1]
+    lead = x.shape[:-1]
+    flat_x = x.reshape(-1, n)
+    flat_w = np.broadcast_to(terms.w, x.shape).reshape(-1, n)
+    rng = np.random.default_rng(seed)
+    lower, upper = np.empty(len(flat_x)), np.empty(len(flat_x))
+    chunk = max(1, 4_000_000 // n)
+    for k in range(len(flat_x)):
+        stats = []
+        for start in range(0, int(n_bootstrap), chunk):
+            idx = rng.integers(0, n, size=(min(chunk, int(n_bootstrap) - start), n))
+            if estimator == "snips":
+                ws = flat_w[k][idx].sum(axis=1)
+                stats.append(np.divide(flat_x[k][idx].sum(axis=1), ws, out=np.full(len(ws), np.nan), where=ws > 0))
+            else:
+                stats.append(flat_x[k][idx].mean(axis=1))
+        s = np.concatenate(stats)
+        lower[k], upper[k] = np.nanquantile(s, alpha / 2), np.nanquantile(s, 1 - alpha / 2)
+    return lower.reshape(lead), upper.reshape(lead)
+
+
+# ---------------------------------------------------------------------- targets and the reward model
+def parse_target(spec: str) -> tuple[str, Policy | None]:
+    """``"ROUTER_SPEC"`` or ``"ROUTER_SPEC@POLICY_SPEC"`` (e.g. ``knn@softmax:temperature=0.1``)."""
+    router, sep, policy = str(spec).partition("@")
+    if not router.strip():
+        raise ValueError(f"target {spec!r}: no router before '@'")
+    return router.strip(), (parse_policy(policy) if sep else None)
+
+
+def target_probabilities(router: "Router", X: np.ndarray | None, allowed: np.ndarray,
+                         policy: Policy | None = None) -> np.ndarray:
+    """float64 (n, m): a fitted router's choice distribution among ``allowed`` (n, m).
+
+    Greedy over its scores (ties: the lower index, as ``route``) unless ``policy`` is given; a stochastic
+    router (random) is uniform over the allowed LLMs.
+    """
+    if getattr(router, "requires_truth", False):
+        raise DataError(f"router {router.name!r} needs the true scores to route: it cannot be evaluated off-policy")
+    allowed = np.asarray(allowed, dtype=bool)
+    if getattr(router, "stochastic", False) and policy is None:
+        return allowed / allowed.sum(axis=1, keepdims=True)
+    scores = router.score(X if router.needs_features else None, n=len(allowed))
+    return parse_policy(policy).probabilities(scores, allowed)
+
+
+def fit_predict_log(router_spec: "str | Router", bandit: Bandit, X: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """float64 (len(rows), m): a router fitted on the log's observed cells, scoring the prompts ``rows``."""
+    from recroute.routers.registry import make_router
+
+    rtr = make_router(router_spec) if isinstance(router_spec, str) else _fresh(router_spec)
+    uniq, Y = log_matrix(bandit)
+    feats = None
+    if rtr.needs_features:
+        if X is None:
+            raise DataError(f"router {rtr.name!r} needs prompt features X for the logged prompts")
+        feats = np.asarray(X, dtype=np.float32)
+    rtr.fit(Y, None if feats is None else feats[uniq])
+    return rtr.score(None if feats is None else feats[rows], n=len(rows)).astype(np.float64)
+
+
+def _fresh(router: "Router") -> "Router":
+    return type(router)(**router.get_params())
+
+
+def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = DEFAULT_REWARD_ROUTER,
+                 folds: int = 2, seed: int = 0) -> np.ndarray:
+    """float64 (n, m) q(x_i, ·) per decision from ``router`` fitted on the log itself.
+
+    ``folds`` >= 2 cross-fits: the decisions are split at random into folds and each fold's q comes from a
+    router fitted on the other folds' decisions (so q is independent of the decision it corrects);
+    ``folds=1`` fits once on all decisions (in-sample).
+    """
+    folds = int(folds)
+    if folds < 1:
+        raise ValueError(f"folds must be at least 1; got {folds}")
+    n = len(bandit)
+    if folds == 1:
+        uniq, inv = np.unique(bandit.rows, return_inverse=True)
+        return fit_predict_log(router, bandit, X, uniq)[inv]
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    q = np.empty((n, bandit.n_llms))
+    for f in range(folds):
+        test = fold == f
+        uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
+        q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
+    return q
+
+
+def evaluate_targets(
+    bandit: Bandit,
+    X: np.ndarray | None,
+    targets: dict[str, Any],
+    *,
+    q_hat: np.ndarray | None = None,
+    reward_router: "str | Router" = DEFAULT_REWARD_ROUTER,
+    folds: int = 2,
+    estimators=ESTIMATORS,
+    alpha: float = 0.05,
+    interval: str = "normal",
+    tau: float = DEFAULT_TAU,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (target, estimator): value, lower, upper, se, n.
+
+    ``targets``: name -> fitted router, (fitted router, Policy | spec), or an (n, m) probability matrix
+    at the logged decisions. X: features indexed by ``bandit.rows``. ``q_hat`` (n, m) replaces the reward
+    model fitted on the log (``reward_router``, cross-fitted over ``folds``).
+    """
+    bad = [e for e in estimators if e not in ESTIMATORS]
+    if bad:
+        raise ValueError(f"unknown estimator(s) {bad}; expected some of {ESTIMATORS}")
+    if q_hat is None:
+        q_hat = reward_model(bandit, X, reward_router, folds, seed)
+    feats = None if X is None else np.asarray(X, dtype=np.float32)[bandit.rows]
+    rows = []
+    for name, target in targets.items():
+        probs = _target_matrix(target, feats, bandit.allowed)
+        terms = decision_terms(bandit, probs, q_hat)
+        for est in estimators:
+            out = estimate(terms, est, alpha=alpha, interval=interval, tau=tau, seed=seed)
+            rows.append({"target": name, "estimator": est, **{k: float(v) for k, v in out.items()}, "n": len(bandit)})
+    return pd.DataFrame(rows)
+
+
+def _target_matrix(target, feats, allowed) -> np.ndarray:
+    if isinstance(target, np.ndarray):
+        return target
+    if isinstance(target, tuple):
+        router, policy = target
+        return target_probabilities(router, feats, allowed, None if policy is None else parse_policy(policy))
+    return target_probabilities(target, feats, allowed)
+
+
+def true_value(target: np.ndarray, truth: np.ndarray) -> float:
+    """The target's exact value on a population: mean_x sum_a pi(a|x) Y(x, a); target (N, m), truth (N, m).
+
+    Cells with pi = 0 are ignored (they may be unobserved, NaN); a NaN where pi > 0 is an error.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    if np.isnan(truth[target > 0]).any():
+        raise DataError("the target puts probability on an unobserved cell: its true value is undefined")
+    return float(np.where(target > 0, target * np.nan_to_num(truth), 0.0).sum(axis=1).mean())
