@@ -17,6 +17,7 @@ app = typer.Typer(
 # each module defines register(app); kept small so `recroute --help` stays fast
 COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute.cli.eval_cmd",
     "recroute.cli.serve_cmd", "recroute.cli.debias_cmd", "recroute.cli.newtasks_cmd", "recroute.cli.coldstart_cmd",
+    "recroute.cli.feedback_cmd",
 )
 
 for _module in COMMAND_MODULES:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 ESTIMATORS = ("dm", "ips", "snips", "dr", "switch_dr")
 INTERVALS = ("normal", "bootstrap")
 DEFAULT_TAU = 20.0
-DEFAULT_REWARD_ROUTER = "knn"
+DEFAULT_REWARD_ROUTER = "linear"
 
 
 @dataclass
@@ -180,12 +180,14 @@ def _fresh(router: "Router") -> "Router":
 
 
 def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = DEFAULT_REWARD_ROUTER,
-                 folds: int = 2, seed: int = 0) -> np.ndarray:
+                 folds: int = 2, seed: int = 0, repeats: bool = True) -> np.ndarray:
     """float64 (n, m) q(x_i, ·) per decision from ``router`` fitted on the log itself.
 
     ``folds`` >= 2 cross-fits: the decisions are split at random into folds and each fold's q comes from a
     router fitted on the other folds' decisions (so q is independent of the decision it corrects);
-    ``folds=1`` fits once on all decisions (in-sample).
+    ``folds=1`` fits once on all decisions (in-sample). ``repeats``: where the same prompt was logged
+    again and another of its decisions revealed the cell, q is that revealed mean instead (leave-one-out:
+    a decision never sees its own outcome), exact when outcomes are a function of (prompt, LLM).
     """
     folds = int(folds)
     if folds < 1:
@@ -193,14 +195,32 @@ def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = 
     n = len(bandit)
     if folds == 1:
         uniq, inv = np.unique(bandit.rows, return_inverse=True)
-        return fit_predict_log(router, bandit, X, uniq)[inv]
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    q = np.empty((n, bandit.n_llms))
-    for f in range(folds):
-        test = fold == f
-        uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
-        q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
-    return q
+        q = fit_predict_log(router, bandit, X, uniq)[inv]
+    else:
+        fold = np.random.default_rng(seed).permutation(n) % folds
+        q = np.empty((n, bandit.n_llms))
+        for f in range(folds):
+            test = fold == f
+            uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
+            q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
+    return repeat_means(bandit, q) if repeats else q
+
+
+def repeat_means(bandit: Bandit, q: np.ndarray) -> np.ndarray:
+    """q (n, m) with each cell replaced by the mean outcome of the *other* decisions on the same prompt
+    that chose that LLM, where there is one."""
+    uniq, inv = np.unique(bandit.rows, return_inverse=True)
+    m = bandit.n_llms
+    total = np.zeros((len(uniq), m))
+    count = np.zeros((len(uniq), m))
+    np.add.at(total, (inv, bandit.chosen), bandit.reward)
+    np.add.at(count, (inv, bandit.chosen), 1.0)
+    T, C = total[inv], count[inv]
+    idx = np.arange(len(bandit))
+    T[idx, bandit.chosen] -= bandit.reward
+    C[idx, bandit.chosen] -= 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(C > 0, T / np.maximum(C, 1.0), q)
 
 
 def evaluate_targets(

@@ -42,11 +42,16 @@ class RouteDecision:
     llm: str
     score: float
     top_k: tuple[tuple[str, float], ...]
+    propensity: float | None = None  # set when a stochastic policy chose (recroute.feedback.policies)
 
     def to_dict(self) -> dict[str, Any]:
-        """{"llm", "score", "top_k": [{"llm", "score"}, ...]}; a non-finite score becomes None."""
-        return {"llm": self.llm, "score": _finite(self.score),
-                "top_k": [{"llm": name, "score": _finite(s)} for name, s in self.top_k]}
+        """{"llm", "score", "top_k": [{"llm", "score"}, ...]} (+ "propensity" under a policy); a non-finite
+        score becomes None."""
+        out = {"llm": self.llm, "score": _finite(self.score),
+               "top_k": [{"llm": name, "score": _finite(s)} for name, s in self.top_k]}
+        if self.propensity is not None:
+            out["propensity"] = float(self.propensity)
+        return out
 
 
 def _finite(value: float) -> float | None:
@@ -200,27 +205,37 @@ class RoutingBundle:
 
     def route_texts(
         self, texts: Sequence[str], k: int = 1, candidates: Sequence[str] | None = None,
-        batch_size: int | None = None,
+        batch_size: int | None = None, policy=None, rng=None,
     ) -> list[RouteDecision]:
         """One decision per prompt text (encoded with the bundle's encoder), in input order."""
         from recroute.encoders.base import check_texts
 
         texts = check_texts(texts, "prompts")
         X = self.encode(texts, batch_size) if self.router.needs_features else None
-        return self.route_embeddings(X, k, candidates, n=len(texts))
+        return self.route_embeddings(X, k, candidates, n=len(texts), policy=policy, rng=rng)
 
     def route_embeddings(
-        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
+        policy=None, rng=None,
     ) -> list[RouteDecision]:
         """One decision per row of precomputed features X (n, d); X may be None (give n) for a
-        router that needs no features."""
-        idx, scores = self.route_arrays(X, k, candidates, n)
-        return decisions(idx, scores, self.llm_names)
+        router that needs no features. Under a ``policy`` each decision carries its propensity."""
+        if policy is None:
+            idx, scores = self.route_arrays(X, k, candidates, n)
+            return decisions(idx, scores, self.llm_names)
+        idx, scores, propensity = self.route_arrays(X, k, candidates, n, policy=policy, rng=rng)
+        return decisions(idx, scores, self.llm_names, propensity)
 
     def route_arrays(
-        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first."""
+        self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
+        policy=None, rng=None,
+    ):
+        """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first.
+
+        With ``policy`` (a spec such as "epsilon_greedy:epsilon=0.2", or a Policy) one LLM per prompt is
+        drawn from the policy over the router's scores among the candidates (``rng``: a numpy Generator or
+        seed) and the result is (llm_idx (n, 1), scores (n, 1), propensity float64 (n,)); k must be 1.
+        """
         if X is None and n is None:
             raise DataError("give prompt features X (n, d) or the number of prompts n")
         if X is not None and not self.router.needs_features:
@@ -228,9 +243,27 @@ class RoutingBundle:
         k = self.check_choice(k, candidates)
         if candidates is not None:
             candidates = list(candidates)
+        if policy is not None:
+            return self._route_policy(X, k, candidates, n, policy, rng)
         if (len(X) if X is not None else n) == 0:
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
         return self.router.route(X, k=k, candidates=candidates, n=n)
+
+    def _route_policy(self, X, k: int, candidates, n, policy, rng):
+        """(llm_idx (n, 1), scores (n, 1), propensity (n,)) drawn by a stochastic policy."""
+        from recroute.feedback.policies import parse_policy
+
+        policy = parse_policy(policy)
+        if k != 1:
+            raise DataError(f"a routing policy ({policy.spec}) chooses one LLM per prompt: k must be 1, got {k}")
+        n = len(X) if X is not None else int(n)
+        if n == 0:
+            return np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1), dtype=np.float32), np.zeros(0)
+        scores = self.router.score(X, n=n)
+        allowed = self.router._candidate_mask(candidates)
+        chosen, propensity = policy.choose(scores, np.broadcast_to(allowed, scores.shape), rng)
+        idx = chosen[:, None]
+        return idx, np.take_along_axis(scores, idx, axis=1), propensity
 
     def check_choice(self, k, candidates: Sequence[str] | None = None) -> int:
         """``k`` as an int after checking it and the candidate names (DataError naming what is wrong)."""
@@ -241,12 +274,14 @@ class RoutingBundle:
         return k
 
 
-def decisions(idx: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[RouteDecision]:
-    """RouteDecision per row of (llm_idx (n, k), scores (n, k))."""
+def decisions(idx: np.ndarray, scores: np.ndarray, names: Sequence[str],
+              propensity: np.ndarray | None = None) -> list[RouteDecision]:
+    """RouteDecision per row of (llm_idx (n, k), scores (n, k)) (+ propensity (n,) under a policy)."""
     out = []
-    for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
+    props = [None] * len(idx) if propensity is None else [float(p) for p in propensity]
+    for row_idx, row_scores, prop in zip(idx.tolist(), scores.tolist(), props):
         pairs = tuple((names[j], s) for j, s in zip(row_idx, row_scores))
-        out.append(RouteDecision(pairs[0][0], pairs[0][1], pairs))
+        out.append(RouteDecision(pairs[0][0], pairs[0][1], pairs, prop))
     return out
 
 

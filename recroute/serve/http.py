@@ -32,6 +32,8 @@ class RouteRequest(BaseModel):
     prompts: Optional[list[str]] = Field(None, description="Several prompts to route (a batch).")
     candidates: Optional[list[str]] = Field(None, description="LLM names to choose among (default: all).")
     k: int = Field(1, ge=1, description="How many LLMs to return per prompt, best first.")
+    policy: Optional[str] = Field(None, description="A routing policy (greedy, epsilon_greedy:epsilon=0.2, "
+                                  "softmax:temperature=0.1) overriding the service's; the choice carries its propensity.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RouteRequest":
@@ -62,6 +64,15 @@ class Decision(BaseModel):
     llm: str = Field(description="The chosen LLM (the best of top_k).")
     score: Optional[float] = Field(description="The router's score of the chosen LLM (higher = better).")
     top_k: list[RankedLLM] = Field(description="The k best LLMs with their scores, best first.")
+    propensity: Optional[float] = Field(None, description="Under a routing policy: the probability of this choice.")
+    decision_id: Optional[str] = Field(None, description="With a decision log: the id to report the outcome under.")
+
+
+class OutcomeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    decision_id: str = Field(description="The decision_id a /route response gave.")
+    outcome: float = Field(ge=0.0, le=1.0, description="The observed quality of the answer, in [0, 1].")
 
 
 class RouteResponse(BaseModel):
@@ -75,9 +86,19 @@ class LLMsResponse(BaseModel):
 
 
 def create_app(
-    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    policy: Optional[str] = None, log=None,
 ) -> FastAPI:
-    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request."""
+    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request.
+
+    ``policy``: the default routing policy (a spec; None = greedy); ``log``: a decision-log path (JSONL) or
+    ``DecisionLogWriter`` receiving one line per decision, with ``POST /outcome`` to add outcomes later.
+    """
+    from recroute.feedback.logs import DecisionLogWriter
+    from recroute.feedback.policies import parse_policy
+
+    default_policy = None if policy is None else parse_policy(policy).spec
+    writer = log if isinstance(log, DecisionLogWriter) or log is None else DecisionLogWriter(log)
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
     needs_text = bundle.router.needs_features
@@ -123,11 +144,52 @@ def create_app(
         if len(texts) > max_batch:
             raise HTTPException(413, f"{len(texts)} prompts in one request; the limit is {max_batch}")
         _check_choice(bundle, request.candidates, request.k)
+        spec = request.policy or default_policy
+        if spec is not None:
+            try:
+                spec = parse_policy(spec).spec
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+            if request.k != 1:
+                raise HTTPException(422, f"a routing policy ({spec}) chooses one LLM per prompt: k must be 1")
         X = state["batcher"].encode(texts) if needs_text else None
-        idx, scores = bundle.route_arrays(X, request.k, request.candidates, n=len(texts))
-        return {"decisions": [d.to_dict() for d in decisions(idx, scores, names)]}
+        if spec is None:
+            idx, scores = bundle.route_arrays(X, request.k, request.candidates, n=len(texts))
+            out = [d.to_dict() for d in decisions(idx, scores, names)]
+        else:
+            idx, scores, prop = bundle.route_arrays(X, 1, request.candidates, n=len(texts), policy=spec)
+            out = [d.to_dict() for d in decisions(idx, scores, names, prop)]
+        if writer is not None:
+            issued.update(_log_decisions(writer, texts, out, request.candidates or names, spec, bundle.router.name))
+        return {"decisions": out}
+
+    issued: set[str] = set()  # decision ids this process logged (an outcome must name one of them)
+
+    if writer is not None:
+        @app.post("/outcome", responses={404: {"description": "Unknown decision_id"}})
+        def outcome(request: OutcomeRequest) -> dict[str, str]:
+            """Record the observed outcome of an earlier decision (routed by this process) in the decision log."""
+            if request.decision_id not in issued:
+                raise HTTPException(404, f"unknown decision_id {request.decision_id!r} (not routed by this service)")
+            writer.append_outcome(request.decision_id, float(request.outcome))
+            return {"status": "ok"}
 
     return app
+
+
+def _log_decisions(writer, texts: list[str], out: list[dict], candidates: list[str], spec: str | None,
+                   router: str) -> list[str]:
+    """Append one decision-log line per routed prompt; each response decision gains its decision_id."""
+    import uuid
+
+    records = []
+    for text, decision in zip(texts, out):
+        decision["decision_id"] = uuid.uuid4().hex
+        records.append({"decision_id": decision["decision_id"], "prompt_text": text, "candidates": list(candidates),
+                        "chosen": decision["llm"], "propensity": decision.get("propensity", 1.0),
+                        "score": decision["score"], "policy": spec or "greedy", "router": router})
+    writer.append(records)
+    return [r["decision_id"] for r in records]
 
 
 def _check_choice(bundle: RoutingBundle, candidates: list[str] | None, k: int) -> None:
@@ -176,8 +238,10 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = DEFAULT_MAX_BATCH,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", policy: Optional[str] = None,
+          log=None) -> None:
     """Run the service under uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(bundle, max_batch, max_body_bytes), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(bundle, max_batch, max_body_bytes, policy=policy, log=log), host=host, port=port,
+                log_level=log_level)
