@@ -250,3 +250,47 @@ def _log_features(prompts, specs, encoder):
     from recroute.encoders import encode_cached, get_encoder
 
     return np.asarray(encode_cached(get_encoder(encoder or "minilm"), [str(t) for t in texts]), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------- fit --logs (called by recroute fit)
+def fit_router_on_logs(logs: Path, dataset: Optional[str], router_spec: str, method: str, reward_router: str,
+                       encoder: Optional[str], quiet: bool):
+    """(fitted router, encoder or None, summary) for ``recroute fit --logs``: the router learns from a log.
+
+    With a dataset the log's prompt ids index its prompts and features; without one the log's prompt texts
+    are encoded (``encoder``, default minilm) and the LLMs are the candidates named in the log.
+    """
+    from recroute.cli.serve_cmd import fit_features
+    from recroute.encoders import get_encoder
+    from recroute.feedback.bandit import bandit_from_log
+    from recroute.feedback.learn import fit_from_log
+    from recroute.feedback.logs import read_decision_log
+    from recroute.routers.registry import make_router
+
+    log = read_decision_log(logs)
+    router = make_router(router_spec)
+    if dataset is not None:
+        from recroute.data.catalog import load_dataset
+
+        data = load_dataset(dataset)
+        offered = {c for cands in log.candidates for c in cands}
+        names = [str(n) for n in data.llm_names if str(n) in offered]  # the LLMs the log can teach about
+        bandit, _ = bandit_from_log(log, names if names else data.llm_names, data.prompt_ids)
+        enc, X, _ = fit_features(data, router, encoder, quiet)
+        if X is None:  # a feature-free router: the reward model still needs features
+            X = dataset_features(data, encoder, quiet)
+        source = data.name or dataset
+    else:
+        names = sorted({c for cands in log.candidates for c in cands})
+        bandit, prompts = bandit_from_log(log, names)
+        enc = get_encoder(encoder or "minilm")
+        X = _log_features(prompts, [], encoder)
+        enc = enc if router.needs_features else None
+        source = str(logs)
+    if len(bandit) == 0:
+        raise DataError(f"{logs}: no decision with an outcome to learn from")
+    fitted = fit_from_log(router, bandit, X, method, reward_router=reward_router)
+    summary = {"logs": str(logs), "dataset": source, "method": method, "n_decisions": len(bandit),
+               "n_prompts": int(len(np.unique(bandit.rows))), "n_llms": bandit.n_llms,
+               "dropped_no_outcome": bandit.info.get("dropped_no_outcome", 0)}
+    return fitted, enc, summary
