@@ -40,3 +40,10 @@ def test_cold_start_notebook_runs(shared_data):  # real OLLB results from the sh
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the MAE-vs-k curves
+
+
+def test_feedback_notebook_runs():
+    nb = run_notebook(NOTEBOOKS / "feedback.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # bias and RMSE against the log size
