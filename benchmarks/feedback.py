@@ -105,7 +105,7 @@ def ope_study(data, X, seeds: int, sizes: list[int]) -> tuple[list[dict], list[d
             terms = [decision_terms(bandit, P_t[t][pick], q) for t in range(len(names))]
             for est in ESTIMATORS:
                 for t, term in enumerate(terms):
-                    out = estimate(term, est)
+                    out = estimate(term, est, clusters=bandit.rows)
                     rows.append({"target": names[t], "n": n, "seed": seed, "estimator": est,
                                  **{k: float(v) for k, v in out.items()}, "true_mu_o": float(true_v[t])})
     return rows, truths

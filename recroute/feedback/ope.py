@@ -10,8 +10,9 @@ and outcome r_i; a target policy pi (n, m); a reward model q(x, a); w_i = pi(a_i
     Switch-DR mean_i  [sum_a pi(a|x_i) q(x_i, a) + 1{w_i <= tau} w_i (r_i - q(x_i, a_i))]
                                                                                  (Wang et al. 2017, as in OBP)
 
-Intervals: "normal" (mean ± z·sd/sqrt(n) of the per-decision terms; SNIPS by the delta method) or
-"bootstrap" (percentiles of resampled decisions). Every function is vectorised over leading axes:
+Intervals: "normal" (mean ± z·se of the per-decision terms; SNIPS by the delta method; se cluster-robust
+by prompt when ``clusters`` is given, as ``evaluate_targets`` does) or "bootstrap" (percentiles of
+resampled decisions). Every function is vectorised over leading axes:
 arrays of shape (..., n) give estimates of shape (...) (e.g. one row per simulated seed).
 """
 
@@ -83,9 +84,15 @@ def per_decision(terms: Terms, estimator: str, tau: float = DEFAULT_TAU) -> np.n
 
 def estimate(
     terms: Terms, estimator: str, *, alpha: float = 0.05, interval: str = "normal", tau: float = DEFAULT_TAU,
-    n_bootstrap: int = 1000, seed: int = 0,
+    n_bootstrap: int = 1000, seed: int = 0, clusters: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """{"value", "lower", "upper", "se"}, each of shape (...), for one estimator."""
+    """{"value", "lower", "upper", "se"}, each of shape (...), for one estimator.
+
+    ``clusters`` (n,) or (..., n): a label per decision (its prompt) for a cluster-robust standard error
+    (decisions on the same prompt are correlated once the reward model uses repeated prompts' outcomes):
+    se² = C/(C-1) · Σ_c (Σ_{i in c} (x_i − x̄))² / n² over the C clusters; one decision per cluster gives the
+    usual sd/√n.
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
     if interval not in INTERVALS:
@@ -102,7 +109,7 @@ def estimate(
     else:
         value = x.mean(axis=-1)
         psi = x
-    se = psi.std(axis=-1, ddof=1) / np.sqrt(n)
+    se = psi.std(axis=-1, ddof=1) / np.sqrt(n) if clusters is None else _cluster_se(psi, clusters)
     if interval == "normal":
         from scipy.stats import norm
 
@@ -110,6 +117,20 @@ def estimate(
         return {"value": value, "lower": value - z * se, "upper": value + z * se, "se": se}
     lower, upper = _bootstrap(terms, x, estimator, alpha, n_bootstrap, seed)
     return {"value": value, "lower": lower, "upper": upper, "se": se}
+
+
+def _cluster_se(psi: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Cluster-robust (CR0 with the C/(C-1) factor) standard error of the mean of psi (..., n)."""
+    n = psi.shape[-1]
+    labels = np.broadcast_to(np.asarray(clusters), psi.shape).reshape(-1, n)
+    d = (psi - psi.mean(axis=-1, keepdims=True)).reshape(-1, n)
+    out = np.empty(len(d))
+    for k in range(len(d)):
+        _, codes = np.unique(labels[k], return_inverse=True)
+        sums = np.bincount(codes, weights=d[k])
+        c = len(sums)
+        out[k] = np.sqrt(c / max(c - 1, 1) * np.sum(sums ** 2)) / n
+    return out.reshape(psi.shape[:-1])
 
 
 def _bootstrap(terms: Terms, x: np.ndarray, estimator: str, alpha: float, n_bootstrap: int, seed: int):
@@ -254,7 +275,7 @@ def evaluate_targets(
         probs = _target_matrix(target, feats, bandit.allowed)
         terms = decision_terms(bandit, probs, q_hat)
         for est in estimators:
-            out = estimate(terms, est, alpha=alpha, interval=interval, tau=tau, seed=seed)
+            out = estimate(terms, est, alpha=alpha, interval=interval, tau=tau, seed=seed, clusters=bandit.rows)
             rows.append({"target": name, "estimator": est, **{k: float(v) for k, v in out.items()}, "n": len(bandit)})
     return pd.DataFrame(rows)
 

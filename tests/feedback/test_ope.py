@@ -44,6 +44,14 @@ def test_normal_interval_of_dr_by_hand():
     assert (out["lower"], out["upper"]) == pytest.approx((0.29375 - half, 0.29375 + half))
 
 
+def test_cluster_robust_se_by_hand():
+    out = estimate(decision_terms(BANDIT, TARGET, Q), "dr", clusters=np.array([0, 0, 1, 1]))
+    # centred terms [1.10625, -1.49375, 0.40625, -0.01875]: cluster sums -0.3875 and 0.3875
+    assert out["se"] == pytest.approx(np.sqrt(2 * 2 * 0.3875 ** 2) / 4)  # = 0.19375
+    singletons = estimate(decision_terms(BANDIT, TARGET, Q), "dr", clusters=np.arange(4))
+    assert singletons["se"] == pytest.approx(estimate(decision_terms(BANDIT, TARGET, Q), "dr")["se"])
+
+
 def test_snips_delta_method_interval_by_hand():
     out = estimate(decision_terms(BANDIT, TARGET, Q), "snips")
     v, mean_w = 2 / 6.625, 6.625 / 4
