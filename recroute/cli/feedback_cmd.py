@@ -159,7 +159,7 @@ def ope_command(
         else:
             names = _bundle_names(specs) or sorted({c for cands in log.candidates for c in cands})
             bandit, prompts = bandit_from_log(log, names)
-            X = _log_features(prompts, specs, encoder)
+            X = _log_features(prompts, encoder)
         if len(bandit) < 2:
             raise DataError(f"{logs}: fewer than 2 decisions with an outcome")
         rows = []
@@ -242,14 +242,19 @@ def _bundle_names(specs: list[str]) -> list[str] | None:
     return None
 
 
-def _log_features(prompts, specs, encoder):
-    """Features of a log's distinct prompts (no dataset): its texts encoded with ``encoder`` (default minilm)."""
+def _log_features(prompts, encoder) -> np.ndarray:
+    """Features of a log's distinct prompts (no dataset): their texts encoded with ``encoder`` (a name,
+    default minilm, or an encoder; an unfitted TF-IDF is fitted on these texts first)."""
     texts = prompts["prompt_text"]
     if texts.isna().any():
         raise DataError("without --dataset every decision needs prompt_text (to compute prompt features)")
     from recroute.encoders import encode_cached, get_encoder
 
-    return np.asarray(encode_cached(get_encoder(encoder or "minilm"), [str(t) for t in texts]), dtype=np.float32)
+    enc = get_encoder(encoder or "minilm") if encoder is None or isinstance(encoder, str) else encoder
+    texts = [str(t) for t in texts]
+    if getattr(enc, "is_fitted", True) is False:
+        enc.fit(texts)
+    return np.asarray(encode_cached(enc, texts), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- fit --logs (called by recroute fit)
@@ -284,7 +289,7 @@ def fit_router_on_logs(logs: Path, dataset: Optional[str], router_spec: str, met
         names = sorted({c for cands in log.candidates for c in cands})
         bandit, prompts = bandit_from_log(log, names)
         enc = get_encoder(encoder or "minilm")
-        X = _log_features(prompts, [], encoder)
+        X = _log_features(prompts, enc)  # fits a TF-IDF encoder on the log's texts
         enc = enc if router.needs_features else None
         source = str(logs)
     if len(bandit) == 0:

@@ -85,3 +85,29 @@ def test_fit_from_logs_then_route_with_a_policy_and_log(folder, log_path, tmp_pa
     result = runner.invoke(app, ["route", "--bundle", str(bundle), "--embeddings", str(tmp_path / "x.npy"),
                                  "--policy", "greedy", "--k", "2", "--quiet"])
     assert result.exit_code == 2 and "--k must be 1" in result.output
+
+
+def test_fit_from_a_text_only_log_with_tfidf(tmp_path):
+    """No dataset: the log's prompt texts are encoded (TF-IDF fitted on them) and its candidates are the LLMs."""
+    from recroute.feedback.logs import DecisionLogWriter
+
+    rng = np.random.default_rng(0)
+    words = {"a": "integral algebra prime proof theorem".split(), "b": "python bug loop array class".split()}
+    records = []
+    for i in range(120):
+        topic = "a" if i % 2 else "b"
+        chosen = str(rng.choice(["a", "b"]))
+        records.append({"prompt_text": " ".join(rng.choice(words[topic], 4)) + f" {i}", "candidates": ["a", "b"],
+                        "chosen": chosen, "propensity": 0.5, "outcome": float(chosen == topic)})
+    log = tmp_path / "text.jsonl"
+    DecisionLogWriter(log).append(records)
+    bundle = tmp_path / "bundle"
+    result = runner.invoke(app, ["fit", "--logs", str(log), "--router", "knn:k=5", "--encoder", "tfidf",
+                                 "--out", str(bundle), "--quiet"])
+    assert result.exit_code == 0, result.output
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("prime theorem proof\npython loop class\n")
+    out = tmp_path / "d.jsonl"
+    result = runner.invoke(app, ["route", "--bundle", str(bundle), "--input", str(prompts), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["llm"] for line in out.read_text().splitlines()] == ["a", "b"]
