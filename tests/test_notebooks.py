@@ -49,3 +49,10 @@ def test_cost_notebook_runs(shared_data):  # llmrouter_nim's prices come from th
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the quality–cost figure
     text = "".join(o.get("text", "") for o in outputs)
     assert "AIQ" in text and "budgeted batch" in text
+
+
+def test_feedback_notebook_runs():
+    nb = run_notebook(NOTEBOOKS / "feedback.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # bias and RMSE against the log size

@@ -19,6 +19,7 @@ COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute
     "recroute.cli.serve_cmd", "recroute.cli.debias_cmd", "recroute.cli.newtasks_cmd", "recroute.cli.coldstart_cmd",
     "recroute.cli.gateway_cmd",
     "recroute.cli.cost_cmd",
+    "recroute.cli.feedback_cmd",
 )
 
 for _module in COMMAND_MODULES:

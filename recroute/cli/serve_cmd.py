@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 # ---------------------------------------------------------------------- fit
 def fit_command(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="A bundled name (mmlu_pro) or a dataset folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="A bundled name (mmlu_pro) or a dataset folder."),
     router: str = typer.Option("knn", "--router", "-r", help="Router spec, e.g. knn or knn:index='ivf',nprobe=32."),
     encoder: Optional[str] = typer.Option(
         None, "--encoder", "-e",
@@ -36,13 +36,23 @@ def fit_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
+    logs: Optional[Path] = typer.Option(None, "--logs", help="Learn from a decision log instead (see docs/feedback.md)."),
+    method: str = typer.Option("dr", "--method", help="With --logs: dr (doubly-robust completion), ips or naive."),
+    reward_router: str = typer.Option("linear", "--reward-router", help="With --logs: the DR reward model's spec."),
 ) -> None:
-    """Train a router on the whole dataset and save it with its encoder as a routing bundle."""
+    """Train a router on the whole dataset (or on a decision log) and save it with its encoder as a routing bundle.
+
+    Example: recroute fit --dataset mmlu_pro --router knn --out bundle/  (from a log: add --logs logs.jsonl)
+    """
     from recroute.data.catalog import load_dataset
     from recroute.routers.registry import make_router, spec_label
     from recroute.serve.bundle import RoutingBundle
 
+    if logs is not None:
+        return _fit_logs(logs, dataset, router, method, reward_router, encoder, out, json_path, quiet)
     with user_errors():
+        if dataset is None:
+            raise DataError("give --dataset (or --logs to learn from a decision log)")
         data = load_dataset(dataset)
         model = make_router(router)
         enc, X, note = fit_features(data, model, encoder, quiet)
@@ -66,6 +76,25 @@ def fit_command(
         f"fitted {row['router']} on {data.n_prompts:,} prompts × {data.n_llms} LLMs in {seconds:.1f} s "
         f"(encoder {row['encoder'] or 'none'}); bundle written to {out}", highlight=False,
     )
+
+
+def _fit_logs(logs, dataset, router, method, reward_router, encoder, out, json_path, quiet) -> None:
+    """``recroute fit --logs``: learn from a decision log (recroute.feedback.learn) and save the bundle."""
+    from recroute.cli.feedback_cmd import fit_router_on_logs
+    from recroute.routers.registry import spec_label
+    from recroute.serve.bundle import RoutingBundle
+
+    with user_errors():
+        start = time.perf_counter()
+        model, enc, summary = fit_router_on_logs(logs, dataset, router, method, reward_router, encoder, quiet)
+        RoutingBundle.build(model, enc).save(out)
+        row = {**summary, "router": spec_label(router), "encoder": enc.name if enc else None,
+               "fit_seconds": round(time.perf_counter() - start, 3), "bundle": str(out)}
+        if json_path:
+            write_json(json_path, [row])
+    if not quiet:
+        err_console.print(f"fitted {row['router']} ({method}) on {row['n_decisions']:,} logged decisions over "
+                          f"{row['n_prompts']:,} prompts; bundle written to {out}", highlight=False)
 
 
 def fit_features(data, router, encoder: str | None, quiet: bool):
@@ -104,15 +133,22 @@ def route_command(
         None, "--cost-weight", min=0.0, help="Rank by score - cost_weight × expected cost (bundle with prices)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Only LLMs expected to cost at most this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Stochastic routing: epsilon_greedy:epsilon=0.2 | "
+                                         "softmax:temperature=0.1 (k = 1; each decision carries its propensity)."),
+    log: Optional[Path] = typer.Option(None, "--log", help="Append one line per decision to this decision log (JSONL)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the policy's draws (default: fresh)."),
 ) -> None:
     """Route prompts (or precomputed embeddings) with a bundle: one JSON decision per line, in input order.
 
     Each line: {"index", "line" (input line, text input), "id" (when the JSONL record has one), "llm",
-    "score", "top_k": [{"llm", "score"}, ...]}. Blank input lines are skipped.
+    "score", "top_k": [{"llm", "score"}, ...]} (+ "propensity" under --policy). Blank input lines are skipped.
+
+    Example: recroute route --bundle bundle/ --input prompts.txt --policy epsilon_greedy:epsilon=0.2 --log logs.jsonl
     """
     from recroute.serve.bundle import RoutingBundle
 
     with user_errors():
+        writer, rng, spec = _decision_log(log, policy, seed, k)
         if input_path is not None and embeddings is not None:
             raise DataError("give --input or --embeddings, not both")
         bundle = RoutingBundle.load(bundle_dir)
@@ -133,12 +169,15 @@ def route_command(
                 hi = min(n, lo + batch_size)
                 if records is None:
                     got = bundle.route_embeddings(np.asarray(X[lo:hi], dtype=np.float32), k, chosen,
-                                                  cost_weight=cost_weight, max_cost=max_cost)
+                                                  cost_weight=cost_weight, max_cost=max_cost, policy=spec, rng=rng)
                     extras = [{} for _ in range(hi - lo)]
                 else:
                     got = bundle.route_texts([r["prompt"] for r in records[lo:hi]], k, chosen,
-                                             cost_weight=cost_weight, max_cost=max_cost)
+                                             cost_weight=cost_weight, max_cost=max_cost, policy=spec, rng=rng)
                     extras = [{key: r[key] for key in ("line", "id") if key in r} for r in records[lo:hi]]
+                if writer is not None:
+                    _append_decisions(writer, got, records[lo:hi] if records else None, lo, chosen or bundle.llm_names,
+                                      spec, bundle.router.name)
                 for i, (decision, extra) in enumerate(zip(got, extras)):
                     sink.write(json.dumps({"index": lo + i, **extra, **decision.to_dict()}) + "\n")
                 advance(hi - lo)
@@ -147,6 +186,30 @@ def route_command(
         rate = f" ({n / seconds:,.0f} prompts/s)" if seconds > 0 and n else ""
         where = "stdout" if out == "-" else out
         err_console.print(f"routed {n:,} prompts in {seconds:.2f} s{rate} to {where}", highlight=False)
+
+
+def _decision_log(log: Path | None, policy: str | None, seed: int | None, k: int):
+    """(DecisionLogWriter or None, numpy Generator, policy spec or None) for --log / --policy / --seed."""
+    from recroute.feedback.logs import DecisionLogWriter
+    from recroute.feedback.policies import parse_policy
+
+    spec = None if policy is None else parse_policy(policy).spec
+    if spec is not None and k != 1:
+        raise DataError(f"--policy chooses one LLM per prompt: --k must be 1 (got {k})")
+    return (None if log is None else DecisionLogWriter(log)), np.random.default_rng(seed), spec
+
+
+def _append_decisions(writer, got, records, offset: int, candidates, spec, router: str) -> None:
+    """One decision-log line per routed prompt (text input: its text and id; embeddings: its row as prompt_id)."""
+    rows = []
+    for i, decision in enumerate(got):
+        rec = records[i] if records else {}
+        prompt_id = str(rec["id"]) if "id" in rec else (None if records else str(offset + i))
+        rows.append({"prompt_id": prompt_id, "prompt_text": rec.get("prompt"), "candidates": [str(c) for c in candidates],
+                     "chosen": decision.llm, "propensity": 1.0 if decision.propensity is None else decision.propensity,
+                     "score": decision.score if np.isfinite(decision.score) else None,
+                     "policy": spec or "greedy", "router": router})
+    writer.append(rows)
 
 
 def read_prompts(source: str) -> list[dict]:
@@ -240,8 +303,13 @@ def serve_command(
         None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Default max_cost for requests that give none."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Default routing policy (e.g. epsilon_greedy:epsilon=0.2)."),
+    log: Optional[Path] = typer.Option(None, "--log", help="Append every decision to this decision log; POST /outcome adds outcomes."),
 ) -> None:
-    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs."""
+    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
+
+    Example: recroute serve --bundle bundle/ --port 8000 --policy epsilon_greedy:epsilon=0.2 --log logs.jsonl
+    """
     from recroute.serve.bundle import RoutingBundle
 
     with user_errors():
@@ -252,5 +320,10 @@ def serve_command(
             raise DataError(f"recroute serve needs fastapi and uvicorn ({exc}); pip install fastapi uvicorn") from None
         if not quiet:
             err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs)", highlight=False)
+        if policy is not None:
+            from recroute.feedback.policies import parse_policy
+
+            policy = parse_policy(policy).spec
         serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-              log_level="warning" if quiet else "info", cost_weight=cost_weight, max_cost=max_cost)
+              log_level="warning" if quiet else "info", cost_weight=cost_weight, max_cost=max_cost,
+              policy=policy, log=log)

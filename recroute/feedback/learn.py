@@ -8,7 +8,10 @@ Three ways to turn a log into training data for any router family:
   ``q(x_i, a) + 1{a = a_i} (r_i - q(x_i, a_i)) / p_i`` is unbiased for the true Y(x_i, a) whenever the
   propensity is right and q is independent of the decision (cross-fitted); a prompt's cell is the mean over
   its decisions. Every candidate cell of every logged prompt is filled, so any router that fits a matrix
-  trains on it unchanged (one shared mechanism). Pseudo-outcomes leave [0, 1] by design; ``clip`` bounds them.
+  trains on it unchanged (one shared mechanism). Pseudo-outcomes leave [0, 1] by design (by up to 1/p);
+  ``fit_from_log`` clips them to [0, 1] by default (``clip=None`` keeps the unbiased, high-variance values):
+  clipped, an exploratory cell revealed once keeps about its outcome and an unrevealed cell the reward
+  model's value, which trades a little bias for far less variance (see docs/feedback.md for measurements).
 - ``ips``: the revealed cells weighted by inverse propensity (Schnabel et al. 2016): cell weight
   ``(sum of 1/p_i over the prompt's decisions that chose a) / (the prompt's number of decisions)``, whose
   expectation is 1 for every candidate cell, so the weighted loss is unbiased for the full-information loss.
@@ -75,14 +78,14 @@ def fit_from_log(
     q_hat: np.ndarray | None = None,
     reward_router: "str | Router" = DEFAULT_REWARD_ROUTER,
     folds: int = 2,
-    clip: tuple[float, float] | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
     seed: int = 0,
 ) -> "Router":
     """Fit ``router`` (spec or unfitted router) on a log by ``method`` ("naive", "dr", "ips"); returns it fitted.
 
     X: prompt features indexed by ``bandit.rows``. "dr" uses ``q_hat`` (n, m) or a reward model
-    (``reward_router`` cross-fitted over ``folds``); "ips" needs a router that takes ``cell_weights``
-    (the torch routers).
+    (``reward_router`` cross-fitted over ``folds``), its pseudo-outcomes clipped to ``clip`` (None: not clipped);
+    "ips" needs a router that takes ``cell_weights`` (the torch routers).
     """
     from recroute.routers.registry import make_router
 

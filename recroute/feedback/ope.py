@@ -10,8 +10,9 @@ and outcome r_i; a target policy pi (n, m); a reward model q(x, a); w_i = pi(a_i
     Switch-DR mean_i  [sum_a pi(a|x_i) q(x_i, a) + 1{w_i <= tau} w_i (r_i - q(x_i, a_i))]
                                                                                  (Wang et al. 2017, as in OBP)
 
-Intervals: "normal" (mean ± z·sd/sqrt(n) of the per-decision terms; SNIPS by the delta method) or
-"bootstrap" (percentiles of resampled decisions). Every function is vectorised over leading axes:
+Intervals: "normal" (mean ± z·se of the per-decision terms; SNIPS by the delta method; se cluster-robust
+by prompt when ``clusters`` is given, as ``evaluate_targets`` does) or "bootstrap" (percentiles of
+resampled decisions). Every function is vectorised over leading axes:
 arrays of shape (..., n) give estimates of shape (...) (e.g. one row per simulated seed).
 """
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 ESTIMATORS = ("dm", "ips", "snips", "dr", "switch_dr")
 INTERVALS = ("normal", "bootstrap")
 DEFAULT_TAU = 20.0
-DEFAULT_REWARD_ROUTER = "knn"
+DEFAULT_REWARD_ROUTER = "linear"
 
 
 @dataclass
@@ -83,9 +84,15 @@ def per_decision(terms: Terms, estimator: str, tau: float = DEFAULT_TAU) -> np.n
 
 def estimate(
     terms: Terms, estimator: str, *, alpha: float = 0.05, interval: str = "normal", tau: float = DEFAULT_TAU,
-    n_bootstrap: int = 1000, seed: int = 0,
+    n_bootstrap: int = 1000, seed: int = 0, clusters: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """{"value", "lower", "upper", "se"}, each of shape (...), for one estimator."""
+    """{"value", "lower", "upper", "se"}, each of shape (...), for one estimator.
+
+    ``clusters`` (n,) or (..., n): a label per decision (its prompt) for a cluster-robust standard error
+    (decisions on the same prompt are correlated once the reward model uses repeated prompts' outcomes):
+    se² = C/(C-1) · Σ_c (Σ_{i in c} (x_i − x̄))² / n² over the C clusters; one decision per cluster gives the
+    usual sd/√n.
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
     if interval not in INTERVALS:
@@ -102,7 +109,7 @@ def estimate(
     else:
         value = x.mean(axis=-1)
         psi = x
-    se = psi.std(axis=-1, ddof=1) / np.sqrt(n)
+    se = psi.std(axis=-1, ddof=1) / np.sqrt(n) if clusters is None else _cluster_se(psi, clusters)
     if interval == "normal":
         from scipy.stats import norm
 
@@ -110,6 +117,20 @@ def estimate(
         return {"value": value, "lower": value - z * se, "upper": value + z * se, "se": se}
     lower, upper = _bootstrap(terms, x, estimator, alpha, n_bootstrap, seed)
     return {"value": value, "lower": lower, "upper": upper, "se": se}
+
+
+def _cluster_se(psi: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Cluster-robust (CR0 with the C/(C-1) factor) standard error of the mean of psi (..., n)."""
+    n = psi.shape[-1]
+    labels = np.broadcast_to(np.asarray(clusters), psi.shape).reshape(-1, n)
+    d = (psi - psi.mean(axis=-1, keepdims=True)).reshape(-1, n)
+    out = np.empty(len(d))
+    for k in range(len(d)):
+        _, codes = np.unique(labels[k], return_inverse=True)
+        sums = np.bincount(codes, weights=d[k])
+        c = len(sums)
+        out[k] = np.sqrt(c / max(c - 1, 1) * np.sum(sums ** 2)) / n
+    return out.reshape(psi.shape[:-1])
 
 
 def _bootstrap(terms: Terms, x: np.ndarray, estimator: str, alpha: float, n_bootstrap: int, seed: int):
@@ -180,12 +201,14 @@ def _fresh(router: "Router") -> "Router":
 
 
 def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = DEFAULT_REWARD_ROUTER,
-                 folds: int = 2, seed: int = 0) -> np.ndarray:
+                 folds: int = 2, seed: int = 0, repeats: bool = True) -> np.ndarray:
     """float64 (n, m) q(x_i, ·) per decision from ``router`` fitted on the log itself.
 
     ``folds`` >= 2 cross-fits: the decisions are split at random into folds and each fold's q comes from a
     router fitted on the other folds' decisions (so q is independent of the decision it corrects);
-    ``folds=1`` fits once on all decisions (in-sample).
+    ``folds=1`` fits once on all decisions (in-sample). ``repeats``: where the same prompt was logged
+    again and another of its decisions revealed the cell, q is that revealed mean instead (leave-one-out:
+    a decision never sees its own outcome), exact when outcomes are a function of (prompt, LLM).
     """
     folds = int(folds)
     if folds < 1:
@@ -193,14 +216,32 @@ def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = 
     n = len(bandit)
     if folds == 1:
         uniq, inv = np.unique(bandit.rows, return_inverse=True)
-        return fit_predict_log(router, bandit, X, uniq)[inv]
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    q = np.empty((n, bandit.n_llms))
-    for f in range(folds):
-        test = fold == f
-        uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
-        q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
-    return q
+        q = fit_predict_log(router, bandit, X, uniq)[inv]
+    else:
+        fold = np.random.default_rng(seed).permutation(n) % folds
+        q = np.empty((n, bandit.n_llms))
+        for f in range(folds):
+            test = fold == f
+            uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
+            q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
+    return repeat_means(bandit, q) if repeats else q
+
+
+def repeat_means(bandit: Bandit, q: np.ndarray) -> np.ndarray:
+    """q (n, m) with each cell replaced by the mean outcome of the *other* decisions on the same prompt
+    that chose that LLM, where there is one."""
+    uniq, inv = np.unique(bandit.rows, return_inverse=True)
+    m = bandit.n_llms
+    total = np.zeros((len(uniq), m))
+    count = np.zeros((len(uniq), m))
+    np.add.at(total, (inv, bandit.chosen), bandit.reward)
+    np.add.at(count, (inv, bandit.chosen), 1.0)
+    T, C = total[inv], count[inv]
+    idx = np.arange(len(bandit))
+    T[idx, bandit.chosen] -= bandit.reward
+    C[idx, bandit.chosen] -= 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(C > 0, T / np.maximum(C, 1.0), q)
 
 
 def evaluate_targets(
@@ -234,7 +275,7 @@ def evaluate_targets(
         probs = _target_matrix(target, feats, bandit.allowed)
         terms = decision_terms(bandit, probs, q_hat)
         for est in estimators:
-            out = estimate(terms, est, alpha=alpha, interval=interval, tau=tau, seed=seed)
+            out = estimate(terms, est, alpha=alpha, interval=interval, tau=tau, seed=seed, clusters=bandit.rows)
             rows.append({"target": name, "estimator": est, **{k: float(v) for k, v in out.items()}, "n": len(bandit)})
     return pd.DataFrame(rows)
 

@@ -43,11 +43,16 @@ class RouteDecision:
     llm: str
     score: float
     top_k: tuple[tuple[str, float], ...]
+    propensity: float | None = None  # set when a stochastic policy chose (recroute.feedback.policies)
 
     def to_dict(self) -> dict[str, Any]:
-        """{"llm", "score", "top_k": [{"llm", "score"}, ...]}; a non-finite score becomes None."""
-        return {"llm": self.llm, "score": _finite(self.score),
-                "top_k": [{"llm": name, "score": _finite(s)} for name, s in self.top_k]}
+        """{"llm", "score", "top_k": [{"llm", "score"}, ...]} (+ "propensity" under a policy); a non-finite
+        score becomes None."""
+        out = {"llm": self.llm, "score": _finite(self.score),
+               "top_k": [{"llm": name, "score": _finite(s)} for name, s in self.top_k]}
+        if self.propensity is not None:
+            out["propensity"] = float(self.propensity)
+        return out
 
 
 def _finite(value: float) -> float | None:
@@ -218,6 +223,7 @@ class RoutingBundle:
     def route_texts(
         self, texts: Sequence[str], k: int = 1, candidates: Sequence[str] | None = None,
         batch_size: int | None = None, cost_weight: float | None = None, max_cost: float | None = None,
+        policy=None, rng=None,
     ) -> list[RouteDecision]:
         """One decision per prompt text (encoded with the bundle's encoder), in input order."""
         from recroute.encoders.base import check_texts
@@ -226,17 +232,18 @@ class RoutingBundle:
         X = self.encode(texts, batch_size) if self.router.needs_features else None
         tokens = self.prompt_tokens(texts) if (cost_weight is not None or max_cost is not None) else None
         return self.route_embeddings(X, k, candidates, n=len(texts), cost_weight=cost_weight, max_cost=max_cost,
-                                     prompt_tokens=tokens)
+                                     prompt_tokens=tokens, policy=policy, rng=rng)
 
     def route_embeddings(
         self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
         cost_weight: float | None = None, max_cost: float | None = None, prompt_tokens: np.ndarray | None = None,
+        policy=None, rng=None,
     ) -> list[RouteDecision]:
         """One decision per row of precomputed features X (n, d); X may be None (give n) for a
-        router that needs no features."""
-        idx, scores = self.route_arrays(X, k, candidates, n, cost_weight=cost_weight, max_cost=max_cost,
-                                        prompt_tokens=prompt_tokens)
-        return decisions(idx, scores, self.llm_names)
+        router that needs no features. Under a ``policy`` each decision carries its propensity."""
+        got = self.route_arrays(X, k, candidates, n, cost_weight=cost_weight, max_cost=max_cost,
+                                prompt_tokens=prompt_tokens, policy=policy, rng=rng)
+        return decisions(*got, self.llm_names) if policy is None else decisions(got[0], got[1], self.llm_names, got[2])
 
     def prompt_tokens(self, texts: Sequence[str]) -> np.ndarray | None:
         """float64 (n,) prompt token counts when the bundle's prices are per token, else None."""
@@ -257,11 +264,16 @@ class RoutingBundle:
     def route_arrays(
         self, X: np.ndarray | None, k: int = 1, candidates: Sequence[str] | None = None, n: int | None = None,
         cost_weight: float | None = None, max_cost: float | None = None, prompt_tokens: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        policy=None, rng=None,
+    ):
         """(llm_idx int64 (n, k), scores float32 (n, k)): the router's top-k, best first.
 
-        ``cost_weight`` (lambda >= 0): rank by score - lambda · expected cost; ``max_cost``: only LLMs whose
-        expected cost is at most this (recroute.cost.decide); ``prompt_tokens`` (n,) for per-token prices.
+        One decision step for every router: router scores -> utility ``score - cost_weight · expected cost``
+        (``cost_weight`` lambda >= 0, recroute.cost.decide) -> candidates narrowed by ``max_cost`` (only LLMs
+        whose expected cost is at most this; ``prompt_tokens`` (n,) for per-token prices) -> greedy top-k, or
+        with ``policy`` (a spec such as "epsilon_greedy:epsilon=0.2", or a Policy) one LLM per prompt drawn
+        from the policy over those values (``rng``: a numpy Generator or seed); the result is then
+        (llm_idx (n, 1), scores (n, 1), propensity float64 (n,)) and k must be 1.
         """
         if X is None and n is None:
             raise DataError("give prompt features X (n, d) or the number of prompts n")
@@ -270,16 +282,30 @@ class RoutingBundle:
         k = self.check_choice(k, candidates)
         if candidates is not None:
             candidates = list(candidates)
-        if (len(X) if X is not None else n) == 0:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-        if cost_weight is None and max_cost is None:
+        if policy is not None:
+            from recroute.feedback.policies import parse_policy
+
+            policy = parse_policy(policy)
+            if k != 1:
+                raise DataError(f"a routing policy ({policy.spec}) chooses one LLM per prompt: k must be 1, got {k}")
+        n = len(X) if X is not None else int(n)
+        if n == 0:
+            empty = np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+            return empty if policy is None else (*empty, np.zeros(0))
+        if policy is None and cost_weight is None and max_cost is None:
             return self.router.route(X, k=k, candidates=candidates, n=n)
-        from recroute.cost.decide import route_with_costs
+        from recroute.cost.decide import cost_aware_scores, greedy_top_k
 
         scores = self.router.score(X, n)
-        costs = self.expected_costs(len(scores), prompt_tokens)
+        costs = None if cost_weight is None and max_cost is None else self.expected_costs(n, prompt_tokens)
         allowed = self.router._candidate_mask(candidates)
-        return route_with_costs(scores, costs, cost_weight, max_cost, allowed, k, self.llm_names)
+        values, mask = cost_aware_scores(scores, costs, cost_weight, max_cost, allowed, self.llm_names)
+        if policy is None:
+            idx = greedy_top_k(values, mask, k)
+            return idx, np.take_along_axis(scores, idx, axis=1)
+        chosen, propensity = policy.choose(values, mask, rng)
+        idx = chosen[:, None]
+        return idx, np.take_along_axis(scores, idx, axis=1), propensity
 
     def check_choice(self, k, candidates: Sequence[str] | None = None) -> int:
         """``k`` as an int after checking it and the candidate names (DataError naming what is wrong)."""
@@ -290,12 +316,14 @@ class RoutingBundle:
         return k
 
 
-def decisions(idx: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> list[RouteDecision]:
-    """RouteDecision per row of (llm_idx (n, k), scores (n, k))."""
+def decisions(idx: np.ndarray, scores: np.ndarray, names: Sequence[str],
+              propensity: np.ndarray | None = None) -> list[RouteDecision]:
+    """RouteDecision per row of (llm_idx (n, k), scores (n, k)) (+ propensity (n,) under a policy)."""
     out = []
-    for row_idx, row_scores in zip(idx.tolist(), scores.tolist()):
+    props = [None] * len(idx) if propensity is None else [float(p) for p in propensity]
+    for row_idx, row_scores, prop in zip(idx.tolist(), scores.tolist(), props):
         pairs = tuple((names[j], s) for j, s in zip(row_idx, row_scores))
-        out.append(RouteDecision(pairs[0][0], pairs[0][1], pairs))
+        out.append(RouteDecision(pairs[0][0], pairs[0][1], pairs, prop))
     return out
 
 

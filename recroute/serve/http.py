@@ -35,6 +35,8 @@ class RouteRequest(BaseModel):
     cost_weight: Optional[float] = Field(
         None, ge=0, description="Rank by score - cost_weight × expected cost (needs a bundle fitted with prices).")
     max_cost: Optional[float] = Field(None, ge=0, description="Only LLMs whose expected cost is at most this.")
+    policy: Optional[str] = Field(None, description="A routing policy (greedy, epsilon_greedy:epsilon=0.2, "
+                                  "softmax:temperature=0.1) overriding the service's; the choice carries its propensity.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RouteRequest":
@@ -65,6 +67,15 @@ class Decision(BaseModel):
     llm: str = Field(description="The chosen LLM (the best of top_k).")
     score: Optional[float] = Field(description="The router's score of the chosen LLM (higher = better).")
     top_k: list[RankedLLM] = Field(description="The k best LLMs with their scores, best first.")
+    propensity: Optional[float] = Field(None, description="Under a routing policy: the probability of this choice.")
+    decision_id: Optional[str] = Field(None, description="With a decision log: the id to report the outcome under.")
+
+
+class OutcomeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    decision_id: str = Field(description="The decision_id a /route response gave.")
+    outcome: float = Field(ge=0.0, le=1.0, description="The observed quality of the answer, in [0, 1].")
 
 
 class RouteResponse(BaseModel):
@@ -79,12 +90,21 @@ class LLMsResponse(BaseModel):
 
 def create_app(
     bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    cost_weight: float | None = None, max_cost: float | None = None,
+    cost_weight: float | None = None, max_cost: float | None = None, policy: Optional[str] = None, log=None,
 ) -> FastAPI:
-    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request;
-    ``cost_weight`` / ``max_cost``: defaults for requests that give none (None: plain routing)."""
+    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request.
+
+    ``cost_weight`` / ``max_cost``: defaults for requests that give none (None: plain routing); ``policy``:
+    the default routing policy (a spec; None = greedy); ``log``: a decision-log path (JSONL) or
+    ``DecisionLogWriter`` receiving one line per decision, with ``POST /outcome`` to add outcomes later.
+    """
+    from recroute.feedback.logs import DecisionLogWriter
+    from recroute.feedback.policies import parse_policy
+
     if (cost_weight is not None or max_cost is not None) and bundle.prices is None:
         raise DataError("a default cost_weight / max_cost needs a bundle fitted with prices")
+    default_policy = None if policy is None else parse_policy(policy).spec
+    writer = log if isinstance(log, DecisionLogWriter) or log is None else DecisionLogWriter(log)
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
     needs_text = bundle.router.needs_features
@@ -130,19 +150,57 @@ def create_app(
         if len(texts) > max_batch:
             raise HTTPException(413, f"{len(texts)} prompts in one request; the limit is {max_batch}")
         _check_choice(bundle, request.candidates, request.k)
+        spec = request.policy or default_policy
+        if spec is not None:
+            try:
+                spec = parse_policy(spec).spec
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
+            if request.k != 1:
+                raise HTTPException(422, f"a routing policy ({spec}) chooses one LLM per prompt: k must be 1")
         X = state["batcher"].encode(texts) if needs_text else None
         weight = cost_weight if request.cost_weight is None else request.cost_weight
         limit = max_cost if request.max_cost is None else request.max_cost
         costed = weight is not None or limit is not None
         try:
-            idx, scores = bundle.route_arrays(
-                X, request.k, request.candidates, n=len(texts), cost_weight=weight,
-                max_cost=limit, prompt_tokens=bundle.prompt_tokens(texts) if costed else None)
+            got = bundle.route_arrays(
+                X, request.k, request.candidates, n=len(texts), cost_weight=weight, max_cost=limit,
+                prompt_tokens=bundle.prompt_tokens(texts) if costed else None, policy=spec)
         except DataError as exc:  # no prices, or max_cost leaves a prompt without an LLM
             raise HTTPException(422, str(exc)) from None
-        return {"decisions": [d.to_dict() for d in decisions(idx, scores, names)]}
+        out = [d.to_dict() for d in decisions(*got, names)] if spec is None else \
+            [d.to_dict() for d in decisions(got[0], got[1], names, got[2])]
+        if writer is not None:
+            issued.update(_log_decisions(writer, texts, out, request.candidates or names, spec, bundle.router.name))
+        return {"decisions": out}
+
+    issued: set[str] = set()  # decision ids this process logged (an outcome must name one of them)
+
+    if writer is not None:
+        @app.post("/outcome", responses={404: {"description": "Unknown decision_id"}})
+        def outcome(request: OutcomeRequest) -> dict[str, str]:
+            """Record the observed outcome of an earlier decision (routed by this process) in the decision log."""
+            if request.decision_id not in issued:
+                raise HTTPException(404, f"unknown decision_id {request.decision_id!r} (not routed by this service)")
+            writer.append_outcome(request.decision_id, float(request.outcome))
+            return {"status": "ok"}
 
     return app
+
+
+def _log_decisions(writer, texts: list[str], out: list[dict], candidates: list[str], spec: str | None,
+                   router: str) -> list[str]:
+    """Append one decision-log line per routed prompt; each response decision gains its decision_id."""
+    import uuid
+
+    records = []
+    for text, decision in zip(texts, out):
+        decision["decision_id"] = uuid.uuid4().hex
+        records.append({"decision_id": decision["decision_id"], "prompt_text": text, "candidates": list(candidates),
+                        "chosen": decision["llm"], "propensity": decision.get("propensity", 1.0),
+                        "score": decision["score"], "policy": spec or "greedy", "router": router})
+    writer.append(records)
+    return [r["decision_id"] for r in records]
 
 
 def _check_choice(bundle: RoutingBundle, candidates: list[str] | None, k: int) -> None:
@@ -192,9 +250,10 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = DEFAULT_MAX_BATCH,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", cost_weight: float | None = None,
-          max_cost: float | None = None) -> None:
+          max_cost: float | None = None, policy: Optional[str] = None, log=None) -> None:
     """Run the service under uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(bundle, max_batch, max_body_bytes, cost_weight=cost_weight, max_cost=max_cost)
+    app = create_app(bundle, max_batch, max_body_bytes, cost_weight=cost_weight, max_cost=max_cost,
+                     policy=policy, log=log)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
