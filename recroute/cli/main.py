@@ -7,7 +7,10 @@ import warnings
 
 import typer
 
+from recroute.cli.common import OneLineErrors
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="recroute: route each prompt to the best LLM, treating routing as a recommender problem.",
     no_args_is_help=True,
     add_completion=False,

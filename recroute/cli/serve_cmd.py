@@ -34,10 +34,13 @@ def fit_command(
         help="minilm | tfidf: encode the prompt texts (default: the dataset's MiniLM embeddings, else minilm).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
-    """Train a router on the whole dataset and save it with its encoder as a routing bundle."""
+    """Train a router on the whole dataset and save it with its encoder as a routing bundle.
+
+    Example: recroute fit --dataset mmlu_pro --router knn --out mmlu-knn
+    """
     from recroute.data.catalog import load_dataset
     from recroute.routers.registry import make_router, spec_label
     from recroute.serve.bundle import RoutingBundle
@@ -102,6 +105,8 @@ def route_command(
 
     Each line: {"index", "line" (input line, text input), "id" (when the JSONL record has one), "llm",
     "score", "top_k": [{"llm", "score"}, ...]}. Blank input lines are skipped.
+
+    Example: echo "What is 2 + 2?" | recroute route --bundle mmlu-knn --k 2
     """
     from recroute.serve.bundle import RoutingBundle
 
@@ -229,7 +234,10 @@ def serve_command(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body (413 beyond)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
-    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs."""
+    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
+
+    Example: recroute serve --bundle mmlu-knn --port 8000
+    """
     from recroute.serve.bundle import RoutingBundle
 
     with user_errors():
