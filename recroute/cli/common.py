@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -32,6 +31,9 @@ from recroute.errors import DataError, RecrouteError
 console = Console()
 err_console = Console(stderr=True)
 STDOUT = "-"
+# the click exception classes typer uses (recent typer versions vendor their own copy of click)
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_NO_ARGS_IS_HELP = getattr(sys.modules[typer.BadParameter.__module__], "NoArgsIsHelpError", None)
 
 
 def print_error(message: str) -> None:
@@ -63,14 +65,14 @@ class OneLineErrors(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()  # `recroute` or `recroute data` alone: the help, as click prints it
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
+        except _CLICK_EXCEPTION as exc:
+            if _NO_ARGS_IS_HELP is not None and isinstance(exc, _NO_ARGS_IS_HELP):
+                exc.show()  # `recroute` or `recroute data` alone: the help, as click prints it
+                sys.exit(exc.exit_code)
             where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
             print_error(exc.format_message() + where)
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:
             err_console.print("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)

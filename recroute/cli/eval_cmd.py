@@ -15,8 +15,8 @@ from recroute.errors import DataError
 BASELINE_ROUTERS = "random,best_single,oracle,r_o:p=0.5,knn,linear,mlp,cluster,mlc"
 # the main job: the baselines beside recroute's own routers; MLPR with fewer epochs and a 3-seed
 # bagged two-tower so that the whole run fits in about 5 minutes on 2 cores (see docs/cli.md)
-MAIN_ROUTERS = ("random,best_single,oracle,r_o:p=0.5,knn,linear,mlp:epochs=__MLP_EPOCHS__,cluster,mlc,"
-                "als,two_tower,ensemble:members=two_tower,n_seeds=__N_SEEDS__")
+MAIN_ROUTERS = ("random,best_single,oracle,r_o:p=0.5,knn,linear,mlp:epochs=30,cluster,mlc,"
+                "als,two_tower,ensemble:members=two_tower,n_seeds=3")
 PRESETS = {"main": MAIN_ROUTERS, "baselines": BASELINE_ROUTERS}
 DEFAULT_ROUTERS = "main"
 ALWAYS = ("random", "oracle")
@@ -141,24 +141,23 @@ def story_table(df, title: str):
 
     wide = wide_table(df)
     ms = [int(c.split("_m")[1]) for c in wide.columns if c.startswith("v_b_m")]
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left",
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
                   caption="V_B: mu_o / best single LLM on the test split (higher is better); E_p: mean entropy of "
                           "the per-prompt selection (bits); s: fit + routing seconds over all groups",
                   caption_justify="left")
-    table.add_column("router", no_wrap=True)
+    table.add_column("router", overflow="fold", min_width=10)
     table.add_column("kind", no_wrap=True)
-    for m in ms:
-        table.add_column(f"V_B m={m}", justify="right", no_wrap=True)
-    for m in ms:
-        table.add_column(f"E_p m={m}", justify="right", no_wrap=True)
+    for metric in ("V_B", "E_p"):
+        for m in ms:
+            table.add_column(f"{metric}\nm={m}", justify="right", no_wrap=True)
     table.add_column("s", justify="right", no_wrap=True)
     previous = None
     for row in wide.to_dict("records"):
         if previous is not None and row["kind"] != previous:
             table.add_section()
         previous = row["kind"]
-        table.add_row(row["router"], row["kind"], *(fmt(row[f"v_b_m{m}"]) for m in ms),
-                      *(fmt(row[f"e_p_m{m}"], 3) for m in ms), fmt(row["seconds"], 1))
+        table.add_row(row["router"], row["kind"], *(fmt(row[f"v_b_m{m}"], 3) for m in ms),
+                      *(fmt(row[f"e_p_m{m}"], 2) for m in ms), fmt(row["seconds"], 0))
     return table
 
 
@@ -168,22 +167,19 @@ def summary_lines(df) -> list[str]:
 
     lines = []
     for row in headline(df).to_dict("records"):
-        bounds = f"bounds: best single LLM 1.000, oracle {row['oracle_v_b']:.3f}"
-        if row["router"] is None and row["baseline"] is None:
+        sides = [f"{row[k]} ({label}) V_B {row[f'{p}_v_b']:.3f}, E_p {row[f'{p}_e_p']:.2f}"
+                 for k, p, label in (("router", "router", "recroute"), ("baseline", "baseline", "RouterEval baseline"))
+                 if row[k] is not None]
+        if not sides:
             continue
-        if row["router"] is None or row["baseline"] is None:
-            name, kind = (row["baseline"], "baseline") if row["router"] is None else (row["router"], "router")
-            lines.append(f"m={row['m']}: best {kind} {name}: V_B {row[f'{kind}_v_b']:.3f}, "
-                         f"E_p {row[f'{kind}_e_p']:.2f} bits; {bounds}.")
-            continue
-        verb = "beats" if row["delta_v_b"] > 0 else "trails" if row["delta_v_b"] < 0 else "ties"
-        share = f" ({row['headroom']:.0%} of the way from the best single LLM to the oracle)" \
-            if row["headroom"] == row["headroom"] and row["delta_v_b"] > 0 else ""
-        lines.append(
-            f"m={row['m']}: recroute's best, {row['router']} (V_B {row['router_v_b']:.3f}, E_p {row['router_e_p']:.2f}), "
-            f"{verb} the best RouterEval baseline, {row['baseline']} (V_B {row['baseline_v_b']:.3f}, "
-            f"E_p {row['baseline_e_p']:.2f}), by {row['delta_v_b']:+.3f} V_B{share}; {bounds}."
-        )
+        text = f"m={row['m']}: " + " vs ".join(sides)
+        if len(sides) == 2:
+            text += f": {row['delta_v_b']:+.3f} V_B"
+        if row["headroom"] > 0:
+            text += f", {row['headroom']:.0%} of the way from the best single LLM to the oracle"
+        lines.append(text + f" (oracle {row['oracle_v_b']:.3f}).")
+    if lines:
+        lines.insert(0, "[bold]Summary[/] (best by V_B at each m; V_B 1.000 = always choosing the best LLM of the pool on the test split):")
     return lines
 
 

@@ -80,8 +80,9 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``setting, m, router, router_v_b, router_e_p, baseline, baseline_v_b, baseline_e_p,
     delta_v_b`` (router - baseline), ``best_single_v_b, oracle_v_b`` and ``headroom`` = the share of the
-    gap from the best single LLM (V_B 1) to the oracle that the better of the two closes
-    ((V_B - 1) / (oracle V_B - 1); NaN without an oracle row). A side with no router is None/NaN.
+    gap from the best single LLM (V_B 1) to the oracle that the best recroute router closes
+    ((V_B - 1) / (oracle V_B - 1); negative below the best single LLM; NaN without an oracle row or a
+    recroute router). A side with no router is None/NaN.
     """
     means = _means(df).copy()
     means["kind"] = means["router"].map(router_kind)
@@ -104,8 +105,7 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
         row["delta_v_b"] = row["router_v_b"] - row["baseline_v_b"]
         row["best_single_v_b"] = single
         row["oracle_v_b"] = oracle
-        best = max((v for v in (row["router_v_b"], row["baseline_v_b"]) if not math.isnan(v)), default=math.nan)
         gap = oracle - 1.0
-        row["headroom"] = (best - 1.0) / gap if gap > 0 and not math.isnan(best) else math.nan
+        row["headroom"] = (row["router_v_b"] - 1.0) / gap if gap > 0 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
