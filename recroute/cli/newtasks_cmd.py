@@ -37,6 +37,8 @@ def new_tasks_command(
     from recroute.cli.eval_cmd import split_router_list
     from recroute.coldstart.new_tasks import compare, leave_one_task_out
     from recroute.data.catalog import load_dataset
+    from recroute.eval import report
+
     with user_errors():
         check_outputs(json=json_path, csv=csv_path)
         specs = split_router_list(routers)
