@@ -173,6 +173,8 @@ def open_dataset(source: str, source_format: str = "auto", prompts: Optional[Pat
         raise DataError(f"unknown input format {source_format!r}; expected {', '.join(INPUT_FORMATS)}")
     path = Path(source)
     fmt = source_format
+    if not path.exists() and path.suffix.lower() in (".csv", ".parquet", ".pkl"):
+        raise DataError(f"{source}: no such file")
     if fmt == "auto":
         if source.endswith(".pkl"):
             fmt = "routereval"
@@ -181,7 +183,7 @@ def open_dataset(source: str, source_format: str = "auto", prompts: Optional[Pat
         else:
             fmt = "folder"
     if fmt != "folder" and not path.exists():
-        raise DataError(f"{source}: no such file")
+        raise DataError(f"{source}: no such file")  # e.g. --from long with no file there
     if fmt == "routereval":
         return RoutingDataset.from_routereval(path)
     if fmt == "long":
