@@ -1,8 +1,8 @@
 """How long each command's `--help` example takes on this machine (for README's "Commands" table).
 
-Each example (the ``Example:`` line of the command's help) runs in a subprocess inside one temporary
-folder, in the order a newcomer meets them (``fit`` before ``route``, which uses its bundle), with
-``--quiet`` where the command has it. Recorded per command: wall seconds and the child's CPU seconds
+Each example (the ``Example:`` line of the command's help) runs as written, in a subprocess inside one
+temporary folder, in the order a newcomer meets them (``fit`` before ``route``, which uses its bundle).
+Recorded per command: wall seconds and the child's CPU seconds
 (user + system); these machines are shared, so the CPU seconds are the better guide to an idle
 machine, and the load average is recorded before and after. ``serve`` runs until stopped: skipped.
 
