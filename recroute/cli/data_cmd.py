@@ -9,7 +9,8 @@ import typer
 
 from recroute.cli.common import open_dataset, output_console, table_from_rows, user_errors, write_json
 
-data_app = typer.Typer(help="Inspect and convert evaluation-result datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and convert evaluation-result datasets.\n\nExample: recroute data info mmlu_pro",
+                       no_args_is_help=True)
 
 FORMATS = ("folder", "parquet", "csv", "wide-parquet", "wide-csv", "routereval")
 
