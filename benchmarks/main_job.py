@@ -53,7 +53,7 @@ def timed_parts(routers: str, dataset: str, settings: tuple[str, ...]) -> list[d
     from recroute.eval.protocol import build_settings, dataset_benchmark, evaluate_router_dataset
 
     data = load_dataset(dataset)
-    parts.append({"part": "import recroute + load the bundled data", **clock.read()})
+    parts.append({"part": "load the bundled data (recroute already imported)", **clock.read()})
     clock = Clock()
     rd = build_router_dataset(data, build_settings(settings), seed=42, prompt_order="sorted",
                               embeddings=data.embeddings)

@@ -14,8 +14,8 @@ from recroute.errors import DataError
 # RouterEval's baselines, with RouterEval's settings (the previous default: `--routers baselines`)
 BASELINE_ROUTERS = "random,best_single,oracle,r_o:p=0.5,knn,linear,mlp,cluster,mlc"
 # the main job: the baselines beside recroute's own routers. MLPR with 30 epochs instead of RouterEval's
-# 100 keeps the whole run near 2.5 CPU-minutes on 2 cores (MLPR alone: 108 CPU-s at 100 epochs, 35 at 30,
-# with as high a V_B on MMLU-Pro; benchmarks/results/main_job.json); --routers baselines keeps 100.
+# 100 keeps the whole run near 2.5 CPU-minutes on 2 cores (MLPR alone: 115 CPU-s at 100 epochs, 34 at 30,
+# with as high a V_B on MMLU-Pro; benchmarks/results/main_job*.json); --routers baselines keeps 100.
 MAIN_ROUTERS = ("random,best_single,oracle,r_o:p=0.5,knn,linear,mlp:epochs=30,cluster,mlc,"
                 "als,two_tower,ensemble:members=two_tower")
 PRESETS = {"main": MAIN_ROUTERS, "baselines": BASELINE_ROUTERS}
