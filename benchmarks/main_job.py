@@ -12,6 +12,7 @@ With ``--cli`` the command itself also runs end to end in a subprocess (wall, an
     python benchmarks/main_job.py                       # the main job's routers (preset main), in parts
     python benchmarks/main_job.py --routers baselines   # RouterEval's baselines, official settings
     python benchmarks/main_job.py --cli                 # and the command end to end
+    python benchmarks/main_job.py --cli-only --backend process --out benchmarks/results/main_job_process.json
 
 Writes benchmarks/results/main_job.json (or --out).
 """
@@ -70,19 +71,21 @@ def timed_parts(routers: str, dataset: str, settings: tuple[str, ...]) -> list[d
     return parts
 
 
-def end_to_end(dataset: str, routers: str | None) -> dict:
-    """The command itself in a subprocess: wall seconds and the child's CPU seconds."""
+def end_to_end(dataset: str, routers: str | None, backend: str = "serial") -> dict:
+    """The command itself in a subprocess: wall seconds and the child's CPU seconds (its workers' too)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "recroute", "eval", "--dataset", dataset, "--quiet",
-                   "--json", str(Path(tmp) / "rows.json"), *(["--routers", routers] if routers else [])]
+                   "--json", str(Path(tmp) / "rows.json"), *(["--routers", routers] if routers else []),
+                   *(["--backend", backend] if backend != "serial" else [])]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         wall = time.perf_counter() - start
         n_rows = len(json.loads((Path(tmp) / "rows.json").read_text()))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"command": " ".join(["recroute", *command[3:]]), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+    shown = [c if not c.endswith("rows.json") else "rows.json" for c in command[3:]]
+    return {"command": " ".join(["recroute", *shown]), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "rows": n_rows}
 
 
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--routers", default="main", help="router specs or a preset (main, baselines)")
     parser.add_argument("--setting", default="all")
     parser.add_argument("--cli", action="store_true", help="also run the command end to end in a subprocess")
+    parser.add_argument("--cli-only", action="store_true", help="only the command end to end (no parts)")
+    parser.add_argument("--backend", default="serial", help="--backend of the end-to-end command")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "main_job.json")
     args = parser.parse_args()
 
@@ -100,10 +105,11 @@ def main() -> None:
     from recroute.eval.protocol import check_settings
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    parts = timed_parts(args.routers, args.dataset, check_settings(args.setting))
+    parts = [] if args.cli_only else timed_parts(args.routers, args.dataset, check_settings(args.setting))
     total = {"wall_s": round(sum(p["wall_s"] for p in parts), 1), "cpu_s": round(sum(p["cpu_s"] for p in parts), 1)}
     print(f"parts total: {total}", flush=True)
-    cli = end_to_end(args.dataset, None if args.routers == "main" else args.routers) if args.cli else None
+    routers = None if args.routers == "main" else args.routers
+    cli = end_to_end(args.dataset, routers, args.backend) if args.cli or args.cli_only else None
     if cli:
         print(f"end to end: {cli}", flush=True)
     payload = {
