@@ -37,7 +37,7 @@ _NO_ARGS_IS_HELP = getattr(sys.modules[typer.BadParameter.__module__], "NoArgsIs
 
 
 def print_error(message: str) -> None:
-    """One ``error: message`` line on stderr (rich may wrap it at the terminal width, never a traceback)."""
+    """One ``error: message`` line on stderr (soft-wrapped: rich inserts no line breaks; never a traceback)."""
     err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
