@@ -68,11 +68,32 @@ def test_eval_on_a_dataset_folder_writes_tidy_json(tmp_path):
 
 def test_eval_prints_a_table(tmp_path):
     folder = small_folder(tmp_path, n_llms=8)
-    result = runner.invoke(app, ["eval", "-d", str(folder), "--routers", "best_single", "--setting", "all"])
+    result = runner.invoke(app, ["eval", "-d", str(folder), "--routers", "best_single", "--setting", "all", "--long"])
     assert result.exit_code == 0, result.output
     for word in ("mu_o", "V_R", "V_B", "E_p", "oracle", "random", "best_single"):
         assert word in result.output
     assert "no candidate pool large enough for setting(s) hard" in result.output  # 8 LLMs < 10
+
+
+def test_eval_default_view_is_one_row_per_router_and_a_summary(tmp_path):
+    folder = small_folder(tmp_path, n_llms=8)
+    result = runner.invoke(app, ["eval", "-d", str(folder), "--routers", "best_single,knn,als", "--setting", "easy"],
+                           env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for word in ("kind", "V_B", "m=3", "m=5", "E_p", "baseline", "recroute", "bound"):
+        assert word in result.output
+    assert "V_R" not in result.output and "AUC" not in result.output  # the compact view; --long has them
+    text = " ".join(result.output.split())
+    assert "Summary" in text and text.count("als (recroute) V_B") == 2 and text.count("knn (RouterEval baseline)") == 2
+
+
+def test_router_presets():
+    from recroute.cli.eval_cmd import BASELINE_ROUTERS, MAIN_ROUTERS
+
+    assert split_router_list("baselines") == split_router_list(BASELINE_ROUTERS)
+    main = split_router_list("main")
+    assert main == split_router_list(MAIN_ROUTERS) and {"knn", "cluster", "als", "two_tower"} <= set(main)
+    assert set(split_router_list(BASELINE_ROUTERS)) - {"mlp"} <= set(main)
 
 
 def test_eval_on_a_routereval_pickle(tmp_path):

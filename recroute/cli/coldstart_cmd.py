@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from recroute.cli.common import console, user_errors
+from recroute.cli.common import check_outputs, output_console, user_errors, write_csv, write_json
 from recroute.errors import DataError
 
 DEFAULT_ROUTERS = "knn,als,two_tower"
@@ -33,21 +33,23 @@ def coldstart_command(
     pool_size: int = typer.Option(5, "--pool-size", help="LLMs in each routing pool (the new one + the closest base LLMs)."),
     features: str = typer.Option("auto", "--features", help="Prompt features: auto | text | responses."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and the random probe draws."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows (router, strategy, k, mae, auc, log_loss, mu_o_ratio, ...) as JSON."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV."),
-    per_llm_csv: Optional[Path] = typer.Option(None, "--per-llm-csv", help="Write one row per held-out LLM, router, strategy and k."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows (router, strategy, k, mae, auc, log_loss, mu_o_ratio, ...) as JSON (- = stdout)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV (- = stdout)."),
+    per_llm_csv: Optional[Path] = typer.Option(None, "--per-llm-csv", help="Write one row per held-out LLM, router, strategy and k (- = stdout)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the MAE-vs-k curves here (PNG)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write files."),
 ) -> None:
     """New-LLM cold start: each held-out LLM is placed into routers trained without it from k probe
     results; reports the error of its estimated mean result (MAE), per-prompt AUC and log-loss, and
-    mu_o against a router that saw it fully. plain_mean (k random probes) is always included."""
+    mu_o against a router that saw it fully. plain_mean (k random probes) is always included.
+
+    Example: recroute coldstart --dataset mmlu_pro --routers knn --strategies random --k 0,10 --max-folds 1
+    """
     from recroute.cli.eval_cmd import split_router_list
     from recroute.coldstart import experiment
     from recroute.data.catalog import load_dataset
-    from recroute.eval import report
-
     with user_errors():
+        check_outputs(json=json_path, csv=csv_path, per_llm_csv=per_llm_csv)
         specs = split_router_list(routers)
         strategy_list = [s.strip() for s in strategies.split(",") if s.strip()]
         ks = _parse_ks(k)
@@ -63,15 +65,16 @@ def coldstart_command(
         )
         elapsed = time.perf_counter() - start
         if json_path:
-            report.write_json(result.records(), json_path)
+            write_json(json_path, result.records())
         if csv_path:
-            report.write_csv(result.rows, csv_path)
+            write_csv(csv_path, result.rows)
         if per_llm_csv:
-            report.write_csv(result.per_llm, per_llm_csv)
+            write_csv(per_llm_csv, result.per_llm)
         if plot:
             experiment.plot_coldstart(result.rows, plot, title=f"{data.name or dataset}: new-LLM cold start")
     if quiet:
         return
+    console = output_console(json_path, csv_path, per_llm_csv)
     console.print(_table(result.rows, f"New-LLM cold start on {data.name or dataset}"))
     console.print(f"[dim]{len(result.rows)} rows, {int(result.rows['n_llms'].max())} held-out LLMs, {elapsed:.1f} s[/]")
 

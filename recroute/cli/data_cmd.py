@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
-from recroute.cli.common import console, table_from_rows, user_errors, write_json
+from recroute.cli.common import open_dataset, output_console, table_from_rows, user_errors, write_json
 
-data_app = typer.Typer(help="Inspect and convert evaluation-result datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and convert evaluation-result datasets.\n\nExample: recroute data info mmlu_pro",
+                       no_args_is_help=True)
 
 FORMATS = ("folder", "parquet", "csv", "wide-parquet", "wide-csv", "routereval")
 
@@ -47,21 +48,34 @@ def dataset_info(data) -> dict:
 
 @data_app.command("info")
 def info(
-    dataset: str = typer.Argument(..., help="A bundled name (mmlu_pro), a dataset folder or a RouterEval .pkl."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    dataset: str = typer.Argument(
+        ..., help="A bundled name (mmlu_pro), a dataset folder, a long or wide .parquet/.csv file or a RouterEval .pkl."
+    ),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file (- = stdout)."),
     top: int = typer.Option(15, help="How many LLMs to list in the table (all go to --json)."),
+    source_format: str = typer.Option(
+        "auto", "--from", help="Input format: auto, folder, long, wide, routereval (auto guesses from the path)."
+    ),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt table for a long input file."),
+    llms: Optional[Path] = typer.Option(None, help="LLM table for a long input file."),
+    duplicates: str = typer.Option("error", help="Repeated (prompt, LLM) pairs: error, mean, max, min, first, last."),
+    rescale: bool = typer.Option(False, help="Min-max scores outside [0, 1] into [0, 1] instead of refusing them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json."),
 ) -> None:
-    """Shape, density, score type, per-benchmark and per-LLM accuracy, oracle and best single LLM."""
-    from recroute.data.catalog import load_dataset
+    """Shape, density, score type, per-benchmark and per-LLM accuracy, oracle and best single LLM.
 
+    Reads the same inputs as `recroute data convert`.
+
+    Example: recroute data info mmlu_pro --top 5
+    """
     with user_errors():
-        data = load_dataset(dataset)
+        data = open_dataset(dataset, source_format, prompts, llms, duplicates, rescale)
         report = dataset_info(data)
-    if json_path:
-        write_json(json_path, report)
+        if json_path:
+            write_json(json_path, report)
     if quiet:
         return
+    console = output_console(json_path)
     console.print(
         f"[bold]{report['name']}[/]: {report['n_prompts']:,} prompts × {report['n_llms']:,} LLMs, "
         f"{report['n_observed']:,} observed cells (density {report['density']:.4f}), {report['score_type']} scores, "
@@ -94,7 +108,9 @@ def info(
 
 @data_app.command("convert")
 def convert(
-    source: str = typer.Argument(..., help="Input: bundled name, dataset folder, long .parquet/.csv, or RouterEval .pkl."),
+    source: str = typer.Argument(
+        ..., help="Input: bundled name, dataset folder, long or wide .parquet/.csv, or RouterEval .pkl."
+    ),
     out: Path = typer.Argument(..., help="Output path (a folder for 'folder', a file otherwise)."),
     to: str = typer.Option("folder", "--to", help=f"Output format: {', '.join(FORMATS)}."),
     source_format: str = typer.Option(
@@ -106,39 +122,15 @@ def convert(
     rescale: bool = typer.Option(False, help="Min-max scores outside [0, 1] into [0, 1] instead of refusing them."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Convert between long Parquet/CSV, wide matrices, dataset folders and RouterEval pickles."""
+    """Convert between long Parquet/CSV, wide matrices, dataset folders and RouterEval pickles.
+
+    Example: recroute data convert mmlu_pro mmlu_pro.parquet --to parquet
+    """
     with user_errors():
-        data = _read_any(source, source_format, prompts, llms, duplicates, rescale)
+        data = open_dataset(source, source_format, prompts, llms, duplicates, rescale)
         written = write_dataset(data, out, to)
     if not quiet:
-        console.print(f"wrote {data!r} as {to} to {written}")
-
-
-def _read_any(source: str, source_format: str, prompts, llms, duplicates: str, rescale: bool):
-    from recroute.data.catalog import load_dataset
-    from recroute.data.dataset import RoutingDataset
-    from recroute.errors import DataError
-
-    path = Path(source)
-    fmt = source_format
-    if fmt == "auto":
-        if source.endswith(".pkl"):
-            fmt = "routereval"
-        elif path.is_file():
-            fmt = "long"
-        else:
-            fmt = "folder"
-    if fmt == "routereval":
-        return RoutingDataset.from_routereval(path)
-    if fmt == "long":
-        return RoutingDataset.from_long(path, prompts=prompts, llms=llms, duplicates=duplicates, rescale=rescale, name=path.stem)
-    if fmt == "wide":
-        from recroute.data.io import read_wide
-
-        return RoutingDataset.from_wide(read_wide(path), rescale=rescale, name=path.stem)
-    if fmt == "folder":
-        return load_dataset(source)
-    raise DataError(f"unknown input format {source_format!r}; expected auto, folder, long, wide or routereval")
+        output_console().print(f"wrote {data!r} as {to} to {written}")
 
 
 def write_dataset(data, out: Path, to: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from recroute.cli.common import console, user_errors
+from recroute.cli.common import check_outputs, output_console, user_errors, write_csv, write_json
 from recroute.errors import DataError
 
 DEFAULT_ROUTERS = "knn,bpr,two_tower"
@@ -31,19 +31,21 @@ def debias_command(
     calibration: str = typer.Option("isotonic", "--calibration", help="Per-LLM calibration map: isotonic | platt."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | tfidf) instead of stored embeddings."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file (- = stdout)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file (- = stdout)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto figure (mu_o vs selection entropy) here (PNG)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write files."),
 ) -> None:
     """Sweep each remedy's strength (IPW, logit adjustment, calibration, capacity) for routers under
-    RouterEval's protocol and report mu_o against the aggregate selection entropy, E_p and long-tail mu_o."""
+    RouterEval's protocol and report mu_o against the aggregate selection entropy, E_p and long-tail mu_o.
+
+    Example: recroute debias --dataset mmlu_pro --routers knn --remedies logit_adjust:0.5,1 --setting easy
+    """
     from recroute.cli.eval_cmd import split_router_list
     from recroute.data.catalog import load_dataset
     from recroute.debias import study
-    from recroute.eval import report
-
     with user_errors():
+        check_outputs(json=json_path, csv=csv_path)
         specs = split_router_list(routers)
         grids = study.parse_remedies(remedies)
         options = study.StudyOptions(prior=prior, calibration=calibration).check()
@@ -54,13 +56,14 @@ def debias_command(
         df = study.study_dataset(data, specs, grids, setting, encoder=encoder, seed=seed, options=options, quiet=quiet)
         elapsed = time.perf_counter() - start
         if json_path:
-            report.write_json(study.records(df), json_path)
+            write_json(json_path, study.records(df))
         if csv_path:
-            report.write_csv(df, csv_path)
+            write_csv(csv_path, df)
         if plot:
             study.plot_pareto(df, plot, title=f"{data.name or dataset}: mu_o vs selection entropy")
     if quiet:
         return
+    console = output_console(json_path, csv_path)
     console.print(_table(df, f"Debiasing study on {data.name or dataset} (group means)"))
     console.print(_goal_table(study.goal_summary(df, select_on="val")))
     console.print(f"[dim]{len(df)} rows in {elapsed:.1f} s[/]")

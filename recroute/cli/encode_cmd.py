@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from recroute.cli.common import output_console, user_errors, write_json
 
 
 def register(app: typer.Typer) -> None:
@@ -27,12 +28,14 @@ def encode(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Embedding cache root (default $RECROUTE_CACHE or ~/.cache/recroute/embeddings)."
     ),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON rows."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the summary as JSON rows (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Encode the prompt texts of a dataset (cached: a text already encoded is not encoded again).
 
     A TF-IDF encoder is fitted on the dataset's texts and saved beside the output as <out>.encoder/.
+
+    Example: recroute encode mmlu_pro --encoder tfidf --out mmlu_pro-tfidf.npy
     """
     import numpy as np
 
@@ -40,10 +43,9 @@ def encode(
     from recroute.encoders.base import canonical_name, get_encoder
     from recroute.encoders.cache import encode_cached_with_stats, save_embeddings
     from recroute.encoders.embed import dataset_texts
-    from recroute.errors import RecrouteError
 
     started = time.perf_counter()
-    try:
+    with user_errors():
         data = load_dataset(dataset)
         texts = dataset_texts(data)
         kind = canonical_name(encoder)
@@ -62,11 +64,6 @@ def encode(
         if not np.isfinite(X).all():
             raise ValueError("encoding produced NaN or inf values")
         save_embeddings(out, X)
-    except (RecrouteError, ValueError, OSError, ImportError) as exc:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
 
     seconds = time.perf_counter() - started
     row = {
@@ -86,11 +83,10 @@ def encode(
         "encoder_saved_to": str(encoder_dir) if encoder_dir else None,
     }
     if json_file is not None:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps([row], indent=2))
+        with user_errors():
+            write_json(json_file, [row])
     if quiet:
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"recroute encode {label}", show_header=False, title_justify="left")
@@ -106,4 +102,4 @@ def encode(
     if encoder_dir:
         table.add_row("encoder saved", str(encoder_dir))
     table.add_row("total time", f"{seconds:.1f}s")
-    Console().print(table)
+    output_console(json_file).print(table)

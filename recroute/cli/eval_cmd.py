@@ -8,10 +8,18 @@ from typing import Optional
 
 import typer
 
-from recroute.cli.common import console, user_errors
+from recroute.cli.common import check_outputs, output_console, user_errors, write_csv, write_json
 from recroute.errors import DataError
 
-DEFAULT_ROUTERS = "random,best_single,oracle,r_o:p=0.5,knn,linear,mlp,cluster,mlc"
+# RouterEval's baselines, with RouterEval's settings (the previous default: `--routers baselines`)
+BASELINE_ROUTERS = "random,best_single,oracle,r_o:p=0.5,knn,linear,mlp,cluster,mlc"
+# the main job: the baselines beside recroute's own routers. MLPR with 30 epochs instead of RouterEval's
+# 100 keeps the whole run near 2.5 CPU-minutes on 2 cores (MLPR alone: 115 CPU-s at 100 epochs, 34 at 30,
+# with as high a V_B on MMLU-Pro; benchmarks/results/main_job*.json); --routers baselines keeps 100.
+MAIN_ROUTERS = ("random,best_single,oracle,r_o:p=0.5,knn,linear,mlp:epochs=30,cluster,mlc,"
+                "als,two_tower,ensemble:members=two_tower")
+PRESETS = {"main": MAIN_ROUTERS, "baselines": BASELINE_ROUTERS}
+DEFAULT_ROUTERS = "main"
 ALWAYS = ("random", "oracle")
 
 
@@ -24,10 +32,14 @@ def split_router_list(text: str) -> list[str]:
     """``"random,r_o:p=0.5,seed=1,knn"`` -> ["random", "r_o:p=0.5,seed=1", "knn"].
 
     A comma-separated piece holding ``=`` but no ``:`` continues the previous router's parameters.
+    A piece naming a preset (``main``, ``baselines``; see PRESETS) stands for its router list.
     """
     specs: list[str] = []
     for piece in (p.strip() for p in text.split(",")):
         if not piece:
+            continue
+        if piece in PRESETS:
+            specs += split_router_list(PRESETS[piece])
             continue
         if "=" in piece and ":" not in piece and specs and ":" in specs[-1]:
             specs[-1] += "," + piece
@@ -54,7 +66,11 @@ def eval_command(
     benchmark: Optional[str] = typer.Option(
         None, "--benchmark", help="Benchmark name for V_R's reference score (mmlu_pro, gsm8k, ...)."
     ),
-    routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated specs, e.g. knn,r_o:p=0.5."),
+    routers: str = typer.Option(
+        DEFAULT_ROUTERS, "--routers", "-r",
+        help="Comma-separated specs, e.g. knn,r_o:p=0.5; presets: main (RouterEval's baselines beside recroute's "
+             "routers) and baselines (RouterEval's baselines with their official settings).",
+    ),
     setting: str = typer.Option("all", "--setting", "-s", help="easy (m = 3, 5), hard (m = 10, 100, 1000) or all."),
     encoder: Optional[str] = typer.Option(
         None, "--encoder", "-e", help="Re-encode the prompts (minilm | tfidf) instead of stored embeddings."
@@ -62,19 +78,28 @@ def eval_command(
     monte_carlo: int = typer.Option(
         0, "--monte-carlo", help="Estimate oracle/r_o/random by RouterEval's Monte Carlo with this many runs (0: exact)."
     ),
+    long: bool = typer.Option(False, "--long", help="Show mu_o, V_R, V_B, E_p and AUC per router and m."),
     groups: bool = typer.Option(False, "--groups", help="Show every candidate group, not only the group means."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
     backend: str = typer.Option(
         "serial", "--backend", help="Where the router × group grid runs: serial | process (local spawn pool) | ray."
     ),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file (- = stdout)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json/--csv."),
 ) -> None:
-    """Evaluate routers exactly as RouterEval does: mu_o, V_R, V_B, E_p per candidate group and m."""
+    """Evaluate routers exactly as RouterEval does: mu_o, V_R, V_B, E_p per candidate group and m.
+
+    By default (--routers main) RouterEval's baselines run beside recroute's own routers (ALS, the
+    two-tower router and its bagged ensemble), with the oracle and the best single LLM as bounds; a short
+    summary follows the table. --routers baselines runs RouterEval's baselines with their official settings.
+
+    Example: recroute eval --dataset mmlu_pro --routers knn,als,two_tower --setting easy
+    """
     from recroute.eval import report
 
     with user_errors():
+        check_outputs(json=json_path, csv=csv_path)
         specs = with_references(split_router_list(routers))
         if (dataset is None) == (routereval is None):
             raise DataError("give exactly one of --dataset NAME|PATH and --routereval FILE.pkl")
@@ -88,16 +113,79 @@ def eval_command(
                               backend)
         elapsed = time.perf_counter() - start
         if json_path:
-            report.write_json(report.eval_records(df), json_path)
+            write_json(json_path, report.eval_records(df))
         if csv_path:
-            report.write_csv(df[list(report.ROW_KEYS)], csv_path)
+            write_csv(csv_path, df[list(report.ROW_KEYS)])
     if quiet:
         return
-    console.print(report.eval_table(df, groups=groups, title=f"RouterEval protocol on {label}"))
+    out = output_console(json_path, csv_path)
+    if long or groups:
+        out.print(report.eval_table(df, groups=groups, title=f"RouterEval protocol on {label}"))
+    else:
+        out.print(story_table(df, f"RouterEval protocol on {label}: group means over all_strong, all_weak, "
+                                  "strong_to_weak"))
+    for line in summary_lines(df):
+        out.print(line, highlight=False)
+    if "main" in (p.strip() for p in routers.split(",")):
+        out.print("[dim]note: the main run trains MLPR for 30 epochs (RouterEval: 100) to stay within about "
+                  "5 minutes on 2 cores; --routers baselines runs RouterEval's baselines with their official "
+                  "settings.[/]")
     missing = sorted(set(_requested_settings(setting)) - set(df["setting"]))
     if missing:
-        console.print(f"[yellow]note:[/] no candidate pool large enough for setting(s) {', '.join(missing)}")
-    console.print(f"[dim]{len(df)} rows in {elapsed:.1f} s[/]")
+        out.print(f"[yellow]note:[/] no candidate pool large enough for setting(s) {', '.join(missing)}")
+    out.print(f"[dim]{len(df)} rows in {elapsed:.1f} s[/]")
+
+
+def story_table(df, title: str):
+    """A rich Table, one row per router: its kind, V_B and E_p per m (group means) and the seconds spent."""
+    from rich import box
+    from rich.table import Table
+
+    from recroute.cli.common import fmt
+    from recroute.eval.summary import wide_table
+
+    wide = wide_table(df)
+    ms = [int(c.split("_m")[1]) for c in wide.columns if c.startswith("v_b_m")]
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                  caption="V_B: mu_o / best single LLM on the test split (higher is better); E_p: mean entropy of "
+                          "the per-prompt selection (bits); s: fit + routing seconds over all groups",
+                  caption_justify="left")
+    table.add_column("router", overflow="fold", min_width=10)
+    table.add_column("kind", no_wrap=True)
+    for metric in ("V_B", "E_p"):
+        for m in ms:
+            table.add_column(f"{metric}\nm={m}", justify="right", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    previous = None
+    for row in wide.to_dict("records"):
+        if previous is not None and row["kind"] != previous:
+            table.add_section()
+        previous = row["kind"]
+        table.add_row(row["router"], row["kind"], *(fmt(row[f"v_b_m{m}"], 3) for m in ms),
+                      *(fmt(row[f"e_p_m{m}"], 2) for m in ms), fmt(row["seconds"], 0))
+    return table
+
+
+def summary_lines(df) -> list[str]:
+    """A few sentences: per m, the best recroute router's V_B and E_p against the best RouterEval baseline's."""
+    from recroute.eval.summary import headline
+
+    lines = []
+    for row in headline(df).to_dict("records"):
+        sides = [f"{row[k]} ({label}) V_B {row[f'{p}_v_b']:.3f}, E_p {row[f'{p}_e_p']:.2f}"
+                 for k, p, label in (("router", "router", "recroute"), ("baseline", "baseline", "RouterEval baseline"))
+                 if row[k] is not None]
+        if not sides:
+            continue
+        text = f"m={row['m']}: " + " vs ".join(sides)
+        if len(sides) == 2:
+            text += f": {row['delta_v_b']:+.3f} V_B"
+        if row["headroom"] > 0:
+            text += f", {row['headroom']:.0%} of the way from the best single LLM to the oracle"
+        lines.append(text + f" (oracle {row['oracle_v_b']:.3f}).")
+    if lines:
+        lines.insert(0, "[bold]Summary[/] (best by V_B at each m; V_B 1.000 = always choosing the best LLM of the pool on the test split):")
+    return lines
 
 
 def _requested_settings(setting: str) -> tuple[str, ...]:
@@ -146,11 +234,14 @@ def scaling_command(
     samples: int = typer.Option(100, "--samples", help="Candidate sets drawn per m."),
     seed: int = typer.Option(0, "--seed", help="Seed of the candidate-set draws."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode prompts (minilm | tfidf) for --router."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy curve rows as JSON."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy curve rows as CSV."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy curve rows as JSON (- = stdout)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy curve rows as CSV (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write files."),
 ) -> None:
-    """RouterEval's scaling curves: r_o(p) (p = 0, 0.1, ..., 1) and a router vs the number of candidates."""
+    """RouterEval's scaling curves: r_o(p) (p = 0, 0.1, ..., 1) and a router vs the number of candidates.
+
+    Example: recroute scaling --dataset mmlu_pro --router knn --max-m 10 --out scaling.png
+    """
     from recroute.data.catalog import load_dataset
     from recroute.eval import metrics, report
     from recroute.eval.protocol import dataset_benchmark
@@ -166,13 +257,14 @@ def scaling_command(
         report.plot_scaling(df, out, title=f"{data.name or dataset}: routing vs number of candidates",
                             reference=reference)
         if json_path:
-            report.write_json(report.records(df), json_path)
+            write_json(json_path, report.records(df))
         if csv_path:
-            report.write_csv(df, csv_path)
+            write_csv(csv_path, df)
     if quiet:
         return
-    console.print(_scaling_table(df))
-    console.print(f"figure written to {out}")
+    shown = output_console(json_path, csv_path)
+    shown.print(_scaling_table(df))
+    shown.print(f"figure written to {out}")
 
 
 def _scaling_table(df):

@@ -7,8 +7,12 @@ import warnings
 
 import typer
 
+from recroute.cli.common import OneLineErrors
+
 app = typer.Typer(
-    help="recroute: route each prompt to the best LLM, treating routing as a recommender problem.",
+    cls=OneLineErrors,
+    help="recroute: route each prompt to the best LLM, treating routing as a recommender problem.\n\n"
+         "Example: recroute eval --dataset mmlu_pro",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -37,7 +41,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 @app.callback()
 def _setup() -> None:
-    """recroute: route each prompt to the best LLM, treating routing as a recommender problem."""
+    """recroute: route each prompt to the best LLM, treating routing as a recommender problem.
+
+    Example: recroute eval --dataset mmlu_pro
+    """
     warnings.showwarning = _show_warning
 
 

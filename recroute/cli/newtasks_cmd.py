@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from recroute.cli.common import console, user_errors
+from recroute.cli.common import check_outputs, output_console, user_errors, write_csv, write_json
 from recroute.errors import DataError
 
 DEFAULT_ROUTERS = "best_single,knn,cluster,two_tower"
@@ -25,18 +25,22 @@ def new_tasks_command(
     encoder: str | None = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | tfidf) instead of stored embeddings."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
     per_task: bool = typer.Option(False, "--per-task", help="Also show every held-out task, not only the pooled row."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
-    csv_path: Path | None = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file (- = stdout)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json/--csv."),
 ) -> None:
     """Compare each router fitted on every task (in-distribution) with the router fitted without the
-    task of the test prompts (leave-one-task-out), on the same RouterEval test prompts."""
+    task of the test prompts (leave-one-task-out), on the same RouterEval test prompts.
+
+    Example: recroute new-tasks --dataset mmlu_pro --routers knn,cluster --tasks law,physics
+    """
     from recroute.cli.eval_cmd import split_router_list
     from recroute.coldstart.new_tasks import compare, leave_one_task_out
     from recroute.data.catalog import load_dataset
     from recroute.eval import report
 
     with user_errors():
+        check_outputs(json=json_path, csv=csv_path)
         specs = split_router_list(routers)
         ms = _int_list(m)
         held = [t.strip() for t in tasks.split(",") if t.strip()] if tasks is not None else None
@@ -45,11 +49,12 @@ def new_tasks_command(
         df = leave_one_task_out(data, specs, ms, encoder=encoder, seed=seed, tasks=held, quiet=quiet)
         elapsed = time.perf_counter() - start
         if json_path:
-            report.write_json(report.records(df), json_path)
+            write_json(json_path, report.records(df))
         if csv_path:
-            report.write_csv(df, csv_path)
+            write_csv(csv_path, df)
     if quiet:
         return
+    console = output_console(json_path, csv_path)
     summary = compare(df)
     name = data.name or dataset
     console.print(_table(summary[summary["task"] == "all"], f"New tasks on {name}: in-distribution vs "

@@ -34,15 +34,15 @@ def fit_command(
         help="minilm | tfidf: encode the prompt texts (default: the dataset's MiniLM embeddings, else minilm).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     logs: Optional[Path] = typer.Option(None, "--logs", help="Learn from a decision log instead (see docs/feedback.md)."),
     method: str = typer.Option("dr", "--method", help="With --logs: dr (doubly-robust completion), ips or naive."),
     reward_router: str = typer.Option("linear", "--reward-router", help="With --logs: the DR reward model's spec."),
 ) -> None:
-    """Train a router on the whole dataset (or on a decision log) and save it with its encoder as a routing bundle.
+    """Train a router on the whole dataset (or on a decision log, --logs) and save it with its encoder as a routing bundle.
 
-    Example: recroute fit --dataset mmlu_pro --router knn --out bundle/  (from a log: add --logs logs.jsonl)
+    Example: recroute fit --dataset mmlu_pro --router knn --out mmlu-knn
     """
     from recroute.data.catalog import load_dataset
     from recroute.routers.registry import make_router, spec_label
@@ -143,7 +143,7 @@ def route_command(
     Each line: {"index", "line" (input line, text input), "id" (when the JSONL record has one), "llm",
     "score", "top_k": [{"llm", "score"}, ...]} (+ "propensity" under --policy). Blank input lines are skipped.
 
-    Example: recroute route --bundle bundle/ --input prompts.txt --policy epsilon_greedy:epsilon=0.2 --log logs.jsonl
+    Example: echo "What is 2 + 2?" | recroute route --bundle mmlu-knn --k 2
     """
     from recroute.serve.bundle import RoutingBundle
 
@@ -308,7 +308,7 @@ def serve_command(
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
 
-    Example: recroute serve --bundle bundle/ --port 8000 --policy epsilon_greedy:epsilon=0.2 --log logs.jsonl
+    Example: recroute serve --bundle mmlu-knn --port 8000
     """
     from recroute.serve.bundle import RoutingBundle
 

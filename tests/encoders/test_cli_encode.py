@@ -72,12 +72,12 @@ def test_encode_tfidf_saves_its_encoder(folder, tmp_path):
 
 def test_errors_are_one_clear_line(folder, tmp_path, shared_data):
     result = runner.invoke(app, ["encode", str(shared_data / "open_llm_leaderboard_v2"), "--out", str(tmp_path / "x.npy")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "without text" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.npy").exists()
     result = runner.invoke(app, ["encode", "no_such_dataset"])
-    assert result.exit_code == 1 and "no dataset 'no_such_dataset'" in result.output
+    assert result.exit_code == 2 and "no dataset 'no_such_dataset'" in result.output
     result = runner.invoke(app, ["encode", str(folder), "--encoder", "word2vec", "--out", str(tmp_path / "x.npy")])
-    assert result.exit_code == 1 and "unknown encoder" in result.output
+    assert result.exit_code == 2 and "unknown encoder" in result.output
     result = runner.invoke(app, ["encode", str(folder), "--out", str(tmp_path / "x.txt")])
-    assert result.exit_code == 1 and ".npy" in result.output
+    assert result.exit_code == 2 and ".npy" in result.output
