@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from recroute.coldstart import adaptive
-from recroute.coldstart.irt import fit_irt, gp_irt_weight, predict_results
+from recroute.coldstart.irt import IRTFit, fit_irt, gp_irt_weight, predict_results
 from recroute.errors import DataError
 from recroute.routers.registry import parse_router_spec
 
@@ -38,12 +38,16 @@ def parse_estimator(spec: str) -> tuple[str, dict]:
 class ProbeEstimator:
     """An estimator spec fitted on the existing LLMs' results Y (n_prompts, n_llms)."""
 
-    def __init__(self, spec: str, Y: np.ndarray) -> None:
+    def __init__(self, spec: str, Y: np.ndarray, irt: IRTFit | None = None) -> None:
+        """irt: a 2PL fit of Y with the empirical prior to reuse (fitted here when None or another prior)."""
         self.spec = spec
         self.name, self.params = parse_estimator(spec)
         Y = np.asarray(Y, dtype=np.float64)
         needs_irt = self.name != "llm_mixture" or float(self.params["irt_share"]) > 0
-        self.irt = fit_irt(Y, prior=self.params.get("prior", "empirical")) if needs_irt else None
+        prior = self.params.get("prior", "empirical")
+        if needs_irt and (irt is None or prior != "empirical"):
+            irt = fit_irt(Y, prior=prior)
+        self.irt = irt if needs_irt else None
         if self.name == "llm_mixture":
             self.support = adaptive.llm_support(Y, float(self.params["eps"]), self.irt, float(self.params["irt_share"]))
         if self.name == "gp_irt":
