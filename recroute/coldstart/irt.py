@@ -5,7 +5,7 @@ tinyBenchmarks' gp-IRT-style combination of that prediction with the probe mean.
 2PL: P(LLM l is right on prompt i) = sigmoid(a_i * theta_l + b_i), a_i the discrimination, b_i the
 easiness (difficulty = -b_i / a_i). :func:`fit_irt` fits it by MAP (priors theta ~ N(0, 1),
 a ~ N(1, prior_a_sd^2), b ~ N(0, prior_b_sd^2)) with alternating vectorised Newton steps (one 1-D
-step per LLM, one 2x2 step per prompt); unobserved cells (NaN) are skipped, continuous results in
+step per LLM, one 2x2 step per prompt, each change clipped to 0.5); unobserved cells (NaN) are skipped, continuous results in
 [0, 1] enter the Bernoulli likelihood as fractional outcomes.
 
 A new LLM's ability posterior lives on a fixed grid of theta values (:attr:`IRTFit.grid`) with the
@@ -24,6 +24,7 @@ import numpy as np
 from recroute.errors import DataError
 
 GRID = np.linspace(-4.0, 4.0, 81)
+_MAX_STEP = 0.5  # largest change of a parameter per Newton step
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -79,13 +80,15 @@ def fit_irt(
     for _ in range(int(n_iter)):
         P = sigmoid(a[:, None] * theta[None, :] + b[:, None])
         R, W = M * (Yz - P), M * P * (1 - P)
-        theta = theta + ((a[:, None] * R).sum(axis=0) - theta) / ((a[:, None] ** 2 * W).sum(axis=0) + 1.0)
+        step = ((a[:, None] * R).sum(axis=0) - theta) / ((a[:, None] ** 2 * W).sum(axis=0) + 1.0)
+        theta = theta + np.clip(step, -_MAX_STEP, _MAX_STEP)  # damped: full Newton steps can overshoot
         P = sigmoid(a[:, None] * theta[None, :] + b[:, None])
         R, W = M * (Yz - P), M * P * (1 - P)
         ga, gb = R @ theta - (a - 1.0) / va, R.sum(axis=1) - b / vb
         haa, hbb, hab = W @ theta**2 + 1.0 / va, W.sum(axis=1) + 1.0 / vb, W @ theta
         det = haa * hbb - hab**2
-        a, b = a + (hbb * ga - hab * gb) / det, b + (haa * gb - hab * ga) / det
+        a = a + np.clip((hbb * ga - hab * gb) / det, -_MAX_STEP, _MAX_STEP)
+        b = b + np.clip((haa * gb - hab * ga) / det, -_MAX_STEP, _MAX_STEP)
     grid = np.asarray(grid, dtype=np.float64)
     if prior == "normal":
         weights = np.exp(-0.5 * grid**2)

@@ -63,6 +63,17 @@ def test_fit_recovers_the_2pl_parameters(nan_share):
     assert np.abs(fitted - np.nanmean(Y, axis=0)).mean() < 0.02
 
 
+def test_fit_stays_finite_on_real_leaderboard_results(shared_data):
+    # OLLB v1 MMLU (102 items x 4,278 LLMs, many at chance level): undamped Newton steps diverged here
+    import pandas as pd
+
+    records = pd.read_parquet(shared_data / "open_llm_leaderboard_v1_mmlu" / "records.parquet")
+    Y = records.pivot_table(index="prompt_id", columns="llm", values="score").to_numpy(dtype=float)
+    fit = fit_irt(Y)
+    assert np.isfinite(fit.a).all() and np.abs(fit.theta).max() < 10 and np.abs(fit.a).max() < 50
+    assert np.abs(fit.curves(fit.theta).mean(0) - np.nanmean(Y, axis=0)).mean() < 0.05
+
+
 def test_fit_errors():
     with pytest.raises(DataError, match="in \\[0, 1\\]"):
         fit_irt(np.array([[0.0, 2.0], [1.0, 0.0]]))
