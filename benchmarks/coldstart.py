@@ -227,6 +227,8 @@ def main() -> None:
         doc.setdefault("machine", part.get("machine"))
     if args.render:
         path.write_text(json.dumps(doc, indent=1, default=float))
+        for name, entry in doc["results"].items():
+            plot_coldstart(pd.DataFrame(entry["rows"]), out / f"coldstart_{name}.png", title=f"{name}: new-LLM cold start")
         (out / "coldstart.md").write_text(HEADER + markdown(doc["results"]))
         return
     doc["machine"] = describe_machine()

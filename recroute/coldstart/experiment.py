@@ -104,7 +104,12 @@ def plot_coldstart(rows: pd.DataFrame, path=None, title: str = ""):
         ax.set_xlabel("probes k")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("MAE of the estimated mean result")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    handles = {}
+    for ax in axes:  # a router or estimator may be missing from some panels (no probe mean of adaptive probes)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    axes[-1].legend(list(handles.values()), list(handles), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                    borderaxespad=0)
     fig.suptitle(title or "New-LLM cold start", fontsize=10)
     fig.tight_layout()
     if path is not None:
