@@ -12,7 +12,11 @@ Protocol (:func:`run_coldstart`):
 3. For every strategy and k, each held-out LLM gets k probes among the train prompts (random and
    stratified draws differ per LLM, seeded; the other strategies choose the same prompts for all),
    and ``partial_fit_llms`` places all of them at once from their probe results (and metadata),
-   into the first two routers.
+   into the first two routers; each router-free estimator (``estimators``: llm_mixture, irt, gp_irt,
+   :mod:`.estimators`, fitted on every prompt × the base LLMs) predicts their results from the same
+   probes. An adaptive strategy runs once per fold to the largest k, answering from the held-out
+   LLMs' stored results; each smaller k is a prefix of that run. Adaptive probes get no probe-mean or
+   gp_irt rows (their plain mean is biased by the choice of prompts).
 4. Measures, per held-out LLM, on the prompts it was evaluated on:
    - ``mae``: |estimated - true| overall mean result, the estimate being the mean over all prompts
      of its probe result where probed and the first router's predicted P(correct) elsewhere;
