@@ -4,9 +4,20 @@ of a new LLM's results (:mod:`.estimators`: an LLM mixture, 2PL IRT in :mod:`.ir
 held-out-LLM experiment (:mod:`.experiment`), and routers facing prompts of tasks never seen in
 training (:mod:`.new_tasks`)."""
 
-from recroute.coldstart.adaptive import adaptive_probes, irt_support, llm_support, predict, probe_live
+from recroute.coldstart.adaptive import (
+           adaptive_probes,
+           irt_support,
+           llm_support,
+           predict,
+           probe_live,
+)
 from recroute.coldstart.estimators import ESTIMATORS, ProbeEstimator
-from recroute.coldstart.experiment import ColdStartResult, plot_coldstart, response_features, run_coldstart
+from recroute.coldstart.experiment import (
+           ColdStartResult,
+           plot_coldstart,
+           response_features,
+           run_coldstart,
+)
 from recroute.coldstart.irt import IRTFit, eap_ability, fit_irt
 from recroute.coldstart.probes import STRATEGIES, ProbeSet, select_probes
 

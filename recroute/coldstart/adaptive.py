@@ -18,8 +18,8 @@ Shapes: S support points, n prompts; every step is a few (n_new, S) x (S, n) mat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

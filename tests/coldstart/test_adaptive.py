@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from recroute.coldstart.adaptive import (
-    Support, adaptive_probes, expected_variance, irt_support, llm_support, posterior, predict, probe_live,
+    Support,
+    adaptive_probes,
+    expected_variance,
+    irt_support,
+    llm_support,
+    posterior,
+    predict,
+    probe_live,
 )
 from recroute.coldstart.irt import fit_irt, sigmoid
 from recroute.coldstart.probes import select_probes

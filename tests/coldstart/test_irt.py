@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from recroute.coldstart.irt import (
-    IRTFit, ability_posterior, eap_ability, fit_irt, gp_irt_weight, predict_results, sigmoid,
+    IRTFit,
+    ability_posterior,
+    eap_ability,
+    fit_irt,
+    gp_irt_weight,
+    predict_results,
+    sigmoid,
 )
 from recroute.errors import DataError
 
