@@ -10,7 +10,7 @@ step per LLM, one 2x2 step per prompt, each change clipped to 0.5); unobserved c
 
 A new LLM's ability posterior lives on a fixed grid of theta values (:attr:`IRTFit.grid`) with the
 prior either the standard normal or the kernel-smoothed distribution of the existing LLMs' fitted
-abilities ("empirical", the default); EAP = posterior mean. Its predicted mean result is the mean,
+abilities ("empirical", the default); EAP = posterior mean, MAP = its mode on the grid. Its predicted mean result is the mean,
 over all prompts, of its probe result where probed and the posterior expectation of the item curve
 elsewhere.
 """
@@ -120,6 +120,11 @@ def eap_ability(fit: IRTFit, rows: np.ndarray, results: np.ndarray) -> tuple[np.
     w = ability_posterior(fit, rows, results)
     mean = w @ fit.grid
     return mean, np.sqrt(np.maximum(w @ fit.grid**2 - mean**2, 0.0))
+
+
+def map_ability(fit: IRTFit, rows: np.ndarray, results: np.ndarray) -> np.ndarray:
+    """float64 (n_new,): the MAP ability on ``fit.grid`` (the posterior's mode; first on ties)."""
+    return fit.grid[np.argmax(ability_posterior(fit, rows, results), axis=1)]
 
 
 def predict_results(fit: IRTFit, rows: np.ndarray, results: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 from recroute.coldstart.irt import (
     IRTFit,
     ability_posterior,
+    map_ability,
     eap_ability,
     fit_irt,
     gp_irt_weight,
@@ -30,6 +31,8 @@ def test_eap_on_three_items_by_hand():
     eap, sd = eap_ability(HAND, [[0, 1]], [[1.0, 0.0]])
     np.testing.assert_allclose(eap, [-0.21639996 + 0.16607741], atol=1e-7)  # -0.0503225
     np.testing.assert_allclose(sd, [0.61639680], atol=1e-7)
+    np.testing.assert_allclose(map_ability(HAND, [[0, 1]], [[1.0, 0.0]]), [0.0])  # mode: .6175 at theta = 0
+    np.testing.assert_allclose(map_ability(HAND, [[0, 1]], [[1.0, 1.0]]), [1.0])  # both right: .25 s(1)^2 = .134 > .5 s(0) s(-1) = .067
     # item 2 unprobed: E[s(theta + 1)] = .2164 * .5 + .6175 * .731059 + .1661 * .880797 = .705926
     pred = predict_results(HAND, [[0, 1]], [[1.0, 0.0]])
     np.testing.assert_allclose(pred[:, 0], [1.0, 0.0, 0.70592569], atol=1e-7)
