@@ -8,10 +8,10 @@ import pytest
 from recroute.coldstart.irt import (
     IRTFit,
     ability_posterior,
-    map_ability,
     eap_ability,
     fit_irt,
     gp_irt_weight,
+    map_ability,
     predict_results,
     sigmoid,
 )
