@@ -12,7 +12,11 @@ Protocol (:func:`run_coldstart`):
 3. For every strategy and k, each held-out LLM gets k probes among the train prompts (random and
    stratified draws differ per LLM, seeded; the other strategies choose the same prompts for all),
    and ``partial_fit_llms`` places all of them at once from their probe results (and metadata),
-   into the first two routers.
+   into the first two routers; each router-free estimator (``estimators``: llm_mixture, irt, gp_irt,
+   :mod:`.estimators`, fitted on every prompt × the base LLMs) predicts their results from the same
+   probes. An adaptive strategy runs once per fold to the largest k, answering from the held-out
+   LLMs' stored results; each smaller k is a prefix of that run. Adaptive probes get no probe-mean or
+   gp_irt rows (their plain mean is biased by the choice of prompts).
 4. Measures, per held-out LLM, on the prompts it was evaluated on:
    - ``mae``: |estimated - true| overall mean result, the estimate being the mean over all prompts
      of its probe result where probed and the first router's predicted P(correct) elsewhere;
@@ -43,7 +47,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from recroute.coldstart.probes import STRATEGIES, ProbeSet, select_probes
+from recroute.coldstart.estimators import ProbeEstimator, parse_estimator
+from recroute.coldstart.probes import ADAPTIVE, STRATEGIES, ProbeSet, select_probes
+from recroute.coldstart.irt import fit_irt
 from recroute.errors import DataError
 from recroute.eval.metrics import cell_auc
 from recroute.routers.base import nan_mean_rows
@@ -56,6 +62,7 @@ DEFAULT_KS = (0, 5, 10, 20, 30, 50, 100)
 ROW_KEYS = ("router", "strategy", "k", "mae", "auc", "log_loss", "mu_o_ratio")
 EXTRA_KEYS = ("rmse", "bias", "mu_o", "mu_o_reference", "n_llms", "folds")
 FEATURES = ("auto", "text", "responses")
+AUTO_ONE_FOLD_LLMS = 1000  # max_folds="auto" runs one fold from this many LLMs
 _CLIP = 1e-4  # predictions clipped to [_CLIP, 1 - _CLIP] for the log-loss
 
 
@@ -101,7 +108,12 @@ def plot_coldstart(rows: pd.DataFrame, path=None, title: str = ""):
         ax.set_xlabel("probes k")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("MAE of the estimated mean result")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    handles = {}
+    for ax in axes:  # a router or estimator may be missing from some panels (no probe mean of adaptive probes)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    axes[-1].legend(list(handles.values()), list(handles), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                    borderaxespad=0)
     fig.suptitle(title or "New-LLM cold start", fontsize=10)
     fig.tight_layout()
     if path is not None:
@@ -153,8 +165,9 @@ def run_coldstart(
     strategies: Sequence[str] = STRATEGIES,
     ks: Sequence[int] = DEFAULT_KS,
     *,
+    estimators: Sequence[str] = (),
     holdout: float | str = 0.2,
-    max_folds: int | None = None,
+    max_folds: int | str | None = None,
     test_size: float = 0.2,
     pool_size: int = 5,
     features: str = "auto",
@@ -163,7 +176,8 @@ def run_coldstart(
     seed: int = 0,
     quiet: bool = True,
 ) -> ColdStartResult:
-    """Run the protocol of the module docstring; k values above the number of train prompts are skipped."""
+    """Run the protocol of the module docstring; k values above the number of train prompts are skipped.
+    ``max_folds="auto"``: one fold when the dataset has at least 1,000 LLMs, else all."""
     from recroute.data.splits import random_split
     from recroute.eval.protocol import progress_steps
     from recroute.routers.registry import make_router
@@ -178,6 +192,10 @@ def run_coldstart(
             from recroute.routers.registry import routers_supporting_new_llms
 
             raise DataError(f"router {spec!r} cannot place new LLMs; use one of: {', '.join(routers_supporting_new_llms())}")
+    for spec in estimators:
+        parse_estimator(spec)
+    if not specs and not estimators:
+        raise DataError("give at least one router or estimator")
     if features not in FEATURES:
         raise DataError(f"features must be one of {FEATURES}; got {features!r}")
     if pool_size < 2:
@@ -188,20 +206,35 @@ def run_coldstart(
     ks = sorted({int(k) for k in ks if 0 <= int(k) <= len(train)})
     if not ks:
         raise DataError(f"no k value fits the {len(train)} train prompts")
-    text_X = _text_features(data, X, features)
+    needs_X = bool(specs) or "anchor_embedding" in strategies
+    text_X = _text_features(data, X, features) if needs_X else None
     tasks = data.prompts["task"].to_numpy() if "task" in data.prompts else None
+    if max_folds == "auto":
+        max_folds = 1 if data.n_llms >= AUTO_ONE_FOLD_LLMS else None
     folds = llm_folds(data.n_llms, holdout, seed)[: max_folds or None]
+    adaptive = [s for s in strategies if s in ADAPTIVE]
     records: list[dict[str, Any]] = []
-    with progress_steps(quiet, len(folds) * (len(specs) + 1)) as progress:
+    with progress_steps(quiet, len(folds) * (len(specs) + len(estimators) + len(adaptive) + 1)) as progress:
         for fold_id, held in enumerate(folds):
             base = np.setdiff1d(np.arange(data.n_llms), held)
-            Xf = text_X if text_X is not None else response_features(Y[:, base], feature_dim)
+            Xf = (text_X if text_X is not None else response_features(Y[:, base], feature_dim)) if needs_X else None
             planned = list(dict.fromkeys(["random", *strategies]))  # plain_mean rows always need random probes
-            probes = _probe_plan(planned, ks, Y[:, base], Xf, tasks, train, len(held), seed + 1000 * fold_id)
+            irt = fit_irt(Y[:, base]) if adaptive or estimators else None
+            fixed = [s for s in planned if s not in ADAPTIVE]
+            probes = _probe_plan(fixed, ks, Y[:, base], Xf, tasks, train, len(held), seed + 1000 * fold_id)
+            for strategy in adaptive:
+                progress.start(f"fold {fold_id + 1}/{len(folds)}: {strategy} probing")
+                probes.update(_adaptive_plan(strategy, ks, Y, base, held, train, irt))
+                progress.done()
             progress.start(f"fold {fold_id + 1}/{len(folds)}: probe-mean estimates")
-            records += _estimate_records(Y, base, held, probes, fold_id)
+            records += _estimate_records(Y, base, held, {key: sets for key, sets in probes.items() if key[0] not in ADAPTIVE}, fold_id)
             progress.done()
             asked = {key: sets for key, sets in probes.items() if key[0] in strategies}
+            for spec in estimators:
+                progress.start(f"fold {fold_id + 1}/{len(folds)}: {spec}")
+                estimator = ProbeEstimator(spec, Y[:, base], irt=irt)
+                records += _estimator_records(estimator, Y, held, asked, fold_id)
+                progress.done()
             for spec in specs:
                 progress.start(f"fold {fold_id + 1}/{len(folds)}: {spec}")
                 records += _router_records(data, spec, Y, Xf, base, held, train, test, asked, pool_size, fold_id)
@@ -238,6 +271,46 @@ def _probe_plan(strategies, ks, Y_base, X, tasks, train, n_new, seed) -> dict[tu
             else:
                 plan[strategy, k] = [select_probes(strategy, k, Y=Y_base, X=X, tasks=tasks, candidates=train, seed=seed)] * n_new
     return plan
+
+
+def _adaptive_plan(strategy, ks, Y, base, held, train, irt) -> dict[tuple[str, int], list[ProbeSet]]:
+    """(strategy, k) -> one ProbeSet per held-out LLM, every k a prefix of one adaptive run to max(ks)
+    that answers from the held-out LLMs' stored results (NaN where one was not evaluated)."""
+    from recroute.coldstart.adaptive import adaptive_probes, strategy_support
+
+    support = strategy_support(strategy, Y[:, base], irt)
+    cols = np.asarray(held)
+    rows, results = adaptive_probes(support, lambda r: Y[r, cols], max(ks), n_new=len(held), candidates=train)
+    plan = {}
+    for k in ks:
+        sets = []
+        for r, y in zip(rows[:, :k], results[:, :k]):
+            order = np.argsort(r)
+            sets.append(ProbeSet(r[order], np.full(k, 1.0 / max(k, 1)), y[order]))
+        plan[strategy, k] = sets
+    return plan
+
+
+def _estimator_records(estimator: ProbeEstimator, Y, held, probes, fold_id) -> list[dict[str, Any]]:
+    """Per held-out LLM, strategy and k: a router-free estimator's prediction from the probes (mean over
+    the LLM's observed prompts of the prediction, its probe result where probed)."""
+    out = []
+    Y_held = Y[:, held]
+    observed = ~np.isnan(Y_held)
+    for (strategy, k), sets in probes.items():
+        if estimator.name == "gp_irt" and strategy in ADAPTIVE:
+            continue  # an adaptive probe mean is no estimate of the set's mean: nothing to combine with
+        rows = np.stack([s.rows for s in sets]) if k else np.zeros((len(held), 0), dtype=np.int64)
+        results = Y_held[rows, np.arange(len(held))[:, None]] if k else np.zeros((len(held), 0))
+        P = estimator.predict(rows, results)
+        estimate = np.where(observed, P, 0).sum(axis=0) / np.maximum(observed.sum(axis=0), 1)
+        probe_mean = np.array([s.weighted_mean(y) for s, y in zip(sets, results)]) if k else np.full(len(held), np.nan)
+        estimate = estimator.combine(estimate, probe_mean, k)
+        for j, llm in enumerate(held):
+            y = Y[:, llm]
+            rest = np.setdiff1d(np.flatnonzero(~np.isnan(y)), sets[j].rows)
+            out.append(_llm_record(estimator.spec, strategy, k, llm, fold_id, float(estimate[j]), y, rest, P[:, j]))
+    return out
 
 
 def _estimate_records(Y, base, held, probes, fold_id) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ the strategy clusters), deterministically under ``seed``:
 | ``anchor_embedding`` | the prompt nearest each centre of a k-means (k clusters) of the prompt embeddings; weight = cluster share |
 | ``anchor_correctness`` | the same on the prompts' result vectors over the existing LLMs (tinyBenchmarks' anchor points) |
 | ``informative`` | difficulty-stratified discrimination: the prompts cut into k bins of equal size by difficulty (mean result of the existing LLMs), and in each bin the prompt whose results separate strong from weak LLMs best (point-biserial correlation with the LLMs' overall mean) |
+| ``adaptive`` | one prompt at a time, chosen from the new LLM's answers so far (``answer(prompt_idx) -> result``): the one that minimises the expected posterior variance of its mean result under the mixture of the existing LLMs (:mod:`.adaptive`) |
+| ``adaptive_irt`` | the same under a 2PL IRT model of the existing LLMs (the ability grid as support) |
 
 The informative strategy is the classical test-design rule of item response theory: discriminating
 items spread over the whole difficulty range, so that a new LLM's position is pinned down whatever
@@ -20,21 +22,25 @@ its level. Result vectors treat an unobserved cell as the prompt's mean result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from recroute.errors import DataError
 
-STRATEGIES = ("random", "stratified", "anchor_embedding", "anchor_correctness", "informative")
+STRATEGIES = ("random", "stratified", "anchor_embedding", "anchor_correctness", "informative", "adaptive", "adaptive_irt")
+ADAPTIVE = ("adaptive", "adaptive_irt")
 
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """rows: int64 (k,) prompt positions; weights: float64 (k,) summing to 1 (each probe's share)."""
+    """rows: int64 (k,) prompt positions (sorted); weights: float64 (k,) summing to 1 (each probe's
+    share); results: float64 (k,) the answers already seen (adaptive strategies), else None."""
 
     rows: np.ndarray
     weights: np.ndarray
+    results: np.ndarray | None = None
 
     def weighted_mean(self, results: np.ndarray) -> float:
         """The probes' estimate of the mean result: sum of weight x result over observed probes."""
@@ -55,11 +61,12 @@ def select_probes(
     tasks=None,
     candidates: np.ndarray | None = None,
     seed: int = 0,
+    answer: Callable[[int], float] | None = None,
 ) -> ProbeSet:
     """k probe prompts by ``strategy`` (see the module docstring).
 
     Y (n_prompts, n_llms): the existing LLMs' results, NaN = unobserved (anchor_correctness,
-    informative); X (n_prompts, d): prompt embeddings (anchor_embedding); tasks (n_prompts,): task
+    informative, adaptive); answer: the new LLM's result on a prompt position (adaptive); X (n_prompts, d): prompt embeddings (anchor_embedding); tasks (n_prompts,): task
     labels (stratified); candidates: the prompt positions allowed (default: all).
     """
     if strategy not in STRATEGIES:
@@ -86,6 +93,14 @@ def select_probes(
         return _anchors(pool, np.asarray(X, dtype=np.float64)[pool], k, seed)
     if Y is None:
         raise DataError(f"the {strategy} strategy needs the existing LLMs' results Y (n_prompts, n_llms)")
+    if strategy in ADAPTIVE:
+        from recroute.coldstart.adaptive import probe_live, strategy_support
+
+        if answer is None:
+            raise DataError(f"the {strategy} strategy needs answer(prompt_idx) -> result for the new LLM")
+        rows, results = probe_live(strategy_support(strategy, np.asarray(Y, dtype=np.float64)), answer, k, candidates=pool)
+        order = np.argsort(rows)
+        return ProbeSet(rows[order], np.full(k, 1.0 / k), results[order])
     R = _filled(np.asarray(Y, dtype=np.float64))
     if strategy == "anchor_correctness":
         return _anchors(pool, R[pool], k, seed)

@@ -104,6 +104,29 @@ def test_runner_is_deterministic(arc_slice, arc_result):
     pd.testing.assert_frame_equal(again.rows, arc_result.rows)
 
 
+def test_estimator_and_adaptive_rows(arc_slice):
+    result = run_coldstart(arc_slice, [], ["random", "adaptive", "adaptive_irt"], ks=(0, 5, 10),
+                           estimators=["llm_mixture", "irt", "gp_irt"], max_folds=1, seed=0)
+    rows = result.rows.set_index(["router", "strategy", "k"])
+    # no probe mean of adaptive probes, no gp-IRT on them (both would average a biased probe choice)
+    assert not any(s in ("adaptive", "adaptive_irt") for r, s, _ in rows.index if r in ("probe_mean", "gp_irt"))
+    for name in ("llm_mixture", "irt"):
+        assert rows.loc[(name, "adaptive", 10), "mae"] < rows.loc[(name, "adaptive", 0), "mae"]
+        assert np.isnan(rows.loc[(name, "adaptive", 10), "mu_o_ratio"])  # estimators do not route
+    # gp_irt at k probes: lambda * irt + (1 - lambda) * probe mean, recomputed from the per-LLM rows
+    per = result.per_llm
+    irt = per[(per.router == "irt") & (per.strategy == "random") & (per.k == 5)].set_index("llm")["estimate"]
+    gp = per[(per.router == "gp_irt") & (per.strategy == "random") & (per.k == 5)].set_index("llm")["estimate"]
+    plain = per[(per.router == "plain_mean") & (per.k == 5)].set_index("llm")["estimate"]
+    lam = (gp - plain) / (irt - plain)
+    lam = lam[np.abs(irt - plain) > 1e-3]
+    assert len(lam) and np.allclose(lam, lam.iloc[0]) and 0 < lam.iloc[0] <= 1
+    with pytest.raises(DataError, match="unknown estimator"):
+        run_coldstart(arc_slice, [], ["random"], ks=(5,), estimators=["magic"])
+    with pytest.raises(DataError, match="at least one router or estimator"):
+        run_coldstart(arc_slice, [], ["random"], ks=(5,))
+
+
 def test_runner_errors(arc_slice):
     with pytest.raises(DataError, match="cannot place new LLMs"):
         run_coldstart(arc_slice, ["cluster"], ["random"], ks=(5,))
@@ -133,7 +156,7 @@ def test_cli_writes_tidy_rows(shared_data, tmp_path, arc_slice):
     ])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert {r["router"] for r in rows} == {"knn", "plain_mean", "probe_mean"}
+    assert {r["router"] for r in rows} == {"knn", "plain_mean", "probe_mean", "llm_mixture"}  # + the default estimator
     assert {r["strategy"] for r in rows if r["router"] == "knn"} == {"random", "informative"}
     assert all(set(ROW_KEYS) <= set(r) for r in rows)
     assert "New-LLM cold start" in result.output
@@ -141,7 +164,7 @@ def test_cli_writes_tidy_rows(shared_data, tmp_path, arc_slice):
     out2 = tmp_path / "rows2.json"
     result = CliRunner().invoke(app, [
         "coldstart", "--dataset", str(folder), "--routers", "knn", "--strategies", "informative", "--k", "0,5",
-        "--max-folds", "1", "--features", "responses", "--json", str(out2), "--quiet",
+        "--estimators", "", "--max-folds", "1", "--features", "responses", "--json", str(out2), "--quiet",
     ])
     assert result.exit_code == 0, result.output
     rows = json.loads(out2.read_text())
@@ -149,3 +172,18 @@ def test_cli_writes_tidy_rows(shared_data, tmp_path, arc_slice):
         ("plain_mean", "random"), ("probe_mean", "informative"), ("knn", "informative")}
     bad = CliRunner().invoke(app, ["coldstart", "--dataset", str(folder), "--k", "five"])
     assert bad.exit_code == 2 and "--k must be" in bad.output
+    # the defaults: the best measured recipe (adaptive probes, llm_mixture) beside the plain mean, all folds
+    # on this 120-LLM slice
+    out3 = tmp_path / "rows3.json"
+    result = CliRunner().invoke(app, ["coldstart", "--dataset", str(folder), "--k", "0,5,10", "--json", str(out3), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out3.read_text())
+    assert {(r["router"], r["strategy"]) for r in rows} == {("plain_mean", "random"), ("llm_mixture", "adaptive")}
+    assert {r["folds"] for r in rows} == {5} and {r["k"] for r in rows} == {0, 5, 10}
+    mix = {r["k"]: r["mae"] for r in rows if r["router"] == "llm_mixture"}
+    plain = {r["k"]: r["mae"] for r in rows if r["router"] == "plain_mean"}
+    assert mix[10] < plain[10] and mix[10] < mix[0]
+    for option, value, message in [("--estimators", "magic", "unknown estimator"), ("--max-folds", "0", "--max-folds"),
+                                   ("--estimators", "irt:eps=1", "unknown parameters")]:
+        bad = CliRunner().invoke(app, ["coldstart", "--dataset", str(folder), option, value])
+        assert bad.exit_code == 2 and message in bad.output, bad.output

@@ -16,7 +16,8 @@ TASKS = np.array(["a"] * 30 + ["b"] * 20 + ["c"] * 10)
 
 
 def probes(strategy, k, seed=0, candidates=None):
-    return select_probes(strategy, k, Y=Y, X=X, tasks=TASKS, seed=seed, candidates=candidates)
+    return select_probes(strategy, k, Y=Y, X=X, tasks=TASKS, seed=seed, candidates=candidates,
+                         answer=lambda i: float(Y[i, 0]))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
