@@ -22,7 +22,7 @@ import numpy as np
 
 from recroute.encoders.base import ENCODER_FILE, check_texts, default_n_threads, l2_normalise, read_spec
 from recroute.encoders.minilm import MODEL_DIM, MODEL_NAME, model_path
-from recroute.encoders.store import META_FILE, check_file, encoder_cache_dir, ensure_artifact, file_sha256
+from recroute.encoders.store import META_FILE, artifact_dir, check_file, encoder_cache_dir, ensure_artifact, file_sha256
 from recroute.errors import SavedArtifactError
 
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
@@ -124,7 +124,7 @@ def ensure_onnx(quantized: bool = False, root: str | Path | None = None) -> Path
     """The checked path of the cached MiniLM ONNX graph (fp32, or int8 when ``quantized``), exported on first use."""
     root = Path(root) if root is not None else encoder_cache_dir()
     with _LOCK:
-        fp32_dir = root / "minilm-onnx"
+        fp32_dir = artifact_dir(root, "minilm-onnx", _recipe(False))
         fp32 = ensure_artifact(fp32_dir, _recipe(False), _export_fp32)
         if not quantized:
             return check_file(fp32_dir, fp32)
@@ -145,7 +145,7 @@ def ensure_onnx(quantized: bool = False, root: str | Path | None = None) -> Path
                 root_logger.setLevel(level)
             return {"file": file.name, "sha256": file_sha256(file), "from_sha256": fp32["sha256"]}
 
-        int8_dir = root / "minilm-int8"
+        int8_dir = artifact_dir(root, "minilm-int8", _recipe(True))
         return check_file(int8_dir, ensure_artifact(int8_dir, _recipe(True), build))
 
 
@@ -175,6 +175,7 @@ class OnnxMiniLMEncoder:
     """
 
     dim: int = MODEL_DIM
+    name_identifies_vectors = True  # the packaged weights fix the vectors: a dataset's set is reused by name
 
     def __init__(self, quantized: bool = False, batch_size: int = 64, n_threads: int | None = None,
                  cache_dir: str | Path | None = None) -> None:

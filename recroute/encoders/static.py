@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recroute.encoders.base import ENCODER_FILE, check_texts, l2_normalise, read_spec
-from recroute.encoders.store import encoder_cache_dir, ensure_artifact, file_sha256
+from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact, file_sha256
 from recroute.errors import SavedArtifactError
 
 STATIC_DIM = 256
@@ -81,7 +81,7 @@ def ensure_static(dim: int = STATIC_DIM, root: str | Path | None = None) -> Path
     root = Path(root) if root is not None else encoder_cache_dir()
     recipe = {"version": RECIPE_VERSION, **source_identity(), "method": "model2vec.distill",
               "model2vec": _version("model2vec"), "pca_dims": int(dim), "torch": _version("torch")}
-    folder = root / f"static-{int(dim)}"
+    folder = artifact_dir(root, f"static-{int(dim)}", recipe)
     ensure_artifact(folder, recipe, lambda tmp: distill_static(tmp, dim))
     return folder
 

@@ -107,21 +107,24 @@ def test_int8_agrees_with_torch(onnx_root, real_prompts, minilm_vectors):
 
 def test_onnx_export_is_cached_and_identified(onnx_root):
     fp32, int8 = OnnxMiniLMEncoder(cache_dir=onnx_root), OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root)
-    meta = json.loads((onnx_root / "minilm-int8" / "meta.json").read_text())
+    (int8_dir,) = onnx_root.glob("minilm-int8-*")  # the folder name ends with a hash of the recipe
+    meta = json.loads((int8_dir / "meta.json").read_text())
     assert meta["recipe"]["quantization"]["weight_type"] == "QInt8"
     assert int8.cache_key == f"all-MiniLM-L6-v2-onnx-int8-{meta['sha256'][:12]}"
     assert fp32.cache_key.startswith("all-MiniLM-L6-v2-onnx-") and fp32.cache_key != int8.cache_key
-    stamp = (onnx_root / "minilm-onnx" / "model.onnx").stat().st_mtime_ns
+    (fp32_dir,) = onnx_root.glob("minilm-onnx-*")
+    stamp = (fp32_dir / "model.onnx").stat().st_mtime_ns
     OnnxMiniLMEncoder(cache_dir=onnx_root).prepare()
-    assert (onnx_root / "minilm-onnx" / "model.onnx").stat().st_mtime_ns == stamp  # not exported again
+    assert (fp32_dir / "model.onnx").stat().st_mtime_ns == stamp  # not exported again
 
 
 def test_damaged_export_is_named(onnx_root, tmp_path):
     import shutil
 
     root = tmp_path / "artifacts"
-    shutil.copytree(onnx_root / "minilm-onnx", root / "minilm-onnx")
-    with open(root / "minilm-onnx" / "model.onnx", "r+b") as fh:
+    (fp32_dir,) = onnx_root.glob("minilm-onnx-*")
+    shutil.copytree(fp32_dir, root / fp32_dir.name)
+    with open(root / fp32_dir.name / "model.onnx", "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00\x01\x02\x03")
     with pytest.raises(SavedArtifactError, match="checksum differs"):
@@ -290,3 +293,55 @@ def test_cli_make_and_encode_int8(onnx_root, tmp_path, monkeypatch):
     np.testing.assert_allclose(np.load(out), OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root).encode(SHORT), atol=1e-6)
     bad = runner.invoke(app, ["encode", "--make", "tfidf"])
     assert bad.exit_code != 0 and "--make builds static, minilm-onnx or minilm-int8" in bad.output
+
+
+# ---------------------------------------------------------------------- datasets carrying several sets
+def _folder_with_two_sets(tmp_path, make_encoder):
+    from recroute import RoutingDataset
+
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": ["one", "two", "three"]})
+    data = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                    prompts=prompts, name="tiny")
+    primary = np.eye(3, 4, dtype=np.float32)
+    data.set_embeddings(primary, "primary-encoder")
+    folder = data.save(tmp_path / "tiny")
+    other = make_encoder("other-encoder", dim=2)
+    np.save(folder / "embeddings-other.npy", other.encode(["one", "two", "three"]))
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["embedding_files"] = {"other-encoder": "embeddings-other.npy"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder, primary, other
+
+
+def test_datasets_pick_the_embeddings_of_the_encoder_asked_for(tmp_path, make_encoder):
+    from recroute import load_dataset
+    from recroute.encoders import embed_dataset
+
+    folder, primary, _ = _folder_with_two_sets(tmp_path, make_encoder)
+    data = load_dataset(folder)
+    assert data.embedding_name == "primary-encoder"  # the main embeddings.npy stays the active set
+    np.testing.assert_array_equal(data.embeddings, primary)
+    fresh = make_encoder("other-encoder", dim=2)
+    X = embed_dataset(data, fresh)
+    assert fresh.n_encoded == 0 and data.embedding_name == "other-encoder"  # the stored set, nothing encoded
+    np.testing.assert_allclose(X[1], fresh.vector("two"), rtol=1e-6)
+    part = data.subset([2, 0])  # every set follows the rows
+    assert part.use_embeddings("primary-encoder")
+    np.testing.assert_array_equal(part.embeddings, primary[[2, 0]])
+    assert not part.use_embeddings("absent")
+    third = make_encoder("third-encoder", dim=2)
+    embed_dataset(data, third)
+    assert third.n_encoded == 3  # no stored set for it: encoded
+
+
+@pytest.mark.parametrize("entry", ["../outside.npy", "missing.npy", "prompts.parquet"])
+def test_bad_embedding_files_are_named(tmp_path, make_encoder, entry):
+    from recroute import load_dataset
+    from recroute.errors import DataError
+
+    folder, _, _ = _folder_with_two_sets(tmp_path, make_encoder)
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["embedding_files"] = {"other-encoder": entry}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="embedding_files.*is not a .npy file"):
+        load_dataset(folder)
