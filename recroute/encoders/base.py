@@ -54,6 +54,15 @@ class Encoder(Protocol):
 
 
 ENCODER_KINDS = ("minilm", "minilm-onnx", "minilm-int8", "static", "tfidf")
+# the ``name`` each kind's encoder reports (TF-IDF's depends on its fit); datasets record it
+_KIND_NAMES = {"minilm": "all-MiniLM-L6-v2", "minilm-onnx": "all-MiniLM-L6-v2-onnx",
+               "minilm-int8": "all-MiniLM-L6-v2-onnx-int8", "static": "minilm-static-256"}
+
+
+def encoder_display_name(kind: str) -> str | None:
+    """The ``name`` an encoder of this kind (any accepted spelling) reports, without building it; None for TF-IDF."""
+    key = canonical_name(kind)
+    return _KIND_NAMES.get(key) if key else None
 
 
 def encoder_names() -> list[str]:
