@@ -48,6 +48,23 @@ QUALITY_ROUTERS = ["knn", "two_tower"]
 BOUNDS = {"minilm-onnx": 0.005, "minilm-int8": 0.005, "static": 0.01}  # allowed mean V_B loss vs minilm
 SPEED_GOALS = {"minilm-int8": ("short", 300.0, None), "static": ("short", 5000.0, 3.0)}
 AGREEMENT_SAMPLE = 256
+MAX_ENCODE = {"value": None}  # --max-encode: skip a (dataset, encoder) whose cache misses exceed this
+
+
+class NotMeasured(Exception):
+    """A (dataset, encoder) pair left out by the --max-encode bound."""
+
+
+def check_bound(enc, texts: list[str]) -> None:
+    from recroute.encoders.cache import EmbeddingCache, text_key
+
+    bound = MAX_ENCODE["value"]
+    if bound is None:
+        return
+    _, found = EmbeddingCache.for_encoder(enc).lookup(sorted({text_key(t) for t in texts}))
+    missing = int((~found).sum())
+    if missing > bound:
+        raise NotMeasured(f"{missing} texts not in the embedding cache for {enc.name} (bound --max-encode {bound})")
 
 
 # ---------------------------------------------------------------------- embeddings
@@ -73,6 +90,7 @@ def dataset_embeddings(data, name: str, minilm_X: np.ndarray | None = None) -> t
         if cos.min() >= 0.9999:
             notes["embeddings"] = "MiniLM's (fp32 ONNX agrees at cosine >= 0.9999 on the sample)"
             return minilm_X, notes
+    check_bound(enc, texts)
     return encode_cached(enc, texts), {}
 
 
@@ -93,7 +111,12 @@ def quality(datasets: list[str], encoders: list[str], seeds: list[int]) -> tuple
         minilm_X, _ = dataset_embeddings(data, "minilm")
         for name in encoders:
             start = time.perf_counter()
-            X, note = (minilm_X, {}) if name == "minilm" else dataset_embeddings(data, name, minilm_X)
+            try:
+                X, note = (minilm_X, {}) if name == "minilm" else dataset_embeddings(data, name, minilm_X)
+            except NotMeasured as exc:
+                notes[f"{ds}/{name}"] = {"not_measured": str(exc)}
+                print(f"  {ds} {name}: not measured ({exc})", flush=True)
+                continue
             notes[f"{ds}/{name}"] = {**note, "dim": int(X.shape[1]), "seconds_to_embed": time.perf_counter() - start}
             if name.startswith("minilm-"):
                 agree[f"{ds}/{name}"] = agreement(X, minilm_X)
@@ -242,8 +265,12 @@ def goals_and_default(speed_res: dict, qual: pd.DataFrame | None) -> dict:
             if sub.empty:
                 continue
             losses = {f"{r.dataset}/{r.router}": -float(r.delta_vs_minilm) for r in sub.itertuples()}
-            goals.setdefault(name, {}).update({"quality_bound": bound, "mean_v_b_loss_vs_minilm": losses,
-                                               "met_quality": all(v <= bound for v in losses.values())})
+            missing = sorted(set(DATASETS) - set(sub.dataset))
+            met = all(v <= bound for v in losses.values())
+            goals.setdefault(name, {}).update({
+                "quality_bound": bound, "mean_v_b_loss_vs_minilm": losses,
+                "met_quality": (False if not met else None) if missing else met,  # None: not measured on every set
+                "quality_not_measured_on": missing})
     default = None
     if qual is not None and speed_res:
         ok = [n for n in speed_res if n == "minilm" or goals.get(n, {}).get("met_quality")]
@@ -285,6 +312,9 @@ def markdown(payload: dict) -> str:
         for key, a in payload["agreement"].items():
             lines.append(f"| {key} | {a['cosine_mean']:.5f} | {a['cosine_p01']:.5f} | {a['cosine_min']:.5f} |")
         lines.append("")
+    skipped = {k: v["not_measured"] for k, v in (payload.get("embeddings") or {}).items() if "not_measured" in v}
+    if skipped:
+        lines += ["## Not measured", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
     if payload.get("goals"):
         lines += ["## Goals", "", "```json", json.dumps(payload["goals"], indent=1), "```", ""]
     if payload.get("fastest_within_quality_bound"):
@@ -294,7 +324,9 @@ def markdown(payload: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speed", "quality", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "quality", "all", "report"], default="all",
+                        help="report: rewrite the .json/.md from recorded results only")
+    parser.add_argument("--speed-from", type=Path, default=None, help="take the speed results of another run's JSON")
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", default="0,1,2", help="two_tower seeds")
@@ -302,8 +334,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512, help="short prompts per batched call (slow encoders)")
     parser.add_argument("--fast-batch", type=int, default=2048, help="short prompts per batched call (static, tfidf)")
     parser.add_argument("--long-batch", type=int, default=128)
+    parser.add_argument("--max-encode", type=int, default=None,
+                        help="quality: skip a dataset x encoder with more texts than this missing from the cache")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encoders.json")
     args = parser.parse_args()
+    MAX_ENCODE["value"] = args.max_encode
 
     from machine import describe_machine
 
@@ -315,29 +350,37 @@ def main() -> None:
     payload = {"benchmark": "encoders", "machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
                "note": "2-core machine shared with other engineers' jobs while this ran"}
     speed_res = previous.get("speed", {})
+    if args.speed_from is not None:
+        speed_res = {**speed_res, **json.loads(args.speed_from.read_text())["speed"]}
     if args.part in ("speed", "all"):
         batch = {"default": args.batch, "static": args.fast_batch, "tfidf": args.fast_batch}
         speed_res = {**speed_res, **speed(encoders, args.singles, batch, args.long_batch)}
     payload["speed"] = speed_res
     qual_rows = previous.get("quality_rows", [])
     agree, notes = previous.get("agreement", {}), previous.get("embeddings", {})
+
+    def save() -> None:
+        summary = summarise_quality(qual_rows) if qual_rows else None
+        payload.update({"quality_rows": qual_rows, "agreement": agree, "embeddings": notes,
+                        "quality_summary": None if summary is None else summary.to_dict("records"),
+                        "quality_protocol": "RouterEval: seed-42 split; groups all_strong/all_weak/strong_to_weak; "
+                                            "group means; easy m=3,5 and hard m=10 where the pool allows; "
+                                            "two_tower averaged over seeds " + args.seeds,
+                        **goals_and_default(speed_res, summary), "seconds": time.perf_counter() - started})
+        with atomic_file(args.out) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+        with atomic_file(args.out.with_suffix(".md")) as tmp:
+            tmp.write_text(markdown(payload) + "\n")
+
     if args.part in ("quality", "all"):
-        rows, new_agree, new_notes = quality(args.datasets.split(","), encoders, [int(s) for s in args.seeds.split(",")])
-        redo = {(r["dataset"], r["encoder"]) for r in rows}
-        qual_rows = [r for r in qual_rows if (r["dataset"], r["encoder"]) not in redo] + rows
-        agree.update(new_agree)
-        notes.update(new_notes)
-    summary = summarise_quality(qual_rows) if qual_rows else None
-    payload.update({"quality_rows": qual_rows, "agreement": agree, "embeddings": notes,
-                    "quality_summary": None if summary is None else summary.to_dict("records"),
-                    "quality_protocol": "RouterEval: seed-42 split; groups all_strong/all_weak/strong_to_weak; "
-                                        "group means; easy m=3,5 and hard m=10 where the pool allows; "
-                                        "two_tower averaged over seeds " + args.seeds,
-                    **goals_and_default(speed_res, summary), "seconds": time.perf_counter() - started})
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    with atomic_file(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(payload) + "\n")
+        for ds in args.datasets.split(","):  # saved after every dataset x encoder: a long run keeps what it did
+            for name in encoders:
+                rows, new_agree, new_notes = quality([ds], [name], [int(s) for s in args.seeds.split(",")])
+                qual_rows = [r for r in qual_rows if (r["dataset"], r["encoder"]) != (ds, name)] + rows
+                agree.update(new_agree)
+                notes.update(new_notes)
+                save()
+    save()
     print(json.dumps({"goals": payload["goals"], "default": payload["fastest_within_quality_bound"]}, indent=1))
     print(f"written to {args.out} and {args.out.with_suffix('.md')}")
 
