@@ -427,6 +427,9 @@ def load_folder(cls, path: Path) -> "RoutingDataset":
         target = path / str(file)
         if Path(str(file)).name != str(file) or target.suffix != ".npy" or not target.is_file():
             raise DataError(f"{meta_file}: embedding_files[{name!r}] = {file!r} is not a .npy file in {path}")
+        if str(file) == emb.name and data.embeddings is not None:  # the main file under another encoder's name
+            data.add_embedding_set(data.embeddings, str(name))
+            continue
         try:
             X = np.load(target, allow_pickle=False)
         except ValueError as exc:

@@ -59,10 +59,21 @@ _KIND_NAMES = {"minilm": "all-MiniLM-L6-v2", "minilm-onnx": "all-MiniLM-L6-v2-on
                "minilm-int8": "all-MiniLM-L6-v2-onnx-int8", "static": "minilm-static-256"}
 
 
+# torch MiniLM and its fp32 ONNX export give the same vectors (cosine >= 0.9999, tested), so a dataset's
+# embeddings recorded under either name serve both; int8 and static differ and never stand in
+EQUIVALENT_NAMES = {"all-MiniLM-L6-v2": ("all-MiniLM-L6-v2-onnx",), "all-MiniLM-L6-v2-onnx": ("all-MiniLM-L6-v2",)}
+
+
 def encoder_display_name(kind: str) -> str | None:
     """The ``name`` an encoder of this kind (any accepted spelling) reports, without building it; None for TF-IDF."""
     key = canonical_name(kind)
     return _KIND_NAMES.get(key) if key else None
+
+
+def embedding_names(kind: str) -> list[str]:
+    """Names under which a dataset's stored embeddings serve an encoder of this kind (its own name first)."""
+    name = encoder_display_name(kind)
+    return [] if name is None else [name, *EQUIVALENT_NAMES.get(name, ())]
 
 
 def encoder_names() -> list[str]:

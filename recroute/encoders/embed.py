@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from recroute.encoders.base import Encoder, get_encoder
+from recroute.encoders.base import EQUIVALENT_NAMES, Encoder, get_encoder
 from recroute.encoders.cache import cache_key, encode_cached
 from recroute.errors import DataError, describe_rows
 
@@ -34,12 +34,14 @@ def reusable_names(encoder: Encoder) -> Iterator[str]:
     """Names under which a dataset's stored embeddings count as this encoder's.
 
     The plain name for the MiniLM family (``name_identifies_vectors``: their vectors are fixed by the
-    packaged weights, up to the numerical noise of a runtime version), checked first so no graph is
-    exported just to compare names; then the cache key (name + fingerprint of the artefact or fit
-    for the ONNX, static and TF-IDF encoders).
+    packaged weights, up to the numerical noise of a runtime version), and for torch MiniLM and its
+    fp32 ONNX export each other's name (``EQUIVALENT_NAMES``: cosine >= 0.9999), checked first so no
+    graph is exported just to compare names; then the cache key (name + fingerprint of the artefact
+    or fit for the ONNX, static and TF-IDF encoders).
     """
     if getattr(encoder, "name_identifies_vectors", False):
         yield encoder.name
+        yield from EQUIVALENT_NAMES.get(encoder.name, ())
     key = cache_key(encoder)
     if key != encoder.name or not getattr(encoder, "name_identifies_vectors", False):
         yield key

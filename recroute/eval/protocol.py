@@ -401,10 +401,13 @@ def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, enco
         out = embed_dataset(data, get_encoder(encoder))
         X = out if isinstance(out, np.ndarray) else getattr(out, "embeddings", None)
         return data.embeddings if X is None else np.asarray(X, dtype=np.float32)
-    from recroute.encoders.base import encoder_display_name
+    from recroute.encoders.base import embedding_names
 
-    default_set = getattr(data, "embedding_sets", {}).get(encoder_display_name(DEFAULT_ENCODER) or "")
-    return default_set if default_set is not None else data.embeddings  # the default encoder's set first
+    sets = getattr(data, "embedding_sets", {})
+    for name in embedding_names(DEFAULT_ENCODER):  # the default encoder's set first
+        if name in sets:
+            return sets[name]
+    return data.embeddings
 
 
 def build_settings(settings: Sequence[str]) -> dict[str, tuple[int, ...]]:

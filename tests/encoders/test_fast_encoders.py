@@ -345,3 +345,19 @@ def test_bad_embedding_files_are_named(tmp_path, make_encoder, entry):
     (folder / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="embedding_files.*is not a .npy file"):
         load_dataset(folder)
+
+
+def test_fp32_onnx_reuses_minilm_embeddings_and_int8_does_not(onnx_root, tmp_path):
+    from recroute import RoutingDataset
+    from recroute.encoders import embed_dataset
+
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": SHORT})
+    data = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                    prompts=prompts, name="tiny")
+    stored = np.eye(3, 384, dtype=np.float32)  # stand-in vectors recorded as torch MiniLM's
+    data.set_embeddings(stored, "all-MiniLM-L6-v2")
+    empty = tmp_path / "no-artifacts"
+    assert embed_dataset(data, OnnxMiniLMEncoder(cache_dir=empty)) is stored  # same vectors: reused by name
+    assert not empty.exists()  # nothing exported just to compare names
+    X = embed_dataset(data, OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root))  # int8 differs: encodes
+    assert not np.array_equal(X, stored) and data.embedding_name == "all-MiniLM-L6-v2-onnx-int8"
