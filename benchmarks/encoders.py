@@ -81,17 +81,20 @@ def dataset_embeddings(data, name: str, minilm_X: np.ndarray | None = None) -> t
         return embed_dataset(data.subset(), get_encoder("tfidf")), {"fitted_on": "the dataset's prompt texts (no scores)"}
     enc = get_encoder(name)
     if name == "minilm-onnx" and minilm_X is not None:
-        rng = np.random.default_rng(0)
-        rows = rng.choice(len(texts), size=min(AGREEMENT_SAMPLE, len(texts)), replace=False)
-        sample = enc.encode([texts[i] for i in rows])
-        cos = np.sum(sample * minilm_X[rows], axis=1)
-        notes = {"sample_size": int(rows.size), "sample_cosine_min": float(cos.min()),
-                 "sample_cosine_mean": float(cos.mean())}
-        if cos.min() >= 0.9999:
+        notes = sample_agreement(enc, texts, minilm_X)
+        if notes["sample_cosine_min"] >= 0.9999:
             notes["embeddings"] = "MiniLM's (fp32 ONNX agrees at cosine >= 0.9999 on the sample)"
             return minilm_X, notes
     check_bound(enc, texts)
     return encode_cached(enc, texts), {}
+
+
+def sample_agreement(enc, texts: list[str], minilm_X: np.ndarray) -> dict:
+    """Cosine to MiniLM's rows on a fixed random sample of AGREEMENT_SAMPLE prompts (encoded uncached)."""
+    rows = np.random.default_rng(0).choice(len(texts), size=min(AGREEMENT_SAMPLE, len(texts)), replace=False)
+    cos = np.sum(enc.encode([texts[i] for i in rows]) * minilm_X[rows], axis=1)
+    return {"sample_size": int(rows.size), "sample_cosine_min": float(cos.min()),
+            "sample_cosine_mean": float(cos.mean()), "sample_cosine_p01": float(np.percentile(cos, 1))}
 
 
 def agreement(X: np.ndarray, minilm_X: np.ndarray) -> dict:
@@ -115,6 +118,11 @@ def quality(datasets: list[str], encoders: list[str], seeds: list[int]) -> tuple
                 X, note = (minilm_X, {}) if name == "minilm" else dataset_embeddings(data, name, minilm_X)
             except NotMeasured as exc:
                 notes[f"{ds}/{name}"] = {"not_measured": str(exc)}
+                if name.startswith("minilm-"):  # its agreement with MiniLM on a sample, at least
+                    from recroute.encoders import get_encoder
+                    from recroute.encoders.embed import dataset_texts
+
+                    notes[f"{ds}/{name}"].update(sample_agreement(get_encoder(name), dataset_texts(data), minilm_X))
                 print(f"  {ds} {name}: not measured ({exc})", flush=True)
                 continue
             notes[f"{ds}/{name}"] = {**note, "dim": int(X.shape[1]), "seconds_to_embed": time.perf_counter() - start}
@@ -278,11 +286,37 @@ def goals_and_default(speed_res: dict, qual: pd.DataFrame | None) -> dict:
     return {"goals": goals, "fastest_within_quality_bound": default}
 
 
+def summary_table(payload: dict) -> list[str]:
+    """The README's short table: per encoder, batched short prompts/s end to end, its ratio to the
+    routing step alone, and mean V_B (knn / two_tower, mean over m) minus MiniLM's per set."""
+    sp = payload.get("speed") or {}
+    q = pd.DataFrame(payload.get("quality_summary") or [])
+    sets = [d for d in DATASETS if not q.empty and d in set(q.dataset)]
+    lines = ["| encoder | dim | short prompts/s, text -> route | routing step alone / end to end | "
+             + " | ".join(f"V_B vs MiniLM, {d} (knn / two_tower)" for d in sets) + " |",
+             "|---" * (4 + len(sets)) + "|"]
+    for name in ENCODERS:
+        r = sp.get(name)
+        cells = [name, str(r["dim"]) if r else "-",
+                 f"{r['short']['batch_route_prompts_per_s']:,.0f}" if r else "-",
+                 f"{r['short']['batch_ratio_routing_step_vs_route']:.1f}x" if r else "-"]
+        for d in sets:
+            sub = q[(q.dataset == d) & (q.encoder == name)].set_index("router")
+            if sub.empty:
+                cells.append("not measured")
+            else:
+                cells.append(" / ".join(f"{sub.delta_vs_minilm.get(k, float('nan')):+.4f}" for k in QUALITY_ROUTERS))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(payload: dict) -> str:
     lines = ["# Encoders: speed end to end and routing quality", "",
              f"Machine: {payload['machine'].get('cpu')}, {payload['machine'].get('cores')} cores, shared with other "
              f"engineers' jobs while this ran (absolute rates are noisy; ratios are within one run). {payload['date']}.", ""]
     sp = payload.get("speed") or {}
+    if sp or payload.get("quality_summary"):
+        lines += ["## Summary", ""] + summary_table(payload) + [""]
     if sp:
         lines += ["## Speed (kNN k=5 bundle over 12,032 MMLU-Pro questions; text -> encode -> route)", "",
                   "| encoder | dim | short p50 ms | short p99 ms | short prompts/s | routing step alone /s | ratio | "
@@ -312,9 +346,19 @@ def markdown(payload: dict) -> str:
         for key, a in payload["agreement"].items():
             lines.append(f"| {key} | {a['cosine_mean']:.5f} | {a['cosine_p01']:.5f} | {a['cosine_min']:.5f} |")
         lines.append("")
-    skipped = {k: v["not_measured"] for k, v in (payload.get("embeddings") or {}).items() if "not_measured" in v}
+    skipped = {k: v for k, v in (payload.get("embeddings") or {}).items() if "not_measured" in v}
     if skipped:
-        lines += ["## Not measured", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+        lines += ["## Not measured", ""]
+        for k, v in skipped.items():
+            extra = (f"; cosine to MiniLM on a random sample of {v['sample_size']} of its prompts: mean "
+                     f"{v['sample_cosine_mean']:.4f}, min {v['sample_cosine_min']:.4f}") if "sample_size" in v else ""
+            lines.append(f"- {k}: {v['not_measured']}{extra}")
+        lines.append("")
+    onnx = {k: v for k, v in (payload.get("embeddings") or {}).items() if "embeddings" in v}
+    for k, v in onnx.items():
+        lines += [f"- {k}: {v['embeddings']} (sample of {v['sample_size']}: min cosine {v['sample_cosine_min']:.6f})"]
+    if onnx:
+        lines.append("")
     if payload.get("goals"):
         lines += ["## Goals", "", "```json", json.dumps(payload["goals"], indent=1), "```", ""]
     if payload.get("fastest_within_quality_bound"):
