@@ -126,7 +126,7 @@ def quality(datasets: list[str], encoders: list[str], seeds: list[int]) -> tuple
                 print(f"  {ds} {name}: not measured ({exc})", flush=True)
                 continue
             notes[f"{ds}/{name}"] = {**note, "dim": int(X.shape[1]), "seconds_to_embed": time.perf_counter() - start}
-            if name.startswith("minilm-"):
+            if name.startswith("minilm-") and X is not minilm_X:  # reused MiniLM's: its sample agreement is in notes
                 agree[f"{ds}/{name}"] = agreement(X, minilm_X)
             for router in QUALITY_ROUTERS:
                 specs = [router] if router == "knn" else [f"{router}:random_state={s}" for s in seeds]
