@@ -15,7 +15,7 @@ import numpy as np
 
 from recroute.errors import SavedArtifactError
 
-DEFAULT_ENCODER = "minilm"
+DEFAULT_ENCODER = "minilm-onnx"  # fastest within the quality bound on both sets: benchmarks/results/encoders.md
 ENCODER_FILE = "encoder.json"
 
 # lower-cased alias -> canonical key (the encoder names themselves included)
