@@ -328,6 +328,8 @@ def markdown(payload: dict) -> str:
                          f"{s['batch_ratio_routing_step_vs_route']:.1f}x | {lg['single_route']['p50_ms']:.2f} | "
                          f"{lg['batch_route_prompts_per_s']:,.0f} | {lg['batch_ratio_routing_step_vs_route']:.1f}x |")
         lines += ["", "ratio = routing step alone (precomputed embeddings) / end to end, batched; 1x = the encoder is free.", ""]
+        if payload.get("speed_note"):
+            lines += [payload["speed_note"] + ".", ""]
     q = payload.get("quality_summary")
     if q:
         df = pd.DataFrame(q)
@@ -391,8 +393,8 @@ def main() -> None:
     encoders = args.encoders.split(",")
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     started = time.perf_counter()
-    payload = {"benchmark": "encoders", "machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
-               "note": "2-core machine shared with other engineers' jobs while this ran"}
+    payload = {**previous, "benchmark": "encoders", "machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
+               "note": "2-core machine shared with other engineers' jobs while this ran"}  # other recorded keys kept
     speed_res = previous.get("speed", {})
     if args.speed_from is not None:
         speed_res = {**speed_res, **json.loads(args.speed_from.read_text())["speed"]}
