@@ -35,14 +35,18 @@ def fit_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS or the cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Train a router on the whole dataset and save it with its encoder as a routing bundle."""
     from recroute.data.catalog import load_dataset
     from recroute.routers.registry import make_router, spec_label
     from recroute.serve.bundle import RoutingBundle
+    from recroute.threads import apply_threads, resolve_threads
 
     with user_errors():
+        apply_threads(resolve_threads(threads))
         data = load_dataset(dataset)
         model = make_router(router)
         enc, X, note = fit_features(data, model, encoder, quiet)
@@ -227,18 +231,37 @@ def serve_command(
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most prompts in one request (413 beyond)."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body (413 beyond)."),
+    micro_batch: bool = typer.Option(True, "--micro-batch/--no-micro-batch",
+                                     help="Encode and route concurrent requests together."),
+    micro_batch_size: int = typer.Option(64, "--micro-batch-size", help="Most prompts gathered into one micro-batch."),
+    micro_batch_wait_ms: float = typer.Option(
+        2.0, "--micro-batch-wait-ms", help="Longest a request waits for companions (ms) before its batch starts."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads",
+        help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS or the cores; see docs/serving.md)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
-    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs."""
+    """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
+
+    Example: recroute serve --bundle mmlu-knn --port 8000 --micro-batch-size 64 --micro-batch-wait-ms 2
+    """
+    from recroute.serve.batching import BatchSettings
     from recroute.serve.bundle import RoutingBundle
+    from recroute.threads import resolve_threads
 
     with user_errors():
+        batching = BatchSettings(micro_batch, micro_batch_size, micro_batch_wait_ms)
+        thread_settings = resolve_threads(threads)
         bundle = RoutingBundle.load(bundle_dir)
         try:
             from recroute.serve.http import serve
         except ImportError as exc:
-            raise DataError(f"recroute serve needs fastapi and uvicorn ({exc}); pip install fastapi uvicorn") from None
+            raise DataError(f"recroute serve needs fastapi, uvicorn and orjson ({exc}); "
+                            "pip install fastapi 'uvicorn[standard]' orjson") from None
         if not quiet:
-            err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs)", highlight=False)
-        serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-              log_level="warning" if quiet else "info")
+            mode = (f"micro-batches of up to {batching.max_batch} prompts / {batching.max_wait_ms:g} ms"
+                    if batching.enabled else "no micro-batching")
+            err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs; {mode}; "
+                              f"threads {thread_settings.as_dict()})", highlight=False)
+        serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes, batching=batching,
+              threads=thread_settings, log_level="warning" if quiet else "info")

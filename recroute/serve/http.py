@@ -1,9 +1,12 @@
 """The HTTP routing service (FastAPI): ``POST /route``, ``GET /llms``, ``GET /healthz``.
 
 ``create_app(bundle)`` builds the app; ``recroute serve --bundle DIR`` runs it under uvicorn.
-Requests are validated (422 naming the field, 413 for too many prompts or too large a body); the
-encoder runs on a worker thread that batches concurrent requests (:class:`EncodeBatcher`), never
-on the event loop. OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``.
+Requests are validated (422 naming the field, 413 for too many prompts or too large a body) and
+handled on the event loop; encoding and routing run on one worker thread that micro-batches
+concurrent requests (:class:`DecisionBatcher`: up to ``max_batch`` prompts or ``max_wait_ms``,
+encoded once and routed once), never on the event loop. Answers are serialised with orjson and say
+how many prompts their batch held (header ``x-recroute-batch-size``). OpenAPI schema at
+``/openapi.json``, interactive docs at ``/docs``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ import json
 from contextlib import asynccontextmanager
 from typing import Any, Optional
 
+import orjson
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recroute.errors import DataError
-from recroute.serve.batching import EncodeBatcher
+from recroute.serve.batching import BatchSettings, DecisionBatcher
 from recroute.serve.bundle import RoutingBundle, decisions
+from recroute.threads import ThreadSettings, apply_threads
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+BATCH_SIZE_HEADER = "x-recroute-batch-size"
 
 
 class RouteRequest(BaseModel):
@@ -75,22 +82,34 @@ class LLMsResponse(BaseModel):
 
 
 def create_app(
-    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batching: BatchSettings | None = None, threads: ThreadSettings | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request."""
+    """The FastAPI app serving ``bundle``.
+
+    ``max_batch``: most prompts in one request (413 beyond); ``max_body_bytes``: largest body;
+    ``batching``: micro-batching of concurrent requests (default :class:`BatchSettings`: on, 64
+    prompts, 2 ms); ``threads``: thread counts applied on the worker thread (None: leave them).
+    """
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
+    batching = batching or BatchSettings()
     needs_text = bundle.router.needs_features
     if needs_text and bundle.encoder is None:
         raise DataError("this bundle has no encoder, so it cannot route prompt texts over HTTP")
     state: dict[str, Any] = {}
 
+    def route_rows(X, n: int, options: dict):
+        return bundle.route_arrays(X, n=n, **options)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["batcher"] = EncodeBatcher(bundle.encode, max_batch=max_batch) if needs_text else None
+        setup = None if threads is None else (lambda: apply_threads(threads))
+        batcher = DecisionBatcher(bundle.encode if needs_text else None, route_rows, batching, setup)
+        await batcher.start()
+        state["batcher"] = batcher
         yield
-        if state["batcher"] is not None:
-            state["batcher"].close()
+        await batcher.close()
 
     app = FastAPI(
         title="recroute routing service",
@@ -99,15 +118,16 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
+    app.state.batching = batching
     names = bundle.llm_names
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: {"status": "ok"}."""
         return {"status": "ok"}
 
     @app.get("/llms", response_model=LLMsResponse)
-    def llms() -> dict[str, Any]:
+    async def llms() -> dict[str, Any]:
         """The LLM names this service routes to, its router and encoder."""
         return {"llms": names, "router": bundle.router.name, "encoder": bundle.encoder_name}
 
@@ -117,15 +137,19 @@ def create_app(
         responses={413: {"description": "Too many prompts or too large a body"},
                    422: {"description": "Invalid request (the detail says what is wrong)"}},
     )
-    def route(request: RouteRequest) -> dict[str, Any]:
+    async def route(request: RouteRequest) -> Response:
         """Route one prompt (``prompt``) or a batch (``prompts``) to the top-``k`` LLMs among ``candidates``."""
         texts = request.texts
         if len(texts) > max_batch:
             raise HTTPException(413, f"{len(texts)} prompts in one request; the limit is {max_batch}")
         _check_choice(bundle, request.candidates, request.k)
-        X = state["batcher"].encode(texts) if needs_text else None
-        idx, scores = bundle.route_arrays(X, request.k, request.candidates, n=len(texts))
-        return {"decisions": [d.to_dict() for d in decisions(idx, scores, names)]}
+        options = {"k": request.k, "candidates": request.candidates}
+        try:
+            out = await state["batcher"].decide(texts, options)
+        except (DataError, ValueError) as exc:  # this request's own routing said no
+            raise HTTPException(422, str(exc)) from None
+        body = orjson.dumps({"decisions": [d.to_dict() for d in decisions(out.idx, out.scores, names)]})
+        return Response(body, media_type="application/json", headers={BATCH_SIZE_HEADER: str(out.batch_prompts)})
 
     return app
 
@@ -176,8 +200,12 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = DEFAULT_MAX_BATCH,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
-    """Run the service under uvicorn until interrupted."""
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, batching: BatchSettings | None = None,
+          threads: ThreadSettings | None = None, log_level: str = "info") -> None:
+    """Run the service under uvicorn until interrupted (uvloop and httptools when installed)."""
     import uvicorn
 
-    uvicorn.run(create_app(bundle, max_batch, max_body_bytes), host=host, port=port, log_level=log_level)
+    threads = apply_threads(threads)
+    app = create_app(bundle, max_batch, max_body_bytes, batching=batching, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "info",
+                loop="auto", http="auto")

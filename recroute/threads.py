@@ -1,0 +1,116 @@
+"""Thread counts for torch, ONNX Runtime and FAISS: chosen in one place, overridable.
+
+Each library keeps its own pool; left alone on a small machine they can oversubscribe the cores
+(torch's intra-op pool, FAISS's OpenMP pool and ONNX Runtime's pool all default to every core, and a
+serving process also needs a core for its event loop). Resolution, first match wins, per library:
+
+1. an explicit argument (``resolve_threads(torch=1)``, ``recroute serve --threads 2``);
+2. the library's environment variable: ``RECROUTE_TORCH_THREADS``, ``RECROUTE_ORT_THREADS``,
+   ``RECROUTE_FAISS_THREADS``;
+3. ``RECROUTE_THREADS`` (every library);
+4. the default: the cores this process may run on (``os.sched_getaffinity``).
+
+:func:`apply_threads` sets torch's and FAISS's pools at once; ONNX Runtime takes its count when a
+session is created, so encoders that build sessions read :func:`onnx_threads`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+ALL_ENV = "RECROUTE_THREADS"
+LIBRARY_ENV = {"torch": "RECROUTE_TORCH_THREADS", "onnx": "RECROUTE_ORT_THREADS", "faiss": "RECROUTE_FAISS_THREADS"}
+
+_applied: "ThreadSettings | None" = None
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    """Threads per library (each ≥ 1)."""
+
+    torch: int
+    onnx: int
+    faiss: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"torch": self.torch, "onnx": self.onnx, "faiss": self.faiss}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive(value, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}") from None
+    if not isinstance(number, int) or number < 1:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+    return number
+
+
+def resolve_threads(
+    threads: int | None = None, *, torch: int | None = None, onnx: int | None = None, faiss: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ThreadSettings:
+    """The thread counts after arguments, environment variables and the default (see the module doc).
+
+    ``threads`` sets every library; ``torch`` / ``onnx`` / ``faiss`` one each. A value that is not a
+    positive integer (argument or variable) raises ValueError naming it.
+    """
+    env = os.environ if environ is None else environ
+    if threads is not None:
+        threads = _positive(threads, "threads")
+    shared = threads
+    if shared is None and env.get(ALL_ENV, "").strip():
+        shared = _positive(env[ALL_ENV], ALL_ENV)
+    default = available_cores()
+    chosen = {}
+    for name, given in (("torch", torch), ("onnx", onnx), ("faiss", faiss)):
+        if given is not None:
+            chosen[name] = _positive(given, f"{name} threads")
+        elif threads is not None:
+            chosen[name] = threads
+        elif env.get(LIBRARY_ENV[name], "").strip():
+            chosen[name] = _positive(env[LIBRARY_ENV[name]], LIBRARY_ENV[name])
+        else:
+            chosen[name] = shared if shared is not None else default
+    return ThreadSettings(**chosen)
+
+
+def apply_threads(settings: ThreadSettings | None = None) -> ThreadSettings:
+    """Set torch's intra-op and FAISS's OpenMP thread counts now; remember ONNX Runtime's.
+
+    ``settings`` None resolves them from the environment. Libraries that are not installed are
+    skipped. Returns the settings applied.
+    """
+    global _applied
+    settings = settings or resolve_threads()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(settings.torch)
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        faiss = None
+    if faiss is not None:
+        faiss.omp_set_num_threads(settings.faiss)
+    _applied = settings
+    return settings
+
+
+def onnx_threads() -> int:
+    """Intra-op threads for a new ONNX Runtime session: the applied setting, else as resolved now."""
+    return (_applied or resolve_threads()).onnx
