@@ -17,6 +17,7 @@ session is created, so encoders that build sessions read :func:`onnx_threads`.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -87,27 +88,30 @@ def resolve_threads(
     return ThreadSettings(**chosen)
 
 
-def apply_threads(settings: ThreadSettings | None = None) -> ThreadSettings:
+def apply_threads(settings: ThreadSettings | None = None, load: bool = False) -> ThreadSettings:
     """Set torch's intra-op and FAISS's OpenMP thread counts now; remember ONNX Runtime's.
 
-    ``settings`` None resolves them from the environment. Libraries that are not installed are
-    skipped. Returns the settings applied.
+    ``settings`` None resolves them from the environment. A library not imported yet is only set
+    with ``load=True`` (importing torch takes seconds: a server applies the settings again once its
+    encoder has loaded). Returns the settings applied.
     """
     global _applied
     settings = settings or resolve_threads()
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None:
-        torch.set_num_threads(settings.torch)
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        faiss = None
-    if faiss is not None:
-        faiss.omp_set_num_threads(settings.faiss)
     _applied = settings
+    if load or "torch" in sys.modules:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            torch = None
+        if torch is not None:
+            torch.set_num_threads(settings.torch)
+    if load or "faiss" in sys.modules:
+        try:
+            import faiss
+        except ImportError:  # pragma: no cover - faiss is a dependency
+            faiss = None
+        if faiss is not None:
+            faiss.omp_set_num_threads(settings.faiss)
     return settings
 
 

@@ -46,7 +46,7 @@ def fit_command(
     from recroute.threads import apply_threads, resolve_threads
 
     with user_errors():
-        apply_threads(resolve_threads(threads))
+        apply_threads(resolve_threads(threads), load=True)
         data = load_dataset(dataset)
         model = make_router(router)
         enc, X, note = fit_features(data, model, encoder, quiet)

@@ -108,6 +108,10 @@ class DecisionBatcher:
         if self.settings.enabled:
             self._collector = self._loop.create_task(self._collect())
 
+    async def on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` on the worker thread (between batches) and return its result."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def decide(self, texts: Sequence[str], options: dict | None = None) -> Decided:
         """This request's decisions; raises the error its own encoding or routing raised."""
         if self._closed or self._loop is None:

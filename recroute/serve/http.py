@@ -102,11 +102,21 @@ def create_app(
     def route_rows(X, n: int, options: dict):
         return bundle.route_arrays(X, n=n, **options)
 
+    def warm_up() -> None:
+        """On the worker thread: thread settings, the encoder loaded (not on the first request), settings
+        again (torch is imported once a MiniLM encoder has loaded)."""
+        if threads is not None:
+            apply_threads(threads)
+        if needs_text:
+            bundle.encode(["warm-up"])
+        if threads is not None:
+            apply_threads(threads)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        setup = None if threads is None else (lambda: apply_threads(threads))
-        batcher = DecisionBatcher(bundle.encode if needs_text else None, route_rows, batching, setup)
+        batcher = DecisionBatcher(bundle.encode if needs_text else None, route_rows, batching)
         await batcher.start()
+        await batcher.on_worker(warm_up)
         state["batcher"] = batcher
         yield
         await batcher.close()
