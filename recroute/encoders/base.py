@@ -7,6 +7,7 @@ in every saved router so a mismatch is caught at load time.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -17,11 +18,18 @@ from recroute.errors import SavedArtifactError
 DEFAULT_ENCODER = "minilm"
 ENCODER_FILE = "encoder.json"
 
-# lower-cased alias -> canonical key
+# lower-cased alias -> canonical key (the encoder names themselves included)
 _ALIASES = {
     "minilm": "minilm",
     "all-minilm-l6-v2": "minilm",
     "sentence-transformers/all-minilm-l6-v2": "minilm",
+    "minilm-onnx": "minilm-onnx",
+    "all-minilm-l6-v2-onnx": "minilm-onnx",
+    "minilm-int8": "minilm-int8",
+    "all-minilm-l6-v2-onnx-int8": "minilm-int8",
+    "static": "static",
+    "minilm-static": "static",
+    "minilm-static-256": "static",
     "tfidf": "tfidf",
     "tf-idf": "tfidf",
     "tfidf-svd": "tfidf",
@@ -45,23 +53,40 @@ class Encoder(Protocol):
         ...
 
 
+ENCODER_KINDS = ("minilm", "minilm-onnx", "minilm-int8", "static", "tfidf")
+
+
 def encoder_names() -> list[str]:
     """The encoder names ``get_encoder`` accepts (canonical names first)."""
-    return ["minilm", "tfidf", "all-MiniLM-L6-v2"]
+    return [*ENCODER_KINDS, "all-MiniLM-L6-v2"]
 
 
 def canonical_name(name: str) -> str | None:
-    """"minilm" or "tfidf" for any accepted spelling of an encoder name, else None."""
-    return _ALIASES.get(name.strip().lower())
+    """The canonical key (one of ``ENCODER_KINDS``) for any accepted spelling of an encoder name, else None.
+
+    A static encoder's name with its fingerprint (``minilm-static-256-<hex>``) counts as "static".
+    """
+    key = name.strip().lower()
+    if key.startswith("minilm-static-"):
+        return "static"
+    return _ALIASES.get(key)
+
+
+def default_n_threads() -> int:
+    """Threads for one encoder's ONNX Runtime / torch work: the CPU count, at most 4 (2 on a 2-core machine)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
-    """An encoder by name: "minilm" (default; alias "all-MiniLM-L6-v2") or "tfidf".
+    """An encoder by name: "minilm" (torch; alias "all-MiniLM-L6-v2"), "minilm-onnx" (ONNX Runtime
+    fp32), "minilm-int8" (ONNX Runtime, int8 weights), "static" (model2vec distillation) or "tfidf".
 
     An object that already is an encoder is returned unchanged. ``kwargs`` go to the encoder's
-    constructor (``batch_size``/``device`` for MiniLM, ``dim`` and vectoriser settings for TF-IDF).
-    The TF-IDF encoder comes back unfitted: call ``fit(texts)`` first (``embed_dataset`` does).
-    Nothing heavy is loaded here; MiniLM loads its weights on the first ``encode``.
+    constructor (``batch_size``/``device``/``n_threads`` for MiniLM, ``batch_size``/``n_threads``/
+    ``cache_dir`` for the ONNX ones, ``dim``/``cache_dir`` for static, ``dim`` and vectoriser settings
+    for TF-IDF). The TF-IDF encoder comes back unfitted: call ``fit(texts)`` first (``embed_dataset``
+    does). Nothing heavy is loaded here except for "static", which loads (or, the first time on a
+    machine, distils) its vectors; the others load or export their weights on first use.
     """
     if name is None:
         name = DEFAULT_ENCODER
@@ -79,6 +104,15 @@ def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
         from recroute.encoders.minilm import MiniLMEncoder
 
         return MiniLMEncoder(**kwargs)
+    if key in ("minilm-onnx", "minilm-int8"):
+        from recroute.encoders.onnx import OnnxMiniLMEncoder
+
+        return OnnxMiniLMEncoder(quantized=key == "minilm-int8", **kwargs)
+    if key == "static":
+        from recroute.encoders.static import STATIC_DIM, StaticEncoder
+
+        dim = int(kwargs.pop("dim", STATIC_DIM))
+        return StaticEncoder.make(dim, kwargs.pop("cache_dir", None), **kwargs)
     if key == "tfidf":
         from recroute.encoders.tfidf import TfidfEncoder
 
@@ -98,11 +132,19 @@ def load_encoder(path: str | Path) -> Encoder:
         from recroute.encoders.minilm import MiniLMEncoder
 
         return MiniLMEncoder.load(path)
+    if kind in ("minilm-onnx", "minilm-int8"):
+        from recroute.encoders.onnx import OnnxMiniLMEncoder
+
+        return OnnxMiniLMEncoder.load(path)
+    if kind == "static":
+        from recroute.encoders.static import StaticEncoder
+
+        return StaticEncoder.load(path)
     if kind == "tfidf":
         from recroute.encoders.tfidf import TfidfEncoder
 
         return TfidfEncoder.load(path)
-    raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected 'minilm' or 'tfidf')")
+    raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected one of {list(ENCODER_KINDS)})")
 
 
 def read_spec(path: Path) -> dict:

@@ -41,18 +41,18 @@ def embed_dataset(
 ) -> np.ndarray:
     """float32 (n_prompts, d) prompt features of ``data``, attached to it (``data.embeddings``).
 
-    The dataset's own embeddings are returned unchanged when the same encoder made them
-    (``data.embedding_name == encoder.name``, same dim) and the name fully identifies the encoder
-    (true of MiniLM; a fitted TF-IDF encoder is always re-applied, through the cache). Otherwise the
-    prompt texts are encoded through :func:`~recroute.encoders.cache.encode_cached`.
+    The dataset's own embeddings are returned unchanged when the same encoder made them: their
+    recorded name equals the encoder's cache key (its name for MiniLM; name + fingerprint for the
+    ONNX, static and TF-IDF encoders, so another export or fit never passes for this one) and the
+    dim matches. Otherwise the prompt texts are encoded through
+    :func:`~recroute.encoders.cache.encode_cached`.
     An unfitted TF-IDF encoder is first fitted on this dataset's texts (unsupervised: no scores used).
     """
     encoder = get_encoder(encoder)
     if (
         data.embeddings is not None
-        and data.embedding_name == encoder.name
         and data.embeddings.shape[1] == encoder.dim
-        and cache_key(encoder) == encoder.name
+        and data.embedding_name == cache_key(encoder)
     ):
         return data.embeddings
     texts = dataset_texts(data)

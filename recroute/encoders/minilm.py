@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recroute.encoders.base import ENCODER_FILE, check_texts, l2_normalise, read_spec
+from recroute.encoders.base import ENCODER_FILE, check_texts, default_n_threads, l2_normalise, read_spec
 from recroute.errors import SavedArtifactError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -101,17 +101,22 @@ class MiniLMEncoder:
     """all-MiniLM-L6-v2 sentence embeddings: L2-normalised float32 (n, 384).
 
     The model is loaded lazily on the first :meth:`encode` and shared by every instance in the
-    process. ``batch_size`` is the default batch of :meth:`encode`.
+    process. ``batch_size`` is the default batch of :meth:`encode`. ``n_threads``: torch intra-op
+    threads while encoding (default :func:`~recroute.encoders.base.default_n_threads`; torch's
+    setting is process-wide, so the last encoder to encode sets it).
     """
 
     name: str = MODEL_NAME
     dim: int = MODEL_DIM
 
-    def __init__(self, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, batch_size: int = 64, device: str = "cpu", n_threads: int | None = None) -> None:
         self.batch_size = int(batch_size)
         self.device = device
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n_threads = default_n_threads() if n_threads is None else int(n_threads)
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
 
     def __repr__(self) -> str:
         return f"MiniLMEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r})"
@@ -130,6 +135,10 @@ class MiniLMEncoder:
         texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+
+        if torch.get_num_threads() != self.n_threads:
+            torch.set_num_threads(self.n_threads)
         X = self.model.encode(
             texts,
             batch_size=batch_size or self.batch_size,
