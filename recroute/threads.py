@@ -8,10 +8,14 @@ serving process also needs a core for its event loop). Resolution, first match w
 2. the library's environment variable: ``RECROUTE_TORCH_THREADS``, ``RECROUTE_ORT_THREADS``,
    ``RECROUTE_FAISS_THREADS``;
 3. ``RECROUTE_THREADS`` (every library);
-4. the default: the cores this process may run on (``os.sched_getaffinity``).
+4. the default: the cores this process may run on (``os.sched_getaffinity``), at most
+   ``ENCODER_MAX_DEFAULT`` (4) for torch and ONNX Runtime (small serving batches gain nothing from
+   more), all of them for FAISS (large query batches do).
 
 :func:`apply_threads` sets torch's and FAISS's pools at once; ONNX Runtime takes its count when a
-session is created, so encoders that build sessions read :func:`onnx_threads`.
+session is created, and encoders fix their count when they are made: they read
+:func:`current_threads` (the applied settings, else as resolved now), so apply the settings before
+loading a bundle.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Mapping
 ALL_ENV = "RECROUTE_THREADS"
 LIBRARY_ENV = {"torch": "RECROUTE_TORCH_THREADS", "onnx": "RECROUTE_ORT_THREADS", "faiss": "RECROUTE_FAISS_THREADS"}
 
+ENCODER_MAX_DEFAULT = 4
 _applied: "ThreadSettings | None" = None
 
 
@@ -74,7 +79,7 @@ def resolve_threads(
     shared = threads
     if shared is None and env.get(ALL_ENV, "").strip():
         shared = _positive(env[ALL_ENV], ALL_ENV)
-    default = available_cores()
+    cores = available_cores()
     chosen = {}
     for name, given in (("torch", torch), ("onnx", onnx), ("faiss", faiss)):
         if given is not None:
@@ -84,7 +89,8 @@ def resolve_threads(
         elif env.get(LIBRARY_ENV[name], "").strip():
             chosen[name] = _positive(env[LIBRARY_ENV[name]], LIBRARY_ENV[name])
         else:
-            chosen[name] = shared if shared is not None else default
+            chosen[name] = shared if shared is not None else (cores if name == "faiss" else
+                                                              min(cores, ENCODER_MAX_DEFAULT))
     return ThreadSettings(**chosen)
 
 
@@ -115,6 +121,11 @@ def apply_threads(settings: ThreadSettings | None = None, load: bool = False) ->
     return settings
 
 
+def current_threads() -> ThreadSettings:
+    """The applied settings (:func:`apply_threads`), else as resolved from the environment now."""
+    return _applied or resolve_threads()
+
+
 def onnx_threads() -> int:
-    """Intra-op threads for a new ONNX Runtime session: the applied setting, else as resolved now."""
-    return (_applied or resolve_threads()).onnx
+    """Intra-op threads for a new ONNX Runtime session."""
+    return current_threads().onnx

@@ -247,11 +247,11 @@ def serve_command(
     """
     from recroute.serve.batching import BatchSettings
     from recroute.serve.bundle import RoutingBundle
-    from recroute.threads import resolve_threads
+    from recroute.threads import apply_threads, resolve_threads
 
     with user_errors():
         batching = BatchSettings(micro_batch, micro_batch_size, micro_batch_wait_ms)
-        thread_settings = resolve_threads(threads)
+        thread_settings = apply_threads(resolve_threads(threads))  # before the encoder is made: it reads them
         bundle = RoutingBundle.load(bundle_dir)
         try:
             from recroute.serve.http import serve

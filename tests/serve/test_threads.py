@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from recroute.encoders.base import default_n_threads
+from recroute.encoders.minilm import MiniLMEncoder
+from recroute.encoders.onnx import OnnxMiniLMEncoder
 from recroute.threads import ThreadSettings, apply_threads, available_cores, onnx_threads, resolve_threads
 
 
-def test_default_is_the_cores():
+def test_default_is_the_cores_at_most_4_for_encoders():
     cores = available_cores()
-    assert resolve_threads(environ={}) == ThreadSettings(cores, cores, cores)
+    assert resolve_threads(environ={}) == ThreadSettings(min(cores, 4), min(cores, 4), cores)
 
 
 def test_precedence_argument_then_library_variable_then_shared_variable():
@@ -33,14 +36,17 @@ def test_bad_values_name_their_source(kwargs, env, message):
         resolve_threads(environ=env, **kwargs)
 
 
-def test_apply_sets_torch_and_faiss_and_remembers_onnx():
+def test_apply_sets_torch_and_faiss_and_remembers_onnx(monkeypatch):
     import faiss
     import torch
 
+    monkeypatch.setattr("recroute.threads._applied", None)  # restored after the test
     before = (torch.get_num_threads(), faiss.omp_get_max_threads())
     try:
         applied = apply_threads(ThreadSettings(torch=1, onnx=2, faiss=1), load=True)
         assert applied.onnx == 2 and onnx_threads() == 2
+        assert default_n_threads("onnx") == 2 and default_n_threads("torch") == 1  # encoders read them
+        assert OnnxMiniLMEncoder().n_threads == 2 and MiniLMEncoder().n_threads == 1
         assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
     finally:
         torch.set_num_threads(before[0])
