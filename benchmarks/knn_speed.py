@@ -185,19 +185,22 @@ REAL_EF_SEARCH = [8, 12, 16, 24, 32, 48, 64, 96, 128, 256]
 
 
 def shared_set(name: str):
-    """A shared data set by folder name (``$RECROUTE_SHARED_DATA`` or /work/shared/data), else bundled."""
+    """A data set by name: the bundled one where recroute ships it (MMLU-Pro, with its MiniLM vectors),
+    else the shared folder (``$RECROUTE_SHARED_DATA`` or /work/shared/data)."""
     import recroute
+    from recroute.data.catalog import list_datasets
 
-    root = Path(os.environ.get("RECROUTE_SHARED_DATA", "/work/shared/data"))
-    return recroute.load_dataset(str(root / name) if (root / name).is_dir() else name)
+    if name in list_datasets():
+        return recroute.load_dataset(name)
+    return recroute.load_dataset(str(Path(os.environ.get("RECROUTE_SHARED_DATA", "/work/shared/data")) / name))
 
 
 def real_vectors(encoder_name: str, sets: list) -> tuple[np.ndarray, str]:
     """float32 (n_unique_texts, d): the encoder's vectors of every distinct prompt text of ``sets``
     (first occurrence kept), through the shared embedding cache; and the encoder's name."""
     from recroute.encoders import get_encoder
-    from recroute.encoders.cache import encode_cached
-    from recroute.encoders.embed import embed_dataset
+    from recroute.encoders.cache import cache_key, encode_cached
+    from recroute.encoders.embed import dataset_texts
 
     encoder = get_encoder(encoder_name)
     texts, seen, keep = [], set(), []
@@ -210,7 +213,10 @@ def real_vectors(encoder_name: str, sets: list) -> tuple[np.ndarray, str]:
     if getattr(encoder, "is_fitted", True) is False:  # TF-IDF: fitted on every text (unsupervised)
         encoder.fit(texts)
         return encode_cached(encoder, texts, show_progress=True), encoder.name
-    parts = [embed_dataset(data, encoder, show_progress=True) for data in sets]  # bundled vectors when they fit
+    parts = []
+    for data in sets:  # a set's own vectors when this encoder made them (bundled MiniLM), else the cache
+        own = data.embeddings is not None and data.embedding_name == encoder.name == cache_key(encoder)
+        parts.append(data.embeddings if own else encode_cached(encoder, dataset_texts(data), show_progress=True))
     return np.concatenate(parts)[np.asarray(keep)], encoder.name
 
 
