@@ -273,6 +273,10 @@ def run_real(args) -> None:
         rng = np.random.default_rng(args.seed)
         n_queries = min(args.queries, len(X) // 5)
         rows.append({"encoder": name, "encoder_name": encoder_name, **recall_sweep(X, n_queries, args, rng)})
+    out = args.out if args.out.name != "knn_speed.json" else HERE / "results" / "knn_recall_real.json"
+    if args.append and out.exists():  # keep the other encoders' rows of an earlier run
+        done = {r["encoder"] for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if r["encoder"] not in done] + rows
     missing = [r["encoder"] for r in rows if r["smallest_nprobe"] is None or r["smallest_ef_search"] is None]
     choice = {
         "recall_goal": RECALL_GOAL,
@@ -283,7 +287,6 @@ def run_real(args) -> None:
     }
     payload = {"benchmark": "knn_recall_real", "sets": REAL_SETS, "rows": rows, "choice": choice,
                "machine": describe_machine(), "date": time.strftime("%Y-%m-%d")}
-    out = args.out if args.out.name != "knn_speed.json" else HERE / "results" / "knn_recall_real.json"
     with atomic_file(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     with atomic_file(out.with_suffix(".md")) as tmp:
@@ -331,6 +334,8 @@ def main() -> None:
                         help="instead: the recall sweep on real prompt embeddings of the shared sets, per encoder "
                              "(writes results/knn_recall_real.json and .md)")
     parser.add_argument("--encoders", default=",".join(REAL_ENCODERS), help="with --real: encoders to sweep")
+    parser.add_argument("--append", action="store_true",
+                        help="with --real: keep the other encoders' rows already in the output file")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "knn_speed.json")
     args = parser.parse_args()
     args.nprobes = [int(v) for v in args.nprobes.split(",")]
