@@ -238,7 +238,8 @@ def serve_command(
         2.0, "--micro-batch-wait-ms", help="Longest a request waits for companions (ms) before its batch starts."),
     threads: Optional[int] = typer.Option(
         None, "--threads",
-        help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS or the cores; see docs/serving.md)."),
+        help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS, else the cores less one for "
+             "encoders, all for FAISS; see docs/serving.md)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
@@ -251,7 +252,7 @@ def serve_command(
 
     with user_errors():
         batching = BatchSettings(micro_batch, micro_batch_size, micro_batch_wait_ms)
-        thread_settings = apply_threads(resolve_threads(threads))  # before the encoder is made: it reads them
+        thread_settings = apply_threads(resolve_threads(threads, serving=True))  # before the encoder is made
         bundle = RoutingBundle.load(bundle_dir)
         try:
             from recroute.serve.http import serve

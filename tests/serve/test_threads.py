@@ -13,6 +13,9 @@ from recroute.threads import ThreadSettings, apply_threads, available_cores, onn
 def test_default_is_the_cores_at_most_4_for_encoders():
     cores = available_cores()
     assert resolve_threads(environ={}) == ThreadSettings(min(cores, 4), min(cores, 4), cores)
+    serving = max(1, min(cores - 1, 4))  # a serving process leaves a core to its event loop
+    assert resolve_threads(serving=True, environ={}) == ThreadSettings(serving, serving, cores)
+    assert resolve_threads(serving=True, environ={"RECROUTE_THREADS": "2"}) == ThreadSettings(2, 2, 2)
 
 
 def test_precedence_argument_then_library_variable_then_shared_variable():
