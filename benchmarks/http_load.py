@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
     parser.add_argument("--prompts", type=int, default=300, help="distinct short prompts sent")
     parser.add_argument("--micro-batch-size", type=int, default=64)
-    parser.add_argument("--micro-batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--micro-batch-wait-ms", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=None, help="recroute serve --threads (default: its own)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "http_load.json")
     args = parser.parse_args()
@@ -188,6 +188,10 @@ def main() -> None:
     from recroute.atomic import atomic_file
     from recroute.encoders.minilm import load_model
 
+    from recroute.threads import apply_threads, resolve_threads
+
+    # the in-process baseline runs with the server's thread settings (serving defaults or --threads)
+    payload_threads = apply_threads(resolve_threads(args.threads, serving=True))
     encoders = available_encoders(args.encoders.split(","))
     data = recroute.load_dataset("mmlu_pro")
     minilm_X = data.embeddings if data.embedding_name == "all-MiniLM-L6-v2" else None  # before any re-encoding
@@ -198,7 +202,8 @@ def main() -> None:
                "see load_average_1min per row (before, after); ratios within a run are the fair comparison",
                "settings": {"seconds": args.seconds, "warmup": args.warmup, "prompts": len(short),
                             "micro_batch_size": args.micro_batch_size,
-                            "micro_batch_wait_ms": args.micro_batch_wait_ms, "threads": args.threads}}
+                            "micro_batch_wait_ms": args.micro_batch_wait_ms,
+                            "threads": payload_threads.as_dict()}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         singles = tmp / "singles.jsonl"

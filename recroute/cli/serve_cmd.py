@@ -235,7 +235,8 @@ def serve_command(
                                      help="Encode and route concurrent requests together."),
     micro_batch_size: int = typer.Option(64, "--micro-batch-size", help="Most prompts gathered into one micro-batch."),
     micro_batch_wait_ms: float = typer.Option(
-        2.0, "--micro-batch-wait-ms", help="Longest a request waits for companions (ms) before its batch starts."),
+        0.0, "--micro-batch-wait-ms",
+        help="Longest a request waits for companions (ms) before its batch starts (0: batch what queued meanwhile)."),
     threads: Optional[int] = typer.Option(
         None, "--threads",
         help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS, else the cores less one for "
@@ -244,7 +245,7 @@ def serve_command(
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
 
-    Example: recroute serve --bundle mmlu-knn --port 8000 --micro-batch-size 64 --micro-batch-wait-ms 2
+    Example: recroute serve --bundle mmlu-knn --port 8000 --micro-batch-size 64 --micro-batch-wait-ms 1
     """
     from recroute.serve.batching import BatchSettings
     from recroute.serve.bundle import RoutingBundle

@@ -34,11 +34,12 @@ RouteFn = Callable[[Optional[np.ndarray], int, dict], tuple[np.ndarray, np.ndarr
 @dataclass(frozen=True)
 class BatchSettings:
     """``enabled``: gather concurrent requests; ``max_batch``: most prompts per batch; ``max_wait_ms``:
-    longest a request waits for companions before its batch starts."""
+    longest a request waits for companions before its batch starts. The default 0 waits for nothing:
+    a batch holds the requests that arrived while the previous one computed (see docs/serving.md)."""
 
     enabled: bool = True
     max_batch: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):

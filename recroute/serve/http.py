@@ -89,7 +89,7 @@ def create_app(
 
     ``max_batch``: most prompts in one request (413 beyond); ``max_body_bytes``: largest body;
     ``batching``: micro-batching of concurrent requests (default :class:`BatchSettings`: on, 64
-    prompts, 2 ms); ``threads``: thread counts applied on the worker thread (None: leave them).
+    prompts, 0 ms: no timed wait); ``threads``: thread counts applied on the worker thread (None: leave them).
     """
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
