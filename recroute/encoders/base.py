@@ -7,7 +7,6 @@ in every saved router so a mismatch is caught at load time.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
