@@ -32,6 +32,10 @@ def coldstart_command(
     test_size: float = typer.Option(0.2, "--test-size", help="Share of prompts kept out of training, for mu_o."),
     pool_size: int = typer.Option(5, "--pool-size", help="LLMs in each routing pool (the new one + the closest base LLMs)."),
     features: str = typer.Option("auto", "--features", help="Prompt features: auto | text | responses."),
+    encoder: Optional[str] = typer.Option(
+        None, "--encoder", "-e",
+        help="Encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) instead of stored embeddings.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and the random probe draws."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows (router, strategy, k, mae, auc, log_loss, mu_o_ratio, ...) as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV."),
@@ -57,8 +61,13 @@ def coldstart_command(
             raise DataError(f"--test-size must be in (0, 1); got {test_size}")
         start = time.perf_counter()
         data = load_dataset(dataset)
+        X = None
+        if encoder is not None and features != "responses":
+            from recroute.eval.protocol import dataset_embeddings
+
+            X = dataset_embeddings(data, None, encoder)
         result = experiment.run_coldstart(
-            data, specs, strategy_list, ks, holdout=holdout if holdout == "loo" else _fraction(holdout),
+            data, specs, strategy_list, ks, X=X, holdout=holdout if holdout == "loo" else _fraction(holdout),
             max_folds=max_folds, test_size=test_size, pool_size=pool_size, features=features, seed=seed, quiet=quiet,
         )
         elapsed = time.perf_counter() - start

@@ -29,7 +29,7 @@ def debias_command(
     setting: str = typer.Option("easy", "--setting", "-s", help="easy (m = 3, 5), hard (m = 10, 100, 1000) or all."),
     prior: str = typer.Option("positive_rate", "--prior", help="Logit-adjustment prior: positive_rate | selection_share."),
     calibration: str = typer.Option("isotonic", "--calibration", help="Per-LLM calibration map: isotonic | platt."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | tfidf) instead of stored embeddings."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) instead of stored embeddings."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file."),

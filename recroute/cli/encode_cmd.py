@@ -16,8 +16,17 @@ def register(app: typer.Typer) -> None:
 
 
 def encode(
-    dataset: str = typer.Argument(..., metavar="NAME|PATH", help="Bundled dataset name (mmlu_pro) or dataset folder."),
-    encoder: str = typer.Option("minilm", "--encoder", "-e", help="minilm (all-MiniLM-L6-v2, offline) or tfidf."),
+    dataset: Optional[str] = typer.Argument(
+        None, metavar="[NAME|PATH]", help="Bundled dataset name (mmlu_pro) or dataset folder (optional with --make)."
+    ),
+    encoder: str = typer.Option(
+        "minilm", "--encoder", "-e",
+        help="minilm (torch) | minilm-onnx (ONNX fp32) | minilm-int8 (ONNX int8) | static (model2vec) | tfidf.",
+    ),
+    make: Optional[str] = typer.Option(
+        None, "--make", help="Build and cache an encoder now (static | minilm-onnx | minilm-int8), then encode DATASET if given."
+    ),
+    n_threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch / ONNX Runtime threads (default: CPUs, at most 4)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="float32 .npy to write (rows in prompt order). Default: ./<dataset>-<encoder>.npy"
     ),
@@ -33,6 +42,10 @@ def encode(
     """Encode the prompt texts of a dataset (cached: a text already encoded is not encoded again).
 
     A TF-IDF encoder is fitted on the dataset's texts and saved beside the output as <out>.encoder/.
+    ``--make static`` distils the static encoder once (or exports the ONNX graph for minilm-onnx /
+    minilm-int8) into ~/.cache/recroute/encoders.
+
+    Example: recroute encode mmlu_pro --encoder static --out mmlu_pro-static.npy
     """
     import numpy as np
 
@@ -44,10 +57,29 @@ def encode(
 
     started = time.perf_counter()
     try:
+        if make is not None:
+            made = _make_encoder(make, n_threads)
+            if dataset is None:
+                if not quiet:
+                    from rich.console import Console
+
+                    Console().print(f"{made.name} (dim {made.dim}) ready in {time.perf_counter() - started:.1f}s", highlight=False)
+                if json_file is not None:
+                    from recroute.cli.common import write_json
+
+                    write_json(json_file, [{"encoder": made.name, "dim": made.dim, "cache_key": getattr(made, "cache_key", made.name),
+                                            "seconds": round(time.perf_counter() - started, 3)}])
+                return
+            encoder = make
+        if dataset is None:
+            raise ValueError("give a dataset (NAME|PATH) to encode, or --make ENCODER to only build an encoder")
         data = load_dataset(dataset)
         texts = dataset_texts(data)
         kind = canonical_name(encoder)
-        enc = get_encoder(encoder, **({"dim": dim} if kind == "tfidf" else {"batch_size": batch_size}))
+        options: dict = {"dim": dim} if kind == "tfidf" else {"batch_size": batch_size}
+        if n_threads is not None and kind in ("minilm", "minilm-onnx", "minilm-int8"):
+            options["n_threads"] = n_threads
+        enc = get_encoder(encoder, **options)
         label = data.name or Path(dataset).name
         out = out or Path(f"{label}-{kind}.npy")
         if out.suffix != ".npy":
@@ -107,3 +139,17 @@ def encode(
         table.add_row("encoder saved", str(encoder_dir))
     table.add_row("total time", f"{seconds:.1f}s")
     Console().print(table)
+
+
+def _make_encoder(name: str, n_threads: int | None):
+    """Build (export or distil) and cache an encoder now; returns it."""
+    from recroute.encoders.base import canonical_name, get_encoder
+
+    kind = canonical_name(name)
+    if kind not in ("static", "minilm-onnx", "minilm-int8"):
+        raise ValueError(f"--make builds static, minilm-onnx or minilm-int8, not {name!r}")
+    enc = get_encoder(kind, **({} if kind == "static" or n_threads is None else {"n_threads": n_threads}))
+    prepare = getattr(enc, "prepare", None)
+    if callable(prepare):
+        prepare()
+    return enc

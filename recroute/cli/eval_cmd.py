@@ -57,7 +57,7 @@ def eval_command(
     routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated specs, e.g. knn,r_o:p=0.5."),
     setting: str = typer.Option("all", "--setting", "-s", help="easy (m = 3, 5), hard (m = 10, 100, 1000) or all."),
     encoder: Optional[str] = typer.Option(
-        None, "--encoder", "-e", help="Re-encode the prompts (minilm | tfidf) instead of stored embeddings."
+        None, "--encoder", "-e", help="Re-encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) instead of stored embeddings."
     ),
     monte_carlo: int = typer.Option(
         0, "--monte-carlo", help="Estimate oracle/r_o/random by RouterEval's Monte Carlo with this many runs (0: exact)."
@@ -145,7 +145,7 @@ def scaling_command(
     ),
     samples: int = typer.Option(100, "--samples", help="Candidate sets drawn per m."),
     seed: int = typer.Option(0, "--seed", help="Seed of the candidate-set draws."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode prompts (minilm | tfidf) for --router."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encode prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) for --router."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy curve rows as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy curve rows as CSV."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write files."),

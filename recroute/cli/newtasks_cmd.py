@@ -22,7 +22,7 @@ def new_tasks_command(
     routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated router specs, e.g. knn,cluster."),
     m: str = typer.Option("5", "--m", help="Candidate pool size(s), comma-separated (RouterEval's 3, 5, 10, 100, 1000)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Hold out only these tasks (comma-separated; default all)."),
-    encoder: str | None = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | tfidf) instead of stored embeddings."),
+    encoder: str | None = typer.Option(None, "--encoder", "-e", help="Encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) instead of stored embeddings."),
     seed: int = typer.Option(42, "--seed", help="Seed of RouterEval's split and strong_to_weak draws."),
     per_task: bool = typer.Option(False, "--per-task", help="Also show every held-out task, not only the pooled row."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file."),

@@ -31,7 +31,7 @@ def fit_command(
     router: str = typer.Option("knn", "--router", "-r", help="Router spec, e.g. knn or knn:index='ivf',nprobe=32."),
     encoder: Optional[str] = typer.Option(
         None, "--encoder", "-e",
-        help="minilm | tfidf: encode the prompt texts (default: the dataset's MiniLM embeddings, else minilm).",
+        help="minilm | minilm-onnx | minilm-int8 | static | tfidf: encode the prompt texts (default: the default encoder, reusing the dataset's embeddings when it made them).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON."),
@@ -69,22 +69,34 @@ def fit_command(
 
 
 def fit_features(data, router, encoder: str | None, quiet: bool):
-    """(encoder or None, X (n_prompts, d) or None, note) for fitting ``router`` on ``data``."""
-    from recroute.encoders import embed_dataset, get_encoder
+    """(encoder or None, X (n_prompts, d) or None, note) for fitting ``router`` on ``data``.
+
+    Without ``encoder``: the default encoder when the prompts have text (its embeddings are reused
+    when the dataset carries them), else the encoder that made the dataset's embeddings when it is
+    a known one, else the embeddings alone (a bundle that routes precomputed embeddings only).
+    """
+    from recroute.encoders import DEFAULT_ENCODER, embed_dataset, get_encoder
+    from recroute.encoders.base import ENCODER_KINDS
     from recroute.serve.bundle import encoder_kind
 
     if not router.needs_features:
         note = f"router {router.name!r} uses no prompt features: --encoder {encoder} ignored" if encoder else None
         return None, None, note
     if encoder is None and data.embeddings is not None:
-        if encoder_kind(data.embedding_name) == "minilm":
-            return get_encoder("minilm"), data.embeddings, None
-        note = (f"the dataset's embeddings ({data.embedding_name!r}) come from no known encoder: the bundle routes "
-                "precomputed embeddings only (recroute route --embeddings); give --encoder to route texts")
-        return None, data.embeddings, note
+        kind = encoder_kind(data.embedding_name)
+        rebuildable = kind in ("minilm", "minilm-onnx", "minilm-int8")  # static/tfidf: name alone is not enough
+        if rebuildable and not data.has_text:
+            enc = get_encoder(kind)
+            if enc.dim == data.embeddings.shape[1]:
+                return enc, data.embeddings, None
+        if kind not in ENCODER_KINDS or not data.has_text:
+            note = (f"the dataset's embeddings ({data.embedding_name!r}) come from no encoder that can be rebuilt "
+                    "here: the bundle routes precomputed embeddings only (recroute route --embeddings); give "
+                    "--encoder to route texts")
+            return None, data.embeddings, note
     if encoder is None and not data.has_text:
         raise DataError(f"dataset {data.name!r} has neither embeddings nor prompt texts to fit {router.name!r} on")
-    enc = get_encoder(encoder or "minilm")
+    enc = get_encoder(encoder or DEFAULT_ENCODER)
     X = embed_dataset(data, enc, show_progress=not quiet)
     return enc, X, None
 

@@ -69,6 +69,7 @@ class RoutingDataset:
         self.llms = _normalise_llm_table(llms)
         self.embeddings = None
         self.embedding_name = None
+        self.embedding_sets: dict[str, np.ndarray] = {}  # every attached set by encoder name, active one included
         self.name = name
         if embeddings is not None:
             self.set_embeddings(embeddings, embedding_name or "unknown")
@@ -248,22 +249,35 @@ class RoutingDataset:
         )
 
     def set_embeddings(self, embeddings: np.ndarray, name: str) -> None:
-        """Attach prompt features: float32 (n_prompts, d), finite."""
+        """Attach prompt features: float32 (n_prompts, d), finite; they become the active set."""
+        self.add_embedding_set(embeddings, name)
+        self.embeddings = self.embedding_sets[name]
+        self.embedding_name = name
+
+    def add_embedding_set(self, embeddings: np.ndarray, name: str) -> None:
+        """Keep another set of prompt features, float32 (n_prompts, d), by encoder name, without activating it."""
         X = np.asarray(embeddings, dtype=np.float32)
         if X.ndim != 2 or X.shape[0] != self.n_prompts:
             raise DataError(
-                f"embeddings must have shape (n_prompts={self.n_prompts}, d); got {tuple(X.shape)}"
+                f"embeddings must have shape (n_prompts={self.n_prompts}, d); got {tuple(X.shape)} (set {name!r})"
             )
         require_finite_rows(X, "embeddings")
-        self.embeddings = X
-        self.embedding_name = name
+        self.embedding_sets[name] = X
+
+    def use_embeddings(self, name: str) -> bool:
+        """Make the kept set ``name`` the active embeddings; False (nothing changed) when there is none."""
+        X = self.embedding_sets.get(name)
+        if X is None:
+            return False
+        self.embeddings, self.embedding_name = X, name
+        return True
 
     def subset(self, prompts: Selector = None, llms: Selector = None) -> "RoutingDataset":
         """A new dataset restricted to the given prompts and/or LLMs (positions, masks or names)."""
         rows = self._resolve(prompts, self.n_prompts, self.prompt_index)
         cols = self._resolve(llms, self.n_llms, self.llm_index)
         scores = self.scores[rows][:, cols]
-        return RoutingDataset(
+        out = RoutingDataset(
             scores,
             self.prompts.iloc[rows].reset_index(drop=True),
             self.llms.iloc[cols].reset_index(drop=True),
@@ -271,6 +285,10 @@ class RoutingDataset:
             embedding_name=self.embedding_name,
             name=self.name,
         )
+        for key, X in self.embedding_sets.items():
+            if key != out.embedding_name and X.shape[0] == self.n_prompts:
+                out.embedding_sets[key] = X[rows]
+        return out
 
     @staticmethod
     def _resolve(selector: Selector, size: int, lookup) -> np.ndarray:

@@ -420,6 +420,21 @@ def load_folder(cls, path: Path) -> "RoutingDataset":
         except ValueError as exc:
             raise DataError(f"{emb}: not a plain numpy array ({exc})") from None
         data.set_embeddings(X, meta.get("embedding_name") or "unknown")
+    extra = meta.get("embedding_files") or {}
+    if not isinstance(extra, dict):
+        raise DataError(f"{meta_file}: 'embedding_files' must map encoder names to .npy files in the folder")
+    for name, file in extra.items():  # more sets, by encoder name: embed_dataset picks the one it needs
+        target = path / str(file)
+        if Path(str(file)).name != str(file) or target.suffix != ".npy" or not target.is_file():
+            raise DataError(f"{meta_file}: embedding_files[{name!r}] = {file!r} is not a .npy file in {path}")
+        if str(file) == emb.name and data.embeddings is not None:  # the main file under another encoder's name
+            data.add_embedding_set(data.embeddings, str(name))
+            continue
+        try:
+            X = np.load(target, allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(f"{target}: not a plain numpy array ({exc})") from None
+        data.add_embedding_set(X, str(name))
     return data
 
 

@@ -1,7 +1,8 @@
 """Prompt encoders: text -> float32 (n, d) features, with an on-disk embedding cache.
 
-``get_encoder("minilm")`` (default, the packaged all-MiniLM-L6-v2, offline) or ``"tfidf"``
-(TF-IDF + TruncatedSVD, no model). ``encode_cached`` skips texts already encoded;
+``get_encoder(name)``: "minilm" (the packaged all-MiniLM-L6-v2 on torch, offline), "minilm-onnx"
+(the same network on ONNX Runtime; ``DEFAULT_ENCODER``), "minilm-int8" (int8 weights), "static"
+(model2vec distillation, no transformer at run time) or "tfidf" (TF-IDF + TruncatedSVD, no model). ``encode_cached`` skips texts already encoded;
 ``embed_dataset`` gives a RoutingDataset its prompt features. Heavy backends load lazily.
 """
 

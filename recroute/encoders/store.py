@@ -4,8 +4,10 @@ Root: ``$RECROUTE_ENCODER_CACHE``, else ``$RECROUTE_CACHE/_encoders`` when the e
 is moved (the leading ``_`` cannot clash with an embedding-cache folder name), else
 ``~/.cache/recroute/encoders``. Each artefact is one folder, built under a temporary name and
 renamed into place once complete (``recroute.atomic``), with a ``meta.json`` recording what it is
-and the sha256 of its main file. Several processes may build the same artefact at once: the
-first rename wins and the others' copies are discarded.
+and the sha256 of its main file. The folder's name ends with a hash of the recipe
+(``minilm-int8-<10 hex>``), so checkouts or library versions that make an artefact differently
+each keep their own instead of rebuilding each other's. Several processes may build the same
+artefact at once: the first rename wins and the others' copies are discarded.
 """
 
 from __future__ import annotations
@@ -62,12 +64,19 @@ def read_meta(folder: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+def artifact_dir(root: Path, base: str, recipe: dict) -> Path:
+    """``root/<base>-<first 10 hex of sha256(recipe as sorted JSON)>``."""
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(root) / f"{base}-{digest}"
+
+
 def ensure_artifact(folder: Path, recipe: dict, build: Callable[[Path], dict]) -> dict:
     """The meta of the artefact in ``folder``, building it first when missing or made by another recipe.
 
     ``build(tmp)`` fills the empty temporary folder ``tmp`` and returns extra meta fields (e.g.
     ``{"file": "model.onnx", "sha256": ...}``); ``recipe`` (JSON-able) identifies how it is made and
-    is compared with the stored one, so a changed recipe rebuilds instead of reusing stale files.
+    is compared with the stored one, so a changed recipe rebuilds instead of reusing stale files
+    (with :func:`artifact_dir` names a different recipe gets a different folder anyway).
     """
     folder = Path(folder)
     meta = read_meta(folder)

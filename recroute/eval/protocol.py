@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from recroute.encoders.base import DEFAULT_ENCODER  # re-exported here: one default for every layer
 from recroute.errors import DataError
 from recroute.eval import metrics
 
@@ -38,7 +39,6 @@ MEAN = "mean"
 METRICS = ("mu_o", "v_r", "v_b", "e_p", "auc")
 ROW_KEYS = ("router", "setting", "m", "group", *METRICS)
 TARGETS = ("auto", "score", "label")
-DEFAULT_ENCODER = "minilm"
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,8 @@ def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, enco
     """float32 (n_prompts, d) prompt features: ``X``, else ``encoder``'s (when given), else the dataset's.
 
     An encoder given explicitly wins over attached embeddings (``embed_dataset`` reuses them when the
-    same encoder made them); None when there are none at all.
+    same encoder made them). Without one, the dataset's set made by the default encoder
+    (``DEFAULT_ENCODER``) when it carries one, else its active embeddings; None when there are none.
     """
     if X is not None:
         X = np.asarray(X, dtype=np.float32)
@@ -400,6 +401,12 @@ def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, enco
         out = embed_dataset(data, get_encoder(encoder))
         X = out if isinstance(out, np.ndarray) else getattr(out, "embeddings", None)
         return data.embeddings if X is None else np.asarray(X, dtype=np.float32)
+    from recroute.encoders.base import embedding_names
+
+    sets = getattr(data, "embedding_sets", {})
+    for name in embedding_names(DEFAULT_ENCODER):  # the default encoder's set first
+        if name in sets:
+            return sets[name]
     return data.embeddings
 
 

@@ -107,21 +107,24 @@ def test_int8_agrees_with_torch(onnx_root, real_prompts, minilm_vectors):
 
 def test_onnx_export_is_cached_and_identified(onnx_root):
     fp32, int8 = OnnxMiniLMEncoder(cache_dir=onnx_root), OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root)
-    meta = json.loads((onnx_root / "minilm-int8" / "meta.json").read_text())
+    (int8_dir,) = onnx_root.glob("minilm-int8-*")  # the folder name ends with a hash of the recipe
+    meta = json.loads((int8_dir / "meta.json").read_text())
     assert meta["recipe"]["quantization"]["weight_type"] == "QInt8"
     assert int8.cache_key == f"all-MiniLM-L6-v2-onnx-int8-{meta['sha256'][:12]}"
     assert fp32.cache_key.startswith("all-MiniLM-L6-v2-onnx-") and fp32.cache_key != int8.cache_key
-    stamp = (onnx_root / "minilm-onnx" / "model.onnx").stat().st_mtime_ns
+    (fp32_dir,) = onnx_root.glob("minilm-onnx-*")
+    stamp = (fp32_dir / "model.onnx").stat().st_mtime_ns
     OnnxMiniLMEncoder(cache_dir=onnx_root).prepare()
-    assert (onnx_root / "minilm-onnx" / "model.onnx").stat().st_mtime_ns == stamp  # not exported again
+    assert (fp32_dir / "model.onnx").stat().st_mtime_ns == stamp  # not exported again
 
 
 def test_damaged_export_is_named(onnx_root, tmp_path):
     import shutil
 
     root = tmp_path / "artifacts"
-    shutil.copytree(onnx_root / "minilm-onnx", root / "minilm-onnx")
-    with open(root / "minilm-onnx" / "model.onnx", "r+b") as fh:
+    (fp32_dir,) = onnx_root.glob("minilm-onnx-*")
+    shutil.copytree(fp32_dir, root / fp32_dir.name)
+    with open(root / fp32_dir.name / "model.onnx", "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00\x01\x02\x03")
     with pytest.raises(SavedArtifactError, match="checksum differs"):
@@ -266,3 +269,95 @@ def test_real_static_distillation(tmp_path, real_prompts, minilm_vectors):
     G_static, G_minilm = X @ X.T, minilm_vectors @ minilm_vectors.T
     iu = np.triu_indices(len(X), 1)
     assert np.corrcoef(G_static[iu], G_minilm[iu])[0, 1] > 0.5
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_make_and_encode_int8(onnx_root, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from recroute import RoutingDataset
+    from recroute.cli.main import app
+
+    monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(onnx_root))
+    runner = CliRunner()
+    made = runner.invoke(app, ["encode", "--make", "minilm-int8", "--threads", "1", "--json", str(tmp_path / "m.json")])
+    assert made.exit_code == 0, made.output
+    (row,) = json.loads((tmp_path / "m.json").read_text())
+    assert row["encoder"] == "all-MiniLM-L6-v2-onnx-int8" and row["dim"] == 384
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": SHORT})
+    folder = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                      prompts=prompts, name="tiny").save(tmp_path / "tiny")
+    out = tmp_path / "e.npy"
+    result = runner.invoke(app, ["encode", str(folder), "-e", "minilm-int8", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root).encode(SHORT), atol=1e-6)
+    bad = runner.invoke(app, ["encode", "--make", "tfidf"])
+    assert bad.exit_code != 0 and "--make builds static, minilm-onnx or minilm-int8" in bad.output
+
+
+# ---------------------------------------------------------------------- datasets carrying several sets
+def _folder_with_two_sets(tmp_path, make_encoder):
+    from recroute import RoutingDataset
+
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": ["one", "two", "three"]})
+    data = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                    prompts=prompts, name="tiny")
+    primary = np.eye(3, 4, dtype=np.float32)
+    data.set_embeddings(primary, "primary-encoder")
+    folder = data.save(tmp_path / "tiny")
+    other = make_encoder("other-encoder", dim=2)
+    np.save(folder / "embeddings-other.npy", other.encode(["one", "two", "three"]))
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["embedding_files"] = {"other-encoder": "embeddings-other.npy"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder, primary, other
+
+
+def test_datasets_pick_the_embeddings_of_the_encoder_asked_for(tmp_path, make_encoder):
+    from recroute import load_dataset
+    from recroute.encoders import embed_dataset
+
+    folder, primary, _ = _folder_with_two_sets(tmp_path, make_encoder)
+    data = load_dataset(folder)
+    assert data.embedding_name == "primary-encoder"  # the main embeddings.npy stays the active set
+    np.testing.assert_array_equal(data.embeddings, primary)
+    fresh = make_encoder("other-encoder", dim=2)
+    X = embed_dataset(data, fresh)
+    assert fresh.n_encoded == 0 and data.embedding_name == "other-encoder"  # the stored set, nothing encoded
+    np.testing.assert_allclose(X[1], fresh.vector("two"), rtol=1e-6)
+    part = data.subset([2, 0])  # every set follows the rows
+    assert part.use_embeddings("primary-encoder")
+    np.testing.assert_array_equal(part.embeddings, primary[[2, 0]])
+    assert not part.use_embeddings("absent")
+    third = make_encoder("third-encoder", dim=2)
+    embed_dataset(data, third)
+    assert third.n_encoded == 3  # no stored set for it: encoded
+
+
+@pytest.mark.parametrize("entry", ["../outside.npy", "missing.npy", "prompts.parquet"])
+def test_bad_embedding_files_are_named(tmp_path, make_encoder, entry):
+    from recroute import load_dataset
+    from recroute.errors import DataError
+
+    folder, _, _ = _folder_with_two_sets(tmp_path, make_encoder)
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta["embedding_files"] = {"other-encoder": entry}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="embedding_files.*is not a .npy file"):
+        load_dataset(folder)
+
+
+def test_fp32_onnx_reuses_minilm_embeddings_and_int8_does_not(onnx_root, tmp_path):
+    from recroute import RoutingDataset
+    from recroute.encoders import embed_dataset
+
+    prompts = pd.DataFrame({"prompt_id": ["q0", "q1", "q2"], "text": SHORT})
+    data = RoutingDataset.from_wide(np.eye(3, 2), prompt_ids=prompts["prompt_id"], llm_names=["x", "y"],
+                                    prompts=prompts, name="tiny")
+    stored = np.eye(3, 384, dtype=np.float32)  # stand-in vectors recorded as torch MiniLM's
+    data.set_embeddings(stored, "all-MiniLM-L6-v2")
+    empty = tmp_path / "no-artifacts"
+    assert embed_dataset(data, OnnxMiniLMEncoder(cache_dir=empty)) is stored  # same vectors: reused by name
+    assert not empty.exists()  # nothing exported just to compare names
+    X = embed_dataset(data, OnnxMiniLMEncoder(quantized=True, cache_dir=onnx_root))  # int8 differs: encodes
+    assert not np.array_equal(X, stored) and data.embedding_name == "all-MiniLM-L6-v2-onnx-int8"

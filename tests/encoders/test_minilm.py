@@ -39,10 +39,12 @@ def encoder():
 
 
 def test_names_and_aliases():
-    for name in ("minilm", "MiniLM", "all-MiniLM-L6-v2", None):
+    for name in ("minilm", "MiniLM", "all-MiniLM-L6-v2"):
         enc = get_encoder(name)
         assert isinstance(enc, MiniLMEncoder)
         assert enc.name == "all-MiniLM-L6-v2" and enc.dim == 384
+    default = get_encoder(None)  # DEFAULT_ENCODER: the same network on ONNX Runtime (nothing loaded yet)
+    assert default.name == "all-MiniLM-L6-v2-onnx" and default.dim == 384
     enc = MiniLMEncoder()
     assert get_encoder(enc) is enc
     with pytest.raises(ValueError, match="unknown encoder 'bert'"):
