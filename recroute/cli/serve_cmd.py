@@ -35,6 +35,8 @@ def fit_command(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the routing bundle to."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write a summary row as JSON (- = stdout)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS or the cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     logs: Optional[Path] = typer.Option(None, "--logs", help="Learn from a decision log instead (see docs/feedback.md)."),
     method: str = typer.Option("dr", "--method", help="With --logs: dr (doubly-robust completion), ips or naive."),
@@ -47,12 +49,14 @@ def fit_command(
     from recroute.data.catalog import load_dataset
     from recroute.routers.registry import make_router, spec_label
     from recroute.serve.bundle import RoutingBundle
+    from recroute.threads import apply_threads, resolve_threads
 
     if logs is not None:
         return _fit_logs(logs, dataset, router, method, reward_router, encoder, out, json_path, quiet)
     with user_errors():
         if dataset is None:
             raise DataError("give --dataset (or --logs to learn from a decision log)")
+        apply_threads(resolve_threads(threads), load=True)
         data = load_dataset(dataset)
         model = make_router(router)
         enc, X, note = fit_features(data, model, encoder, quiet)
@@ -314,28 +318,46 @@ def serve_command(
     cost_weight: Optional[float] = typer.Option(
         None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Default max_cost for requests that give none."),
+    micro_batch: bool = typer.Option(True, "--micro-batch/--no-micro-batch",
+                                     help="Encode and route concurrent requests together."),
+    micro_batch_size: int = typer.Option(64, "--micro-batch-size", help="Most prompts gathered into one micro-batch."),
+    micro_batch_wait_ms: float = typer.Option(
+        0.0, "--micro-batch-wait-ms",
+        help="Longest a request waits for companions (ms) before its batch starts (0: batch what queued meanwhile)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads",
+        help="Threads for torch, ONNX Runtime and FAISS (default: RECROUTE_THREADS, else the cores less one for "
+             "encoders, all for FAISS; see docs/serving.md)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Default routing policy (e.g. epsilon_greedy:epsilon=0.2)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Append every decision to this decision log; POST /outcome adds outcomes."),
 ) -> None:
     """Serve a routing bundle over HTTP: POST /route, GET /llms, GET /healthz, OpenAPI at /docs.
 
-    Example: recroute serve --bundle mmlu-knn --port 8000
+    Example: recroute serve --bundle mmlu-knn --port 8000 --micro-batch-size 64 --micro-batch-wait-ms 1
     """
+    from recroute.serve.batching import BatchSettings
     from recroute.serve.bundle import RoutingBundle
+    from recroute.threads import apply_threads, resolve_threads
 
     with user_errors():
+        batching = BatchSettings(micro_batch, micro_batch_size, micro_batch_wait_ms)
+        thread_settings = apply_threads(resolve_threads(threads, serving=True))  # before the encoder is made
         bundle = RoutingBundle.load(bundle_dir)
         try:
             from recroute.serve.http import serve
         except ImportError as exc:
-            raise DataError(f"recroute serve needs fastapi and uvicorn ({exc}); pip install fastapi uvicorn") from None
+            raise DataError(f"recroute serve needs fastapi, uvicorn and orjson ({exc}); "
+                            "pip install fastapi 'uvicorn[standard]' orjson") from None
         if not quiet:
-            err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs)", highlight=False)
+            mode = (f"micro-batches of up to {batching.max_batch} prompts / {batching.max_wait_ms:g} ms"
+                    if batching.enabled else "no micro-batching")
+            err_console.print(f"serving {bundle!r} on http://{host}:{port} (docs at /docs; {mode}; "
+                              f"threads {thread_settings.as_dict()})", highlight=False)
         if policy is not None:
             from recroute.feedback.policies import parse_policy
 
             policy = parse_policy(policy).spec
-        serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-              log_level="warning" if quiet else "info", cost_weight=cost_weight, max_cost=max_cost,
-              policy=policy, log=log)
+        serve(bundle, host, port, max_batch=max_batch, max_body_bytes=max_body_bytes, batching=batching,
+              threads=thread_settings, log_level="warning" if quiet else "info", cost_weight=cost_weight,
+              max_cost=max_cost, policy=policy, log=log)

@@ -7,7 +7,6 @@ in every saved router so a mismatch is caught at load time.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -92,9 +91,13 @@ def canonical_name(name: str) -> str | None:
     return _ALIASES.get(key)
 
 
-def default_n_threads() -> int:
-    """Threads for one encoder's ONNX Runtime / torch work: the CPU count, at most 4 (2 on a 2-core machine)."""
-    return max(1, min(4, os.cpu_count() or 1))
+def default_n_threads(library: str = "onnx") -> int:
+    """Threads for one encoder's ONNX Runtime ("onnx") or torch ("torch") work, from the one place that
+    sets them (:mod:`recroute.threads`: ``--threads``, ``RECROUTE_THREADS``, ``RECROUTE_ORT_THREADS``,
+    ``RECROUTE_TORCH_THREADS``; default the cores, at most 4: 2 on a 2-core machine)."""
+    from recroute.threads import current_threads
+
+    return getattr(current_threads(), library)
 
 
 def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:

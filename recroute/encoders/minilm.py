@@ -115,7 +115,7 @@ class MiniLMEncoder:
         self.device = device
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.n_threads = default_n_threads() if n_threads is None else int(n_threads)
+        self.n_threads = default_n_threads("torch") if n_threads is None else int(n_threads)
         if self.n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
 

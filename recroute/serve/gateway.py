@@ -39,7 +39,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from recroute.errors import DataError
 from recroute.feedback.logs import prompt_hash
-from recroute.serve.batching import EncodeBatcher
+from recroute.serve.batching import BatchSettings, DecisionBatcher
 from recroute.serve.gateway_metrics import GatewayMetrics
 from recroute.serve.upstreams import Upstream
 
@@ -271,18 +271,29 @@ class Decider:
         if decide_on == "auto":
             decide_on = "loop" if fast_encoder(bundle) else "thread"
         self.decide_on = decide_on
-        self.batcher = EncodeBatcher(self._score, max_batch=max_batch) if decide_on == "thread" else None
+        self.batcher = None
+        if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
+            encode = self.bundle.encode if bundle.router.needs_features else None
+            self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
+
+    def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first."""
+        return self.bundle.router.route(X, k=len(self.names), n=n)
 
     def _score(self, texts: list[str]) -> np.ndarray:
-        """float32 (n, m) router scores for n texts (runs on the worker thread)."""
+        """float32 (n, m) router scores for n texts."""
         router = self.bundle.router
         if not router.needs_features:
             return router.score(None, n=len(texts))
         return router.score(self.bundle.encode(texts))
 
-    def close(self) -> None:
+    async def start(self) -> None:
         if self.batcher is not None:
-            self.batcher.close()
+            await self.batcher.start()
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
 
     def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
         """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced."""
@@ -305,7 +316,9 @@ class Decider:
         if self.batcher is None:  # a fast encoder: scored right here, no thread hop
             scores = np.asarray(self._score([text])[0], dtype=np.float64)
         else:
-            scores = np.asarray((await asyncio.wrap_future(self.batcher.submit([text])))[0], dtype=np.float64)
+            ranked = await self.batcher.decide([text])
+            scores = np.empty(len(self.names), dtype=np.float64)
+            scores[ranked.idx[0]] = ranked.scores[0]
         allowed = self.configured.copy()
         if options.candidates is not None:
             allowed[:] = False
@@ -510,9 +523,10 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     async def lifespan(app):
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
         state["client"] = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        await decider.start()
         yield
         await state["client"].aclose()
-        decider.close()
+        await decider.close()
 
     app = FastAPI(title="recroute gateway", summary="An OpenAI-compatible endpoint that routes each request to an LLM.",
                   version="1", lifespan=lifespan)

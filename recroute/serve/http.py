@@ -1,9 +1,12 @@
 """The HTTP routing service (FastAPI): ``POST /route``, ``GET /llms``, ``GET /healthz``.
 
 ``create_app(bundle)`` builds the app; ``recroute serve --bundle DIR`` runs it under uvicorn.
-Requests are validated (422 naming the field, 413 for too many prompts or too large a body); the
-encoder runs on a worker thread that batches concurrent requests (:class:`EncodeBatcher`), never
-on the event loop. OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``.
+Requests are validated (422 naming the field, 413 for too many prompts or too large a body) and
+handled on the event loop; encoding and routing run on one worker thread that micro-batches
+concurrent requests (:class:`DecisionBatcher`: up to ``max_batch`` prompts or ``max_wait_ms``,
+encoded once and routed once), never on the event loop. Answers are serialised with orjson and say
+how many prompts their batch held (header ``x-recroute-batch-size``). OpenAPI schema at
+``/openapi.json``, interactive docs at ``/docs``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ import json
 from contextlib import asynccontextmanager
 from typing import Any, Optional
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recroute.errors import DataError
-from recroute.serve.batching import EncodeBatcher
+from recroute.serve.batching import BatchSettings, DecisionBatcher
 from recroute.serve.bundle import RoutingBundle, decisions
+from recroute.threads import ThreadSettings, apply_threads
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+BATCH_SIZE_HEADER = "x-recroute-batch-size"
 
 
 class RouteRequest(BaseModel):
@@ -90,10 +98,14 @@ class LLMsResponse(BaseModel):
 
 def create_app(
     bundle: RoutingBundle, max_batch: int = DEFAULT_MAX_BATCH, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batching: BatchSettings | None = None, threads: ThreadSettings | None = None,
     cost_weight: float | None = None, max_cost: float | None = None, policy: Optional[str] = None, log=None,
 ) -> FastAPI:
-    """The FastAPI app serving ``bundle``: at most ``max_batch`` prompts and ``max_body_bytes`` per request.
+    """The FastAPI app serving ``bundle``.
 
+    ``max_batch``: most prompts in one request (413 beyond); ``max_body_bytes``: largest body;
+    ``batching``: micro-batching of concurrent requests (default :class:`BatchSettings`: on, 64
+    prompts, 0 ms: no timed wait); ``threads``: thread counts applied on the worker thread (None: leave them).
     ``cost_weight`` / ``max_cost``: defaults for requests that give none (None: plain routing); ``policy``:
     the default routing policy (a spec; None = greedy); ``log``: a decision-log path (JSONL) or
     ``DecisionLogWriter`` receiving one line per decision, with ``POST /outcome`` to add outcomes later.
@@ -107,17 +119,35 @@ def create_app(
     writer = log if isinstance(log, DecisionLogWriter) or log is None else DecisionLogWriter(log)
     if max_batch < 1 or max_body_bytes < 1:
         raise ValueError(f"max_batch and max_body_bytes must be positive; got {max_batch}, {max_body_bytes}")
+    batching = batching or BatchSettings()
     needs_text = bundle.router.needs_features
     if needs_text and bundle.encoder is None:
         raise DataError("this bundle has no encoder, so it cannot route prompt texts over HTTP")
     state: dict[str, Any] = {}
 
+    def route_rows(X, n: int, options: dict):
+        tokens = options.get("prompt_tokens")
+        options = {**options, "prompt_tokens": None if tokens is None else np.asarray(tokens, dtype=np.float64)}
+        return bundle.route_arrays(X, n=n, **options)
+
+    def warm_up() -> None:
+        """On the worker thread: thread settings, the encoder loaded (not on the first request), settings
+        again (torch is imported once a MiniLM encoder has loaded)."""
+        if threads is not None:
+            apply_threads(threads)
+        if needs_text:
+            bundle.encode(["warm-up"])
+        if threads is not None:
+            apply_threads(threads)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["batcher"] = EncodeBatcher(bundle.encode, max_batch=max_batch) if needs_text else None
+        batcher = DecisionBatcher(bundle.encode if needs_text else None, route_rows, batching)
+        await batcher.start()
+        await batcher.on_worker(warm_up)
+        state["batcher"] = batcher
         yield
-        if state["batcher"] is not None:
-            state["batcher"].close()
+        await batcher.close()
 
     app = FastAPI(
         title="recroute routing service",
@@ -126,15 +156,16 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=int(max_body_bytes))
+    app.state.batching = batching
     names = bundle.llm_names
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: {"status": "ok"}."""
         return {"status": "ok"}
 
     @app.get("/llms", response_model=LLMsResponse)
-    def llms() -> dict[str, Any]:
+    async def llms() -> dict[str, Any]:
         """The LLM names this service routes to, its router and encoder."""
         return {"llms": names, "router": bundle.router.name, "encoder": bundle.encoder_name}
 
@@ -144,7 +175,7 @@ def create_app(
         responses={413: {"description": "Too many prompts or too large a body"},
                    422: {"description": "Invalid request (the detail says what is wrong)"}},
     )
-    def route(request: RouteRequest) -> dict[str, Any]:
+    async def route(request: RouteRequest) -> Response:
         """Route one prompt (``prompt``) or a batch (``prompts``) to the top-``k`` LLMs among ``candidates``."""
         texts = request.texts
         if len(texts) > max_batch:
@@ -158,27 +189,30 @@ def create_app(
                 raise HTTPException(422, str(exc)) from None
             if request.k != 1:
                 raise HTTPException(422, f"a routing policy ({spec}) chooses one LLM per prompt: k must be 1")
-        X = state["batcher"].encode(texts) if needs_text else None
         weight = cost_weight if request.cost_weight is None else request.cost_weight
         limit = max_cost if request.max_cost is None else request.max_cost
-        costed = weight is not None or limit is not None
+        options: dict[str, Any] = {"k": request.k, "candidates": request.candidates}
+        if weight is not None or limit is not None:  # requests batch together only when their options are equal
+            tokens = bundle.prompt_tokens(texts) if bundle.prices is not None else None
+            options.update(cost_weight=weight, max_cost=limit,
+                           prompt_tokens=None if tokens is None else tuple(np.asarray(tokens).tolist()))
+        if spec is not None:
+            options["policy"] = spec
         try:
-            got = bundle.route_arrays(
-                X, request.k, request.candidates, n=len(texts), cost_weight=weight, max_cost=limit,
-                prompt_tokens=bundle.prompt_tokens(texts) if costed else None, policy=spec)
-        except DataError as exc:  # no prices, or max_cost leaves a prompt without an LLM
+            out = await state["batcher"].decide(texts, options)
+        except (DataError, ValueError) as exc:  # this request's own routing said no (no prices, max_cost, ...)
             raise HTTPException(422, str(exc)) from None
-        out = [d.to_dict() for d in decisions(*got, names)] if spec is None else \
-            [d.to_dict() for d in decisions(got[0], got[1], names, got[2])]
+        made = [d.to_dict() for d in decisions(out.idx, out.scores, names, out.propensity)]
         if writer is not None:
-            issued.update(_log_decisions(writer, texts, out, request.candidates or names, spec, bundle.router.name))
-        return {"decisions": out}
+            issued.update(_log_decisions(writer, texts, made, request.candidates or names, spec, bundle.router.name))
+        body = orjson.dumps({"decisions": made})
+        return Response(body, media_type="application/json", headers={BATCH_SIZE_HEADER: str(out.batch_prompts)})
 
     issued: set[str] = set()  # decision ids this process logged (an outcome must name one of them)
 
     if writer is not None:
         @app.post("/outcome", responses={404: {"description": "Unknown decision_id"}})
-        def outcome(request: OutcomeRequest) -> dict[str, str]:
+        async def outcome(request: OutcomeRequest) -> dict[str, str]:
             """Record the observed outcome of an earlier decision (routed by this process) in the decision log."""
             if request.decision_id not in issued:
                 raise HTTPException(404, f"unknown decision_id {request.decision_id!r} (not routed by this service)")
@@ -249,11 +283,14 @@ async def _send_json(send, status: int, payload: dict) -> None:
 
 
 def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = DEFAULT_MAX_BATCH,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info", cost_weight: float | None = None,
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, batching: BatchSettings | None = None,
+          threads: ThreadSettings | None = None, log_level: str = "info", cost_weight: float | None = None,
           max_cost: float | None = None, policy: Optional[str] = None, log=None) -> None:
-    """Run the service under uvicorn until interrupted."""
+    """Run the service under uvicorn until interrupted (uvloop and httptools when installed)."""
     import uvicorn
 
-    app = create_app(bundle, max_batch, max_body_bytes, cost_weight=cost_weight, max_cost=max_cost,
-                     policy=policy, log=log)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    threads = apply_threads(threads)
+    app = create_app(bundle, max_batch, max_body_bytes, batching=batching, threads=threads, cost_weight=cost_weight,
+                     max_cost=max_cost, policy=policy, log=log)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "info",
+                loop="auto", http="auto")

@@ -60,3 +60,4 @@ def private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def topics_folder(tmp_path_factory, topics) -> Path:
     return topics.save(tmp_path_factory.mktemp("data") / "topics")
+

@@ -178,10 +178,14 @@ def upstreams(prices: dict | None = None) -> dict:
 
 
 def decide(router: Decider, text: str, options: RouteOptions = RouteOptions()):
-    try:
-        return asyncio.run(router.decide(text, options))
-    finally:
-        router.close()
+    async def run():
+        await router.start()
+        try:
+            return await router.decide(text, options)
+        finally:
+            await router.close()
+
+    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("decide_on", ["loop", "thread"])

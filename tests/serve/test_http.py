@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from servers import free_port, serve_command, server_process
 
 httpx = pytest.importorskip("httpx", reason="the HTTP tests need httpx (dev extra)")
 pytest.importorskip("fastapi", reason="the HTTP service needs fastapi")
@@ -23,42 +20,13 @@ MAX_BATCH = 8
 MAX_BODY = 4096
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tfidf_bundle_dir):
     """Base URL of a running `recroute serve` on a free loopback port; stopped after the module."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recroute", "serve", "--bundle", str(tfidf_bundle_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited ({proc.returncode}): {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not answer /healthz within 90 s")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    command = serve_command(tfidf_bundle_dir, port, "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY))
+    with server_process(command, port) as url:
+        yield url
 
 
 def post(url: str, payload, **kwargs):

@@ -1,0 +1,68 @@
+"""Helpers of the HTTP tests: a free loopback port, a server process that is awaited and stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(command: list[str], port: int, startup_s: float = 120):
+    """Run ``command`` (a server on 127.0.0.1:``port``) until /healthz answers; yield its base URL;
+    stop it afterwards."""
+    with server_processes([(command, port)], startup_s) as (url,):
+        yield url
+
+
+@contextmanager
+def server_processes(servers: list[tuple[list[str], int]], startup_s: float = 120):
+    """Start every (command, port) at once (their start-ups overlap), wait until each answers
+    /healthz, yield their base URLs; stop them all afterwards."""
+    import httpx
+
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}) for command, _ in servers]
+    urls = [f"http://127.0.0.1:{port}" for _, port in servers]
+    deadline = time.monotonic() + startup_s
+    try:
+        for proc, url in zip(procs, urls):
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"the server exited ({proc.returncode}): {proc.stdout.read().decode()}")
+                try:
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not answer /healthz within {startup_s:.0f} s")
+                time.sleep(0.2)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def serve_command(bundle_dir: Path, port: int, *options: str) -> list[str]:
+    """``python -m recroute serve`` on a bundle and a loopback port, quiet, with extra options."""
+    return [sys.executable, "-m", "recroute", "serve", "--bundle", str(bundle_dir), "--host", "127.0.0.1",
+            "--port", str(port), "--quiet", *options]
