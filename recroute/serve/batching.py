@@ -1,4 +1,5 @@
-"""Micro-batching: texts from concurrent requests are encoded together on one worker thread.
+"""Micro-batching: texts from concurrent requests are encoded together on one worker thread
+(``EncodeBatcher``), or on the event loop for a fast encoder (``LoopBatcher``).
 
 Each caller blocks on its own future while the worker drains the queue into one encoder batch
 (up to ``max_batch`` texts), so under load many small requests cost about one batched encoder call,
@@ -7,6 +8,7 @@ and the (not re-entrant) encoder is only ever used from one thread.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from concurrent.futures import Future
@@ -79,3 +81,47 @@ class EncodeBatcher:
         for part, future in batch:
             future.set_result(X[start : start + len(part)])
             start += len(part)
+
+
+class LoopBatcher:
+    """``score(texts) -> (n, m)`` batched across the requests waiting in one event-loop turn, on the loop.
+
+    For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(text)``
+    queues its text, and one callback scheduled after the loop's ready callbacks scores every queued
+    text in batches of at most ``max_batch``. One request alone costs one extra loop turn; concurrent
+    requests share one encoder + router call (a kNN search over the whole index for 16 prompts costs
+    about what it costs for two). Rows are scored independently, so each equals its own one-text call.
+    """
+
+    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        self._score = score
+        self.max_batch = int(max_batch)
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        self.calls = 0  # scoring calls made (for tests and benchmarks)
+
+    async def submit(self, text: str) -> np.ndarray:
+        """The text's score row, shape (m,)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((text, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_batch):
+            chunk = pending[start : start + self.max_batch]
+            self.calls += 1
+            try:
+                scores = self._score([text for text, _ in chunk])
+            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
+                for _, future in chunk:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for row, (_, future) in zip(scores, chunk):
+                if not future.done():  # a client that went away cancelled its future
+                    future.set_result(row)

@@ -40,7 +40,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from recroute.errors import DataError
 from recroute.feedback.logs import prompt_hash
-from recroute.serve.batching import EncodeBatcher
+from recroute.serve.batching import EncodeBatcher, LoopBatcher
 from recroute.serve.gateway_metrics import GatewayMetrics
 from recroute.serve.upstreams import Upstream
 
@@ -255,7 +255,8 @@ class Decision:
 
 class Decider:
     """Scores a prompt text (encoder + router) and decides for it: on the event loop for a fast encoder
-    (``decide_on="loop"``), else on the batching worker thread (``"thread"``); ``"auto"`` picks by encoder."""
+    (``decide_on="loop"``, batched with the other requests of the same loop turn), else on the batching
+    worker thread (``"thread"``); ``"auto"`` picks by encoder."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto") -> None:
@@ -273,6 +274,7 @@ class Decider:
             decide_on = "loop" if fast_encoder(bundle) else "thread"
         self.decide_on = decide_on
         self.batcher = EncodeBatcher(self._score, max_batch=max_batch) if decide_on == "thread" else None
+        self.loop_batcher = LoopBatcher(self._score, max_batch=max_batch) if decide_on == "loop" else None
 
     def _score(self, texts: list[str]) -> np.ndarray:
         """float32 (n, m) router scores for n texts (runs on the worker thread)."""
@@ -303,8 +305,8 @@ class Decider:
 
     async def decide(self, text: str, options: RouteOptions) -> Decision:
         start = time.perf_counter()
-        if self.batcher is None:  # a fast encoder: scored right here, no thread hop
-            scores = np.asarray(self._score([text])[0], dtype=np.float64)
+        if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn), no thread hop
+            scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
         else:
             scores = np.asarray((await asyncio.wrap_future(self.batcher.submit([text])))[0], dtype=np.float64)
         allowed = self.configured.copy()
