@@ -87,17 +87,21 @@ class LoopBatcher:
     """``score(texts) -> (n, m)`` batched across the requests waiting in one event-loop turn, on the loop.
 
     For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(text)``
-    queues its text, and one callback scheduled after the loop's ready callbacks scores every queued
-    text in batches of at most ``max_batch``. One request alone costs one extra loop turn; concurrent
-    requests share one encoder + router call (a kNN search over the whole index for 16 prompts costs
-    about what it costs for two). Rows are scored independently, so each equals its own one-text call.
+    queues its text, and one callback run ``turns`` loop turns after the first queued text scores every
+    queued text in batches of at most ``max_batch``. One request alone waits ``turns`` loop turns
+    (microseconds); concurrent requests share one encoder + router call (a kNN search reads the whole
+    index whatever the number of queries). Rows are scored independently, so each equals its own
+    one-text call.
     """
 
-    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 64) -> None:
+    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 64, turns: int = 1) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        if turns < 1:
+            raise ValueError(f"turns must be at least 1; got {turns}")
         self._score = score
         self.max_batch = int(max_batch)
+        self.turns = int(turns)
         self._pending: list[tuple[str, asyncio.Future]] = []
         self.calls = 0  # scoring calls made (for tests and benchmarks)
 
@@ -107,8 +111,14 @@ class LoopBatcher:
         future = loop.create_future()
         self._pending.append((text, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush_after, self.turns)
         return await future
+
+    def _flush_after(self, turns: int) -> None:
+        if turns > 1:
+            asyncio.get_running_loop().call_soon(self._flush_after, turns - 1)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []

@@ -249,6 +249,26 @@ def test_loop_batcher_splits_batches_passes_errors_and_skips_cancelled():
     assert seen == [["a", "bb"], ["ccc"], ["dddd", "ee"], ["bad"]]
     with pytest.raises(ValueError, match="max_batch"):
         LoopBatcher(score, max_batch=0)
+    with pytest.raises(ValueError, match="turns"):
+        LoopBatcher(score, turns=0)
+
+
+def test_loop_batcher_waits_the_given_turns_for_late_requests():
+    from recroute.serve.batching import LoopBatcher
+
+    seen: list[list[str]] = []
+    batcher = LoopBatcher(lambda texts: seen.append(list(texts)) or np.zeros((len(texts), 1)), turns=3)
+
+    async def late(text, turns):
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await batcher.submit(text)
+
+    async def run():
+        await asyncio.gather(late("a", 0), late("b", 1), late("c", 2), late("d", 5))
+
+    asyncio.run(run())
+    assert seen == [["a", "b", "c"], ["d"]]
 
 
 def test_epsilon_greedy_propensities(tfidf_bundle_dir):
