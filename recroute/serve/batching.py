@@ -1,4 +1,6 @@
-"""Micro-batching of routing decisions: concurrent requests are encoded once and routed once.
+"""Micro-batching of routing decisions: concurrent requests are encoded once and routed once
+(``DecisionBatcher``, on a worker thread), or scored together on the event loop for a fast encoder
+(``LoopBatcher``, used by the gateway).
 
 Requests arrive on the asyncio event loop (``await batcher.decide(texts, options)``). A collector
 task gathers them until the batch holds ``max_batch`` prompts or its oldest request has waited
@@ -235,3 +237,57 @@ class DecisionBatcher:
         for i, size, end in zip(members, sizes, ends):
             idx, scores, *rest = (a[end - size : end] for a in rows)
             results[i] = Decided(idx, scores, total, rest[0] if rest else None)
+
+
+class LoopBatcher:
+    """``score(texts) -> (n, m)`` batched across the requests waiting in one event-loop turn, on the loop.
+
+    For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(text)``
+    queues its text, and one callback run ``turns`` loop turns after the first queued text scores every
+    queued text in batches of at most ``max_batch``. One request alone waits ``turns`` loop turns
+    (microseconds); concurrent requests share one encoder + router call (a kNN search reads the whole
+    index whatever the number of queries). Rows are scored independently, so each equals its own
+    one-text call.
+    """
+
+    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 64, turns: int = 1) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        if turns < 1:
+            raise ValueError(f"turns must be at least 1; got {turns}")
+        self._score = score
+        self.max_batch = int(max_batch)
+        self.turns = int(turns)
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        self.calls = 0  # scoring calls made (for tests and benchmarks)
+
+    async def submit(self, text: str) -> np.ndarray:
+        """The text's score row, shape (m,)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((text, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_after, self.turns)
+        return await future
+
+    def _flush_after(self, turns: int) -> None:
+        if turns > 1:
+            asyncio.get_running_loop().call_soon(self._flush_after, turns - 1)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_batch):
+            chunk = pending[start : start + self.max_batch]
+            self.calls += 1
+            try:
+                scores = self._score([text for text, _ in chunk])
+            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
+                for _, future in chunk:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for row, (_, future) in zip(scores, chunk):
+                if not future.done():  # a client that went away cancelled its future
+                    future.set_result(row)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import hmac
 import json
 import logging
@@ -39,7 +40,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from recroute.errors import DataError
 from recroute.feedback.logs import prompt_hash
-from recroute.serve.batching import BatchSettings, DecisionBatcher
+from recroute.serve.batching import BatchSettings, DecisionBatcher, LoopBatcher
 from recroute.serve.gateway_metrics import GatewayMetrics
 from recroute.serve.upstreams import Upstream
 
@@ -51,6 +52,7 @@ DECIDE_ON = ("auto", "loop", "thread")
 FAST_ENCODERS = ("tfidf", "static")  # encoder kinds cheap enough to run on the event loop
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_TRIES = 3
+LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16 clients: ~5 per batch, measured)
 FEEDBACK_MEMORY = 100_000  # decision ids remembered for POST /v1/feedback
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
 
@@ -254,7 +256,8 @@ class Decision:
 
 class Decider:
     """Scores a prompt text (encoder + router) and decides for it: on the event loop for a fast encoder
-    (``decide_on="loop"``), else on the batching worker thread (``"thread"``); ``"auto"`` picks by encoder."""
+    (``decide_on="loop"``, batched with the other requests of the same loop turn), else on the batching
+    worker thread (``"thread"``); ``"auto"`` picks by encoder."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto") -> None:
@@ -275,6 +278,8 @@ class Decider:
         if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
             encode = self.bundle.encode if bundle.router.needs_features else None
             self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
+        self.loop_batcher = (LoopBatcher(self._score, max_batch=max_batch, turns=LOOP_BATCH_TURNS)
+                             if decide_on == "loop" else None)
 
     def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
         """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first."""
@@ -313,8 +318,8 @@ class Decider:
 
     async def decide(self, text: str, options: RouteOptions) -> Decision:
         start = time.perf_counter()
-        if self.batcher is None:  # a fast encoder: scored right here, no thread hop
-            scores = np.asarray(self._score([text])[0], dtype=np.float64)
+        if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn), no thread hop
+            scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
         else:
             ranked = await self.batcher.decide([text])
             scores = np.empty(len(self.names), dtype=np.float64)
@@ -524,6 +529,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
         state["client"] = httpx.AsyncClient(limits=limits, follow_redirects=False)
         await decider.start()
+        freeze_startup_objects()
         yield
         await state["client"].aclose()
         await decider.close()
@@ -702,6 +708,18 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                 pass
 
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up (the bundle, FastAPI, httpx: ~130k tracked objects) out of
+    the cyclic garbage collector's reach (``gc.freeze``).
+
+    Measured on the gateway: a full (generation 2) collection over them took 68-115 ms and ran about
+    once per 1,000 requests, a stall that every in-flight request waited on, ~0.1 ms per request on
+    average. Objects created while serving are still collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def serve_gateway(app, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:

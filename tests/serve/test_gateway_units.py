@@ -203,6 +203,78 @@ def test_greedy_decision_and_fallback_order(tfidf_bundle_dir, decide_on):
     assert got.score == pytest.approx(float(scores[0]))
 
 
+def test_concurrent_decisions_on_the_loop_share_one_scoring_call(tfidf_bundle_dir):
+    """Requests waiting in the same loop turn are scored in one batch; each decision equals the one taken
+    alone (rows are scored independently)."""
+    from recroute.serve.bundle import RoutingBundle
+
+    bundle = RoutingBundle.load(tfidf_bundle_dir)
+    texts = [MATH, "write a python function and debug the code", "the roman empire and the medieval kings", MATH]
+    alone = [decide(Decider(bundle, upstreams(), decide_on="loop"), t) for t in texts]
+    decider = Decider(bundle, upstreams(), decide_on="loop")
+
+    async def together():
+        return await asyncio.gather(*(decider.decide(t, RouteOptions()) for t in texts))
+
+    got = asyncio.run(together())
+    assert decider.loop_batcher.calls == 1
+    assert [(d.order, d.chosen, d.score) for d in got] == [(d.order, d.chosen, d.score) for d in alone]
+    assert [d.chosen for d in got] == ["math-llm", "code-llm", "history-llm", "math-llm"]
+    assert len({d.decision_id for d in got}) == 4
+
+
+def test_loop_batcher_splits_batches_passes_errors_and_skips_cancelled():
+    from recroute.serve.batching import LoopBatcher
+
+    seen: list[list[str]] = []
+
+    def score(texts):
+        seen.append(list(texts))
+        if "bad" in texts:
+            raise ValueError("bad text")
+        return np.array([[len(t), 0.0] for t in texts])
+
+    batcher = LoopBatcher(score, max_batch=2)
+
+    async def run():
+        ok = await asyncio.gather(*(batcher.submit(t) for t in ["a", "bb", "ccc"]))
+        cancelled = asyncio.ensure_future(batcher.submit("dddd"))
+        alive = asyncio.ensure_future(batcher.submit("ee"))
+        await asyncio.sleep(0)  # both queued, the flush is scheduled
+        cancelled.cancel()
+        rest = await alive
+        with pytest.raises(ValueError, match="bad text"):
+            await batcher.submit("bad")
+        return ok, rest
+
+    ok, rest = asyncio.run(run())
+    assert [row.tolist() for row in ok] == [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]
+    assert rest.tolist() == [2.0, 0.0]
+    assert seen == [["a", "bb"], ["ccc"], ["dddd", "ee"], ["bad"]]
+    with pytest.raises(ValueError, match="max_batch"):
+        LoopBatcher(score, max_batch=0)
+    with pytest.raises(ValueError, match="turns"):
+        LoopBatcher(score, turns=0)
+
+
+def test_loop_batcher_waits_the_given_turns_for_late_requests():
+    from recroute.serve.batching import LoopBatcher
+
+    seen: list[list[str]] = []
+    batcher = LoopBatcher(lambda texts: seen.append(list(texts)) or np.zeros((len(texts), 1)), turns=3)
+
+    async def late(text, turns):
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await batcher.submit(text)
+
+    async def run():
+        await asyncio.gather(late("a", 0), late("b", 1), late("c", 2), late("d", 5))
+
+    asyncio.run(run())
+    assert seen == [["a", "b", "c"], ["d"]]
+
+
 def test_epsilon_greedy_propensities(tfidf_bundle_dir):
     from recroute.serve.bundle import RoutingBundle
 
