@@ -723,11 +723,10 @@ def freeze_startup_objects() -> None:
 
 
 def serve_gateway(app, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Run the gateway app under uvicorn until interrupted, with BLAS on one thread: every decision scores a
-    handful of prompts, and a second OpenBLAS thread only spins (measured: 30-45 % less CPU per routed
-    request, benchmarks/results/gateway_idle.md)."""
+    """Run the gateway app under uvicorn until interrupted, BLAS on one thread (``serving_blas``)."""
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    from recroute.threads import serving_blas
+
+    with serving_blas():
         uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recroute.errors import DataError
 from recroute.serve.batching import BatchSettings, DecisionBatcher
 from recroute.serve.bundle import RoutingBundle, decisions
-from recroute.threads import ThreadSettings, apply_threads
+from recroute.threads import ThreadSettings, apply_threads, serving_blas
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
@@ -292,5 +292,6 @@ def serve(bundle: RoutingBundle, host: str = "127.0.0.1", port: int = 8000, *, m
     threads = apply_threads(threads)
     app = create_app(bundle, max_batch, max_body_bytes, batching=batching, threads=threads, cost_weight=cost_weight,
                      max_cost=max_cost, policy=policy, log=log)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "info",
-                loop="auto", http="auto")
+    with serving_blas():
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "info",
+                    loop="auto", http="auto")
