@@ -23,6 +23,7 @@ from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
 from recroute.feedback.logs import DecisionLog, decision_log_from_records, decision_records
 from recroute.feedback.policies import Policy, parse_policy
+from recroute.routers.base import candidate_mask as base_candidate_mask
 
 if TYPE_CHECKING:
     from recroute.data.dataset import RoutingDataset
@@ -55,21 +56,7 @@ def split_positions(data: "RoutingDataset", part: str | Sequence[int] | np.ndarr
 
 def candidate_mask(data: "RoutingDataset", candidates=None) -> np.ndarray:
     """bool (n_llms,): the requested candidates (names or positions; None = every LLM)."""
-    mask = np.zeros(data.n_llms, dtype=bool)
-    if candidates is None:
-        mask[:] = True
-        return mask
-    items = list(np.atleast_1d(np.asarray(candidates, dtype=object)))
-    if not items:
-        raise DataError("candidates is empty")
-    if all(isinstance(c, (int, np.integer)) for c in items):
-        idx = np.asarray(items, dtype=np.int64)
-        if idx.min() < 0 or idx.max() >= data.n_llms:
-            raise DataError(f"candidate positions must be in 0..{data.n_llms - 1}")
-    else:
-        idx = data.llm_index([str(c) for c in items])
-    mask[idx] = True
-    return mask
+    return base_candidate_mask(data.llm_names, candidates)
 
 
 @dataclass

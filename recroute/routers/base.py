@@ -153,24 +153,7 @@ class Router:
         return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)
 
     def _candidate_mask(self, candidates) -> np.ndarray:
-        mask = np.zeros(self.n_llms_, dtype=bool)
-        if candidates is None:
-            mask[:] = True
-            return mask
-        items = list(np.atleast_1d(np.asarray(candidates, dtype=object)))
-        if not items:
-            raise ValueError("candidates is empty")
-        for item in items:
-            if isinstance(item, (int, np.integer)):
-                if not 0 <= int(item) < self.n_llms_:
-                    raise ValueError(f"candidate index {item} out of range 0..{self.n_llms_ - 1}")
-                mask[int(item)] = True
-            else:
-                hits = np.flatnonzero(self.llm_names_ == str(item))
-                if hits.size == 0:
-                    raise DataError(f"unknown LLM {item!r}; this router knows {list(self.llm_names_[:10])}")
-                mask[hits[0]] = True
-        return mask
+        return candidate_mask(self.llm_names_, candidates, "this router")
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
@@ -276,6 +259,32 @@ class Router:
 
 
 # ---------------------------------------------------------------------- helpers
+def candidate_mask(names, candidates, owner: str = "the dataset") -> np.ndarray:
+    """bool (len(names),): the LLMs named by ``candidates`` (names or positions, mixed; None = all).
+
+    DataError (a ValueError) for an empty list, a position out of range or a name ``owner`` does not know.
+    """
+    names = np.asarray(names, dtype=object)
+    mask = np.zeros(len(names), dtype=bool)
+    if candidates is None:
+        mask[:] = True
+        return mask
+    items = list(np.atleast_1d(np.asarray(candidates, dtype=object)))
+    if not items:
+        raise DataError("candidates is empty")
+    for item in items:
+        if isinstance(item, (int, np.integer)):
+            if not 0 <= int(item) < len(names):
+                raise DataError(f"candidate index {item} out of range 0..{len(names) - 1}")
+            mask[int(item)] = True
+        else:
+            hits = np.flatnonzero(names == str(item))
+            if hits.size == 0:
+                raise DataError(f"unknown LLM {item!r}; {owner} knows {list(names[:10])}")
+            mask[hits[0]] = True
+    return mask
+
+
 def training_matrix(data) -> tuple[np.ndarray, list[str]]:
     """(float32 (n_prompts, n_llms) with NaN where unobserved, LLM names) from a dataset or matrix."""
     if hasattr(data, "dense") and hasattr(data, "llm_names"):
