@@ -184,6 +184,15 @@ def read_spec(path: Path) -> dict:
     return spec
 
 
+def write_spec(path: str | Path, spec: dict) -> Path:
+    """Write ``encoder.json`` (the encoder's spec) into folder ``path`` atomically; returns the folder."""
+    from recroute.atomic import atomic_file
+
+    with atomic_file(Path(path) / ENCODER_FILE) as tmp:
+        tmp.write_text(json.dumps(spec, indent=2))
+    return Path(path)
+
+
 def check_texts(texts: Sequence[str], what: str = "texts") -> list[str]:
     """``texts`` as a list of str; a bare string or a non-string item raises with its position."""
     if isinstance(texts, (str, bytes)):

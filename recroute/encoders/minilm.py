@@ -8,7 +8,6 @@ truncated by the model (its maximum sequence length).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -16,7 +15,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recroute.encoders.base import ENCODER_FILE, check_texts, default_n_threads, l2_normalise, read_spec
+from recroute.encoders.base import (
+    ENCODER_FILE,
+    check_texts,
+    default_n_threads,
+    l2_normalise,
+    read_spec,
+    write_spec,
+)
 from recroute.errors import SavedArtifactError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -159,11 +165,7 @@ class MiniLMEncoder:
 
     def save(self, path: str | Path) -> Path:
         """Write ``encoder.json`` into folder ``path`` (the weights come from the package)."""
-        from recroute.atomic import atomic_file
-
-        with atomic_file(Path(path) / ENCODER_FILE) as tmp:
-            tmp.write_text(json.dumps(self.spec(), indent=2))
-        return Path(path)
+        return write_spec(path, self.spec())
 
     @classmethod
     def load(cls, path: str | Path) -> "MiniLMEncoder":

@@ -20,7 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recroute.encoders.base import ENCODER_FILE, check_texts, default_n_threads, l2_normalise, read_spec
+from recroute.encoders.base import (
+    ENCODER_FILE,
+    check_texts,
+    default_n_threads,
+    l2_normalise,
+    read_spec,
+    write_spec,
+)
 from recroute.encoders.minilm import MODEL_DIM, MODEL_NAME, model_path
 from recroute.encoders.store import META_FILE, artifact_dir, check_file, encoder_cache_dir, ensure_artifact, file_sha256
 from recroute.errors import SavedArtifactError
@@ -248,11 +255,7 @@ class OnnxMiniLMEncoder:
 
     def save(self, path: str | Path) -> Path:
         """Write ``encoder.json`` into folder ``path`` (the weights come from the package)."""
-        from recroute.atomic import atomic_file
-
-        with atomic_file(Path(path) / ENCODER_FILE) as tmp:
-            tmp.write_text(json.dumps(self.spec(), indent=2))
-        return Path(path)
+        return write_spec(path, self.spec())
 
     @classmethod
     def load(cls, path: str | Path) -> "OnnxMiniLMEncoder":
