@@ -85,7 +85,7 @@ try:  # network classes at module level so routers pickle; torch itself stays op
             a, b = F.softplus(self.discrimination(x)), self.difficulty(x)
             h = a[:, None, :] * (theta[None, :, :] - b[:, None, :])  # (n, m, n_dims)
             z = torch.sigmoid(h @ F.softplus(self.w1) + self.b1)     # (n, m, hidden)
-            return z @ F.softplus(self.w2) + self.b2
+            return (z - 0.5) @ F.softplus(self.w2) + self.b2  # centred: logits start near 0
 
         def forward(self, x):
             return self.logits_for(x, self.theta)
