@@ -27,8 +27,9 @@ are rare in per-sample result sets) and prompts come as any embedding. The paper
 cold-start prompts (mixing in nearest training prompts) is left out: a(x), b(x) are already
 functions of the embedding. n_dims=25 (the paper's ability dimension), Adam lr 1e-3, 20 epochs,
 batch 256, hidden 32 for NIRT's interaction network: our choices where the paper leaves them open.
-Cost per epoch: O(n_prompts · n_llms · n_dims) (NIRT: × hidden), so a RouterEval-scale pool
-(24,000 × 8,500) fits in minutes with MIRT (benchmarks/fit_scale.py).
+Cost per epoch: O(n_prompts · n_llms · n_dims) (NIRT: × hidden); ``cell_budget`` caps
+epochs · n_prompts · n_llms at 1e9 cell visits, so a RouterEval-scale pool (24,000 × 8,500) trains
+4 epochs and fits in minutes (benchmarks/fit_scale.py).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from recroute.routers.torch_base import TorchRouter, torch_threads
+from recroute.routers.torch_base import TorchRouter, epochs_within_budget, torch_threads
 
 VARIANTS = ("mirt", "nirt")
 NIRT_MAP_STEPS = 100
@@ -116,6 +117,7 @@ class IRTRouter(TorchRouter):
         patience: int | None = None,
         random_state: int | None = 0,
         n_threads: int | None = 1,
+        cell_budget: float | None = 1e9,
     ) -> None:
         self.n_dims = n_dims
         self.variant = variant
@@ -128,6 +130,7 @@ class IRTRouter(TorchRouter):
         self.patience = patience
         self.random_state = random_state
         self.n_threads = n_threads
+        self.cell_budget = cell_budget
 
     def _check_train_params(self) -> None:
         super()._check_train_params()
@@ -135,6 +138,9 @@ class IRTRouter(TorchRouter):
             raise ValueError(f"irt: variant must be one of {VARIANTS}; got {self.variant!r}")
         if int(self.n_dims) < 1 or int(self.hidden_size) < 1:
             raise ValueError(f"irt: n_dims and hidden_size must be at least 1; got {self.n_dims!r}, {self.hidden_size!r}")
+
+    def _epochs(self, n_prompts: int, n_llms: int) -> int:
+        return epochs_within_budget(self.epochs, n_prompts, n_llms, self.cell_budget)
 
     def _make_net(self, d: int, m: int):
         if self.variant == "nirt":

@@ -63,3 +63,15 @@ def test_continuous_scores_missing_cells_and_bad_parameters():
         IRTRouter(variant="rasch").fit(Y, X)
     with pytest.raises(DataError, match="needs prompt features"):
         IRTRouter().fit(Y)
+
+
+def test_cell_budget_caps_the_epochs_of_large_pools():
+    from recroute.routers.torch_base import epochs_within_budget
+
+    assert epochs_within_budget(20, 24_000, 8_500, 1e9) == 4  # RouterEval's scale: 2.04e8 cells per epoch
+    assert epochs_within_budget(20, 9_600, 10, 1e9) == 20
+    assert epochs_within_budget(20, 10**6, 10**4, 1e9) == 1  # never below one epoch
+    assert epochs_within_budget(7, 10**6, 10**4, None) == 7
+    X, Y, _ = blocks(60, 3)
+    router = IRTRouter(n_dims=2, epochs=20, cell_budget=2 * 60 * 4).fit(Y, X)
+    assert router.training_["epochs_run"] == 2
