@@ -68,8 +68,8 @@ class AvengersRouter(ClusterRouter):
         self.centers_ = np.asarray(kmeans.cluster_centers_, dtype=np.float32)
         members = sp.csr_matrix((np.ones(len(X)), (kmeans.labels_, np.arange(len(X)))), shape=(k, len(X)))
         observed = ~np.isnan(Y)
-        sums = np.asarray(members @ np.where(observed, Y, 0.0).astype(np.float64))
-        counts = np.asarray(members @ observed.astype(np.float64))
+        sums = np.asarray(members.astype(np.float32) @ np.where(observed, Y, np.float32(0.0)), dtype=np.float64)
+        counts = np.asarray(members.astype(np.float32) @ observed.astype(np.float32), dtype=np.float64)
         overall = nan_mean_rows(Y)[None, :]
         self.cluster_scores_ = np.where(counts > 0, sums / np.maximum(counts, 1.0), overall).astype(np.float32)
         self.cluster_llm_ = np.argmax(self.cluster_scores_, axis=1).astype(np.int64)

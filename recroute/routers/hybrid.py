@@ -37,34 +37,30 @@ RELAXATION_GRID = np.linspace(0.0, 1.0, 21)
 
 
 def best_other(Y: np.ndarray) -> np.ndarray:
-    """float64 (n, m): for each cell, the best observed score of the other LLMs on its prompt (NaN if none)."""
-    Y = np.asarray(Y, dtype=np.float64)
-    filled = np.where(np.isnan(Y), -np.inf, Y)
-    rows = np.arange(len(Y))
+    """float32 (n, m): for each cell, the best observed score of the other LLMs on its prompt (NaN if none)."""
+    filled = np.where(np.isnan(Y), -np.inf, np.asarray(Y, dtype=np.float32))
     top = np.argmax(filled, axis=1)  # the first best LLM per prompt
-    first = filled[rows, top]
-    rest = filled.copy()
-    rest[rows, top] = -np.inf
-    second = rest.max(axis=1)
+    first = filled.max(axis=1)
+    second = np.partition(filled, -2, axis=1)[:, -2] if Y.shape[1] > 1 else np.full(len(Y), -np.inf, np.float32)
     other = np.where(np.arange(Y.shape[1])[None, :] == top[:, None], second[:, None], first[:, None])
-    return np.where(np.isinf(other), np.nan, other)
+    return np.where(np.isinf(other), np.nan, other).astype(np.float32)
 
 
-def quality_gap_labels(Y: np.ndarray, relaxation) -> tuple[np.ndarray, np.ndarray]:
+def quality_gap_labels(Y: np.ndarray, relaxation, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(labels float32 (n, m) with NaN where undefined, t float64 (m,)): 1[y_ij >= best other - t_j].
 
     ``relaxation``: a number (every LLM) or "auto" (r_trans: per LLM, the grid value whose labels are
-    most balanced; the smallest on ties).
+    most balanced; the smallest on ties). Computed in blocks of ``chunk`` prompts (float32).
     """
-    Y = np.asarray(Y, dtype=np.float64)
-    gap = Y - best_other(Y)  # NaN where undefined
+    Y = np.asarray(Y, dtype=np.float32)
+    gap = np.empty(Y.shape, dtype=np.float32)  # NaN where undefined
+    for start in range(0, len(Y), chunk):
+        gap[start : start + chunk] = Y[start : start + chunk] - best_other(Y[start : start + chunk])
     defined = ~np.isnan(gap)
     if relaxation == "auto":
-        balance = np.empty((len(RELAXATION_GRID), Y.shape[1]))
         count = np.maximum(defined.sum(axis=0), 1)
-        for g, t in enumerate(RELAXATION_GRID):
-            p = ((gap >= -t - 1e-12) & defined).sum(axis=0) / count
-            balance[g] = p * (1.0 - p)
+        p = np.stack([(gap >= -t - 1e-6).sum(axis=0) / count for t in RELAXATION_GRID])  # (grid, m)
+        balance = p * (1.0 - p)
         t = RELAXATION_GRID[np.argmax(balance >= balance.max(axis=0, keepdims=True) - 1e-12, axis=0)]
     else:
         try:
@@ -73,8 +69,8 @@ def quality_gap_labels(Y: np.ndarray, relaxation) -> tuple[np.ndarray, np.ndarra
             raise ValueError(f"hybrid: relaxation must be 'auto' or a number >= 0; got {relaxation!r}") from None
         if not (np.isfinite(t).all() and (t >= 0).all()):
             raise ValueError(f"hybrid: relaxation must be 'auto' or a number >= 0; got {relaxation!r}")
-    labels = np.where(defined, (gap >= -t[None, :] - 1e-12).astype(np.float32), np.nan)
-    return labels.astype(np.float32), t
+    labels = np.where(defined, gap >= (-t[None, :] - 1e-6), np.nan).astype(np.float32)
+    return labels, t
 
 
 class HybridRouter(MLPRouter):
