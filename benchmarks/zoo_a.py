@@ -8,6 +8,7 @@ gives each family's mean V_B per m, its mean over m, and the margin over the bes
 
     python benchmarks/zoo_a.py                                   # mmlu_pro and ../shared/data/llmrouter_nim
     python benchmarks/zoo_a.py --datasets mmlu_pro --rows mmlu_pro=eval.json   # summarise `recroute eval --json`
+                                                                 # (repeatable: later files replace routers)
 
 Writes benchmarks/results/zoo_a.json (rows + summary, machine, load) and zoo_a.md.
 """
@@ -63,7 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="mmlu_pro,llmrouter_nim")
     parser.add_argument("--routers", default=",".join(FAMILIES + BASELINES))
-    parser.add_argument("--rows", action="append", default=[], help="NAME=FILE: rows of `recroute eval --json` to summarise")
+    parser.add_argument("--rows", action="append", default=[],
+                        help="NAME=FILE: rows of `recroute eval --json` to summarise (repeatable)")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. the load while --rows were made)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "zoo_a")
     args = parser.parse_args()
     from bench_data import resolve
@@ -72,14 +75,20 @@ def main() -> None:
     from recroute.atomic import atomic_file
     from recroute.eval.protocol import evaluate_dataset
 
-    given = dict(item.split("=", 1) for item in args.rows)
-    payload = {"benchmark": "zoo_a", "machine": describe_machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "datasets": {}}
+    given: dict[str, list[str]] = {}
+    for item in args.rows:  # NAME=FILE, repeatable: a later file's routers replace an earlier one's
+        name, _, path = item.partition("=")
+        given.setdefault(name, []).append(path)
+    payload = {"benchmark": "zoo_a", "machine": describe_machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+               "note": args.note, "datasets": {}}
     parts = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         start = time.perf_counter()
         if name in given:
-            rows, seconds = pd.DataFrame(json.loads(Path(given[name]).read_text())), None
+            parts_in = [pd.DataFrame(json.loads(Path(p).read_text())) for p in given[name]]
+            rows = pd.concat(parts_in).drop_duplicates(["router", "setting", "m", "group"], keep="last")
+            seconds = None
         else:
             rows = evaluate_dataset(resolve(name), args.routers.split(","), settings="all")
             seconds = time.perf_counter() - start
@@ -93,7 +102,8 @@ def main() -> None:
         tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
     header = "# Issue 23 families vs RouterEval's best baseline (mean V_B, RouterEval's protocol)\n\n"
     with atomic_file(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(header + f"machine: {payload['machine']}\n\n" + "\n".join(parts))
+        note = f"{args.note}\n\n" if args.note else ""
+        tmp.write_text(header + note + f"machine: {payload['machine']}\n\n" + "\n".join(parts))
 
 
 if __name__ == "__main__":
