@@ -18,9 +18,9 @@ step over these scores (``route_with_costs`` / ``alpha_utility`` in recroute.cos
 
 Defaults and deviations: the paper fine-tunes DeBERTa-v3-large on the prompt text; here an MLP
 (hidden 128, ReLU) on frozen prompt embeddings, Adam lr 1e-3, 10 epochs, batch 64 (our choices:
-fits on 2 cores). ``cell_budget`` caps epochs · n_prompts · n_llms at 1e9 cell visits, so RouterEval's
-24,000 × 8,500 pool trains 4 epochs instead of 10 (its 8,500 targets per prompt are signal enough)
-and fits within minutes. The relaxation can be fixed with
+fits on 2 cores). ``cell_budget`` caps epochs · n_prompts · n_llms at 5e8 cell visits, so RouterEval's
+24,000 × 8,500 pool trains 2 epochs instead of 10 (its 8,500 targets per prompt are signal enough;
+4 epochs took 366 s on the loaded 2-core machine, benchmarks/results/fit_scale_zoo_a.json). The relaxation can be fixed with
 ``relaxation=<float>``; ``"auto"`` runs r_trans.
 """
 
@@ -88,7 +88,7 @@ class HybridRouter(MLPRouter):
         weight_decay: float = 0.0,
         random_state: int | None = 0,
         n_threads: int | None = 1,
-        cell_budget: float | None = 1e9,
+        cell_budget: float | None = 5e8,
     ) -> None:
         super().__init__(hidden_size, lr, epochs, batch_size, weight_decay, random_state, n_threads)
         self.relaxation = relaxation
