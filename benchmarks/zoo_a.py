@@ -51,7 +51,8 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(name: str, table: pd.DataFrame, load: str, seconds: float | None) -> str:
     cols = list(table.columns)
-    lines = [f"### {name}", "", f"load average before the run: {load}" + (f"; {seconds:.0f} s" if seconds else ""), "",
+    when = f"load average before the run: {load}; {seconds:.0f} s" if seconds else "rows of earlier runs (their load: see the note)"
+    lines = [f"### {name}", "", when, "",
              "| router | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for router, row in table.iterrows():
         cells = [f"{v:+.4f}" if c.startswith("vs ") else (str(bool(v)) if c.startswith("beats") else f"{v:.4f}")
