@@ -37,7 +37,7 @@ from recroute.routers.base import Router
 
 MAX_LLMS = 300  # n_llms² pair terms per routed prompt and MM iteration: ~7 prompts/s at 300 LLMs on a loaded 2-core machine
 EXACT_PAIR_CELLS = 20_000_000  # n_prompts · n_llms² up to which the pair counts are exact
-QUERY_CELLS = 8_000_000  # queries per chunk · n_llms² (memory of one MM chunk)
+QUERY_CELLS = 8_000_000  # queries per chunk · max(n_llms², n_train prompts): memory of one chunk
 
 
 def average_win_counts(Y: np.ndarray) -> np.ndarray:
@@ -137,7 +137,7 @@ class SWRankingRouter(Router):
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:
         m = self.n_llms_
-        chunk = max(1, QUERY_CELLS // (m * m))
+        chunk = max(1, min(QUERY_CELLS // (m * m), QUERY_CELLS // len(self.train_)))  # bounds W and the MM arrays
         products = self._pair_products()
         out = np.empty((n, m))
         for start in range(0, n, chunk):
