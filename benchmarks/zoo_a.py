@@ -49,6 +49,14 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def seed_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count of each router's mean V_B over its ``random_state`` variants (label without the seed)."""
+    rows = table.drop(index=[r for r in table.index if r == "per-m best baseline"])
+    label = rows.index.str.replace(r"[:,]?random_state=\d+", "", regex=True)
+    out = rows["mean"].groupby(label).agg(["mean", "std", "count"])
+    return out[out["count"] > 1]
+
+
 def markdown(name: str, table: pd.DataFrame, load: str, seconds: float | None) -> str:
     cols = list(table.columns)
     when = f"load average before the run: {load}; {seconds:.0f} s" if seconds else "rows of earlier runs (their load: see the note)"
@@ -95,9 +103,14 @@ def main() -> None:
             seconds = time.perf_counter() - start
         table = summarise(rows)
         parts.append(markdown(name, table, load, seconds))
+        seeds = seed_means(table)
+        if len(seeds):
+            parts.append("Over router seeds (random_state 0, 1, 2: mean V_B over m):\n\n| router | mean | std | seeds |\n|---|---|---|---|\n"
+                         + "".join(f"| {r} | {v['mean']:.4f} | {v['std']:.4f} | {int(v['count'])} |\n" for r, v in seeds.iterrows()))
         keep = rows[rows["group"] == "mean"][["router", "setting", "m", "mu_o", "v_b", "e_p", "auc"]]
         payload["datasets"][name] = {"load_before": load, "seconds": seconds, "rows": keep.to_dict("records"),
-                                     "summary": table.reset_index(names="router").to_dict("records")}
+                                     "summary": table.reset_index(names="router").to_dict("records"),
+                                     "seed_means": seeds.reset_index(names="router").to_dict("records")}
         print(parts[-1], flush=True)
     with atomic_file(args.out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(payload, indent=1, default=float) + "\n")
