@@ -8,8 +8,8 @@ network, so an unseen prompt needs only its embedding:
 - ``variant="mirt"`` (the paper's MIRT-Router): P(correct) = sigmoid(a(x) · theta_j - b(x)),
   a(x) = softplus(W_a x + c_a) >= 0 (a higher ability never lowers the probability), b(x) = w_b·x + c_b.
 - ``variant="nirt"`` (the paper's NIRT-Router, NeuralCD-style): difficulty b(x) is a vector and
-  P(correct) = sigmoid(f(a(x) ⊙ (theta_j - b(x)))), f a one-hidden-layer network with non-negative
-  weights (softplus), so P stays monotone in every ability dimension.
+  P(correct) = sigmoid(f(a(x) ⊙ (theta_j - b(x)))), f a one-hidden-layer sigmoid network with
+  non-negative weights (softplus), so P stays monotone in every ability dimension.
 
 Trained with the shared masked-BCE loop (:mod:`recroute.routers.torch_base`): unobserved (NaN)
 cells are left out of the loss, continuous scores in [0, 1] are fractional targets.
@@ -19,16 +19,18 @@ from its probe results under a Gaussian prior learned from the existing abilitie
 LLM metadata where the router has it, Ledoit-Wolf covariance). For MIRT this is the logistic MAP
 of :func:`recroute.routers.new_llms.place_llm_vectors` (probe vectors a(x), offset -b(x)): the
 multidimensional form of :func:`recroute.coldstart.irt.map_ability`, which lives in a higher layer
-and is one-dimensional. For NIRT the same posterior is maximised with L-BFGS.
+and is one-dimensional. For NIRT the same posterior is maximised with L-BFGS; its saturating
+interaction network places a new LLM well only where the training LLMs' abilities cover it (MIRT's
+linear a·theta extrapolates).
 
 Defaults and deviations: the paper embeds prompts and LLM descriptions with a pretrained encoder and
 learns theta from the LLM's description embedding; here theta is a free vector per LLM (descriptions
 are rare in per-sample result sets) and prompts come as any embedding. The paper's warm-up for
 cold-start prompts (mixing in nearest training prompts) is left out: a(x), b(x) are already
-functions of the embedding. n_dims=25 (the paper's ability dimension); the training settings are the
+functions of the embedding. n_dims=25 ability dimensions; the training settings are the
 two-tower router's (Adam lr 1e-3, batch 64, up to 60 epochs, early stopping with patience 5 on a held-out
 10 % of the training prompts; the best epoch's weights kept) and hidden 32 for NIRT's interaction
-network: our choices where the paper leaves them open. (Batch 256 and 20 fixed epochs under-trained:
+network: our choices, not the paper's. (Batch 256 and 20 fixed epochs under-trained:
 on llmrouter_nim's ~5k training prompts MIRT stayed at the best single LLM, V_B 1.000.)
 Cost per epoch: O(n_prompts · n_llms · n_dims) (NIRT: × hidden); ``cell_budget`` caps
 epochs · n_prompts · n_llms at 1e9 cell visits, so a RouterEval-scale pool (24,000 × 8,500) trains
