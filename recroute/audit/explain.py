@@ -69,22 +69,26 @@ def cost_flips(scores: np.ndarray, costs: np.ndarray, allowed: np.ndarray, chose
     dearer = others[c[others] > c[chosen]]
     if dearer.size and lam0 > 0:
         lam = (s[dearer] - s[chosen]) / (c[dearer] - c[chosen])
-        below = (lam < lam0) & (lam >= 0)
+        # at lambda 0 itself (an equal score) a dearer LLM wins only by the lower position
+        below = (lam < lam0) & ((lam > 0) | ((lam == 0) & (dearer < chosen)))
         if below.any():
             last = lam[below].max()
             tied = dearer[below][lam[below] >= last - 1e-12 * abs(last)]
-            winner = tied[np.lexsort((tied, -c[tied]))[0]]  # just below it: the dearest line wins
-            down = (float(max(last, 0.0)), int(winner))
+            if last > 0:
+                winner = tied[np.lexsort((tied, -c[tied]))[0]]  # just below it: the dearest line wins
+            else:
+                winner = tied.min()  # lambda 0: equal utilities, the lower position wins
+            down = (float(last), int(winner))
     return up, down
 
 
 # ---------------------------------------------------------------------- uncertainty by family
 def _beta_interval(wins: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.stats import beta
+    from scipy.special import betaincinv  # the Beta quantile function, without importing scipy.stats
 
     a, b = 1.0 + wins, 1.0 + (n - wins)
     tail = (1.0 - INTERVAL) / 2
-    return beta.ppf(tail, a, b), beta.ppf(1.0 - tail, a, b)
+    return betaincinv(a, b, tail), betaincinv(a, b, 1.0 - tail)
 
 
 def _knn_parts(router, X: np.ndarray) -> dict[str, np.ndarray]:
