@@ -306,9 +306,9 @@ def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = Non
     order = np.argsort(np.asarray(log["timestamp"], dtype=np.float64), kind="stable")
     log = log.iloc[order].reset_index(drop=True)
     if X_log is not None:
-        X_log = np.asarray(X_log)[order]
         if len(X_log) != len(log):
             raise DataError(f"{len(X_log)} prompt features for {len(log)} logged decisions")
+        X_log = np.asarray(X_log)[order]
     window = int(window)
     if window < 1:
         raise DataError(f"window must be at least 1 decision; got {window}")
