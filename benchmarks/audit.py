@@ -46,7 +46,8 @@ N_NIM = 2000  # llmrouter_nim prompts encoded once (cached); each seed draws 1,0
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    """The 1, 5 and 15 minute load averages (the machine is shared)."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def split(data):
@@ -195,7 +196,7 @@ def bench_drift(data) -> dict:
                      "min_p_no_switch": float(quiet["p_value"].min())})
     per_seed_s = (time.perf_counter() - t0) / N_SEEDS
     delays = [r["delay"] for r in rows if r["delay"] is not None]
-    auc_same = domain_auc(X[train], X[held[:1000]])
+    auc_same = domain_auc(X[train], X[np.random.default_rng(0).permutation(held)[:1000]])  # every task, as live
     auc_nim = domain_auc(X[train], nim[:1000])
     return {
         "seeds": N_SEEDS, "window": 100, "alpha": 0.01, "load_before": load_before, "load_after": load(),

@@ -224,8 +224,22 @@ def audit_dataset(router, data, X: np.ndarray | None, *, candidates: Sequence[st
         "ece": float(np.nanmean(audit.tables["calibration"]["ece"])) if "calibration" in audit.tables else None,
         **({} if moved is None else {"calibration_" + k: v for k, v in moved.items()}),
     }
+    audit.summary.update(tie_summary(scores[:, cand], local, cand_names))
     audit.findings = dataset_findings(audit, moved)
     return audit
+
+
+def tie_summary(scores: np.ndarray, choice: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """{"tie_share": share of prompts whose best score is shared by another candidate (the choice then goes to
+    the lower LLM position), "tie_winner": the LLM that wins most of those ties, "tie_winner_share"}."""
+    top2 = -np.sort(-np.asarray(scores, dtype=np.float64), axis=1)[:, :2]
+    tied = top2[:, 0] == top2[:, 1] if scores.shape[1] > 1 else np.zeros(len(scores), dtype=bool)
+    if not tied.any():
+        return {"tie_share": 0.0, "tie_winner": None, "tie_winner_share": None}
+    counts = np.bincount(choice[tied], minlength=len(names))
+    winner = int(np.argmax(counts))
+    return {"tie_share": float(tied.mean()), "tie_winner": names[winner],
+            "tie_winner_share": float(counts[winner] / tied.sum())}
 
 
 def dataset_findings(audit: Audit, moved: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -249,6 +263,12 @@ def dataset_findings(audit: Audit, moved: dict[str, Any] | None) -> list[dict[st
         out.append(_finding("concentration", excess / 2,
                             f"{top['llm']} takes {_pct(top['share'])} of the prompts; the oracle would send it "
                             f"{_pct(top['oracle_share'])} (Gini {audit.summary['gini']:.2f})", llm=top["llm"]))
+    summary = audit.summary
+    if summary.get("tie_share", 0) >= 0.05:
+        out.append(_finding(
+            "ties", 100 * summary["tie_share"] * summary["tie_winner_share"] / 2,
+            f"{_pct(summary['tie_share'])} of the decisions are ties at the top score, broken by LLM position: "
+            f"{summary['tie_winner']} wins {_pct(summary['tie_winner_share'])} of them", llm=summary["tie_winner"]))
     if "calibration" in audit.tables:
         cal = audit.tables["calibration"].dropna(subset=["gap"])
         cal = cal[cal["share"] >= 0.02]

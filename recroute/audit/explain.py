@@ -3,7 +3,7 @@
 :func:`explain_arrays` returns one JSON-able dict per prompt::
 
     {"llm": chosen, "runner_up": name | None, "margin": utility(chosen) - utility(runner_up) | None,
-     "cost_weight": lambda | None,
+     "tie": bool (margin 0: the choice went to the lower LLM position), "cost_weight": lambda | None,
      "candidates": [{"llm", "score", "cost", "utility", "allowed", "low", "high", "spread", "n_evidence"}, ...]
                    (allowed ones best first, then the excluded ones),
      "uncertainty": {"kind": "beta" | "members" | None, "note": str},
@@ -252,6 +252,7 @@ def explain_arrays(
         doc = {
             "llm": names[c], "runner_up": None if runner is None else names[runner],
             "margin": None if runner is None else float(values[i, c] - values[i, runner]),
+            "tie": runner is not None and bool(values[i, c] == values[i, runner]),  # won by the lower LLM position
             "cost_weight": None if cost_weight is None else float(cost_weight),
             "candidates": rows_out,
             "uncertainty": {"kind": kind, "note": note},

@@ -92,6 +92,7 @@ def test_beta_posterior_and_margin_by_hand(bundle, queries):
         assert row["high"] == pytest.approx(beta.ppf(0.95, 1 + wins, 1 + n - wins))
         assert row["spread"] == pytest.approx(np.std(outcomes) if n else 0.0)
     assert e["margin"] == pytest.approx(rows[e["llm"]]["score"] - rows[e["runner_up"]]["score"]) and e["margin"] >= 0
+    assert e["tie"] == (e["margin"] == 0)
 
 
 def test_excluded_candidate_that_would_have_won(bundle, queries):
