@@ -47,6 +47,8 @@ def explain_command(
     bundle_dir: Path = typer.Option(..., "--bundle", "-b", help="A routing bundle folder (from recroute fit)."),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="A prompt to explain (repeatable); "
                                                "without it, prompts are read from stdin (text lines or JSONL)."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Precomputed float32 (n, d) .npy features "
+                                              "instead of prompts (a bundle without an encoder)."),
     candidates: Optional[str] = typer.Option(None, "--candidates", "-c", help="Comma-separated LLM names to choose among."),
     cost_weight: Optional[float] = typer.Option(None, "--cost-weight", min=0.0, help="Utility routing: score - weight × cost."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Only LLMs expected to cost at most this."),
@@ -63,21 +65,28 @@ def explain_command(
     Example: recroute explain --bundle mmlu-knn --prompt "What is the derivative of x^2?" --json -
     """
     from recroute.cli.common import open_dataset
-    from recroute.cli.serve_cmd import read_prompts
+    from recroute.cli.serve_cmd import load_embeddings, read_prompts
     from recroute.serve.bundle import RoutingBundle
 
     with user_errors():
+        if prompt and embeddings is not None:
+            raise DataError("give --prompt or --embeddings, not both")
         bundle = RoutingBundle.load(bundle_dir)
         names = _names(candidates)
         bundle.check_choice(1, names)
-        texts = list(prompt) if prompt else [r["prompt"] for r in read_prompts("-")]
+        X = None if embeddings is None else np.asarray(load_embeddings(embeddings, bundle.n_features), dtype=np.float32)
+        texts = [None] * len(X) if X is not None else (list(prompt) if prompt else [r["prompt"] for r in read_prompts("-")])
         training = open_dataset(dataset) if dataset else None
         if training is not None:
             missing = [n for n in bundle.llm_names if n not in {str(x) for x in training.llm_names}]
             if missing:
                 raise DataError(f"--dataset {dataset} lacks the bundle's LLM(s) {missing[:5]}")
             training = training.subset(llms=bundle.llm_names)
-        explanations = bundle.explain(texts, names, cost_weight=cost_weight, max_cost=max_cost, training=training)
+        if X is not None:
+            explanations = bundle.explain_embeddings(X, names, cost_weight=cost_weight, max_cost=max_cost,
+                                                     training=training)
+        else:
+            explanations = bundle.explain(texts, names, cost_weight=cost_weight, max_cost=max_cost, training=training)
         rows = [{"index": i, "prompt": t, **e} for i, (t, e) in enumerate(zip(texts, explanations))]
         if json_path:
             write_json(json_path, rows)

@@ -48,6 +48,20 @@ def test_explain_json(small):
     assert rows[0]["evidence"]["neighbours"][0]["prompt_id"] == str(data.prompt_ids[3])  # itself, distance 0
 
 
+def test_explain_embeddings_without_an_encoder(small, tmp_path):
+    from recroute.routers.knn import KNNRouter
+    from recroute.serve.bundle import RoutingBundle
+
+    data, folder, _ = small
+    bare = RoutingBundle.build(KNNRouter(k=3).fit(data, data.embeddings)).save(tmp_path / "bare")
+    np.save(tmp_path / "q.npy", data.embeddings[:4])
+    result = runner.invoke(app, ["explain", "-b", str(bare), "--embeddings", str(tmp_path / "q.npy"), "--json", "-", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 4 and all(choice_from_neighbours(r) == r["llm"] for r in rows)
+    assert [r["evidence"]["neighbours"][0]["row"] for r in rows] == [0, 1, 2, 3]  # each prompt is its own nearest
+
+
 def test_explain_reads_stdin_and_prints_a_table(small):
     _, _, bundle = small
     result = runner.invoke(app, ["explain", "-b", str(bundle)], input="a question about law\n")

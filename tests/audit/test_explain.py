@@ -160,6 +160,20 @@ def test_cluster_and_representation_evidence():
     assert explain_arrays(logistic, X[:1])[0]["evidence"]["kind"] is None
 
 
+def test_two_tower_evidence_is_nearest_in_its_prompt_vectors():
+    from recroute.routers.knn import exact_neighbours
+    from recroute.routers.two_tower import TwoTowerRouter
+
+    data, X = _small()
+    data.set_embeddings(X, "synthetic")
+    router = TwoTowerRouter(dim=4, hidden=(8,), epochs=3, random_state=0).fit(data, X)
+    doc = explain_arrays(router, X[5:6], training=data, n_neighbours=4)[0]
+    P = router.prompt_vectors(X)[0]
+    expected = exact_neighbours(P, P[5:6], 4, metric="l2")[0]
+    assert [n["row"] for n in doc["evidence"]["neighbours"]] == expected.tolist()
+    assert doc["uncertainty"]["kind"] is None
+
+
 def test_bad_input_is_named(bundle, queries, knn_router, mmlu):
     with pytest.raises(DataError, match="unknown LLM"):
         bundle.explain_embeddings(queries[:2], candidates=["no-such-llm"])
