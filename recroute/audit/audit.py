@@ -382,6 +382,7 @@ def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = Non
     audit.summary = {
         "kind": "logs", "n_decisions": len(log), "n_llms": len(names), "window": window,
         "first_time": float(log["timestamp"].iloc[0]), "last_time": float(log["timestamp"].iloc[-1]),
+        "from_utc": _iso(log["timestamp"].iloc[0]), "to_utc": _iso(log["timestamp"].iloc[-1]),
         "collapse_episodes": len(audit.tables["collapses"]), "fallbacks": int(audit.tables["fallbacks"]["count"].sum())
         if len(audit.tables["fallbacks"]) else 0, "drift_alarm_at": alarm,
         "domain_auc": (drift_mod.domain_auc(X_reference, X_log) if X_reference is not None and X_log is not None
@@ -389,6 +390,11 @@ def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = Non
     }
     audit.findings = log_findings(audit)
     return audit
+
+
+def _iso(timestamp: float) -> str:
+    """Unix seconds as "YYYY-MM-DD HH:MM:SS" UTC."""
+    return pd.Timestamp(float(timestamp), unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _collapse_episodes(windows: pd.DataFrame) -> pd.DataFrame:

@@ -125,6 +125,7 @@ def test_log_audit_windows_collapse_fallbacks():
     kinds = [f["kind"] for f in audit.findings]
     assert "collapse" in kinds and "fallbacks" in kinds and "outcomes" in kinds
     assert "drift" not in audit.tables and audit.summary["drift_alarm_at"] is None
+    assert audit.summary["from_utc"] == "2023-11-14 22:13:20"  # 1.7e9 unix seconds
 
 
 def test_log_audit_with_router_and_drift():
