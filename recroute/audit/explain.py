@@ -185,6 +185,31 @@ def _representation_neighbours(router, X, n: int, training, k: int) -> np.ndarra
 
 
 # ---------------------------------------------------------------------- explanations
+def _family_view(router, X, n: int, training, n_neighbours: int):
+    """(parts {low, high, spread, n_evidence (n, m); kNN: rows, outcomes, distances}, uncertainty kind, its
+    note, evidence kind, clusters (n,) | None, representation neighbours (n, k) | None) for the router's family."""
+    parts: dict[str, np.ndarray] = {}
+    kind, note = None, f"router {router.name!r} gives a point estimate only (no spread over evidence or members)"
+    evidence_kind = None
+    if callable(getattr(router, "kneighbors", None)) and hasattr(router, "train_scores_"):
+        parts = _knn_parts(router, X)
+        kind, evidence_kind = "beta", "neighbours"
+        note = (f"Beta(1 + wins, 1 + losses) posterior from the {parts['rows'].shape[1]} neighbours' outcomes, "
+                f"central {INTERVAL:.0%} interval; spread = std of the outcomes")
+    elif hasattr(router, "members_") and hasattr(router, "calibrators_"):
+        parts = _member_parts(router, X, n)
+        kind = "members"
+        note = f"spread (std), min and max over the ensemble's {int(parts['n_evidence'].flat[0])} bagged fits"
+    cluster = rep_rows = None
+    if callable(getattr(router, "predict_cluster", None)):
+        cluster = np.asarray(router.predict_cluster(X), dtype=np.int64)
+        evidence_kind = "cluster"
+    if evidence_kind is None:
+        rep_rows = _representation_neighbours(router, X, n, training, n_neighbours)
+        evidence_kind = "representation" if rep_rows is not None else None
+    return parts, kind, note, evidence_kind, cluster, rep_rows
+
+
 def explain_arrays(
     router, X: np.ndarray | None, *, n: int | None = None, candidates: Sequence[str] | None = None,
     costs: np.ndarray | None = None, cost_weight: float | None = None, max_cost: float | None = None,
@@ -211,27 +236,7 @@ def explain_arrays(
     base = candidate_mask(names, None if candidates is None else list(candidates), "this router")
     values, mask, chosen = decision_values(scores, costs, cost_weight, max_cost, base, names)
 
-    parts: dict[str, np.ndarray] = {}
-    kind, note = None, f"router {router.name!r} gives a point estimate only (no spread over evidence or members)"
-    evidence_kind = None
-    if callable(getattr(router, "kneighbors", None)) and hasattr(router, "train_scores_"):
-        parts = _knn_parts(router, X)
-        kind, evidence_kind = "beta", "neighbours"
-        note = (f"Beta(1 + wins, 1 + losses) posterior from the {parts['rows'].shape[1]} neighbours' outcomes, "
-                f"central {INTERVAL:.0%} interval; spread = std of the outcomes")
-    elif hasattr(router, "members_") and hasattr(router, "calibrators_"):
-        parts = _member_parts(router, X, n)
-        kind = "members"
-        note = f"spread (std), min and max over the ensemble's {int(parts['n_evidence'].flat[0])} bagged fits"
-    cluster = None
-    if callable(getattr(router, "predict_cluster", None)):
-        cluster = np.asarray(router.predict_cluster(X), dtype=np.int64)
-        evidence_kind = "cluster"
-    rep_rows = None
-    if evidence_kind is None:
-        rep_rows = _representation_neighbours(router, X, n, training, int(n_neighbours))
-        evidence_kind = "representation" if rep_rows is not None else None
-
+    parts, kind, note, evidence_kind, cluster, rep_rows = _family_view(router, X, n, training, int(n_neighbours))
     lookup = _training_lookup(training)
     rep_Y = None if rep_rows is None else training.dense(np.nan)
     out = []
