@@ -302,11 +302,45 @@ def _fallback_table(log: pd.DataFrame) -> pd.DataFrame:
                                                                           kind="stable").reset_index(drop=True)
 
 
-def _windows(n: int, window: int) -> list[tuple[int, int]]:
-    starts = list(range(0, n, window))
-    if len(starts) > 1 and n - starts[-1] < window / 2:
-        starts.pop()
-    return list(zip(starts, starts[1:] + [n]))
+def _window_tables(log: pd.DataFrame, chosen: np.ndarray, names: Sequence[str], probs: np.ndarray | None,
+                   floor: float, window: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per window of decisions: start, end, time, selection entropy (bits), top LLM and share, E_p,
+    mean outcome; the shares per window and LLM)."""
+    from recroute.audit.drift import window_bounds
+
+    rows, share_rows = [], []
+    for w, (start, end) in enumerate(window_bounds(len(log), window)):
+        shares = metrics.selection_shares(chosen[start:end], len(names))
+        top = int(np.argmax(shares))
+        outcomes = log["outcome"].iloc[start:end]
+        rows.append({"window": w, "start": start, "end": end, "time": float(np.mean(log["timestamp"].iloc[start:end])),
+                     "selection_entropy_bits": float(metrics.entropy_bits(shares[None, :], floor=0.0)[0]),
+                     "top_llm": names[top], "top_share": float(shares[top]),
+                     "e_p": None if probs is None else metrics.e_p(probs[start:end], floor),
+                     "outcome": float(np.nanmean(outcomes)) if outcomes.notna().any() else None})
+        share_rows += [{"window": w, "llm": names[j], "share": float(shares[j])} for j in np.flatnonzero(shares)]
+    return pd.DataFrame(rows), pd.DataFrame(share_rows)
+
+
+def _drift_tables(log: pd.DataFrame, X_log: np.ndarray, reference, X_reference: np.ndarray | None,
+                  drift_window: int | None, alpha: float | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the drift test per window of live prompts, with its mean time; per UTC day: n, median distance,
+    the test's p-value and the domain classifier's AUC when the training features are given)."""
+    from recroute.audit import drift
+
+    distances = reference.distances(X_log)
+    kwargs = {k: v for k, v in (("window", drift_window), ("alpha", alpha)) if v is not None}
+    windows = drift.drift_windows(reference, distances, **kwargs)
+    windows["time"] = [float(np.mean(log["timestamp"].iloc[s:e])) for s, e in zip(windows["start"], windows["end"])]
+    days = pd.to_datetime(log["timestamp"], unit="s", utc=True).dt.strftime("%Y-%m-%d").to_numpy()
+    day_rows = []
+    for day in sorted(set(days)):
+        sel = days == day
+        day_rows.append({"day": day, "n": int(sel.sum()), "median_distance": float(np.median(distances[sel])),
+                         "null_median": float(np.median(reference.null)),
+                         "p_value": drift.window_test(reference.null, distances[sel]),
+                         "domain_auc": drift.domain_auc(X_reference, X_log[sel]) if X_reference is not None else None})
+    return windows, pd.DataFrame(day_rows)
 
 
 def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = None, reference=None,
@@ -337,25 +371,11 @@ def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = Non
         names = [str(x) for x in router.llm_names_] + [n for n in names if n not in set(map(str, router.llm_names_))]
     position = {name: j for j, name in enumerate(names)}
     chosen = np.array([position[str(c)] for c in log["chosen"]], dtype=np.int64)
-    probs = None
-    if router is not None and X_log is not None:
-        probs = router.selection_probs(X_log, n=len(log))
-    rows, share_rows = [], []
-    for w, (start, end) in enumerate(_windows(len(log), window)):
-        shares = metrics.selection_shares(chosen[start:end], len(names))
-        top = int(np.argmax(shares))
-        row = {"window": w, "start": start, "end": end,
-               "time": float(np.mean(log["timestamp"].iloc[start:end])),
-               "selection_entropy_bits": float(metrics.entropy_bits(shares[None, :], floor=0.0)[0]),
-               "top_llm": names[top], "top_share": float(shares[top]),
-               "e_p": None if probs is None else metrics.e_p(probs[start:end], float(router.entropy_floor)),
-               "outcome": float(np.nanmean(log["outcome"].iloc[start:end])) if log["outcome"].iloc[start:end].notna().any() else None}
-        rows.append(row)
-        share_rows += [{"window": w, "llm": names[j], "share": float(shares[j])} for j in np.flatnonzero(shares)]
-    windows = pd.DataFrame(rows)
+    probs = router.selection_probs(X_log, n=len(log)) if router is not None and X_log is not None else None
+    floor = float(router.entropy_floor) if router is not None else 0.0
     audit = Audit("logs")
-    audit.tables["log_windows"] = windows
-    audit.tables["log_shares"] = pd.DataFrame(share_rows)
+    windows, shares = _window_tables(log, chosen, names, probs, floor, window)
+    audit.tables["log_windows"], audit.tables["log_shares"] = windows, shares
     audit.tables["collapses"] = _collapse_episodes(windows)
     audit.tables["fallbacks"] = _fallback_table(log)
     per_llm = log.assign(chosen=log["chosen"].astype(str)).groupby("chosen", sort=True).agg(
@@ -363,22 +383,9 @@ def audit_logs(log: pd.DataFrame, *, router=None, X_log: np.ndarray | None = Non
     audit.tables["log_llms"] = per_llm.reset_index().rename(columns={"chosen": "llm"})
     alarm = None
     if reference is not None and X_log is not None:
-        distances = reference.distances(X_log)
-        kwargs = {k: v for k, v in (("window", drift_window), ("alpha", alpha)) if v is not None}
-        dw = drift_mod.drift_windows(reference, distances, **kwargs)
-        dw["time"] = [float(np.mean(log["timestamp"].iloc[s:e])) for s, e in zip(dw["start"], dw["end"])]
-        audit.tables["drift"] = dw
-        alarm = drift_mod.first_alarm(dw)
-        days = pd.to_datetime(log["timestamp"], unit="s", utc=True).dt.strftime("%Y-%m-%d").to_numpy()
-        day_rows = []
-        for day in sorted(set(days)):
-            sel = days == day
-            day_rows.append({"day": day, "n": int(sel.sum()), "median_distance": float(np.median(distances[sel])),
-                             "null_median": float(np.median(reference.null)),
-                             "p_value": drift_mod.window_test(reference.null, distances[sel]),
-                             "domain_auc": (drift_mod.domain_auc(X_reference, X_log[sel])
-                                            if X_reference is not None else None)})
-        audit.tables["drift_days"] = pd.DataFrame(day_rows)
+        audit.tables["drift"], audit.tables["drift_days"] = _drift_tables(log, X_log, reference, X_reference,
+                                                                          drift_window, alpha)
+        alarm = drift_mod.first_alarm(audit.tables["drift"])
     audit.summary = {
         "kind": "logs", "n_decisions": len(log), "n_llms": len(names), "window": window,
         "first_time": float(log["timestamp"].iloc[0]), "last_time": float(log["timestamp"].iloc[-1]),

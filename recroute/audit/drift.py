@@ -89,6 +89,15 @@ def window_test(null: np.ndarray, live: np.ndarray) -> float:
     return float(mannwhitneyu(live, null, alternative="greater").pvalue)
 
 
+def window_bounds(n: int, window: int) -> list[tuple[int, int]]:
+    """(start, end) of consecutive windows of ``window`` positions over n; a last window shorter than half
+    ``window`` joins the one before it."""
+    starts = list(range(0, n, window))
+    if len(starts) > 1 and n - starts[-1] < window / 2:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 def drift_windows(reference: DriftReference, distances: np.ndarray, window: int = DEFAULT_WINDOW,
                   alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
     """One row per consecutive window of live prompts: start, end (positions, end exclusive), median
@@ -99,15 +108,11 @@ def drift_windows(reference: DriftReference, distances: np.ndarray, window: int 
         raise DataError(f"window must be at least 2 prompts; got {window!r}")
     if not 0 < float(alpha) < 1:
         raise DataError(f"alpha must be in (0, 1); got {alpha!r}")
-    window = int(window)
-    starts = list(range(0, len(d), window))
-    if len(starts) > 1 and len(d) - starts[-1] < window / 2:
-        starts.pop()
-    ends = starts[1:] + [len(d)]
-    threshold = float(alpha) / max(len(starts), 1)
+    bounds = window_bounds(len(d), int(window))
+    threshold = float(alpha) / max(len(bounds), 1)
     rows = []
     null_median = float(np.median(reference.null))
-    for start, end in zip(starts, ends):
+    for start, end in bounds:
         p = window_test(reference.null, d[start:end])
         rows.append({"start": start, "end": end, "median_distance": float(np.median(d[start:end])),
                      "null_median": null_median, "p_value": p, "threshold": threshold, "fired": bool(p < threshold)})
