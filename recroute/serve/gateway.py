@@ -694,8 +694,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
 
     def on_signal(reload: bool) -> None:
         if reload:  # SIGHUP: the same bundle path again, for every worker
-            generation, path, _ = host.board.desired()
-            host.board.publish(path, None)
+            host.board.publish(host.board.desired()[1], None)
             poke_workers(host)
         live.poke()
 
@@ -956,6 +955,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
             kind = _failure_kind(exc)
             note = f"upstream {attempt.llm} failed mid-stream ({kind})"
             metrics.upstream_error(attempt.llm, kind, fell_back=False)
+            host.breakers.failure(host.breakers.names.index(attempt.llm))
             yield (rewriter.flush() + b"\n\n" if rewriter.buffer else b"") + b"data: " + json.dumps(
                 {"error": {"message": note, "type": "upstream_error", "code": "upstream_stream_broken"}}).encode() + b"\n\n"
         except (asyncio.CancelledError, GeneratorExit):
