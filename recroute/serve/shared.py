@@ -173,7 +173,7 @@ class Breakers:
             reopened = cell[0] != CLOSED
             cell[0], cell[1] = CLOSED, 0.0
         if reopened:
-            logger.warning("circuit breaker of %s closed: its probe succeeded, it is back in routing", self.names[j])
+            logger.warning("circuit breaker of %s closed: it answered again, it is back in routing", self.names[j])
 
     def failure(self, j: int, now: float | None = None) -> None:
         """LLM ``j`` failed (connect error, timeout, closed, 5xx): count it; open the breaker at the
