@@ -203,10 +203,13 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamClient:
-    """Keep-alive HTTP/1.1 connections per (scheme, host, port), at most ``max_idle`` idle each."""
+    """Keep-alive HTTP/1.1 connections per (scheme, host, port), at most ``max_idle`` idle each.
+    ``resend_on_stale``: send a request once more on a fresh connection when its reused one closed
+    before any byte of an answer (an idle connection its server had just closed)."""
 
-    def __init__(self, max_idle: int = 256) -> None:
+    def __init__(self, max_idle: int = 256, resend_on_stale: bool = True) -> None:
         self.max_idle = max_idle
+        self.resend_on_stale = resend_on_stale
         self._pools: dict[tuple, deque[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -230,7 +233,7 @@ class UpstreamClient:
                 return response
             except UpstreamError as exc:
                 conn.close()
-                if fresh or response.got_bytes or isinstance(exc, UpstreamTimeout):
+                if fresh or response.got_bytes or isinstance(exc, UpstreamTimeout) or not self.resend_on_stale:
                     raise
             except BaseException:  # cancelled (a deadline of the caller): the connection is unusable
                 conn.close()
