@@ -442,22 +442,27 @@ def reload_under_load(base: str, bundles: list[Path], prompts: list[str], log: P
 
     reloads: list[dict] = []
 
-    async def reloader():
-        k = 0
-        while True:
-            await asyncio.sleep(every_s)
-            k += 1
-            t = time.perf_counter()
-            r = await asyncio.to_thread(httpx.post, base + "/admin/reload", json={"bundle": str(bundles[k % 2])},
-                                        headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=120)
-            reloads.append({"status": r.status_code, "seconds": round(time.perf_counter() - t, 3),
-                            "checksum": r.json().get("checksum"), "workers_swapped": r.json().get("workers_swapped")})
+    async def reload(k: int):
+        t = time.perf_counter()
+        r = await asyncio.to_thread(httpx.post, base + "/admin/reload", json={"bundle": str(bundles[k % 2])},
+                                    headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=120)
+        reloads.append({"status": r.status_code, "seconds": round(time.perf_counter() - t, 3),
+                        "checksum": r.json().get("checksum"), "workers_swapped": r.json().get("workers_swapped")})
+
+    async def reloader(tasks: list):
+        for k in range(1, int(seconds // every_s) + 1):  # at a fixed rate, whether the last one is done or not
+            await asyncio.sleep(every_s if k == 1 else max(0.0, k * every_s - (time.perf_counter() - t0)))
+            tasks.append(asyncio.get_running_loop().create_task(reload(k)))
 
     async def run():
-        task = asyncio.get_running_loop().create_task(reloader())
+        tasks: list = []
+        ticker = asyncio.get_running_loop().create_task(reloader(tasks))
         got = await load(base + "/v1/chat/completions", lambda i: chat(prompts[i % len(prompts)]), 16, seconds=seconds)
-        task.cancel()
+        await ticker
+        await asyncio.gather(*tasks)
         return got
+
+    t0 = time.perf_counter()
 
     got = asyncio.run(run())
     ids = [x["id"] for x in got if x.get("id")]

@@ -669,7 +669,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     metrics = GatewayMetrics(names, config.entropy_window, config.entropy_floor, selection=host.window)
     state: dict[str, Any] = {"poke": 0}
     log = open_decision_log(config.log_path) if config.log_path else None
-    seed = None if config.seed is None else [config.seed, slot]
+    seed = config.seed if config.seed is None or slot == 0 else [config.seed, slot]  # each worker its own stream
 
     def make_decider(new_bundle, previous=None) -> Decider:
         return Decider(new_bundle, upstreams, config.policy, decide_on=config.decide_on, breakers=host.breakers,

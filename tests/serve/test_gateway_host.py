@@ -206,3 +206,29 @@ def test_ope_on_logs_where_the_breaker_skipped_an_llm_stays_unbiased(tfidf_bundl
     wrong[greedy], wrong[~greedy] = 1 - epsilon + epsilon / 3, epsilon / 3
     w_wrong = target[np.arange(len(wrong)), bandit.chosen] / wrong
     assert abs(w_wrong.mean() - 1) > 3 * w_wrong.std(ddof=1) / np.sqrt(len(w_wrong))  # E[w] = 1.1 here: biased
+
+
+def _other_worker(host) -> None:
+    """What another worker process does: route three times to code-llm, fail math-llm twice."""
+    for _ in range(3):
+        host.window.add("code-llm")
+    host.breakers.failure(0)
+    host.breakers.failure(0)
+    host.board.report(1, "c2")
+
+
+def test_host_state_is_shared_with_a_spawned_worker_process():
+    import multiprocessing as mp
+
+    from recroute.serve.shared import HostState
+
+    host = HostState(LLMS, window=4, breaker=BreakerSettings(failures=2, cooldown_s=60), bundle_path="/b",
+                     checksum="c1", n_slots=2)
+    host.window.add("math-llm")
+    child = mp.get_context("spawn").Process(target=_other_worker, args=(host,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert dict(host.window.counts) == {"math-llm": 1, "code-llm": 3} and host.window.full  # one window for both
+    assert host.breakers.describe()["math-llm"]["state"] == "open"  # the other worker's failures opened it here
+    assert not host.breakers.available()[0]
