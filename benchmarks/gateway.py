@@ -783,9 +783,9 @@ def main() -> None:
 
     result = {
         "benchmark": "gateway",
-        "note": ("2-core machine shared with six other engineers' jobs during the run; the client, the gateway and "
-                 "three upstream processes share those cores, so absolute latencies are noisy (direct and gateway "
-                 "runs are interleaved in rounds to share the noise)"),
+        "note": ("2-core machine shared with other engineers' jobs during the run; one gateway worker (--workers 1); "
+                 "the client, the gateway and three upstream processes share those cores, so absolute latencies are "
+                 "noisy (direct and gateway runs are interleaved in rounds to share the noise)"),
         "bundle": {"dataset": "mmlu_pro", "encoder": bundle.encoder_name, "router": "knn:k=5",
                    "n_llms": len(bundle.llm_names), "upstreams": pool},
         "routing_decision_in_process": routing,
@@ -828,7 +828,8 @@ def main_fleet(args) -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Gateway benchmark", "", f"{r['date']}; {r['machine']['cpu']}, {r['machine']['cores']} cores. {r['note']}.",
+    lines = ["# Gateway benchmark", "", f"{r['date']}; {r['machine']['cpu']}, {r['machine']['cores']} cores. {r['note']}; "
+             f"load average at the end (1/5/15 min): {r.get('load_average_at_end')}.",
              "", f"Bundle: {r['bundle']['encoder']} + {r['bundle']['router']} on MMLU-Pro "
              f"({r['bundle']['n_llms']} LLMs); upstreams (fake, loopback) for {', '.join(r['bundle']['upstreams'])}.",
              f"Routing decision in-process (encode + score one prompt): p50 {r['routing_decision_in_process']['p50_ms']} ms,"

@@ -641,8 +641,7 @@ def is_decision_id(secret: bytes, value: Any) -> bool:
 
 
 def _bearer(request: Request) -> bytes:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip().encode() if scheme.lower() == "bearer" else b""
+    return _bearer_value(request.headers.get("authorization", "").encode("latin-1"))
 
 
 def _key_matches(token: bytes, keys: Sequence[bytes]) -> bool:
@@ -667,7 +666,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         path = config.bundle_path or (None if getattr(bundle, "path", None) is None else str(bundle.path))
         host = HostState(names, config.entropy_window, config.breaker, path, getattr(bundle, "checksum", None))
     metrics = GatewayMetrics(names, config.entropy_window, config.entropy_floor, selection=host.window)
-    state: dict[str, Any] = {"poke": 0}
+    state: dict[str, Any] = {}
     log = open_decision_log(config.log_path) if config.log_path else None
     seed = config.seed if config.seed is None or slot == 0 else [config.seed, slot]  # each worker its own stream
 
@@ -683,9 +682,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     async def flush_metrics() -> None:
         """Leave this worker's metrics in the host's folder, answering the latest flush request."""
         if host.metrics_dir is not None:
-            poke = host.pokes.value
-            await asyncio.to_thread(write_state, host.metrics_dir, metrics, poke)
-            state["poke"] = poke
+            await asyncio.to_thread(write_state, host.metrics_dir, metrics, host.pokes.value)
 
     def on_signal(reload: bool) -> None:
         if reload:  # SIGHUP: the same bundle path again, for every worker
@@ -995,6 +992,7 @@ class GatewayApp(FastAPI):
 
 
 def _bearer_value(value: bytes) -> bytes:
+    """The token of an ``Authorization: Bearer TOKEN`` header value (b"" for another scheme)."""
     scheme, _, token = value.partition(b" ")
     return token.strip() if scheme.lower() == b"bearer" else b""
 
