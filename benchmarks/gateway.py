@@ -599,7 +599,7 @@ def fleet(args, tmp: Path, procs: list) -> dict:
     from recroute.routers.knn import KNNRouter
     from recroute.serve.bundle import RoutingBundle
 
-    quick = args.quick
+    quick, parts = args.quick, set(args.parts.split(","))
     bundle_dir = Path(args.bundle_dir) if args.bundle_dir else tmp / "bundle"
     bundle, texts, pool = build_bundle(bundle_dir, args.encoder)
     rng = np.random.default_rng(1)
@@ -636,7 +636,7 @@ def fleet(args, tmp: Path, procs: list) -> dict:
         row = {"throughput_instant_upstream": throughput_row(url, pids, prompts, routing, n_tp, pool[0])}
         row["overhead_50ms_upstream"] = overhead_rows(url, direct, prompts, routing, 400 if quick else 1600,
                                                       2 if quick else 4, pids, controls, modes=((DELAY_MS, 16),))[0]
-        if workers == 2:
+        if workers == 2 and "scenarios" in parts:
             row["reload_under_load"] = reload_under_load(base, [bundle_dir, other], prompts, log,
                                                          12.0 if quick else 26.0)
             row["sigkill_under_load"] = sigkill_under_load(base, pids, prompts, log, 8.0 if quick else 12.0, 3.0)
@@ -645,7 +645,8 @@ def fleet(args, tmp: Path, procs: list) -> dict:
         stop_process(gw)
     out["outage"] = []
     down = 20.0 if quick else 60.0
-    for breaker in (("--breaker-failures", "5", "--breaker-cooldown-s", "5"), ("--breaker-failures", "0")):
+    settings = (("--breaker-failures", "5", "--breaker-cooldown-s", "5"), ("--breaker-failures", "0"))
+    for breaker in settings if "outage" in parts else ():
         gw, base, _ = start_gateway(bundle_dir, toml, tmp / "log-outage.jsonl", 2, tmp / "gw-outage.out", *breaker)
         procs.append(gw)
         out["outage"].append(outage_run(base, controls, victim, prompts, 8.0, down, 12.0,
@@ -711,6 +712,9 @@ def main() -> None:
     parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--fleet", action="store_true",
                         help="the production-condition runs (workers, reload, SIGKILL, outage, 429) -> gateway_fleet.json")
+    parser.add_argument("--parts", default="workers,scenarios,outage",
+                        help="with --fleet: workers (1 and 2: throughput, overhead), scenarios (reload, SIGKILL, 429 "
+                             "with 2 workers), outage (breaker on / off)")
     args = parser.parse_args()
     if args.bare_proxy:
         bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1])

@@ -56,10 +56,11 @@ def main() -> None:
 
     import uvicorn
 
-    from recroute.serve.gateway import GatewayConfig, create_gateway
+    from recroute.serve.gateway import GatewayConfig, create_gateway, tokenizers_on_one_thread
     from recroute.serve.upstreams import Upstream
     from recroute.threads import serving_blas
 
+    tokenizers_on_one_thread()
     bundle, texts, pool = build_bundle(Path(args.bundle_dir), "static")
     upstream, port = start_upstream(",".join(pool))
     with tempfile.TemporaryDirectory() as tmp:

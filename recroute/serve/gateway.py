@@ -1036,11 +1036,22 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def tokenizers_on_one_thread() -> None:
+    """Keep the Hugging Face tokenizers (the static and MiniLM encoders') off their thread pool, unless
+    the environment says otherwise (``TOKENIZERS_PARALLELISM``). The gateway encodes on its event
+    loop; measured on the loaded 2-core machine (load ~18), a batch of 8 prompts through the static
+    encoder took 1.56 ms of wall time per prompt with the pool (its threads waiting for a core while
+    the loop waits for them) and 0.21 ms without, for less CPU (0.25 -> 0.18 ms per prompt)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def serve_gateway(app, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Run the gateway app under uvicorn until interrupted, BLAS on one thread (``serving_blas``)."""
+    """Run the gateway app under uvicorn until interrupted, BLAS on one thread (``serving_blas``) and
+    the tokenizers off their thread pool (:func:`tokenizers_on_one_thread`)."""
     import uvicorn
 
     from recroute.threads import serving_blas
 
+    tokenizers_on_one_thread()
     with serving_blas():
         uvicorn.run(app, host=host, port=port, log_level=log_level)
