@@ -719,6 +719,9 @@ def main() -> None:
     if args.bare_proxy:
         bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1])
         return
+    from recroute.serve.gateway import tokenizers_on_one_thread
+
+    tokenizers_on_one_thread()  # the in-process decision measured as the gateway's workers make it
     if args.fleet:
         return main_fleet(args)
     n_overhead, rounds, n_fault = (200, 2, 400) if args.quick else (1600, 4, 2000)
