@@ -807,7 +807,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         others = await gather_states(poke)
         return PlainTextResponse(metrics.total(others).render(), media_type="text/plain; version=0.0.4")
 
-    async def gather_states(poke: int, timeout_s: float = 1.0) -> list[dict]:
+    async def gather_states(poke: int, timeout_s: float = 3.0) -> list[dict]:
         """The other workers' metrics once each live one answered flush request ``poke`` (at most
         ``timeout_s``; a dead worker's last file counts as it is)."""
         loop = asyncio.get_running_loop()
@@ -921,7 +921,12 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                 await send_bytes(send, response.status_code, response.content, out)
                 return
             tried = ", ".join(f"{llm} ({kind})" for llm, kind in attempt.failed)
-            status = 504 if all(kind == "timeout" for _, kind in attempt.failed) else 502
+            kinds = {kind for _, kind in attempt.failed}
+            status = 504 if kinds == {"timeout"} else 503 if kinds == {"breaker_open"} else 502
+            if status == 503:  # nothing was sent: every LLM tried is out of routing (a direct request to one)
+                names = {llm for llm, _ in attempt.failed}
+                wait = host.breakers.wait_s(np.array([n in names for n in host.breakers.names]))
+                out["retry-after"] = str(max(1, math.ceil(wait)))
             done(status, start, None, error_note="every upstream try failed", overhead_s=overhead_s)
             await send_bytes(send, status, orjson.dumps(
                 {"error": {"message": f"no upstream answered: {tried}", "type": "upstream_error", "param": None,
