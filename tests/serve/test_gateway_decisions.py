@@ -45,9 +45,10 @@ def gateway(tfidf_bundle_dir, tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = open(folder / "out.txt", "wb")
+    # one worker: each worker keeps the explanations of its own decisions (docs/audit.md)
     proc = subprocess.Popen([sys.executable, "-m", "recroute", "gateway", "--bundle", str(tfidf_bundle_dir),
                              "--upstreams", str(folder / "upstreams.toml"), "--api-keys-env", "GWKEYS",
-                             "--port", str(port), "--quiet"], stdout=out, stderr=subprocess.STDOUT,
+                             "--port", str(port), "--workers", "1", "--quiet"], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "GWKEYS": KEY, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -108,8 +109,22 @@ def test_the_ring_forgets_the_oldest(tfidf_bundle_dir):
     from recroute.serve.recent_decisions import RecentDecisions
 
     bundle = RoutingBundle.load(tfidf_bundle_dir)
-    recent = RecentDecisions(bundle, size=2)
+    recent = RecentDecisions(size=2)
     for i in range(3):
-        recent.add(f"d{i}", MATH, bundle.llm_names, "math-llm", 1.0, "greedy")
+        recent.add(f"d{i}", bundle, MATH, bundle.llm_names, "math-llm", 1.0, "greedy")
     assert len(recent) == 2 and recent.explain("d0") is None
     assert recent.explain("d2")["explanation"]["llm"] == "math-llm"
+
+
+def test_decisions_are_explained_by_the_bundle_that_made_them(tfidf_bundle_dir):
+    """After hot reloads only the last two bundles are kept: older decisions say so, none is explained wrong."""
+    from recroute.serve.bundle import RoutingBundle
+    from recroute.serve.recent_decisions import BUNDLES_KEPT, RecentDecisions
+
+    bundles = [RoutingBundle.load(tfidf_bundle_dir) for _ in range(BUNDLES_KEPT + 1)]  # three "reloads"
+    recent = RecentDecisions()
+    for i, bundle in enumerate(bundles):
+        recent.add(f"d{i}", bundle, MATH, bundle.llm_names, "math-llm", 1.0, "greedy")
+    oldest = recent.explain("d0")
+    assert oldest["explanation"] is None and "no longer loaded" in oldest["note"]
+    assert all(recent.explain(f"d{i}")["explanation"]["llm"] == "math-llm" for i in (1, 2))
