@@ -109,9 +109,11 @@ def cluster_labels(X: np.ndarray, n_clusters: int, random_state: int | None) -> 
     if k < 2:
         return np.zeros(len(X), dtype=np.int64)
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     kmeans = KMeans(n_clusters=k, random_state=0 if random_state is None else int(random_state), n_init=1)
-    return kmeans.fit_predict(np.asarray(X, dtype=np.float32)).astype(np.int64)
+    with threadpool_limits(1):  # one k-means run: extra OpenMP threads only spin on a shared machine
+        return kmeans.fit_predict(np.asarray(X, dtype=np.float32)).astype(np.int64)
 
 
 def routerdc_batch_loss(E, llm_vectors, pos, neg, valid, clusters, temperature: float, cluster_weight: float,
