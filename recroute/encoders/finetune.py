@@ -110,8 +110,7 @@ def finetune_static(
     def batch_loss(rows):
         flat, offsets = _bag_inputs([ids[i] for i in rows.tolist()])
         E = nn.functional.normalize(net.bag(flat, offsets), dim=1)
-        llms = nn.functional.normalize(net.llm_embedding, dim=1)
-        loss = routerdc_batch_loss(E, llms, pos[rows], neg[rows], valid[rows], clusters[rows], temperature, weight, h)
+        loss = routerdc_batch_loss(E, net.llm_embedding, pos[rows], neg[rows], valid[rows], clusters[rows], temperature, weight, h)
         if anchor:
             touched = torch.unique(flat)
             loss = loss + anchor * ((net.bag.weight[touched] - V0[touched]) ** 2).sum(dim=1).mean()

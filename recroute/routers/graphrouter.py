@@ -15,14 +15,16 @@ This implementation, in plain torch (no torch-geometric):
   prompts alike (score() sees only embeddings), and carries a learned task embedding;
 - prompt node: h(x) = W x; its representation q = W2 [relu(h(x)), task embedding];
 - LLM node: the messages of its quality edges, split by edge value: the y-weighted and
-  (1 - y)-weighted means of h over the prompts it was run on (h is linear, so these are h of the
-  weighted mean embeddings, precomputed once), its mean score, its mean score per task (the
-  task-LLM edges) and its standardised numeric metadata; a ReLU layer maps them to [z, b];
+  (1 - y)-weighted means of the prompts' messages (a prompt's message is its centred embedding in
+  the training prompts' top ``message_dim`` principal directions: fixed, so the means are computed
+  once, and small, so 8,500 LLM nodes cost little per step), its mean score, its mean score per task
+  (the task-LLM edges) and its standardised numeric metadata; a ReLU layer maps them to [z, b];
 - edge prediction: P(quality edge) = sigmoid(<q, z> + b), masked BCE on the observed cells.
 
 Training messages never carry the edge being predicted: the training prompts are split in two
 seeded halves and each half is supervised against LLM nodes built from the other half's edges;
 at scoring time the LLM nodes use every training edge. Defaults: ``dim`` = 64, ``n_tasks`` = 8,
+``message_dim`` = 32,
 Adam lr 1e-3, 30 epochs, batch 256 (ours; the paper trains two GeneralConv layers on the same
 edge-prediction task). Its cost edges are not built here: cost enters through recroute's shared
 cost step over these P(correct).
@@ -43,16 +45,18 @@ try:  # the network class lives at module level so routers pickle
     class GraphRouterNet(nn.Module):
         """Prompt, task and LLM node maps; buffers hold the LLM nodes' aggregated messages."""
 
-        def __init__(self, d: int, n_llms: int, n_tasks: int, n_meta: int, dim: int):
+        def __init__(self, d: int, n_llms: int, n_tasks: int, n_meta: int, dim: int, message_dim: int):
             super().__init__()
             self.prompt_in = nn.Linear(d, dim)
             self.task_embedding = nn.Embedding(n_tasks, dim)
             self.prompt_out = nn.Linear(2 * dim, dim)
-            self.llm_in = nn.Linear(2 * dim + 1 + n_tasks + n_meta, dim)
+            self.llm_in = nn.Linear(2 * message_dim + 1 + n_tasks + n_meta, dim)
             self.llm_out = nn.Linear(dim, dim + 1)
             self.register_buffer("centroids", torch.zeros(n_tasks, d))
-            self.register_buffer("pos_mean", torch.zeros(n_llms, d))  # y-weighted mean embedding per LLM
-            self.register_buffer("neg_mean", torch.zeros(n_llms, d))  # (1 - y)-weighted
+            self.register_buffer("center", torch.zeros(d))  # messages: (x - center) @ basis
+            self.register_buffer("basis", torch.zeros(d, message_dim))
+            self.register_buffer("pos_mean", torch.zeros(n_llms, message_dim))  # y-weighted mean message per LLM
+            self.register_buffer("neg_mean", torch.zeros(n_llms, message_dim))  # (1 - y)-weighted
             self.register_buffer("stats", torch.zeros(n_llms, 1 + n_tasks + n_meta))
 
         def assign_tasks(self, x):
@@ -67,7 +71,7 @@ try:  # the network class lives at module level so routers pickle
             pos_mean = self.pos_mean if pos_mean is None else pos_mean
             neg_mean = self.neg_mean if neg_mean is None else neg_mean
             stats = self.stats if stats is None else stats
-            parts = [self.prompt_in(pos_mean), self.prompt_in(neg_mean), stats]
+            parts = [pos_mean, neg_mean, stats]
             return self.llm_out(torch.relu(self.llm_in(torch.cat(parts, dim=1))))
 
         def edge_logits(self, q, zb):
@@ -109,6 +113,20 @@ def llm_messages(X: np.ndarray, Y: np.ndarray, tasks: np.ndarray, n_tasks: int, 
     return weighted_mean(good), weighted_mean(bad), stats
 
 
+def message_basis(X: np.ndarray, message_dim: int, random_state: int | None,
+                  max_rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(center float32 (d,), basis float32 (d, r)): the mean and top r = min(message_dim, d, n)
+    principal directions of the training embeddings (from at most ``max_rows`` seeded rows)."""
+    X = np.asarray(X, dtype=np.float32)
+    rows = np.arange(len(X))
+    if len(X) > max_rows:
+        rows = np.sort(np.random.default_rng(0 if random_state is None else int(random_state)).choice(len(X), max_rows, replace=False))
+    center = X.mean(axis=0)
+    _, _, Vt = np.linalg.svd(X[rows] - center, full_matrices=False)
+    r = max(1, min(int(message_dim), Vt.shape[0]))
+    return center.astype(np.float32), np.ascontiguousarray(Vt[:r].T, dtype=np.float32)
+
+
 def task_centroids(X: np.ndarray, labels: np.ndarray, n_tasks: int) -> np.ndarray:
     """float32 (n_tasks, d) unit mean embedding of each task's prompts (zeros for an empty task)."""
     from recroute.encoders.base import l2_normalise
@@ -128,6 +146,7 @@ class GraphRouter(TorchRouter):
         self,
         dim: int = 64,
         n_tasks: int = 8,
+        message_dim: int = 32,
         use_metadata: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
@@ -138,6 +157,7 @@ class GraphRouter(TorchRouter):
     ) -> None:
         self.dim = dim
         self.n_tasks = n_tasks
+        self.message_dim = message_dim
         self.use_metadata = use_metadata
         self.lr = lr
         self.weight_decay = weight_decay
@@ -158,13 +178,15 @@ class GraphRouter(TorchRouter):
             self._task_labels = None
 
     def _make_net(self, d: int, m: int):
-        return GraphRouterNet(d, m, int(self.n_tasks_), int(self.n_meta_), int(self.dim))
+        return GraphRouterNet(d, m, int(self.n_tasks_), int(self.n_meta_), int(self.dim), int(self.message_dim_))
 
     def _net_config(self) -> dict[str, Any]:
-        return {**super()._net_config(), "n_tasks": int(self.n_tasks_), "n_meta": int(self.n_meta_)}
+        return {**super()._net_config(), "n_tasks": int(self.n_tasks_), "n_meta": int(self.n_meta_),
+                "message_dim": int(self.message_dim_)}
 
     def _restore_config(self, config: dict[str, Any]) -> None:
         self.n_tasks_, self.n_meta_ = int(config["n_tasks"]), int(config["n_meta"])
+        self.message_dim_ = int(config["message_dim"])
 
     def _meta_values(self) -> np.ndarray | None:
         meta = getattr(self, "llm_metadata_", None)
@@ -178,60 +200,72 @@ class GraphRouter(TorchRouter):
             return np.unique(self._task_labels, return_inverse=True)[1].astype(np.int64)
         return cluster_labels(X, int(self.n_tasks), self.random_state)
 
-    def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
+    def _check_params(self) -> None:
         self._check_train_params()
-        if int(self.dim) < 1 or int(self.n_tasks) < 1:
-            raise ValueError(f"{self.name}: dim and n_tasks must be at least 1; got {self.dim!r}, {self.n_tasks!r}")
+        if int(self.dim) < 1 or int(self.n_tasks) < 1 or int(self.message_dim) < 1:
+            raise ValueError(f"{self.name}: dim, n_tasks and message_dim must be at least 1; got "
+                             f"{self.dim!r}, {self.n_tasks!r}, {self.message_dim!r}")
+
+    def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
+        self._check_params()
         labels = self._task_nodes(X)
         self.n_tasks_ = int(labels.max()) + 1
         meta = self._meta_values()
         self.n_meta_ = 0 if meta is None else meta.shape[1]
-        centroids = task_centroids(X, labels, self.n_tasks_)
+        center, basis = message_basis(X, int(self.message_dim), self.random_state)
+        self.message_dim_ = basis.shape[1]
         Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         with torch_threads(self.n_threads):
             self.net_ = self._build_net(X.shape[1], Y.shape[1])
-            self.net_.centroids.copy_(torch.from_numpy(centroids))
+            self.net_.centroids.copy_(torch.from_numpy(task_centroids(X, labels, self.n_tasks_)))
+            self.net_.center.copy_(torch.from_numpy(center))
+            self.net_.basis.copy_(torch.from_numpy(basis))
             tasks = self.net_.assign_tasks(Xt).numpy()
-            self.x_prior_ = X.mean(axis=0).astype(np.float32)
+            messages = self._messages(X)
             self.y_prior_ = float(np.nanmean(Y)) if np.isfinite(Y).any() else 0.5
             half = np.random.default_rng(0 if self.random_state is None else int(self.random_state)).random(len(X)) < 0.5
             # each half is supervised against LLM nodes built from the other half's edges
-            fold_nodes = [self._node_tensors(X[other], Y[other], tasks[other], meta) for other in (half, ~half)]
+            fold_nodes = [self._node_tensors(messages[other], Y[other], tasks[other], meta) for other in (half, ~half)]
             fold = torch.from_numpy(half)
             observed = ~np.isnan(Y)
             T = torch.from_numpy(np.where(observed, Y, 0.0).astype(np.float32))
             M = torch.from_numpy(observed.astype(np.float32))
 
             def batch_loss(rows):
-                q = self.net_.prompt_vectors(Xt[rows])
-                logits = [self.net_.edge_logits(q, self.net_.llm_vectors(*nodes)) for nodes in fold_nodes]
-                logits = torch.where(fold[rows][:, None], logits[1], logits[0])
-                cells = nn.functional.binary_cross_entropy_with_logits(logits, T[rows], reduction="none")
-                mask = M[rows]
-                return (cells * mask).sum() / mask.sum().clamp_min(1.0)
+                total = torch.zeros(())
+                for side, nodes in enumerate(fold_nodes):
+                    part = rows[fold[rows] == bool(side)]
+                    if len(part):
+                        logits = self.net_.edge_logits(self.net_.prompt_vectors(Xt[part]), self.net_.llm_vectors(*nodes))
+                        cells = nn.functional.binary_cross_entropy_with_logits(logits, T[part], reduction="none")
+                        total = total + (cells * M[part]).sum()
+                return total / M[rows].sum().clamp_min(1.0)
 
             self.training_ = train_batches(
                 self.net_, len(X), batch_loss, lr=float(self.lr), weight_decay=float(self.weight_decay),
                 epochs=int(self.epochs), batch_size=int(self.batch_size), random_state=self.random_state,
             )
-            self._set_nodes(*self._node_tensors(X, Y, tasks, meta))
+            pos, neg, stats = self._node_tensors(messages, Y, tasks, meta)
+            self.net_.pos_mean, self.net_.neg_mean, self.net_.stats = pos, neg, stats
 
-    def _node_tensors(self, X, Y, tasks, meta):
-        pos, neg, stats = llm_messages(X, Y, tasks, self.n_tasks_, self.x_prior_, self.y_prior_)
+    def _messages(self, X: np.ndarray) -> np.ndarray:
+        """float32 (n, message_dim): what a prompt node sends along its edges (its centred embedding in
+        the training prompts' top principal directions)."""
+        return ((np.asarray(X, dtype=np.float32) - self.net_.center.numpy()) @ self.net_.basis.numpy()).astype(np.float32)
+
+    def _node_tensors(self, messages, Y, tasks, meta):
+        pos, neg, stats = llm_messages(messages, Y, tasks, self.n_tasks_, np.zeros(self.message_dim_, np.float32),
+                                       self.y_prior_)
         if meta is not None:
             stats = np.hstack([stats, meta]).astype(np.float32)
         return torch.from_numpy(pos), torch.from_numpy(neg), torch.from_numpy(stats)
 
-    def _set_nodes(self, pos, neg, stats) -> None:
-        self.net_.pos_mean, self.net_.neg_mean, self.net_.stats = pos, neg, stats
-
     def _state(self):
         meta, arrays = super()._state()
-        return {**meta, "x_prior": self.x_prior_.tolist(), "y_prior": self.y_prior_}, arrays
+        return {**meta, "y_prior": self.y_prior_}, arrays
 
     def _set_state(self, meta, arrays, path) -> None:
         super()._set_state(meta, arrays, path)
-        self.x_prior_ = np.asarray(meta["x_prior"], dtype=np.float32)
         self.y_prior_ = float(meta["y_prior"])
 
     # ------------------------------------------------------------------ new LLMs (inductive)
@@ -247,7 +281,7 @@ class GraphRouter(TorchRouter):
         meta = None
         if self.n_meta_:
             meta = np.zeros((n_new, self.n_meta_), dtype=np.float32) if metadata is None else metadata
-        pos, neg, stats = self._node_tensors(X, Y, tasks, meta)
+        pos, neg, stats = self._node_tensors(self._messages(X), Y, tasks, meta)
         net = copy.deepcopy(self.net_)
         net.pos_mean = torch.cat([net.pos_mean, pos])
         net.neg_mean = torch.cat([net.neg_mean, neg])

@@ -55,12 +55,25 @@ def ranked_pairs(Y: np.ndarray, top_k: int, last_k: int, random_state: int | Non
         part = Y[start : start + SORT_ROWS]
         observed = ~np.isnan(part)
         key = np.where(observed, part, 0.0) + TIE_JITTER * rng.random(part.shape)
-        pos[start : start + SORT_ROWS] = np.argsort(-np.where(observed, key, -np.inf), axis=1, kind="stable")[:, :top_k]
-        neg[start : start + SORT_ROWS] = np.argsort(np.where(observed, key, np.inf), axis=1, kind="stable")[:, :last_k]
+        pos[start : start + SORT_ROWS] = _smallest(-np.where(observed, key, -np.inf), top_k)
+        neg[start : start + SORT_ROWS] = _smallest(np.where(observed, key, np.inf), last_k)
     rows = np.arange(n)[:, None]
     y_pos, y_neg = Y[rows, pos], Y[rows, neg]  # NaN where unobserved: every comparison is False
     valid = y_pos[:, :, None] > y_neg[:, None, :]
     return pos, neg, valid
+
+
+def _smallest(key: np.ndarray, k: int) -> np.ndarray:
+    """int64 (n, k): the columns of each row's k smallest keys, in ascending key order. The jittered
+    keys have no ties (almost surely), so the partition's choice is the same on every CPU; only
+    unobserved cells (infinite keys) can tie, and those pairs are never valid, so which of them
+    fills a slot changes no loss."""
+    if k < key.shape[1]:
+        part = np.argpartition(key, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(key.shape[1]), key.shape)
+    order = np.argsort(np.take_along_axis(key, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
 def sample_llm_loss(pos_sims, neg_sims, valid):
@@ -116,12 +129,15 @@ def cluster_labels(X: np.ndarray, n_clusters: int, random_state: int | None) -> 
         return kmeans.fit_predict(np.asarray(X, dtype=np.float32)).astype(np.int64)
 
 
-def routerdc_batch_loss(E, llm_vectors, pos, neg, valid, clusters, temperature: float, cluster_weight: float,
+def routerdc_batch_loss(E, llm_embeddings, pos, neg, valid, clusters, temperature: float, cluster_weight: float,
                         n_negatives: int):
-    """Both losses for one mini-batch: E (b, dim) unit encodings, llm_vectors (n_llms, dim) unit rows,
-    pos/neg/valid/clusters the batch's rows of :func:`ranked_pairs` and :func:`cluster_labels` (tensors)."""
-    pos_sims = (E[:, None, :] * llm_vectors[pos]).sum(dim=2) / temperature
-    neg_sims = (E[:, None, :] * llm_vectors[neg]).sum(dim=2) / temperature
+    """Both losses for one mini-batch: E (b, dim) unit encodings, llm_embeddings (n_llms, dim) (normalised
+    here, only the rows the batch uses), pos/neg/valid/clusters the batch's rows of :func:`ranked_pairs`
+    and :func:`cluster_labels` (tensors)."""
+    from torch.nn.functional import normalize
+
+    pos_sims = (E[:, None, :] * normalize(llm_embeddings[pos], dim=2)).sum(dim=2) / temperature
+    neg_sims = (E[:, None, :] * normalize(llm_embeddings[neg], dim=2)).sum(dim=2) / temperature
     loss = sample_llm_loss(pos_sims, neg_sims, valid)
     if cluster_weight:
         loss = loss + float(cluster_weight) * sample_sample_loss(E, clusters, n_negatives)
@@ -225,7 +241,7 @@ class RouterDCRouter(TorchRouter):
         temperature, weight, h = float(self.temperature), float(self.cluster_weight), int(self.n_negatives)
 
         def batch_loss(rows):
-            return routerdc_batch_loss(self.net_.encode(Xt[rows]), self.net_.llm_vectors(), pos[rows], neg[rows],
+            return routerdc_batch_loss(self.net_.encode(Xt[rows]), self.net_.llm_embedding.weight, pos[rows], neg[rows],
                                        valid[rows], clusters[rows], temperature, weight, h)
 
         with torch_threads(self.n_threads):
