@@ -24,7 +24,8 @@ This implementation, in plain torch (no torch-geometric):
 Training messages never carry the edge being predicted: the training prompts are split in two
 seeded halves and each half is supervised against LLM nodes built from the other half's edges;
 at scoring time the LLM nodes use every training edge. Defaults: ``dim`` = 64, ``n_tasks`` = 8,
-``message_dim`` = 32,
+``message_dim`` = 32, ``max_llms_per_step`` = 256 (a pool larger than that trains each step
+against a random subset of LLM nodes: the node maps are shared, so every LLM still shapes them),
 Adam lr 1e-3, 30 epochs, batch 256 (ours; the paper trains two GeneralConv layers on the same
 edge-prediction task). Its cost edges are not built here: cost enters through recroute's shared
 cost step over these P(correct).
@@ -121,10 +122,15 @@ def message_basis(X: np.ndarray, message_dim: int, random_state: int | None,
     rows = np.arange(len(X))
     if len(X) > max_rows:
         rows = np.sort(np.random.default_rng(0 if random_state is None else int(random_state)).choice(len(X), max_rows, replace=False))
+    from threadpoolctl import threadpool_limits
+
     center = X.mean(axis=0)
-    _, _, Vt = np.linalg.svd(X[rows] - center, full_matrices=False)
-    r = max(1, min(int(message_dim), Vt.shape[0]))
-    return center.astype(np.float32), np.ascontiguousarray(Vt[:r].T, dtype=np.float32)
+    Xc = (X[rows] - center).astype(np.float64)
+    with threadpool_limits(1):  # a small eigenproblem: threads only spin on a shared machine
+        values, vectors = np.linalg.eigh(Xc.T @ Xc)
+    r = max(1, min(int(message_dim), len(rows), X.shape[1]))
+    top = np.argsort(-values, kind="stable")[:r]
+    return center.astype(np.float32), np.ascontiguousarray(vectors[:, top], dtype=np.float32)
 
 
 def task_centroids(X: np.ndarray, labels: np.ndarray, n_tasks: int) -> np.ndarray:
@@ -147,6 +153,7 @@ class GraphRouter(TorchRouter):
         dim: int = 64,
         n_tasks: int = 8,
         message_dim: int = 32,
+        max_llms_per_step: int = 256,
         use_metadata: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
@@ -158,6 +165,7 @@ class GraphRouter(TorchRouter):
         self.dim = dim
         self.n_tasks = n_tasks
         self.message_dim = message_dim
+        self.max_llms_per_step = max_llms_per_step
         self.use_metadata = use_metadata
         self.lr = lr
         self.weight_decay = weight_decay
@@ -202,9 +210,9 @@ class GraphRouter(TorchRouter):
 
     def _check_params(self) -> None:
         self._check_train_params()
-        if int(self.dim) < 1 or int(self.n_tasks) < 1 or int(self.message_dim) < 1:
-            raise ValueError(f"{self.name}: dim, n_tasks and message_dim must be at least 1; got "
-                             f"{self.dim!r}, {self.n_tasks!r}, {self.message_dim!r}")
+        values = {k: getattr(self, k) for k in ("dim", "n_tasks", "message_dim", "max_llms_per_step")}
+        if min(int(v) for v in values.values()) < 1:
+            raise ValueError(f"{self.name}: dim, n_tasks, message_dim and max_llms_per_step must be at least 1; got {values}")
 
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
         self._check_params()
@@ -231,15 +239,22 @@ class GraphRouter(TorchRouter):
             T = torch.from_numpy(np.where(observed, Y, 0.0).astype(np.float32))
             M = torch.from_numpy(observed.astype(np.float32))
 
+            n_llms, per_step = Y.shape[1], int(self.max_llms_per_step)
+
             def batch_loss(rows):
-                total = torch.zeros(())
-                for side, nodes in enumerate(fold_nodes):
+                # a random subset of LLM nodes per step in very large pools (the node maps are shared)
+                cols = torch.randperm(n_llms)[:per_step].sort().values if n_llms > per_step else torch.arange(n_llms)
+                total, count = torch.zeros(()), torch.zeros(())
+                for side, (pos, neg, stats) in enumerate(fold_nodes):
                     part = rows[fold[rows] == bool(side)]
                     if len(part):
-                        logits = self.net_.edge_logits(self.net_.prompt_vectors(Xt[part]), self.net_.llm_vectors(*nodes))
-                        cells = nn.functional.binary_cross_entropy_with_logits(logits, T[part], reduction="none")
-                        total = total + (cells * M[part]).sum()
-                return total / M[rows].sum().clamp_min(1.0)
+                        zb = self.net_.llm_vectors(pos[cols], neg[cols], stats[cols])
+                        logits = self.net_.edge_logits(self.net_.prompt_vectors(Xt[part]), zb)
+                        cells_at = (part[:, None], cols[None, :])
+                        target, mask = T[cells_at], M[cells_at]
+                        cells = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+                        total, count = total + (cells * mask).sum(), count + mask.sum()
+                return total / count.clamp_min(1.0)
 
             self.training_ = train_batches(
                 self.net_, len(X), batch_loss, lr=float(self.lr), weight_decay=float(self.weight_decay),
