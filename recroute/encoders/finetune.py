@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 FINETUNE_VERSION = 1
 TRAIN_PARTS = ("routereval", "column")
 DEFAULTS = {"top_k": 3, "last_k": 3, "n_clusters": 5, "n_negatives": 3, "cluster_weight": 1.0,
-            "temperature": 0.1, "anchor": 1.0, "min_count": 1, "lr": 3e-4, "epochs": 4, "batch_size": 64,
+            "temperature": 1.0, "anchor": 1.0, "min_count": 1, "lr": 3e-4, "epochs": 4, "batch_size": 64,
             "random_state": 0}
 
 
@@ -51,12 +51,14 @@ def _bag_inputs(ids: list[list[int]]):
 
 
 def finetune_static(
-    base: "StaticEncoder", texts: Sequence[str], Y: np.ndarray, *, n_threads: int | None = 1,
-    show_progress: bool = False, **options,
+    base: "StaticEncoder", texts: Sequence[str], Y: np.ndarray, *, cluster_X: np.ndarray | None = None,
+    n_threads: int | None = 1, **options,
 ) -> "StaticEncoder":
     """A copy of ``base`` whose token vectors are trained with RouterDC's losses on (texts, Y).
 
     texts: n training prompts; Y float (n, n_llms) their scores in [0, 1], NaN = not evaluated.
+    ``cluster_X`` (n, d'): the embeddings the sample-sample loss's k-means clusters come from
+    (e.g. the dataset's MiniLM embeddings of these prompts); default the untuned static encodings.
     ``options`` override :data:`DEFAULTS` (top_k, last_k, n_clusters, n_negatives, cluster_weight,
     temperature, anchor, lr, epochs, batch_size, random_state). Deterministic under random_state.
     """
@@ -87,7 +89,9 @@ def finetune_static(
     ids = base.token_ids(texts)
     X0 = base.encode(texts)
     pos, neg, valid = (torch.from_numpy(a) for a in ranked_pairs(Y, opts["top_k"], opts["last_k"], seed))
-    clusters = torch.from_numpy(cluster_labels(X0, opts["n_clusters"], seed))
+    if cluster_X is not None and np.shape(cluster_X)[0] != len(texts):
+        raise DataError(f"cluster_X has {np.shape(cluster_X)[0]} rows for {len(texts)} texts")
+    clusters = torch.from_numpy(cluster_labels(X0 if cluster_X is None else cluster_X, opts["n_clusters"], seed))
     observed = ~np.isnan(Y)
     good = np.where(observed, Y, 0.0)
     bad = observed - good
@@ -121,7 +125,9 @@ def finetune_static(
                              epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), random_state=seed)
     vectors = net.bag.weight.detach().numpy().astype(np.float32)
     recipe = {"version": FINETUNE_VERSION, "base": base.cache_key, "options": opts,
-              "data": _data_fingerprint(texts, Y)}
+              "data": _data_fingerprint(texts, Y),
+              "clusters_from": None if cluster_X is None else hashlib.sha256(
+                  np.ascontiguousarray(cluster_X, dtype=np.float32).tobytes()).hexdigest()[:16]}
     tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     tuned = StaticEncoder(vectors, base.tokenizer, unk_token_id=base.unk_token_id, max_tokens=base.max_tokens,
                           batch_size=base.batch_size, name=f"{base.name}-ft-{tag}",
