@@ -23,7 +23,7 @@ from recroute.encoders.static import StaticEncoder
 FILLERS = [f"f{i}" for i in range(5)]
 SIGNALS = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
 VOCAB = ["[UNK]", *FILLERS, *SIGNALS, "rare", "unused"]
-FAST = {"epochs": 3, "lr": 0.05, "batch_size": 16, "n_clusters": 2, "anchor": 0.01}
+FAST = {"epochs": 3, "lr": 0.05, "batch_size": 16, "n_clusters": 2, "anchor": 0.01, "temperature": 0.1}
 
 
 def tiny_base() -> StaticEncoder:
