@@ -60,9 +60,9 @@ def encode(
     token vectors on the dataset's training prompts only (never its test part) and saves the tuned
     encoder there too; its folder, printed as "encoder saved", works as ``--encoder PATH`` anywhere.
 
-    Example: recroute encode mmlu_pro --encoder static --out mmlu_pro-static.npy
+    (e.g. recroute encode mmlu_pro --finetune static --out mmlu_pro-static-ft.npy)
 
-    Example: recroute encode mmlu_pro --finetune static --out mmlu_pro-static-ft.npy
+    Example: recroute encode mmlu_pro --encoder static --out mmlu_pro-static.npy
     """
     import numpy as np
 
