@@ -38,6 +38,10 @@ def encode(
              "what recroute eval tests under) | column (split == 'train').",
     ),
     split_seed: int = typer.Option(42, "--split-seed", help="--finetune only: seed of RouterEval's split."),
+    clusters_from: str = typer.Option(
+        "minilm", "--clusters-from",
+        help="--finetune only: embeddings of the sample-sample clusters: minilm (stored, else minilm-onnx once) | static.",
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="--finetune only: passes over the training prompts."),
     n_threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch / ONNX Runtime threads (default: CPUs, at most 4)."),
     out: Optional[Path] = typer.Option(
@@ -90,7 +94,7 @@ def encode(
         data = load_dataset(dataset)
         texts = dataset_texts(data)
         if finetune is not None:
-            enc, encoder_dir = _finetuned(data, finetune, train_part, split_seed, epochs, n_threads)
+            enc, encoder_dir = _finetuned(data, finetune, train_part, split_seed, clusters_from, epochs, n_threads)
             kind = "static-ft"
         else:
             kind = canonical_name(encoder)
@@ -153,7 +157,8 @@ def encode(
     output_console(json_file).print(table)
 
 
-def _finetuned(data, base: str, train_part: str, seed: int, epochs: int | None, n_threads: int | None):
+def _finetuned(data, base: str, train_part: str, seed: int, clusters_from: str, epochs: int | None,
+               n_threads: int | None):
     """(the fine-tuned encoder, its folder in the artefact store), trained now or reused."""
     from recroute.encoders.base import canonical_name, get_encoder
     from recroute.encoders.finetune import TRAIN_PARTS, finetune_for_dataset
@@ -165,7 +170,7 @@ def _finetuned(data, base: str, train_part: str, seed: int, epochs: int | None, 
     options = {} if epochs is None else {"epochs": int(epochs)}
     threads = 1 if n_threads is None else int(n_threads)
     tuned = finetune_for_dataset(data, get_encoder("static"), train_part=train_part, seed=seed,
-                                 n_threads=threads, **options)
+                                 clusters_from=clusters_from, n_threads=threads, **options)
     return tuned, tuned.path
 
 

@@ -5,7 +5,9 @@ its word-piece vectors. Here those vectors become trainable (an ``EmbeddingBag``
 initialised from the distilled vectors) and are trained as RouterDC's prompt encoder
 (:mod:`recroute.routers.routerdc`, arXiv 2409.19886): learned LLM embeddings in the same space, the
 sample-LLM loss over each training prompt's best and worst LLMs and the sample-sample loss over
-k-means clusters of the prompts' untuned encodings. A squared-distance penalty (``anchor``) keeps
+k-means clusters of the training prompts (by default of their MiniLM embeddings, so the tuned
+static space inherits MiniLM's neighbourhoods: kNN's V_B on MMLU-Pro 0.9265 against 0.9224 with
+clusters of the untuned static encodings and MiniLM's own 0.9282). A squared-distance penalty (``anchor``) keeps
 the vectors near the distilled ones, and word pieces found in fewer than ``min_count`` training
 prompts stay frozen where MiniLM put them (so a rare piece cannot memorise its prompt's results). The result is a plain :class:`~recroute.encoders.static.StaticEncoder` (same tokenizer and
 speed) named ``minilm-static-<dim>-ft-<recipe hash>``: its cache key differs from the untuned
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 
 FINETUNE_VERSION = 1
 TRAIN_PARTS = ("routereval", "column")
-DEFAULTS = {"top_k": 3, "last_k": 3, "n_clusters": 5, "n_negatives": 3, "cluster_weight": 1.0,
+CLUSTERS_FROM = ("minilm", "static")
+DEFAULTS = {"top_k": 3, "last_k": 3, "n_clusters": 30, "n_negatives": 3, "cluster_weight": 1.0,
             "temperature": 1.0, "anchor": 1.0, "min_count": 1, "lr": 3e-4, "epochs": 4, "batch_size": 64,
             "random_state": 0}
 
@@ -159,14 +162,38 @@ def training_prompts(data: "RoutingDataset", train_part: str = "routereval", see
     raise ValueError(f"train_part must be one of {TRAIN_PARTS}; got {train_part!r}")
 
 
+def cluster_embeddings(data: "RoutingDataset", rows: np.ndarray, texts: list[str], clusters_from: str) -> np.ndarray | None:
+    """float32 (len(rows), d) embeddings of the training prompts for the sample-sample clusters, or None
+    (the untuned static encodings). "minilm": the dataset's stored MiniLM set when it has one, else
+    the training texts encoded by minilm-onnx through the embedding cache (once)."""
+    if clusters_from == "static":
+        return None
+    if clusters_from != "minilm":
+        raise ValueError(f"clusters_from must be one of {CLUSTERS_FROM}; got {clusters_from!r}")
+    from recroute.encoders.base import embedding_names, get_encoder
+    from recroute.encoders.cache import encode_cached
+
+    names = embedding_names("minilm-onnx")
+    sets = dict(getattr(data, "embedding_sets", None) or {})
+    if data.embeddings is not None and data.embedding_name in names:
+        sets.setdefault(data.embedding_name, data.embeddings)
+    for name in names:
+        if name in sets:
+            return np.asarray(sets[name], dtype=np.float32)[rows]
+    return np.asarray(encode_cached(get_encoder("minilm-onnx"), texts), dtype=np.float32)
+
+
 def finetune_for_dataset(
     data: "RoutingDataset", base: "StaticEncoder | None" = None, *, train_part: str = "routereval", seed: int = 42,
-    root: str | Path | None = None, n_threads: int | None = 1, **options,
+    clusters_from: str = "minilm", root: str | Path | None = None, n_threads: int | None = 1, **options,
 ) -> "StaticEncoder":
     """The static encoder fine-tuned on ``data``'s training prompts, cached in the encoder artefact store.
 
-    The artefact folder is keyed by the recipe (base encoder fingerprint, the training prompts' texts
-    and scores, the options), so the same request reuses it and another dataset or option gets its own.
+    ``clusters_from``: what the sample-sample loss's clusters are made from ("minilm": MiniLM's
+    embeddings of the training prompts, so the tuned vectors inherit MiniLM's neighbourhoods;
+    "static": the untuned static encodings, no transformer at all). The artefact folder is keyed
+    by the recipe (base encoder fingerprint, the training prompts' texts and scores, the options,
+    the train part, clusters_from), so the same request reuses it and another gets its own.
     """
     from recroute.encoders.embed import dataset_texts
     from recroute.encoders.static import StaticEncoder
@@ -182,13 +209,17 @@ def finetune_for_dataset(
     texts = dataset_texts(data)
     train_texts = [texts[i] for i in rows]
     Y = data.dense(np.nan)[rows]
+    if clusters_from not in CLUSTERS_FROM:
+        raise ValueError(f"clusters_from must be one of {CLUSTERS_FROM}; got {clusters_from!r}")
     recipe = {"version": FINETUNE_VERSION, "base": base.cache_key, "options": {**DEFAULTS, **options},
-              "data": _data_fingerprint(train_texts, Y), "train_part": train_part, "seed": int(seed)}
+              "data": _data_fingerprint(train_texts, Y), "train_part": train_part, "seed": int(seed),
+              "clusters_from": clusters_from}
     root = Path(root) if root is not None else encoder_cache_dir()
     folder = artifact_dir(root, f"static-{base.dim}-ft", recipe)
 
     def build(tmp: Path) -> dict:
-        tuned = finetune_static(base, train_texts, Y, n_threads=n_threads, **options)
+        cluster_X = cluster_embeddings(data, rows, train_texts, clusters_from)
+        tuned = finetune_static(base, train_texts, Y, cluster_X=cluster_X, n_threads=n_threads, **options)
         tuned.save(tmp)
         return {"name": tuned.name, "n_train": len(rows), "dataset": data.name}
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from recroute.data.dataset import RoutingDataset
 from recroute.encoders import get_encoder, load_encoder
 from recroute.encoders.cache import EmbeddingCache
-from recroute.encoders.finetune import finetune_for_dataset, finetune_static, training_prompts
+from recroute.encoders.finetune import cluster_embeddings, finetune_for_dataset, finetune_static, training_prompts
 from recroute.encoders.static import StaticEncoder
 
 FILLERS = [f"f{i}" for i in range(5)]
@@ -154,16 +154,16 @@ def test_training_prompts_are_routerevals_training_part():
 
 def test_finetune_for_dataset_is_kept_in_the_artefact_store(tmp_path, monkeypatch):
     data = task_dataset()
-    first = finetune_for_dataset(data, tiny_base(), root=tmp_path, **FAST)
+    first = finetune_for_dataset(data, tiny_base(), root=tmp_path, clusters_from="static", **FAST)
     assert first.path.parent == tmp_path and first.name.startswith("minilm-static-8-ft-")
     import recroute.encoders.finetune as finetune
 
     monkeypatch.setattr(finetune, "finetune_static", lambda *a, **k: pytest.fail("retrained a cached encoder"))
-    second = finetune_for_dataset(data, tiny_base(), root=tmp_path, **FAST)
+    second = finetune_for_dataset(data, tiny_base(), root=tmp_path, clusters_from="static", **FAST)
     assert second.path == first.path and second.cache_key == first.cache_key
     other = tmp_path / "other"
     monkeypatch.undo()
-    column = finetune_for_dataset(data, tiny_base(), root=other, train_part="column", **FAST)
+    column = finetune_for_dataset(data, tiny_base(), root=other, train_part="column", clusters_from="static", **FAST)
     assert column.path.name != first.path.name  # another training part, another artefact
 
 
@@ -176,7 +176,7 @@ def test_cli_encode_finetune(tmp_path, monkeypatch):
     monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(tmp_path / "encoders"))
     folder = task_dataset().save(tmp_path / "tiny")
     out = tmp_path / "tuned.npy"
-    result = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "static", "--epochs", "1",
+    result = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "static", "--epochs", "1", "--clusters-from", "static",
                                       "--out", str(out), "--json", "-", "--quiet"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
@@ -185,3 +185,14 @@ def test_cli_encode_finetune(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.load(out), tuned.encode(task_dataset().texts), atol=1e-6)
     bad = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "tfidf"])
     assert bad.exit_code == 2 and "static" in bad.output
+
+
+def test_clusters_come_from_the_stored_minilm_set():
+    data = task_dataset()
+    M = np.random.default_rng(0).standard_normal((data.n_prompts, 4)).astype(np.float32)
+    data.set_embeddings(M, "all-MiniLM-L6-v2")
+    rows = training_prompts(data)
+    np.testing.assert_array_equal(cluster_embeddings(data, rows, [], "minilm"), M[rows])
+    assert cluster_embeddings(data, rows, [], "static") is None
+    with pytest.raises(ValueError, match="clusters_from"):
+        cluster_embeddings(data, rows, [], "bert")
