@@ -16,7 +16,8 @@ routes to the argmax (its selection distribution is the softmax of those scores)
   encodings: -log softmax(cos(E(x), E(x+)), cos(E(x), E(x-_1..H)))[0]; weighted by ``cluster_weight``.
 
 Paper defaults kept: top_k = 3, last_k = 3, H = 3 (``n_negatives``), t = 1 (``temperature``),
-cluster-loss weight 1, batch 64, LLM embeddings initialised N(0, 0.78^2). What differs: the paper
+cluster-loss weight 1, batch 64, at most 1000 steps (``max_steps``, the paper's training_steps,
+which also bounds the fit at RouterEval's 24,000 prompts), LLM embeddings initialised N(0, 0.78^2). What differs: the paper
 fine-tunes mDeBERTa-v3-base end to end (lr 5e-5, 1000 steps); here the router works on fixed prompt
 embeddings X through a small trainable head (``hidden`` then ``dim``; lr 1e-3, ``epochs`` passes),
 and the encoder fine-tuning itself is :func:`recroute.encoders.finetune.finetune_static`, which
@@ -206,6 +207,7 @@ class RouterDCRouter(TorchRouter):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         epochs: int = 10,
+        max_steps: int | None = 1000,
         batch_size: int = 64,
         random_state: int | None = 0,
         n_threads: int | None = 1,
@@ -222,6 +224,7 @@ class RouterDCRouter(TorchRouter):
         self.lr = lr
         self.weight_decay = weight_decay
         self.epochs = epochs
+        self.max_steps = max_steps
         self.batch_size = batch_size
         self.random_state = random_state
         self.n_threads = n_threads
@@ -249,6 +252,7 @@ class RouterDCRouter(TorchRouter):
             self.training_ = train_batches(
                 self.net_, len(X), batch_loss, lr=float(self.lr), weight_decay=float(self.weight_decay),
                 epochs=int(self.epochs), batch_size=int(self.batch_size), random_state=self.random_state,
+                max_steps=None if self.max_steps is None else int(self.max_steps),
             )
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:

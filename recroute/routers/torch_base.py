@@ -259,32 +259,38 @@ def _adam_step(opt, loss, lr: float, step: int, total: int) -> int:
 
 def train_batches(
     net, n_rows: int, batch_loss, *, lr: float, weight_decay: float, epochs: int, batch_size: int,
-    random_state: int | None,
+    random_state: int | None, max_steps: int | None = None,
 ) -> dict[str, float]:
     """Train ``net`` in place on any loss: ``batch_loss(rows: LongTensor) -> scalar tensor`` per mini-batch.
 
     The same Adam, cosine decay and seeded shuffles as :func:`train_masked_bce` (no early stopping),
     for the routers whose loss is not a per-cell BCE (RouterDC's contrastive losses, GraphRouter's
-    graph batches). Returns {"epochs_run", "final_loss"} (the last epoch's mean batch loss).
+    graph batches). ``max_steps``: stop after that many optimiser steps (the learning rate then decays
+    to 0 over them). Returns {"epochs_run", "steps", "final_loss"} (the last epoch's mean batch loss).
     """
     import torch
 
     seed = 0 if random_state is None else int(random_state)
     bs = int(batch_size)
     total = max(int(epochs) * ((int(n_rows) + bs - 1) // bs), 1)
+    if max_steps is not None:
+        total = max(1, min(total, int(max_steps)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
         gen = torch.Generator().manual_seed(seed)
-        step, mean_loss = 0, math.nan
-        for _ in range(int(epochs)):
+        step, epoch, mean_loss = 0, 0, math.nan
+        while step < total:
             net.train()
+            epoch += 1
             order = torch.randperm(int(n_rows), generator=gen)
             losses = []
             for start in range(0, len(order), bs):
+                if step >= total:
+                    break
                 loss = batch_loss(order[start : start + bs])
                 losses.append(float(loss.detach()))
                 step = _adam_step(opt, loss, lr, step, total)
             mean_loss = float(np.mean(losses)) if losses else math.nan
     net.eval()
-    return {"epochs_run": int(epochs), "final_loss": mean_loss}
+    return {"epochs_run": epoch, "steps": step, "final_loss": mean_loss}
