@@ -92,3 +92,20 @@ def test_router_scores_are_scaled_cosines():
     assert truth.mean() >= 0.8  # routes to an LLM that is right far more often than chance (~0.5)
     with pytest.raises(ValueError, match="temperature"):
         make_router("routerdc", temperature=0).fit(Y, X)
+
+
+def test_train_batches_stops_at_max_steps():
+    from recroute.routers.torch_base import train_batches
+
+    net = torch.nn.Linear(2, 1)
+    seen = []
+
+    def batch_loss(rows):
+        seen.append(len(rows))
+        return net(torch.ones(len(rows), 2)).pow(2).mean()
+
+    info = train_batches(net, 10, batch_loss, lr=0.1, weight_decay=0.0, epochs=5, batch_size=4,
+                         random_state=0, max_steps=7)
+    assert info["steps"] == 7 and info["epochs_run"] == 3 and seen == [4, 4, 2, 4, 4, 2, 4]
+    info = train_batches(net, 10, batch_loss, lr=0.1, weight_decay=0.0, epochs=2, batch_size=4, random_state=0)
+    assert info["steps"] == 6 and info["epochs_run"] == 2
