@@ -23,7 +23,7 @@ This implementation, in plain torch (no torch-geometric):
 
 Training messages never carry the edge being predicted: the training prompts are split in two
 seeded halves and each half is supervised against LLM nodes built from the other half's edges;
-at scoring time the LLM nodes use every training edge. Defaults: ``dim`` = 64, ``n_tasks`` = 8,
+at scoring time the LLM nodes use every training edge. Defaults: ``dim`` = 128 (64 lost 0.012 mean V_B on llmrouter_nim), ``n_tasks`` = 8,
 ``message_dim`` = 32, ``max_llms_per_step`` = 256 (a pool larger than that trains each step
 against a random subset of LLM nodes: the node maps are shared, so every LLM still shapes them),
 Adam lr 1e-3, 30 epochs, batch 256 (ours; the paper trains two GeneralConv layers on the same
@@ -150,7 +150,7 @@ class GraphRouter(TorchRouter):
 
     def __init__(
         self,
-        dim: int = 64,
+        dim: int = 128,
         n_tasks: int = 8,
         message_dim: int = 32,
         max_llms_per_step: int = 256,
