@@ -15,14 +15,15 @@ routes to the argmax (its selection distribution is the softmax of those scores)
   positive and ``n_negatives`` prompts of other clusters are negatives, on the cosine of their
   encodings: -log softmax(cos(E(x), E(x+)), cos(E(x), E(x-_1..H)))[0]; weighted by ``cluster_weight``.
 
-Paper defaults kept: top_k = 3, last_k = 3, H = 3 (``n_negatives``), cluster-loss weight 1, batch 64, at most 1000 steps (``max_steps``, the paper's training_steps,
-which also bounds the fit at RouterEval's 24,000 prompts), LLM embeddings initialised N(0, 0.78^2). What differs: t = 0.1 (``temperature``; the paper's t = 1 gave mean V_B 0.964 / 1.018 on
-MMLU-Pro / llmrouter_nim under RouterEval's protocol, t = 0.1 gave 0.974 / 1.053), and the paper
-fine-tunes mDeBERTa-v3-base end to end (lr 5e-5, 1000 steps); here the router works on fixed prompt
-embeddings X through a small trainable head (``hidden`` then ``dim``; lr 1e-3, ``epochs`` passes),
-and the encoder fine-tuning itself is :func:`recroute.encoders.finetune.finetune_static`, which
-trains the static encoder's token vectors with these same two losses and saves the tuned encoder
-for every router family. ``n_clusters`` = 5 (the paper clusters the training queries with k-means;
+Paper defaults kept: top_k = 3, last_k = 3, H = 3 (``n_negatives``), cluster-loss weight 1,
+batch 64, at most 1000 steps (``max_steps``, the paper's training_steps, which also bounds the fit
+at RouterEval's 24,000 prompts), LLM embeddings initialised N(0, 0.78^2). What differs: t = 0.1
+(``temperature``; under RouterEval's protocol the paper's t = 1 gave mean V_B 0.969 / 1.018 on
+MMLU-Pro / llmrouter_nim, t = 0.1 gave 0.974 / 1.053), and the paper fine-tunes mDeBERTa-v3-base
+end to end (lr 5e-5); here the router works on fixed prompt embeddings X through a small trainable
+head (``hidden`` then ``dim``; lr 1e-3, at most ``epochs`` passes), and the encoder fine-tuning
+itself is :func:`recroute.encoders.finetune.finetune_static`, which trains the static encoder's
+token vectors with these same two losses and saves the tuned encoder for every router family. ``n_clusters`` = 5 (the paper clusters the training queries with k-means;
 5 is our default).
 """
 
