@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from recroute.errors import DataError
+from recroute.routers.base import Router
 from recroute.routers.torch_base import TorchRouter, torch_threads, train_batches
 
 TIE_JITTER = 1e-6  # scores closer than this count as tied (broken at random)
@@ -229,6 +230,11 @@ class RouterDCRouter(TorchRouter):
         self.batch_size = batch_size
         self.random_state = random_state
         self.n_threads = n_threads
+
+    def fit(self, data, X: np.ndarray | None = None) -> "RouterDCRouter":
+        """As ``Router.fit``. No per-cell weights: the contrastive losses rank LLMs within a prompt, so
+        IPS weights from a decision log have no cell loss to weigh (learning from logs names this)."""
+        return Router.fit(self, data, X)
 
     def _make_net(self, d: int, m: int):
         return RouterDCNet(d, m, int(self.dim), tuple(int(h) for h in self.hidden), float(self.dropout))

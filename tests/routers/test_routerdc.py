@@ -109,3 +109,11 @@ def test_train_batches_stops_at_max_steps():
     assert info["steps"] == 7 and info["epochs_run"] == 3 and seen == [4, 4, 2, 4, 4, 2, 4]
     info = train_batches(net, 10, batch_loss, lr=0.1, weight_decay=0.0, epochs=2, batch_size=4, random_state=0)
     assert info["steps"] == 6 and info["epochs_run"] == 2
+
+
+def test_no_silent_cell_weights():
+    """Learning from logs checks fit's signature for cell_weights; RouterDC has no cell loss to weigh."""
+    import inspect
+
+    assert "cell_weights" not in inspect.signature(make_router("routerdc").fit).parameters
+    assert "cell_weights" not in inspect.signature(make_router("graphrouter").fit).parameters
