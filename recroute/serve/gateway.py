@@ -521,6 +521,10 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     metrics = GatewayMetrics(llms, config.entropy_window, config.entropy_floor)
     state: dict[str, Any] = {"collapsed": False, "feedback_ids": OrderedDict()}
     log = open_decision_log(config.log_path) if config.log_path else None
+    if log is not None:  # a restart keeps accepting outcomes for the decisions logged before it
+        from recroute.feedback.logs import recent_decision_ids
+
+        state["feedback_ids"].update(dict.fromkeys(recent_decision_ids(config.log_path, FEEDBACK_MEMORY)))
     decider = Decider(bundle, upstreams, config.policy, config.seed, decide_on=config.decide_on)
     keys = [k.encode() for k in config.api_keys]
 
