@@ -11,6 +11,7 @@ Event lines::
     {"event": "decision", "time", "n_outcomes", "action": "promote" | "keep", "reason", "bundle"}
     {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard"}   (written before the reload)
     {"event": "promoted", "time", "bundle", "kind", "response": {...}}      (after the gateway said 200)
+    {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)
     {"event": "onboard", "time", "llm", "probes", "sd", "placed": bool, "bundle", "reason"}
     {"event": "explore", "time", "share", "budget", "n"}
 
@@ -29,7 +30,7 @@ from typing import Any
 from recroute.errors import DataError
 from recroute.feedback.logs import append_lines, dumps_line
 
-EVENTS = ("start", "refit", "estimate", "decision", "promoting", "promoted", "onboard", "explore")
+EVENTS = ("start", "refit", "estimate", "decision", "promoting", "promoted", "refused", "onboard", "explore")
 
 
 @dataclass
@@ -99,6 +100,8 @@ def replay(events: list[dict]) -> LoopState:
             state.last_refit_time = float(ev["time"])
         elif kind == "promoting":
             state.pending = ev
+        elif kind == "refused":
+            state.pending = None
         elif kind == "promoted":
             state.pending = None
             state.live_bundle = ev["bundle"]

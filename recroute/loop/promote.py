@@ -17,7 +17,12 @@ Promote = Callable[[str], dict]
 
 
 class PromotionError(RuntimeError):
-    """The bundle was not made live (refused, or the gateway did not answer)."""
+    """The bundle was not made live: ``refused`` (the server said no: the old bundle keeps serving, do
+    not retry) or not (no answer: retry later)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -> Promote:
@@ -41,7 +46,8 @@ def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -
             doc = {"error": response.text[:200]}
         if response.status_code != 200:
             reason = doc.get("error") if isinstance(doc, dict) else doc
-            raise PromotionError(f"{endpoint} refused {bundle} ({response.status_code}): {reason}")
+            raise PromotionError(f"{endpoint} refused {bundle} ({response.status_code}): {reason}",
+                                 refused=400 <= response.status_code < 500)
         return doc if isinstance(doc, dict) else {"response": doc}
 
     return promote

@@ -15,6 +15,8 @@ import argparse
 import hashlib
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 
 def reference(prompt_id: str) -> str:
@@ -24,9 +26,6 @@ def reference(prompt_id: str) -> str:
 
 def replay_app(data):
     """The FastAPI app answering for every LLM of ``data`` (a RoutingDataset with texts)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     if not data.has_text:
         raise ValueError("the replay upstream needs prompt texts (it finds each prompt by its text)")
     row = {hashlib.sha256(str(t).encode("utf-8")).hexdigest(): i for i, t in enumerate(data.texts) if t is not None}

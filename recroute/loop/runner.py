@@ -220,7 +220,13 @@ class LoopRunner:
 
     def _promote(self, bundle_path: str, kind: str, resumed: bool = False) -> list[dict]:
         events = [] if resumed else [self.journal.append("promoting", bundle=bundle_path, kind=kind)]
-        response = self.promote_fn(bundle_path)
+        try:
+            response = self.promote_fn(bundle_path)
+        except PromotionError as exc:
+            if not exc.refused:
+                raise  # no answer: still pending, retried at the next step
+            logger.warning("promotion refused: %s", exc)
+            return events + [self.journal.append("refused", bundle=bundle_path, kind=kind, reason=str(exc))]
         events.append(self.journal.append("promoted", bundle=bundle_path, kind=kind, response=response, resumed=resumed))
         return events
 

@@ -35,9 +35,9 @@ def write_upstreams(path: str | Path, llms: Sequence[str], replay_url: str) -> P
 
 
 def send_traffic(gateway_url: str, data, rows: Sequence[int], key: str | None = None,
-                 timeout_s: float = 60.0) -> list[dict]:
-    """Route each prompt of ``rows`` once through the gateway and post its outcome; one dict per request:
-    {row, decision_id, llm, outcome, status, feedback_status}."""
+                 timeout_s: float = 60.0, feedback: bool = True) -> list[dict]:
+    """Route each prompt of ``rows`` once through the gateway and post its outcome (unless ``feedback``
+    is False); one dict per request: {row, decision_id, llm, outcome, status, feedback_status}."""
     import httpx
 
     Y = data.dense(np.nan)
@@ -53,6 +53,7 @@ def send_traffic(gateway_url: str, data, rows: Sequence[int], key: str | None = 
                    "llm": r.headers.get("x-recroute-llm")}
             if r.status_code == 200 and rec["llm"] in col:
                 rec["outcome"] = float(np.nan_to_num(Y[row, col[rec["llm"]]]))
+            if feedback and "outcome" in rec:
                 fb = client.post("/v1/feedback", json={"decision_id": rec["decision_id"], "outcome": rec["outcome"]})
                 rec["feedback_status"] = fb.status_code
             out.append(rec)

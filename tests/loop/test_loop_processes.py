@@ -1,0 +1,164 @@
+"""The loop through real processes on 127.0.0.1: the replay upstreams (``python -m recroute.loop.replay``),
+``recroute gateway`` and ``recroute loop run``, with a slice of llmrouter_nim replayed as traffic;
+either process killed (SIGKILL) and restarted mid-stream without losing or double-counting an outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+from recroute.data.catalog import load_dataset  # noqa: E402
+from recroute.loop.journal import Journal  # noqa: E402
+from recroute.loop.stream import send_traffic, write_anchor, write_upstreams  # noqa: E402
+
+ADMIN_KEY = "admin-key-for-the-loop-test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(args: list[str], output: Path, url: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    """A ``python ARGS`` process writing to ``output``; waits for ``url``/healthz when given."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=open(output, "ab"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    deadline = time.monotonic() + 90
+    while url is not None:
+        if proc.poll() is not None:
+            pytest.fail(f"{args[:3]} exited ({proc.returncode}): {output.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{args[:3]} did not answer /healthz: {output.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate, what: str, timeout_s: float = 90.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def refits(journal: Journal) -> list[dict]:
+    return [e for e in journal.events() if e["event"] == "refit"]
+
+
+@pytest.fixture(scope="module")
+def stream_setup(tmp_path_factory, shared_data):
+    """(data slice folder, anchor folder, bundle folder, stream rows) of 460 llmrouter_nim prompts."""
+    from recroute.encoders import get_encoder
+    from recroute.routers.knn import KNNRouter
+    from recroute.serve.bundle import RoutingBundle
+
+    tmp = tmp_path_factory.mktemp("loop")
+    full = load_dataset(shared_data / "llmrouter_nim")
+    rows = np.sort(np.random.default_rng(0).permutation(full.n_prompts)[:460])
+    data = full.subset(prompts=rows)
+    data_dir = Path(data.save(tmp / "slice"))
+    anchor_rows = np.arange(60)
+    anchor_dir = write_anchor(data, anchor_rows, tmp / "anchor")
+    encoder = get_encoder("tfidf", dim=16)
+    X = encoder.fit_encode([str(t) for t in data.texts[:60]])
+    router = KNNRouter(k=5).fit(data.dense(np.nan)[anchor_rows], X)
+    router.llm_names_ = np.asarray(data.llm_names, dtype=object)
+    bundle = RoutingBundle.build(router, encoder).save(tmp / "bundle")
+    return data_dir, anchor_dir, bundle, np.arange(60, 460)
+
+
+def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, monkeypatch):
+    data_dir, anchor_dir, bundle, stream = stream_setup
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(data_dir)
+    replay_port, gw_port = free_port(), free_port()
+    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
+    upstreams = write_upstreams(tmp_path / "upstreams.toml", [str(n) for n in data.llm_names], replay_url)
+    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
+    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
+    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--policy",
+                    "epsilon_greedy:epsilon=0.3", "--seed", "0", "--quiet"]
+    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
+                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
+                 "--min-support", "0", "--margin", "-1", "--explore-budget", "0.3", "--poll", "0.3", "--quiet"]
+    procs = {}
+    try:
+        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
+                                tmp_path / "replay.out", replay_url)
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        journal = Journal(journal_path)
+
+        sent = send_traffic(gw_url, data, stream[:150])
+        assert all(r["status"] == 200 and r.get("feedback_status") == 200 for r in sent), [r for r in sent if r["status"] != 200 or r.get("feedback_status") != 200][:3]
+        first = wait_for(lambda: refits(journal), "the first refit")[0]
+        assert first["n_outcomes"] >= 100
+
+        # the loop killed mid-stream and restarted: it resumes from its journal, nothing refitted twice
+        stop(procs["loop"], signal.SIGKILL)
+        sent += send_traffic(gw_url, data, stream[150:260])
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        wait_for(lambda: any(e["n_outcomes"] >= 250 for e in refits(journal)), "a refit after the loop's restart")
+
+        # the gateway killed with outcomes still to come: they are accepted after its restart
+        pending = send_traffic(gw_url, data, stream[260:300], feedback=False)
+        stop(procs["gateway"], signal.SIGKILL)
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        for rec in pending:
+            r = httpx.post(gw_url + "/v1/feedback", json={"decision_id": rec["decision_id"], "outcome": rec["outcome"]})
+            assert r.status_code == 200, r.text
+        sent += pending + send_traffic(gw_url, data, stream[300:400])
+        wait_for(lambda: any(e["n_outcomes"] >= 350 for e in refits(journal)), "a refit after the gateway's restart")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    decisions = [x for x in lines if x["event"] == "decision"]
+    outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
+    assert len(decisions) == len(sent) == 400  # every request logged once
+    assert set(outcomes) == {r["decision_id"] for r in sent} and set(outcomes.values()) == {1}  # each outcome once
+    events = Journal(journal_path).events()
+    assert [e["event"] for e in events].count("start") == 1  # the restarted loop resumed its journal
+    counts = [e["n_outcomes"] for e in events if e["event"] == "refit"]
+    assert counts == sorted(set(counts)) and counts[-1] <= 400  # each refit on more outcomes than the last
+    estimates = [e for e in events if e["event"] == "estimate"]
+    assert len(estimates) == len(counts) and all(e["lower"] <= e["delta"] <= e["upper"] for e in estimates)
+    assert all(0 <= e["share"] <= 1 for e in events if e["event"] == "explore")
+    # every decision to promote was acted on: promoted, or refused by the gateway with its reason
+    promote = [e for e in events if e["event"] == "decision" and e["action"] == "promote"]
+    acted = [e for e in events if e["event"] in ("promoted", "refused")]
+    assert promote and len(acted) == len(promote)
