@@ -59,7 +59,8 @@ def run_fast(args) -> list[dict]:
     settings = LoopSettings(schedule=Schedule(args.every), holdout=0.3, min_outcomes=args.every,
                             reward_router=args.reward_router, probe_budget=args.probe_budget)
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
-                          explore_budget=args.budget, new_llm=args.new_llm, settings=settings)
+                          explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
+                          settings=settings)
     rows = []
     for seed in range(args.seeds):
         start = time.perf_counter()
@@ -108,7 +109,7 @@ def run_process(args) -> list[dict]:
         [sys.executable, "-m", "recroute.loop.replay", "--dataset", str(args.dataset), "--port", str(ports[0])],
         [sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
          "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", "--policy",
-         f"epsilon_greedy:epsilon={args.budget}", "--seed", "0", "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
+         f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else ""), "--seed", "0", "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
         [sys.executable, "-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
          str(journal), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", str(args.every),
          "--min-outcomes", str(args.every), "--reward-router", args.reward_router, "--anchor", str(anchor),
@@ -225,6 +226,7 @@ def main() -> None:
     parser.add_argument("--family", default="knn")
     parser.add_argument("--encoder", default=None, help="default: stored embeddings (fast), static (process)")
     parser.add_argument("--budget", type=float, default=0.02)
+    parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--start-share", type=float, default=0.05)
     parser.add_argument("--window", type=int, default=2000)

@@ -108,6 +108,8 @@ def status_rows(events: list[dict]) -> list[dict]:
             rows.append({"event": "onboard", "family": ev.get("llm"), "action": "place" if ev.get("placed") else "hold",
                          "detail": f"{ev.get('probes')} probes, sd {ev.get('sd'):.4f}" + (
                              "" if ev.get("placed") else f" ({ev.get('reason')})")})
+        elif kind == "refused":
+            rows.append({"event": "refused", "action": ev.get("kind"), "detail": ev.get("reason")})
         elif kind == "promoted":
             response = ev.get("response") or {}
             rows.append({"event": "promoted", "action": ev.get("kind"), "detail": ev.get("bundle"),

@@ -36,6 +36,7 @@ class StreamConfig:
     start_share: float = 0.05
     decisions: int | None = None  # None: every prompt outside the anchor once
     explore_budget: float = 0.02
+    explore_top_k: int | None = 3
     new_llm: str | None = None
     new_llm_at: float = 0.5
     window: int = 2000
@@ -77,7 +78,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     live = make_router(config.family).fit(truth_all[start][:, [col[n] for n in pool]].astype(np.float32), feats(start))
     live.llm_names_ = np.asarray(pool, dtype=object)
     anchor = Anchor(feats(start), truth_all[start], names)
-    policy = budget_policy(config.explore_budget)
+    policy = budget_policy(config.explore_budget, config.explore_top_k)
     settings = config.settings
     every = settings.schedule.every_outcomes or 1000
     add_at = None if config.new_llm is None else int(config.new_llm_at * len(stream))
@@ -147,7 +148,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     full = _full_router(config.family, truth_all, observed, before, final_pool, col, feats)
     out = {
         "seed": seed, "family": config.family, "n_start": int(n0), "n_decisions": int(len(stream)),
-        "explore_budget": config.explore_budget,
+        "explore_budget": config.explore_budget, "explore_top_k": config.explore_top_k,
         "mu_o_start": mu_start, "mu_o_live": float(greedy_true[last].mean()),
         "mu_o_full": mu_on(full, stream[last]), "served_mean": float(np.concatenate(log_r)[last].mean()),
         "off_greedy_share": float(np.mean(served_llm != greedy_llm)),
