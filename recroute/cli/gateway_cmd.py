@@ -40,15 +40,29 @@ def gateway_command(
     decide_on: str = typer.Option(
         "auto", "--decide-on", help="auto | loop | thread: where the encoder runs (auto: the event loop for TF-IDF/static)."
     ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-w", min=1, help="Worker processes on the port (default: one per core); see docs/gateway.md."),
+    admin_key_env: Optional[str] = typer.Option(
+        None, "--admin-key-env", help="Environment variable with the admin key (Bearer) of POST /admin/reload."),
+    metrics_key_env: Optional[str] = typer.Option(
+        None, "--metrics-key-env", help="Environment variable with the key (Bearer) of /metrics and /healthz details."),
+    breaker_failures: int = typer.Option(
+        5, "--breaker-failures", min=0, help="Consecutive upstream failures that open an LLM's circuit breaker (0: off)."),
+    breaker_cooldown_s: float = typer.Option(
+        30.0, "--breaker-cooldown-s", min=0.001, help="Seconds an open breaker waits before one half-open probe."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that routes each request to an LLM of the bundle.
 
-    Example: recroute gateway --bundle bundle/ --upstreams upstreams.toml --log decisions.jsonl --port 8080
+    SIGHUP (to the supervisor) or POST /admin/reload swaps in a new bundle in every worker.
+
+    Example: recroute gateway --bundle bundle/ --upstreams upstreams.toml --log decisions.jsonl --port 8080 --workers 2
     """
     from recroute.serve.bundle import RoutingBundle
-    from recroute.serve.gateway import GatewayConfig, create_gateway, serve_gateway
+    from recroute.serve.gateway import Decider, GatewayConfig
+    from recroute.serve.shared import BreakerSettings
     from recroute.serve.upstreams import load_upstreams
+    from recroute.serve.workers import WorkerSpec, default_workers, run_workers
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with user_errors():
@@ -58,6 +72,8 @@ def gateway_command(
             keys = tuple(k.strip() for k in raw.split(",") if k.strip())
             if not keys:
                 raise DataError(f"--api-keys-env {api_keys_env}: the environment variable is not set or holds no key")
+        admin_key, metrics_key = (_key_from_env(name, flag) for name, flag in
+                                  ((admin_key_env, "--admin-key-env"), (metrics_key_env, "--metrics-key-env")))
         bundle = RoutingBundle.load(bundle_dir)
         upstreams, left_out = load_upstreams(upstreams_path, bundle.llm_names)
         if left_out:
@@ -68,9 +84,28 @@ def gateway_command(
                                log_prompt_text=log_prompt_text, route_on=route_on, max_tries=max_tries,
                                max_body_bytes=max_body_bytes, max_tokens=max_tokens, api_keys=keys,
                                entropy_floor=entropy_floor, entropy_window=window,
-                               decide_on=decide_on)
-        app = create_gateway(bundle, upstreams, config)
+                               decide_on=decide_on, admin_key=admin_key, metrics_key=metrics_key,
+                               breaker=BreakerSettings(breaker_failures, breaker_cooldown_s),
+                               bundle_path=str(bundle_dir))
+        config.check()
+        Decider(bundle, upstreams, policy, decide_on=decide_on)  # every check a worker would make, here first
+        n_workers = workers or default_workers()
+        spec = WorkerSpec(str(bundle_dir), upstreams, config, "warning" if quiet else "info")
     if not quiet:
-        err_console.print(f"gateway for {bundle!r} over {len(upstreams)} upstream(s) on http://{host}:{port}/v1",
-                          highlight=False)
-    serve_gateway(app, host, port, log_level="warning" if quiet else "info")
+        err_console.print(f"gateway for {bundle!r} over {len(upstreams)} upstream(s) on http://{host}:{port}/v1 "
+                          f"({n_workers} worker(s), bundle checksum {bundle.checksum})", highlight=False)
+    checksum = bundle.checksum
+    del bundle
+    with user_errors():
+        status = run_workers(spec, n_workers, checksum, host, port)
+    raise typer.Exit(status)
+
+
+def _key_from_env(name: str | None, flag: str) -> str | None:
+    """The key in environment variable ``name`` (None when no variable is named); DataError when unset."""
+    if name is None:
+        return None
+    key = os.environ.get(name, "").strip()
+    if not key:
+        raise DataError(f"{flag} {name}: the environment variable is not set or empty")
+    return key

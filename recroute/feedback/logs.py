@@ -27,6 +27,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -93,14 +94,18 @@ class DecisionLogWriter:
 
 def append_lines(path: str | Path, lines: Sequence[str]) -> None:
     """Append whole lines (each without its newline) to ``path`` with one ``write`` under an exclusive
-    ``flock``: a reader or another writer never sees half of them (the JSONL files' one writer)."""
+    ``flock``: a reader or another writer never sees half of them; a torn last line left by a writer
+    killed mid-line is cut first (the JSONL files' one writer)."""
     if not lines:
         return
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: the last byte
     try:
         _flock(fd, True)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                _cut_torn_tail(fd, size, Path(path))
             view = memoryview(data)
             while view:  # one write for a regular file; loop only on a short write
                 view = view[os.write(fd, view):]
@@ -135,6 +140,22 @@ def recent_decision_ids(path: str | Path, n: int) -> list[str]:
                 if len(ids) > 2 * n:
                     ids = dict.fromkeys(list(ids)[-n:])
     return list(ids)[-n:]
+
+
+def _cut_torn_tail(fd: int, size: int, path: Path) -> None:
+    """Truncate a last line that has no newline: a write cut short (its writer was killed mid-line;
+    whole lines are written under the lock, so no one finishes it). Called holding the lock."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            end = start + found + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    warnings.warn(f"{path}: removed a torn last line ({size - end} bytes cut short mid-write) before appending",
+                  stacklevel=4)
 
 
 def _flock(fd: int, lock: bool) -> None:
@@ -325,14 +346,20 @@ def _from_frame(value: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    """Records and their "FILE line N" of a JSONL log. A last line without its newline that is not
+    valid JSON is a write cut short (a writer killed mid-line): skipped with a warning."""
     records, where = [], []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
+                if not line.endswith("\n") and not fh.read(1):
+                    warnings.warn(f"{path} line {number}: a torn last line (cut short mid-write, "
+                                  f"{len(line)} characters) was skipped", stacklevel=3)
+                    break
                 raise DataError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{path} line {number}: expected a JSON object; got {type(rec).__name__}")

@@ -82,6 +82,8 @@ class RoutingBundle:
         self.router = router
         self.encoder = encoder
         self.prices = prices  # recroute.data.costs.Prices for the router's LLMs, or None (no cost routing)
+        self.path: Path | None = None  # the folder it was loaded from (load), else None
+        self.checksum: str | None = None  # sha256 of its manifest when loaded (names every file's sha256)
         self._encode_lock = threading.Lock()  # tokenizers and torch models are not re-entrant
 
     # ------------------------------------------------------------------ building
@@ -175,7 +177,7 @@ class RoutingBundle:
         from recroute.routers.base import Router
 
         path = Path(path)
-        verify(path)
+        checksum = bundle_checksum(path)
         meta = _read_json(path / BUNDLE_FILE)
         enc_meta = meta.get("encoder")
         if encoder is not None and encoder_kind(encoder) != encoder_kind((enc_meta or {}).get("name")):
@@ -207,7 +209,9 @@ class RoutingBundle:
                 raise SavedArtifactError(str(exc)) from None
             if prices.llms != meta.get("llms"):
                 raise SavedArtifactError(f"{path / BUNDLE_FILE}: its prices name other LLMs than the router")
-        return cls(router, enc, prices)
+        bundle = cls(router, enc, prices)
+        bundle.path, bundle.checksum = path, checksum
+        return bundle
 
     # ------------------------------------------------------------------ routing
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
@@ -384,6 +388,13 @@ def verify(path: Path) -> dict:
     if extra:
         raise SavedArtifactError(f"{path}: file(s) not in the manifest: {', '.join(extra[:5])}")
     return manifest
+
+
+def bundle_checksum(path: Path) -> str:
+    """The bundle's identity after :func:`verify`: sha256 hex of its manifest (which holds the sha256 of
+    every other file), so two bundles with the same checksum hold the same bytes."""
+    verify(path)
+    return _sha256(Path(path) / MANIFEST_FILE)
 
 
 def _read_json(file: Path) -> dict:

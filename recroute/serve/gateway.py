@@ -21,14 +21,16 @@ whose OpenAI-style ``error.message`` names the problem.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
 import gc
 import hmac
 import json
 import logging
+import math
+import os
+import signal
 import time
-import uuid
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Sequence
@@ -41,7 +43,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from recroute.errors import DataError
 from recroute.feedback.logs import prompt_hash
 from recroute.serve.batching import BatchSettings, DecisionBatcher, LoopBatcher
-from recroute.serve.gateway_metrics import GatewayMetrics
+from recroute.serve.gateway_metrics import GatewayMetrics, read_states, write_state
+from recroute.serve.reload import POKE, RELOAD_ERRORS, LiveBundle, poke_workers
+from recroute.serve.shared import BreakerSettings, HostState
 from recroute.serve.upstreams import Upstream
 
 logger = logging.getLogger("recroute.gateway")
@@ -53,16 +57,19 @@ FAST_ENCODERS = ("tfidf", "static")  # encoder kinds cheap enough to run on the 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_TRIES = 3
 LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16 clients: ~5 per batch, measured)
-FEEDBACK_MEMORY = 100_000  # decision ids remembered for POST /v1/feedback
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
+LOGGED_IDS = 100_000  # decision ids of the log's last decisions that a restarted gateway still takes feedback for
 
 
 class RequestError(Exception):
-    """A client error: HTTP ``status`` and an OpenAI-style error body naming the problem."""
+    """A client error: HTTP ``status`` and an OpenAI-style error body naming the problem (``headers``:
+    extra response headers, e.g. Retry-After)."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
     def body(self) -> dict:
         kind = "authentication_error" if self.status == 401 else "invalid_request_error"
@@ -260,15 +267,27 @@ class Decider:
     worker thread (``"thread"``); ``"auto"`` picks by encoder."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
-                 seed: int | None = None, max_batch: int = 64, decide_on: str = "auto") -> None:
+                 seed: int | None = None, max_batch: int = 64, decide_on: str = "auto", breakers=None,
+                 rng: np.random.Generator | None = None) -> None:
+        """``breakers``: the host's ``recroute.serve.shared.Breakers`` over the upstreams' LLMs (LLMs
+        whose breaker is open or that are rate-limited are left out of routing); ``rng``: the policy's
+        generator (default: one seeded with ``seed``)."""
+        check_servable(bundle, upstreams)
         self.bundle = bundle
+        self.checksum = getattr(bundle, "checksum", None)
         self.names = bundle.llm_names
+        self.llms = [n for n in self.names if n in upstreams]  # the configured LLMs, in the bundle's order
         self.configured = np.array([n in upstreams for n in self.names], dtype=bool)
         self.policy = load_policy(policy_spec)
         self.policy_spec = str(self.policy.spec)
-        self.rng = np.random.default_rng(seed)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.prices = routing_prices(bundle, upstreams)
         self._index = {n: j for j, n in enumerate(self.names)}
+        self.breakers = breakers
+        if breakers is not None:  # bundle LLM j -> its row in the host's breakers (-1: no upstream)
+            rows = {n: i for i, n in enumerate(breakers.names)}
+            self._breaker_rows = np.array([rows.get(n, -1) for n in self.names])
+        self.active = 0  # decisions in flight (a retired decider closes when none is left)
         if decide_on not in DECIDE_ON:
             raise DataError(f"decide_on must be one of {DECIDE_ON}; got {decide_on!r}")
         if decide_on == "auto":
@@ -316,18 +335,42 @@ class Decider:
         tokens = count_prompt_tokens([text]) if priced.token_based else None
         return np.where(allowed, priced.expected(tokens, n=1)[0], 0.0)
 
-    async def decide(self, text: str, options: RouteOptions) -> Decision:
+    def in_routing(self) -> np.ndarray:
+        """bool (n_llms,): the configured LLMs whose breaker is closed (or due a probe) and that are
+        not rate-limited."""
+        if self.breakers is None:
+            return self.configured
+        available = self.breakers.available()
+        rows = self._breaker_rows
+        return self.configured & np.where(rows >= 0, available[np.maximum(rows, 0)], False)
+
+    async def decide(self, text: str, options: RouteOptions, decision_id: str | None = None) -> Decision:
+        """The decision for one prompt text. The candidates are the configured LLMs (or the request's
+        ``candidates``) still in routing (:meth:`in_routing`), narrowed by the cost step; the policy's
+        propensity is over exactly those, which the log records. RequestError (503, with a
+        Retry-After) when every candidate is out of routing."""
         start = time.perf_counter()
-        if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn), no thread hop
-            scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
-        else:
-            ranked = await self.batcher.decide([text])
-            scores = np.empty(len(self.names), dtype=np.float64)
-            scores[ranked.idx[0]] = ranked.scores[0]
-        allowed = self.configured.copy()
+        self.active += 1
+        try:
+            if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
+                scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
+            else:
+                ranked = await self.batcher.decide([text])
+                scores = np.empty(len(self.names), dtype=np.float64)
+                scores[ranked.idx[0]] = ranked.scores[0]
+        finally:
+            self.active -= 1
+        wanted = self.configured.copy()
         if options.candidates is not None:
-            allowed[:] = False
-            allowed[[self._index[n] for n in options.candidates]] = True
+            wanted[:] = False
+            wanted[[self._index[n] for n in options.candidates]] = True
+        allowed = wanted & self.in_routing()
+        if not allowed.any() and self.breakers is not None:
+            rows = self._breaker_rows[wanted]
+            wait = self.breakers.wait_s(np.isin(np.arange(len(self.breakers.names)), rows))
+            raise RequestError(503, f"every candidate LLM is out of routing (circuit breaker open or rate-limited): "
+                               f"{[n for n, on in zip(self.names, wanted) if on][:20]}; retry in {wait:.1f} s",
+                               code="upstreams_unavailable", headers={"retry-after": str(max(1, math.ceil(wait)))})
         utility = scores
         if options.cost_weight is not None or options.max_cost is not None:
             costs = await asyncio.to_thread(self.expected_costs, text, allowed)
@@ -336,9 +379,19 @@ class Decider:
         rest = np.flatnonzero(allowed)
         rest = rest[rest != chosen][np.argsort(-utility[rest[rest != chosen]], kind="stable")]
         order = [self.names[chosen]] + [self.names[j] for j in rest]
-        return Decision(uuid.uuid4().hex, order, [self.names[j] for j in np.flatnonzero(allowed)],
+        return Decision(decision_id or os.urandom(16).hex(), order, [self.names[j] for j in np.flatnonzero(allowed)],
                         self.names[chosen], _finite(scores[chosen]), propensity, self.policy_spec,
                         time.perf_counter() - start)
+
+
+def check_servable(bundle, upstreams: Mapping[str, Upstream]) -> None:
+    """DataError unless the gateway can route with ``bundle`` over ``upstreams``: at least one of its
+    LLMs has an upstream, and a router that needs prompt features has an encoder."""
+    if not any(n in upstreams for n in bundle.llm_names):
+        raise DataError(f"no upstreams: the upstreams file names none of the bundle's LLMs "
+                        f"({bundle.llm_names[:10]})")
+    if bundle.router.needs_features and bundle.encoder is None:
+        raise DataError("this bundle has no encoder, so it cannot route prompt texts")
 
 
 def fast_encoder(bundle) -> bool:
@@ -364,9 +417,11 @@ class Attempt:
 
     llm: str | None = None  # the LLM that answered (None: every try failed)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (llm, kind) of each failed try
-    response: Any = None  # httpx.Response: the answer, a stream's open response, or the last 5xx
+    response: Any = None  # httpx.Response: the answer, a stream's open response, or the last 5xx / 429
     first: bytes = b""  # a stream's first chunk, read before committing to it
     chunks: AsyncIterator[bytes] | None = None
+    upstream_s: float = 0.0  # seconds spent waiting on upstreams (every try)
+    deadline: float | None = None  # a stream's total-timeout deadline (event-loop time), None: none
 
 
 @functools.lru_cache(maxsize=1024)
@@ -375,52 +430,107 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def _failure_kind(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+@functools.lru_cache(maxsize=1024)
+def _timeout(upstream: Upstream) -> httpx.Timeout:
+    """httpx's timeouts of one upstream: ``timeout_s`` per read/write, ``connect_timeout_s`` to connect."""
+    return httpx.Timeout(upstream.timeout_s, connect=upstream.connect_timeout_s or upstream.timeout_s)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return "timeout"
     if isinstance(exc, httpx.ConnectError):
         return "connect"
     return "closed"
 
 
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (a number of seconds or an HTTP date); None when
+    absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 async def forward(client, upstreams: Mapping[str, Upstream], order: Sequence[str], body: dict, stream: bool,
-                  max_tries: int, metrics: GatewayMetrics) -> Attempt:
-    """Try the LLMs of ``order`` (at most ``max_tries``) until one answers without a connection error,
-    timeout or 5xx. A stream is committed to once its first chunk arrived (no retry after that)."""
+                  max_tries: int, metrics: GatewayMetrics, breakers=None) -> Attempt:
+    """Try the LLMs of ``order`` (at most ``max_tries`` sent requests) until one answers without a
+    connection error, timeout, 5xx or 429. A stream is committed to once its first chunk arrived (no
+    retry after that). ``breakers`` (the host's ``Breakers``): an LLM whose breaker refuses is skipped
+    (``breaker_open``, not sent), and every answer or failure is reported to it; a 429 keeps its LLM
+    out of routing for its ``Retry-After``."""
     attempt = Attempt()
-    tries = list(order[:max_tries])
-    for i, llm in enumerate(tries):
+    rows = {n: i for i, n in enumerate(breakers.names)} if breakers is not None else {}
+    loop = asyncio.get_running_loop()
+    sent = 0
+    for i, llm in enumerate(order):
+        if sent >= max_tries:
+            break
         upstream = upstreams[llm]
+        row = rows.get(llm)
+        if row is not None and not breakers.acquire(row):
+            attempt.failed.append((llm, "breaker_open"))
+            continue
+        sent += 1
         headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
         if upstream.api_key:
             headers["authorization"] = f"Bearer {upstream.api_key}"
         payload = json.dumps({**body, "model": upstream.model}).encode()
         request = client.build_request("POST", _parsed_url(upstream.chat_url), content=payload, headers=headers,
-                                       timeout=upstream.timeout_s)
+                                       timeout=_timeout(upstream))
+        now = loop.time()
+        total_at = now + upstream.total_timeout_s if upstream.total_timeout_s else None
+        head_at = now + upstream.first_byte_timeout_s if upstream.first_byte_timeout_s else None
+        if total_at is not None and (head_at is None or total_at < head_at):
+            head_at = total_at
         response = None
+        started = time.perf_counter()
         try:
-            response = await client.send(request, stream=True)
-            if response.status_code >= 500:
-                await response.aread()
+            async with asyncio.timeout_at(head_at):
+                response = await client.send(request, stream=True)
+                if stream and response.status_code == 200:
+                    chunks = response.aiter_bytes()
+                    first = b""
+                    while not first:  # an empty chunk is not a byte: keep reading
+                        first = await chunks.__anext__()
+            if response.status_code >= 500 or response.status_code == 429:
+                async with asyncio.timeout_at(total_at):
+                    await response.aread()
                 kind = f"http_{response.status_code}"
             elif not stream or response.status_code != 200:
-                await response.aread()
+                async with asyncio.timeout_at(total_at):
+                    await response.aread()
+                attempt.upstream_s += time.perf_counter() - started
                 attempt.llm, attempt.response = llm, response
+                if row is not None:
+                    breakers.success(row)
                 return attempt
             else:
-                chunks = response.aiter_bytes()
-                first = b""
-                while not first:  # an empty chunk is not a byte: keep reading
-                    first = await chunks.__anext__()
+                attempt.upstream_s += time.perf_counter() - started
                 attempt.llm, attempt.response = llm, response
-                attempt.first, attempt.chunks = first, chunks
+                attempt.first, attempt.chunks, attempt.deadline = first, chunks, total_at
+                if row is not None:
+                    breakers.success(row)
                 return attempt
-        except (httpx.TransportError, StopAsyncIteration) as exc:
+        except (httpx.TransportError, StopAsyncIteration, TimeoutError) as exc:
             kind = "closed" if isinstance(exc, StopAsyncIteration) else _failure_kind(exc)
             if response is not None:
                 await response.aclose()
+        attempt.upstream_s += time.perf_counter() - started
         attempt.failed.append((llm, kind))
-        metrics.upstream_error(llm, kind, fell_back=i + 1 < len(tries))
+        metrics.upstream_error(llm, kind, fell_back=sent < max_tries and i + 1 < len(order))
+        if row is not None:
+            if kind == "http_429":
+                breakers.rate_limited(row, retry_after_s(response.headers.get("retry-after")))
+            else:
+                breakers.failure(row)
         attempt.response = response if kind.startswith("http_") else None
     return attempt
 
@@ -477,7 +587,13 @@ def _tokens(usage: dict | None) -> tuple[int | None, int | None]:
 # ---------------------------------------------------------------------- the app
 @dataclass
 class GatewayConfig:
-    """The gateway's settings (see ``recroute gateway --help``)."""
+    """The gateway's settings (see ``recroute gateway --help``).
+
+    ``admin_key``: the Bearer key of ``/admin/*`` (hot reload; None: reload over HTTP is off);
+    ``metrics_key``: the Bearer key of ``/metrics`` and of ``/healthz``'s details (None: open; the
+    admin key is accepted too); ``breaker``: circuit-breaker settings; ``bundle_path``: what a reload
+    without a body loads (default: the folder the bundle was loaded from).
+    """
 
     policy: str | None = None
     seed: int | None = None
@@ -492,6 +608,11 @@ class GatewayConfig:
     entropy_floor: float | None = None
     max_connections: int = 256
     decide_on: str = "auto"
+    admin_key: str | None = None
+    metrics_key: str | None = None
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    bundle_path: str | None = None
+    reload_wait_s: float = 60.0  # longest POST /admin/reload waits for the other workers to swap
 
     def check(self) -> None:
         if self.route_on not in ROUTE_ON:
@@ -505,66 +626,135 @@ class GatewayConfig:
             raise DataError(f"entropy_floor must be >= 0 bits; got {self.entropy_floor}")
         if any(not k for k in self.api_keys):
             raise DataError("an empty client API key")
+        for name in ("admin_key", "metrics_key"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise DataError(f"an empty {name.replace('_', ' ')}")
 
 
-def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayConfig | None = None):
-    """The FastAPI app routing OpenAI chat requests over the ``upstreams`` (LLM name -> Upstream)."""
+def new_decision_id(secret: bytes) -> str:
+    """32 hex digits: 16 random, then 16 of their HMAC under the host's ``secret``, so that every
+    worker of the host recognises the ids of every other (``POST /v1/feedback``) without a shared list."""
+    nonce = os.urandom(8).hex()
+    return nonce + hmac.new(secret, nonce.encode(), "sha256").hexdigest()[:16]
+
+
+def is_decision_id(secret: bytes, value: Any) -> bool:
+    """Whether ``value`` is a decision id this host made (:func:`new_decision_id`)."""
+    if not isinstance(value, str) or len(value) != 32:
+        return False
+    nonce, tag = value[:16], value[16:]
+    return hmac.compare_digest(hmac.new(secret, nonce.encode(), "sha256").hexdigest()[:16], tag)
+
+
+def _bearer(request: Request) -> bytes:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip().encode() if scheme.lower() == "bearer" else b""
+
+
+def _key_matches(token: bytes, keys: Sequence[bytes]) -> bool:
+    return any(hmac.compare_digest(token, k) for k in keys)
+
+
+def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayConfig | None = None,
+                   host: HostState | None = None, slot: int = 0):
+    """The FastAPI app routing OpenAI chat requests over the ``upstreams`` (LLM name -> Upstream).
+
+    ``host``: the state the workers of one host share (``recroute.serve.workers`` makes it; default:
+    this process's own); ``slot``: this worker's slot on it.
+    """
     from recroute.serve.http import BodyLimit
 
     config = config or GatewayConfig()
     config.check()
     if not upstreams:
         raise DataError("no upstreams: the upstreams file names none of the bundle's LLMs")
-    if bundle.router.needs_features and bundle.encoder is None:
-        raise DataError("this bundle has no encoder, so it cannot route prompt texts")
-    llms = [n for n in bundle.llm_names if n in upstreams]
-    metrics = GatewayMetrics(llms, config.entropy_window, config.entropy_floor)
-    state: dict[str, Any] = {"collapsed": False, "feedback_ids": OrderedDict()}
+    names = list(upstreams)
+    if host is None:
+        path = config.bundle_path or (None if getattr(bundle, "path", None) is None else str(bundle.path))
+        host = HostState(names, config.entropy_window, config.breaker, path, getattr(bundle, "checksum", None))
+    metrics = GatewayMetrics(names, config.entropy_window, config.entropy_floor, selection=host.window)
+    state: dict[str, Any] = {"poke": 0}
     log = open_decision_log(config.log_path) if config.log_path else None
-    if log is not None:  # a restart keeps accepting outcomes for the decisions logged before it
+    logged_ids: frozenset[str] = frozenset()
+    if log is not None:  # decisions logged before a restart (signed under another secret) can still get outcomes
         from recroute.feedback.logs import recent_decision_ids
 
-        state["feedback_ids"].update(dict.fromkeys(recent_decision_ids(config.log_path, FEEDBACK_MEMORY)))
-    decider = Decider(bundle, upstreams, config.policy, config.seed, decide_on=config.decide_on)
+        logged_ids = frozenset(recent_decision_ids(config.log_path, LOGGED_IDS))
+    seed = None if config.seed is None else [config.seed, slot]
+
+    def make_decider(new_bundle, previous=None) -> Decider:
+        return Decider(new_bundle, upstreams, config.policy, decide_on=config.decide_on, breakers=host.breakers,
+                       rng=previous.rng if previous is not None else np.random.default_rng(seed))
+
+    live = LiveBundle(make_decider(bundle), make_decider, host, slot)
     keys = [k.encode() for k in config.api_keys]
+    admin_keys = [config.admin_key.encode()] if config.admin_key else []
+    metrics_keys = [config.metrics_key.encode(), *admin_keys] if config.metrics_key else []
+
+    async def flush_metrics() -> None:
+        """Leave this worker's metrics in the host's folder, answering the latest flush request."""
+        if host.metrics_dir is not None:
+            poke = host.pokes.value
+            await asyncio.to_thread(write_state, host.metrics_dir, metrics, poke)
+            state["poke"] = poke
+
+    def on_signal(reload: bool) -> None:
+        if reload:  # SIGHUP: the same bundle path again, for every worker
+            host.board.publish(host.board.desired()[1], None)
+            poke_workers(host)
+        live.poke()
 
     @asynccontextmanager
     async def lifespan(app):
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
         state["client"] = httpx.AsyncClient(limits=limits, follow_redirects=False)
-        await decider.start()
+        await live.decider.start()
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig, reload in ((signal.SIGHUP, True), (POKE, False)):
+            try:
+                loop.add_signal_handler(sig, on_signal, reload)
+                handled.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (e.g. a test client)
+                pass
+        watcher = loop.create_task(live.follow(flush_metrics))
         freeze_startup_objects()
         yield
+        watcher.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await flush_metrics()
         await state["client"].aclose()
-        await decider.close()
+        await live.decider.close()
 
     app = FastAPI(title="recroute gateway", summary="An OpenAI-compatible endpoint that routes each request to an LLM.",
                   version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=int(config.max_body_bytes))
+    app.state.live = live
+    app.state.host = host
 
     def error(exc: RequestError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     def authorize(request: Request) -> None:
-        if not keys:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), k) for k in keys):
+        if keys and not _key_matches(_bearer(request), keys):
             raise RequestError(401, "missing or invalid API key (Authorization: Bearer KEY)", code="invalid_api_key")
 
     def watch(decision: Decision) -> None:
         metrics.routed(decision.chosen, decision.routing_s)
+        if config.entropy_floor is None:
+            return
         collapsed = metrics.collapsed
-        if collapsed and not state["collapsed"]:
-            logger.warning("%s", metrics.health()["warnings"][0])
-        elif state["collapsed"] and not collapsed:
-            logger.warning("selection entropy back above the floor (%.3f bits)", metrics.window.entropy())
-        state["collapsed"] = collapsed
+        if host.window.flip_collapsed(collapsed):
+            if collapsed:
+                logger.warning("%s", metrics.health()["warnings"][0])
+            else:
+                logger.warning("selection entropy back above the floor (%.3f bits)", metrics.window.entropy())
 
     def record(decision: Decision, text: str, attempt: Attempt, status: int, start: float, usage: dict | None,
-               error_note: str | None = None) -> None:
+               checksum: str | None, router: str, error_note: str | None = None, overhead_s: float | None = None) -> None:
         seconds = time.perf_counter() - start
-        metrics.request(attempt.llm, status, seconds)
+        metrics.request(attempt.llm, status, seconds, overhead_s)
         if log is None:
             return
         inp, out = _tokens(usage)
@@ -574,23 +764,23 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                "prompt_hash": prompt_hash(text),
                "candidates": decision.candidates, "chosen": decision.chosen, "propensity": decision.propensity,
                "outcome": None, "cost": upstream.cost(inp, out) if upstream else None, "policy": decision.policy,
-               "router": bundle.router.name, "score": decision.score, "status": status,
+               "router": router, "score": decision.score, "status": status,
                "latency_ms": round(seconds * 1e3, 3), "input_tokens": inp, "output_tokens": out,
-               "fallbacks": [f"{llm}:{kind}" for llm, kind in attempt.failed], "upstream": attempt.llm}
+               "fallbacks": [f"{llm}:{kind}" for llm, kind in attempt.failed], "upstream": attempt.llm,
+               "bundle_checksum": checksum}
         if error_note:
             row["error"] = error_note
         log.append([row])
-        ids = state["feedback_ids"]
-        ids[decision.decision_id] = None
-        if len(ids) > FEEDBACK_MEMORY:
-            ids.popitem(last=False)
 
-    def headers(decision: Decision, attempt: Attempt) -> dict[str, str]:
+    def headers(decision: Decision, attempt: Attempt, start: float) -> tuple[dict[str, str], float]:
+        """(the x-recroute-* and passed-on upstream headers, the gateway's own seconds so far)."""
+        overhead_s = max(0.0, time.perf_counter() - start - attempt.upstream_s)
         out = {"x-recroute-decision-id": decision.decision_id, "x-recroute-routed": decision.chosen,
                "x-recroute-score": "" if decision.score is None else repr(decision.score),
                "x-recroute-propensity": repr(decision.propensity),
                "x-recroute-fallbacks": str(len(attempt.failed)),
-               "x-recroute-failed": ",".join(f"{llm}:{kind}" for llm, kind in attempt.failed)}
+               "x-recroute-failed": ",".join(f"{llm}:{kind}" for llm, kind in attempt.failed),
+               "x-recroute-overhead-ms": f"{overhead_s * 1e3:.3f}"}
         if attempt.llm:
             out["x-recroute-llm"] = attempt.llm
         if attempt.response is not None:
@@ -598,28 +788,91 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                 value = attempt.response.headers.get(key)
                 if value is not None:
                     out[key] = value
-        return out
+        return out, overhead_s
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
         return error(exc)
 
+    def details_allowed(request: Request) -> bool:
+        return not metrics_keys or _key_matches(_bearer(request), metrics_keys)
+
     @app.get("/healthz")
-    async def healthz() -> dict:
-        """{"status": "ok" | "degraded", selection entropy, warnings}; degraded when the router collapses."""
-        return {**metrics.health(), "llms": llms}
+    async def healthz(request: Request) -> dict:
+        """{"status": "ok" | "degraded", "bundle_checksum", + (open, or with the metrics key) selection
+        entropy, warnings, LLMs, breakers, workers}; degraded when the router collapses."""
+        health = metrics.health()
+        doc = {"status": health["status"], "bundle_checksum": live.checksum}
+        if details_allowed(request):
+            doc.update({**health, "bundle_checksum": live.checksum, "bundle": host.board.desired()[1],
+                        "llms": live.decider.llms, "breakers": host.breakers.describe(),
+                        "workers": host.board.workers()})
+        return doc
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
-        """Prometheus text exposition: requests, errors, fallbacks, latency histograms, selection entropy."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text exposition of every worker of the host: requests, errors, fallbacks,
+        latency and overhead histograms, selection entropy."""
+        if not details_allowed(request):
+            return JSONResponse({"error": "missing or invalid metrics key (Authorization: Bearer KEY)"}, 401)
+        if host.metrics_dir is None:
+            return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        poke = host.poke()
+        poke_workers(host)
+        others = await gather_states(poke)
+        return PlainTextResponse(metrics.total(others).render(), media_type="text/plain; version=0.0.4")
+
+    async def gather_states(poke: int, timeout_s: float = 1.0) -> list[dict]:
+        """The other workers' metrics once each live one answered flush request ``poke`` (at most
+        ``timeout_s``; a dead worker's last file counts as it is)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            states = await asyncio.to_thread(read_states, host.metrics_dir, os.getpid())
+            live_pids = {w["pid"] for w in host.board.workers()} - {os.getpid()}
+            if all(states.get(pid, {}).get("poke", -1) >= poke for pid in live_pids) or loop.time() > deadline:
+                return [doc["metrics"] for doc in states.values()]
+            await asyncio.sleep(0.005)
+
+    @app.post("/admin/reload")
+    async def admin_reload(request: Request) -> Response:
+        """Load ``{"bundle": PATH}`` (no body: the same path again), verify it, swap it in on every
+        worker; 200 {"status": "reloaded", "bundle", "checksum", "workers"}, or 4xx {"error": reason}
+        with the old bundle still serving."""
+        if not admin_keys:
+            return JSONResponse({"error": "hot reload over HTTP is off: start the gateway with --admin-key-env NAME"},
+                                403)
+        if not _key_matches(_bearer(request), admin_keys):
+            return JSONResponse({"error": "missing or invalid admin key (Authorization: Bearer KEY)"}, 401)
+        raw = await request.body()
+        path = host.board.desired()[1]
+        if raw.strip():
+            try:
+                doc = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return JSONResponse({"error": f"the request body is not valid JSON ({exc})"}, 400)
+            if not isinstance(doc, dict) or set(doc) != {"bundle"} or not isinstance(doc["bundle"], str) \
+                    or not doc["bundle"].strip():
+                return JSONResponse({"error": 'expected {"bundle": "PATH"} (or no body: the same path again)'}, 400)
+            path = doc["bundle"]
+        if path is None:
+            return JSONResponse({"error": 'this gateway has no bundle path to reload: give {"bundle": "PATH"}'}, 400)
+        try:
+            checksum = await live.swap_to(path)
+        except RELOAD_ERRORS as exc:
+            return JSONResponse({"error": f"bundle {path} refused, still serving {live.checksum}: {exc}"}, 422)
+        live.generation = host.board.publish(path, checksum)
+        poke_workers(host)
+        swapped, workers = await live.wait_for_workers(checksum, config.reload_wait_s)
+        return JSONResponse({"status": "reloaded", "bundle": path, "checksum": checksum,
+                             "workers": workers, "workers_swapped": swapped})
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         """``recroute`` and every configured LLM, in the OpenAI list format."""
         authorize(request)
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "recroute"}
-                                           for name in [ROUTE_MODEL, *llms]]}
+                                           for name in [ROUTE_MODEL, *live.decider.llms]]}
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict:
@@ -634,9 +887,9 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         if not isinstance(doc, dict) or set(doc) != {"decision_id", "outcome"}:
             raise RequestError(400, "expected exactly {\"decision_id\": str, \"outcome\": number in [0, 1]}")
         decision_id, outcome = doc["decision_id"], doc["outcome"]
-        if not isinstance(decision_id, str) or decision_id not in state["feedback_ids"]:
-            raise RequestError(404, f"unknown decision_id {decision_id!r} (not among this gateway's last "
-                               f"{FEEDBACK_MEMORY:,} decisions)", "decision_id")
+        if not is_decision_id(host.secret, decision_id) and decision_id not in logged_ids:
+            raise RequestError(404, f"unknown decision_id {decision_id!r} (not one this gateway made since it "
+                               f"started, nor among the last {LOGGED_IDS:,} of its log)", "decision_id")
         if isinstance(outcome, bool) or not isinstance(outcome, (int, float)) or not 0 <= outcome <= 1:
             raise RequestError(400, f"outcome must be a number in [0, 1]; got {outcome!r}", "outcome")
         log.append_outcome(decision_id, float(outcome))
@@ -647,65 +900,75 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         """Route, forward (with fallback), log; the upstream's answer with ``model`` = the LLM's name."""
         start = time.perf_counter()
         authorize(request)
+        decider = live.decider  # this request decides and logs with this bundle, whatever a reload does
         body = parse_chat_body(await request.body(), config.max_tokens)
-        options = parse_model_field(body["model"], llms)
+        options = parse_model_field(body["model"], decider.llms)
         text = routed_text(body["messages"], config.route_on)
         stream = bool(body.get("stream", False))
         if options.direct is not None:
-            decision = Decision(uuid.uuid4().hex, [options.direct], [options.direct], options.direct, None, 1.0,
-                                "direct", 0.0)
+            decision = Decision(new_decision_id(host.secret), [options.direct], [options.direct], options.direct,
+                                None, 1.0, "direct", 0.0)
             tries = 1
         else:
-            decision = await decider.decide(text, options)
+            decision = await decider.decide(text, options, new_decision_id(host.secret))
             watch(decision)
             tries = config.max_tries
-        attempt = await forward(state["client"], upstreams, decision.order, body, stream, tries, metrics)
+        attempt = await forward(state["client"], upstreams, decision.order, body, stream, tries, metrics, host.breakers)
         response = attempt.response
+        done = functools.partial(record, decision, text, attempt, checksum=decider.checksum,
+                                 router=decider.bundle.router.name)
         if attempt.llm is None:  # every try failed
-            if response is not None:  # the last one with a 5xx: passed back as it is
-                record(decision, text, attempt, response.status_code, start, None, "every upstream try failed")
-                return Response(response.content, response.status_code, headers=headers(decision, attempt))
+            out, overhead_s = headers(decision, attempt, start)
+            if response is not None:  # the last one with a 5xx / 429: passed back as it is
+                done(response.status_code, start, None, error_note="every upstream try failed", overhead_s=overhead_s)
+                return Response(response.content, response.status_code, headers=out)
             tried = ", ".join(f"{llm} ({kind})" for llm, kind in attempt.failed)
             status = 504 if all(kind == "timeout" for _, kind in attempt.failed) else 502
-            record(decision, text, attempt, status, start, None, "every upstream try failed")
+            done(status, start, None, error_note="every upstream try failed", overhead_s=overhead_s)
             return JSONResponse({"error": {"message": f"no upstream answered: {tried}", "type": "upstream_error",
                                            "param": None, "code": "upstream_unavailable"}},
-                                status_code=status, headers=headers(decision, attempt))
+                                status_code=status, headers=out)
         if attempt.chunks is None:  # a whole answer (or an upstream 4xx, passed back unchanged)
             payload, usage = response.content, None
             if response.status_code < 400:
                 payload, usage = rewrite_model(payload, attempt.llm)
-            record(decision, text, attempt, response.status_code, start, usage)
-            return Response(payload, response.status_code, headers=headers(decision, attempt))
-        return StreamingResponse(relay(decision, text, attempt, start), status_code=200,
-                                 headers=headers(decision, attempt), media_type=None)
+            out, overhead_s = headers(decision, attempt, start)
+            done(response.status_code, start, usage, overhead_s=overhead_s)
+            return Response(payload, response.status_code, headers=out)
+        out, overhead_s = headers(decision, attempt, start)
+        return StreamingResponse(relay(decision, text, attempt, start, done, overhead_s), status_code=200,
+                                 headers=out, media_type=None)
 
-    async def relay(decision: Decision, text: str, attempt: Attempt, start: float) -> AsyncIterator[bytes]:
-        """The upstream's SSE events, model rewritten, as they come; an upstream failure mid-stream ends
-        the stream with an error event (nothing is retried after the first byte)."""
+    async def relay(decision: Decision, text: str, attempt: Attempt, start: float, done, overhead_s: float
+                    ) -> AsyncIterator[bytes]:
+        """The upstream's SSE events, model rewritten, as they come; an upstream failure mid-stream (or
+        its total timeout) ends the stream with an error event (nothing is retried after the first byte)."""
         rewriter = SSERewriter(attempt.llm)
         note = None
         try:
             out = rewriter.feed(attempt.first)
             if out:
                 yield out
-            async for chunk in attempt.chunks:
-                out = rewriter.feed(chunk)
-                if out:
-                    yield out
+            async with asyncio.timeout_at(attempt.deadline):
+                async for chunk in attempt.chunks:
+                    out = rewriter.feed(chunk)
+                    if out:
+                        yield out
             out = rewriter.flush()
             if out:
                 yield out
-        except httpx.TransportError as exc:
-            note = f"upstream {attempt.llm} failed mid-stream ({_failure_kind(exc)})"
-            metrics.upstream_error(attempt.llm, _failure_kind(exc), fell_back=False)
+        except (httpx.TransportError, TimeoutError) as exc:
+            kind = _failure_kind(exc)
+            note = f"upstream {attempt.llm} failed mid-stream ({kind})"
+            metrics.upstream_error(attempt.llm, kind, fell_back=False)
+            host.breakers.failure(host.breakers.names.index(attempt.llm))
             yield (rewriter.flush() + b"\n\n" if rewriter.buffer else b"") + b"data: " + json.dumps(
                 {"error": {"message": note, "type": "upstream_error", "code": "upstream_stream_broken"}}).encode() + b"\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             note = "the client went away mid-stream"
             raise
         finally:
-            record(decision, text, attempt, 200, start, rewriter.usage, note)  # first: closing may be cancelled
+            done(200, start, rewriter.usage, error_note=note, overhead_s=overhead_s)  # first: closing may be cancelled
             try:
                 await attempt.response.aclose()
             except Exception:  # the upstream connection is dropped either way

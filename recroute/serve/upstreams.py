@@ -7,6 +7,10 @@ TOML, one table per LLM name of the bundle::
     model = "gpt-4o"                           # the upstream's model name (default: the LLM name)
     api_key_env = "OPENAI_API_KEY"             # optional: the key is read from this environment variable
     timeout_s = 30                             # optional (default 60): connect/read/write timeout
+    connect_timeout_s = 2                      # optional (default timeout_s): to open a connection
+    first_byte_timeout_s = 20                  # optional (default timeout_s): request sent -> status line
+                                               #   (and, streaming, the first chunk)
+    total_timeout_s = 120                      # optional (default none): the whole answer, stream included
     input_price_per_mtok = 5.0                 # optional $ per million input tokens (cost in the log)
     output_price_per_mtok = 15.0               # optional $ per million output tokens
 
@@ -27,7 +31,8 @@ from typing import Any, Mapping, Sequence
 from recroute.errors import DataError
 
 DEFAULT_TIMEOUT_S = 60.0
-_KEYS = {"base_url", "model", "api_key_env", "timeout_s", "input_price_per_mtok", "output_price_per_mtok"}
+_TIMEOUTS = ("timeout_s", "connect_timeout_s", "first_byte_timeout_s", "total_timeout_s")
+_KEYS = {"base_url", "model", "api_key_env", *_TIMEOUTS, "input_price_per_mtok", "output_price_per_mtok"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class Upstream:
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None
     api_key: str | None = field(default=None, repr=False)
+    connect_timeout_s: float | None = None  # None: timeout_s
+    first_byte_timeout_s: float | None = None  # None: timeout_s (the per-read timeout covers it)
+    total_timeout_s: float | None = None  # None: no limit on the whole answer
 
     @property
     def chat_url(self) -> str:
@@ -110,9 +118,13 @@ def _entry(name: str, entry: Any, where: str, environ: Mapping[str, str]) -> Ups
     model = entry.get("model", name)
     if not isinstance(model, str) or not model:
         raise DataError(f"{where}: model must be a non-empty string; got {model!r}")
-    timeout = entry.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise DataError(f"{where}: timeout_s must be a positive number of seconds; got {timeout!r}")
+    timeouts = {}
+    for key in _TIMEOUTS:
+        value = entry.get(key, DEFAULT_TIMEOUT_S if key == "timeout_s" else None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < math.inf):
+            raise DataError(f"{where}: {key} must be a positive number of seconds; got {value!r}")
+        timeouts[key] = None if value is None else float(value)
     prices = {}
     for key in ("input_price_per_mtok", "output_price_per_mtok"):
         value = entry.get(key)
@@ -128,4 +140,4 @@ def _entry(name: str, entry: Any, where: str, environ: Mapping[str, str]) -> Ups
         api_key = environ.get(key_env)
         if not api_key:
             raise DataError(f"{where}: environment variable {key_env} (api_key_env) is not set")
-    return Upstream(name, base_url, model, float(timeout), key_env, api_key=api_key, **prices)
+    return Upstream(name, base_url, model, api_key_env=key_env, api_key=api_key, **timeouts, **prices)

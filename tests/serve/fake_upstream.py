@@ -8,7 +8,8 @@ prints ``PORT <n>`` once it listens on 127.0.0.1. Each name is an LLM served at 
 of one word each (chunked transfer encoding), plus a usage chunk when ``stream_options.include_usage``.
 
 Faults per name, set with ``POST /_control {"name": ..., "mode": ...}``: ``ok``, ``error500``,
-``error400`` (an OpenAI-style 400), ``hang`` (never answers), ``close`` (closes the connection without
+``error400`` (an OpenAI-style 400), ``error429`` (rate-limited, with ``Retry-After: <"retry_after" of the
+control, default 1>``), ``hang`` (never answers), ``close`` (closes the connection without
 a byte), ``break`` (streams the first event, then closes), ``slow`` (streams an event every 0.2 s); an optional ``"delay_ms"`` makes every answer
 of that name wait that long first (a stand-in for an LLM's time to answer). ``GET /_requests?name=N`` returns the
 requests that name received (method, path, headers, body). With ``--key-env VAR`` every chat request
@@ -24,13 +25,14 @@ import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 
-MODES = ("ok", "error500", "error400", "hang", "close", "break", "slow")
+MODES = ("ok", "error500", "error400", "error429", "hang", "close", "break", "slow")
 
 
 class Upstream:
     def __init__(self, names: list[str], key: str | None) -> None:
         self.modes = {name: "ok" for name in names}
         self.delays = {name: 0.0 for name in names}
+        self.retry_after = {name: "1" for name in names}
         self.requests: dict[str, list[dict]] = {name: [] for name in names}
         self.key = key
 
@@ -63,6 +65,7 @@ class Upstream:
                 return await send(writer, 400, {"error": "unknown name or mode"})
             self.modes[doc["name"]] = doc["mode"]
             self.delays[doc["name"]] = float(doc.get("delay_ms", self.delays[doc["name"]] * 1e3)) / 1e3
+            self.retry_after[doc["name"]] = str(doc.get("retry_after", self.retry_after[doc["name"]]))
             return await send(writer, 200, {"ok": True})
         if url.path == "/_requests":
             name = parse_qs(url.query).get("name", [""])[0]
@@ -84,6 +87,9 @@ class Upstream:
             return False
         if mode == "error500":
             return await send(writer, 500, {"error": {"message": f"{name} is down", "type": "server_error"}})
+        if mode == "error429":
+            return await send(writer, 429, {"error": {"message": f"{name}: rate limit", "type": "rate_limit_error"}},
+                              {"retry-after": self.retry_after[name]})
         if mode == "error400":
             return await send(writer, 400, {"error": {"message": f"{name} rejects this", "type": "invalid_request_error",
                                                       "param": None, "code": "bad"}})
@@ -134,11 +140,13 @@ async def write_chunk(writer, data: bytes) -> None:
     await writer.drain()
 
 
-async def send(writer, status: int, doc) -> bool:
+async def send(writer, status: int, doc, headers: dict | None = None) -> bool:
     body = json.dumps(doc).encode()
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}[status]
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+              500: "Internal Server Error"}[status]
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                 f"x-request-id: fake-{status}\r\n\r\n".encode() + body)
+                 f"x-request-id: fake-{status}\r\n{extra}\r\n".encode() + body)
     await writer.drain()
     return True
 
