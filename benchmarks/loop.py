@@ -48,6 +48,12 @@ def load_features(data, encoder: str | None):
     return np.asarray(embed_dataset(data, get_encoder(encoder or "static")), dtype=np.float32)
 
 
+def save(args, rows: list[dict]) -> None:
+    """The JSON document so far (written after every seed: a long run keeps what it measured)."""
+    doc = {"machine": describe_machine(), "args": vars(args), "rows": rows}
+    Path(args.json).write_text(json.dumps(doc, indent=1, default=float))
+
+
 def run_fast(args) -> list[dict]:
     from recroute.data.catalog import load_dataset
     from recroute.loop.runner import LoopSettings
@@ -62,12 +68,13 @@ def run_fast(args) -> list[dict]:
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           settings=settings)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         start = time.perf_counter()
         row = simulate_stream(data, X, config, seed=seed)
         row.update(dataset=args.dataset, mode="fast", seconds=round(time.perf_counter() - start, 1),
                    load=os.getloadavg())
         rows.append(row)
+        save(args, rows)
         print(f"seed {seed}: mu_o_live {row['mu_o_live']:.4f} full {row['mu_o_full']:.4f} ratio {row['ratio']:.3f} "
               f"promotions {[(p['kind'], round(p['true_delta'], 4)) for p in row['promotions']]} "
               f"new {row.get('new_llm', {}).get('share_ratio')} ({row['seconds']} s)", flush=True)
@@ -95,7 +102,7 @@ def run_process(args) -> list[dict]:
     start_rows, stream = perm[:n0], perm[n0:n0 + args.decisions]
     tmp = Path(tempfile.mkdtemp(prefix="loop-bench-"))
     encoder = get_encoder(args.encoder or "static")
-    X_all = np.asarray(encoder.encode([str(t) for t in data.texts]), dtype=np.float32)
+    X_all = load_features(data, args.encoder or "static")  # the gateway's encoder, through the embedding cache
     router = make_router(args.family).fit(data.dense(np.nan)[start_rows], X_all[start_rows])
     router.llm_names_ = np.asarray(names, dtype=object)
     bundle = RoutingBundle.build(router, encoder).save(tmp / "bundle")
@@ -220,6 +227,7 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--decisions", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--json", required=True)
     parser.add_argument("--new-llm", default=None)
     parser.add_argument("--mode", choices=("fast", "process"), default="fast")
@@ -237,8 +245,7 @@ def main() -> None:
     if args.mode == "process" and args.decisions is None:
         parser.error("--mode process needs --decisions")
     rows = run_fast(args) if args.mode == "fast" else run_process(args)
-    doc = {"machine": describe_machine(), "args": vars(args), "rows": rows}
-    Path(args.json).write_text(json.dumps(doc, indent=1, default=float))
+    save(args, rows)
     if args.plot:
         plot(rows, args.plot, f"{args.dataset}: {args.family}, budget {args.budget}")
 

@@ -53,7 +53,7 @@ def run_command(
     Example: recroute loop run --log decisions.jsonl --bundle bundle/ --journal loop.jsonl --gateway http://127.0.0.1:8080 --admin-key-env ADMIN_KEY
     """
     from recroute.loop.journal import Journal
-    from recroute.loop.promote import gateway_reload
+    from recroute.loop.promote import gateway_reload, gateway_serving
     from recroute.loop.runner import LoopRunner, LoopSettings
     from recroute.loop.schedule import Schedule
 
@@ -79,7 +79,7 @@ def run_command(
             probe_budget=probe_budget, max_sd=max_sd)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
-                            settings, anchor_data, upstreams, seed=seed)
+                            settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway))
         runner.start(bundle_dir, log=str(log_path), gateway=gateway, holdout=holdout, margin=margin, alpha=alpha,
                      min_support=min_support, families=list(specs) if specs else None)
     if not quiet:

@@ -9,7 +9,7 @@ Event lines::
     {"event": "estimate", "time", "family", "n_outcomes", "n", "value_candidate", "value_live", "delta",
      "lower", "upper", "se", "support"}
     {"event": "decision", "time", "n_outcomes", "action": "promote" | "keep", "reason", "bundle"}
-    {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard"}   (written before the reload)
+    {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard" | "restore"}  (before the reload)
     {"event": "promoted", "time", "bundle", "kind", "response": {...}}      (after the gateway said 200)
     {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)
     {"event": "onboard", "time", "llm", "probes", "sd", "placed": bool, "bundle", "reason"}

@@ -4,6 +4,8 @@ bundle live and returns what the server said, or raises :class:`PromotionError` 
 :func:`gateway_reload` is the gateway's hot reload: ``POST {url}/admin/reload`` with
 ``{"bundle": PATH}`` and ``Authorization: Bearer KEY``; 200 ``{"status": "reloaded", "bundle",
 "checksum"}``, a refusal (409/422 ``{"error": reason}``) leaves the old bundle serving.
+:func:`gateway_serving` reads which bundle the gateway serves (``/healthz``'s ``bundle_checksum``): a
+gateway restarted on its start-up bundle is put back on the loop's live one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from recroute.errors import DataError
 
 Promote = Callable[[str], dict]
+Serving = Callable[[], "str | None"]  # the checksum of the bundle the server serves now (None: no answer)
 
 
 class PromotionError(RuntimeError):
@@ -51,3 +54,20 @@ def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -
         return doc if isinstance(doc, dict) else {"response": doc}
 
     return promote
+
+
+def gateway_serving(url: str, timeout_s: float = 10.0) -> Serving:
+    """A Serving that reads ``bundle_checksum`` from the gateway's ``GET /healthz`` (None when it does
+    not answer)."""
+    import httpx
+
+    endpoint = url.rstrip("/") + "/healthz"
+
+    def serving() -> str | None:
+        try:
+            doc = httpx.get(endpoint, timeout=timeout_s).json()
+        except (httpx.TransportError, ValueError):
+            return None
+        return doc.get("bundle_checksum") if isinstance(doc, dict) else None
+
+    return serving

@@ -74,12 +74,14 @@ def encode_texts(bundle, texts: list[str]) -> np.ndarray:
 @dataclass
 class LogData:
     """The decisions with an outcome, in log order: ``bandit.rows`` index X (the distinct prompts);
-    ``decision_ids`` (n,); ``texts`` per distinct prompt."""
+    ``decision_ids`` (n,); ``texts`` per distinct prompt; ``bundle_checksums`` (n,) the bundle that made
+    each decision (the gateway's ``bundle_checksum``), None where the log does not say."""
 
     bandit: Bandit
     X: np.ndarray | None
     texts: list[str]
     decision_ids: np.ndarray
+    bundle_checksums: np.ndarray | None = None
 
 
 def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> LogData:
@@ -95,8 +97,9 @@ def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> L
             raise DataError("logged decisions lack prompt_text: run the gateway with --log-prompt-text so the loop "
                             "can compute the prompts' features")
         X = encode_texts(bundle, [str(t) for t in texts])
+    made_by = log.loc[has, "bundle_checksum"].to_numpy(dtype=object) if "bundle_checksum" in log.columns else None
     return LogData(bandit, X, [None if pd.isna(t) else str(t) for t in texts],
-                   log.loc[has, "decision_id"].to_numpy(dtype=object))
+                   log.loc[has, "decision_id"].to_numpy(dtype=object), made_by)
 
 
 def split_recent(n: int, holdout: float | int) -> tuple[np.ndarray, np.ndarray]:

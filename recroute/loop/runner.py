@@ -25,7 +25,7 @@ from recroute.errors import DataError
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
 from recroute.loop.onboard import onboard_llm
-from recroute.loop.promote import Promote, PromotionError
+from recroute.loop.promote import Promote, PromotionError, Serving
 from recroute.loop.refit import Anchor, LogData, fit_candidate, holdout_reward, log_data, split_recent
 from recroute.loop.schedule import Schedule
 
@@ -119,12 +119,14 @@ class LoopRunner:
 
     ``anchor_data``: the start set (RoutingDataset) for the anchor and probes; ``upstreams_path``: the
     gateway's upstreams file, watched for new LLMs; ``answer``: how a new LLM answers an anchor prompt
-    (default: :func:`probe_answer` over the upstreams file and the anchor's ``reference`` column).
+    (default: :func:`probe_answer` over the upstreams file and the anchor's ``reference`` column);
+    ``serving``: which bundle the gateway serves, checked each step (a restarted gateway is put back
+    on the live bundle).
     """
 
     def __init__(self, log_path: str | Path, journal: Journal, promote: Promote, workdir: str | Path,
                  settings: LoopSettings | None = None, anchor_data=None, upstreams_path: str | Path | None = None,
-                 answer: Answer | None = None, seed: int = 0) -> None:
+                 answer: Answer | None = None, seed: int = 0, serving: Serving | None = None) -> None:
         self.log_path = Path(log_path)
         self.journal = journal
         self.promote_fn = promote
@@ -135,6 +137,7 @@ class LoopRunner:
         self.upstreams_path = None if upstreams_path is None else Path(upstreams_path)
         self.answer = answer
         self.seed = seed
+        self.serving = serving
         self._bundles: dict[str, object] = {}
 
     def start(self, live_bundle: str | Path, **settings) -> None:
@@ -161,6 +164,12 @@ class LoopRunner:
         if state.pending is not None:
             events += self._promote(state.pending["bundle"], state.pending["kind"], resumed=True)
             state = self.journal.state()
+        if self.serving is not None:  # a restarted gateway serves its start-up bundle: put the live one back
+            from recroute.serve.bundle import bundle_checksum
+
+            now_serving = self.serving()
+            if now_serving is not None and now_serving != bundle_checksum(Path(state.live_bundle)):
+                events += self._promote(state.live_bundle, "restore")
         if self.upstreams_path is not None:
             for llm in self.new_llms(state):
                 events += self._onboard(llm, self.bundle(state.live_bundle))
@@ -245,9 +254,13 @@ class LoopRunner:
         from recroute.loop.exploration import off_greedy_share
 
         _, hold = split_recent(len(data.bandit), self.settings.holdout)
+        if data.bundle_checksums is not None:  # only the decisions the live bundle made
+            from recroute.serve.bundle import bundle_checksum
+
+            hold = hold[data.bundle_checksums[hold] == bundle_checksum(Path(self.journal.state().live_bundle))]
         recent = data.bandit.take(hold)
         scores = live.router.score(None if data.X is None else data.X[recent.rows], n=len(recent))
-        share = off_greedy_share(recent, scores)
+        share = off_greedy_share(recent, scores) if len(recent) else float("nan")
         if share > self.settings.explore_budget:
             logger.warning("off-greedy share %.4f is above the exploration budget %.4f", share, self.settings.explore_budget)
         return self.journal.append("explore", share=share, budget=self.settings.explore_budget, n=len(recent))

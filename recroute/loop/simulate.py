@@ -9,6 +9,7 @@ anchor); the other prompts arrive in a random order (``seed``), ``decisions`` of
 A ``new_llm`` is left out of the pool until ``new_llm_at`` (a share of the stream), then onboarded by
 probing the anchor. At each decision the candidates are the pool's LLMs whose result was observed.
 
+Every gated candidate is recorded with its estimate and its true delta (``gated``), promoted or not.
 True mu_o of a router on a set of prompts: the mean stored score of its top allowed LLM.
 ``mu_o_full``: the same family fitted with full information on every prompt before the last
 ``window`` decisions (anchor included, every LLM of the final pool), on the last window's prompts.
@@ -94,7 +95,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     log_rows, log_allowed, log_chosen, log_p, log_r = [], [], [], [], []
     greedy_true, greedy_llm = np.zeros(len(stream)), np.empty(len(stream), dtype=object)
     served_llm = np.empty(len(stream), dtype=object)
-    promotions, probes = [], None
+    promotions, gated, probes = [], [], None
     mu_start = mu_on(live, eval_rows)
     t = 0
     while t < len(stream):
@@ -136,6 +137,10 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             bandit = _bandit(log_rows, log_allowed, log_chosen, log_p, log_r, names, cols_of(live))
             verdicts = refit_and_gate(live, LogData(bandit, X, [], np.zeros(0)), settings, anchor, seed)
             best = best_verdict(verdicts)
+            for v in verdicts:  # every gated candidate's true effect: the evidence for the rule
+                gated.append({"at": int(t), "family": v.family, "estimated_delta": v.result.delta,
+                              "lower": v.result.lower, "support": v.result.support, "promoted": v is best,
+                              "true_delta": mu_on(v.router, eval_rows) - mu_on(live, eval_rows)})
             if on_event:
                 on_event({"event": "refit", "at": t, "verdicts": [(v.family, v.result.delta, v.result.lower,
                                                                    v.result.support, v.promote) for v in verdicts]})
@@ -152,7 +157,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         "mu_o_start": mu_start, "mu_o_live": float(greedy_true[last].mean()),
         "mu_o_full": mu_on(full, stream[last]), "served_mean": float(np.concatenate(log_r)[last].mean()),
         "off_greedy_share": float(np.mean(served_llm != greedy_llm)),
-        "promotions": promotions, "curve": _curve(greedy_true, served_llm, config, stream, full, mu_on),
+        "promotions": promotions, "gated": gated, "curve": _curve(greedy_true, served_llm, config, stream, full, mu_on),
     }
     out["ratio"] = out["mu_o_live"] / out["mu_o_full"] if out["mu_o_full"] > 0 else float("nan")
     if config.new_llm is not None:

@@ -23,6 +23,7 @@ pytest.importorskip("fastapi")
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.loop.journal import Journal  # noqa: E402
 from recroute.loop.stream import send_traffic, write_anchor, write_upstreams  # noqa: E402
+from recroute.serve.bundle import bundle_checksum  # noqa: E402
 
 ADMIN_KEY = "admin-key-for-the-loop-test"
 
@@ -72,6 +73,14 @@ def wait_for(predicate, what: str, timeout_s: float = 90.0):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def answers(url: str) -> bool:
+    try:
+        httpx.get(url + "/healthz", timeout=2)
+        return True
+    except httpx.TransportError:
+        return False
+
+
 def refits(journal: Journal) -> list[dict]:
     return [e for e in journal.events() if e["event"] == "refit"]
 
@@ -109,7 +118,8 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
     gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
                     "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--policy",
-                    "epsilon_greedy:epsilon=0.3", "--seed", "0", "--quiet"]
+                    "epsilon_greedy:epsilon=0.3,top_k=3", "--seed", "0", "--workers", "1",
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
     loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
                  str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
                  "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
@@ -136,12 +146,17 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         # the gateway killed with outcomes still to come: they are accepted after its restart
         pending = send_traffic(gw_url, data, stream[260:300], feedback=False)
         stop(procs["gateway"], signal.SIGKILL)
+        wait_for(lambda: not answers(gw_url), "the killed gateway's worker to notice and stop")
         procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
         for rec in pending:
             r = httpx.post(gw_url + "/v1/feedback", json={"decision_id": rec["decision_id"], "outcome": rec["outcome"]})
             assert r.status_code == 200, r.text
         sent += pending + send_traffic(gw_url, data, stream[300:400])
         wait_for(lambda: any(e["n_outcomes"] >= 350 for e in refits(journal)), "a refit after the gateway's restart")
+        # the restarted gateway came up on its start-up bundle: the loop put its live bundle back
+        live = bundle_checksum(Path(wait_for(lambda: journal.state().pending is None and journal.state(), "quiet")
+                                    .live_bundle))
+        wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == live, "the live bundle served")
     finally:
         for proc in procs.values():
             stop(proc)
@@ -157,8 +172,12 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     assert counts == sorted(set(counts)) and counts[-1] <= 400  # each refit on more outcomes than the last
     estimates = [e for e in events if e["event"] == "estimate"]
     assert len(estimates) == len(counts) and all(e["lower"] <= e["delta"] <= e["upper"] for e in estimates)
-    assert all(0 <= e["share"] <= 1 for e in events if e["event"] == "explore")
-    # every decision to promote was acted on: promoted, or refused by the gateway with its reason
+    assert all(e["share"] is None or 0 <= e["share"] <= 1 for e in events if e["event"] == "explore")
+    # margin -1: every refit is promoted through the gateway's hot reload, and served
     promote = [e for e in events if e["event"] == "decision" and e["action"] == "promote"]
-    acted = [e for e in events if e["event"] in ("promoted", "refused")]
-    assert promote and len(acted) == len(promote)
+    promoted = [e for e in events if e["event"] == "promoted"]
+    assert len(promote) == len(counts) and [e["kind"] for e in promoted].count("refit") == len(promote)
+    assert "restore" in [e["kind"] for e in promoted] and not [e for e in events if e["event"] == "refused"]
+    assert all(e["response"]["status"] == "reloaded" for e in promoted)
+    served = {x["bundle_checksum"] for x in decisions}
+    assert {e["response"]["checksum"] for e in promoted if e["kind"] == "refit"} & served  # traffic on a promoted one
