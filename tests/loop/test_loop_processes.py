@@ -1,6 +1,7 @@
 """The loop through real processes on 127.0.0.1: the replay upstreams (``python -m recroute.loop.replay``),
-``recroute gateway`` and ``recroute loop run``, with a slice of llmrouter_nim replayed as traffic;
-either process killed (SIGKILL) and restarted mid-stream without losing or double-counting an outcome."""
+``recroute gateway`` and ``recroute loop run``, with a slice of llmrouter_nim replayed as traffic: refits
+promoted by hot reload, a new LLM onboarded mid-stream, either process killed (SIGKILL) and restarted
+mid-stream without losing or double-counting an outcome."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from recroute.loop.stream import send_traffic, write_anchor, write_upstreams  # 
 from recroute.serve.bundle import bundle_checksum  # noqa: E402
 
 ADMIN_KEY = "admin-key-for-the-loop-test"
+NEW_LLM = "llama-3.1-8b-instruct"
 
 
 def free_port() -> int:
@@ -98,11 +100,12 @@ def stream_setup(tmp_path_factory, shared_data):
     data = full.subset(prompts=rows)
     data_dir = Path(data.save(tmp / "slice"))
     anchor_rows = np.arange(60)
-    anchor_dir = write_anchor(data, anchor_rows, tmp / "anchor")
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]  # NEW_LLM joins mid-stream
+    anchor_dir = write_anchor(data, anchor_rows, tmp / "anchor", llms=known)
     encoder = get_encoder("tfidf", dim=16)
     X = encoder.fit_encode([str(t) for t in data.texts[:60]])
-    router = KNNRouter(k=5).fit(data.dense(np.nan)[anchor_rows], X)
-    router.llm_names_ = np.asarray(data.llm_names, dtype=object)
+    router = KNNRouter(k=5).fit(data.subset(llms=known).dense(np.nan)[anchor_rows], X)
+    router.llm_names_ = np.asarray(known, dtype=object)
     bundle = RoutingBundle.build(router, encoder).save(tmp / "bundle")
     return data_dir, anchor_dir, bundle, np.arange(60, 460)
 
@@ -114,16 +117,19 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     replay_port, gw_port = free_port(), free_port()
     replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
     upstreams = write_upstreams(tmp_path / "upstreams.toml", [str(n) for n in data.llm_names], replay_url)
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
+    loop_upstreams = write_upstreams(tmp_path / "loop-upstreams.toml", known, replay_url)
     log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
     env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
     gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
                     "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--policy",
                     "epsilon_greedy:epsilon=0.3,top_k=3", "--seed", "0", "--workers", "1",
-                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--spare-upstreams", "--quiet"]
     loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
                  str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
                  "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
-                 "--min-support", "0", "--margin", "-1", "--explore-budget", "0.3", "--poll", "0.3", "--quiet"]
+                 "--min-support", "0", "--margin", "-1", "--explore-budget", "0.3", "--poll", "0.3",
+                 "--upstreams", str(loop_upstreams), "--quiet"]
     procs = {}
     try:
         procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
@@ -137,11 +143,16 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         first = wait_for(lambda: refits(journal), "the first refit")[0]
         assert first["n_outcomes"] >= 100
 
-        # the loop killed mid-stream and restarted: it resumes from its journal, nothing refitted twice
+        # the loop killed mid-stream and restarted: it resumes from its journal, nothing refitted twice;
+        # meanwhile a new LLM appears in its upstreams file: probed, placed, promoted, routed to
         stop(procs["loop"], signal.SIGKILL)
         sent += send_traffic(gw_url, data, stream[150:260])
+        write_upstreams(loop_upstreams, [*known, NEW_LLM], replay_url)
         procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
         wait_for(lambda: any(e["n_outcomes"] >= 250 for e in refits(journal)), "a refit after the loop's restart")
+        onboard = next(e for e in journal.events() if e["event"] == "onboard")
+        assert onboard["llm"] == NEW_LLM and onboard["placed"] and 20 <= onboard["probes"] <= 60
+        seen = len(sent)
 
         # the gateway killed with outcomes still to come: they are accepted after its restart
         pending = send_traffic(gw_url, data, stream[260:300], feedback=False)
@@ -151,12 +162,11 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         for rec in pending:
             r = httpx.post(gw_url + "/v1/feedback", json={"decision_id": rec["decision_id"], "outcome": rec["outcome"]})
             assert r.status_code == 200, r.text
+        # the restarted gateway came up on its start-up bundle: the loop puts its live bundle back
+        live = bundle_checksum(Path(journal.state().live_bundle))
+        wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == live, "the live bundle served")
         sent += pending + send_traffic(gw_url, data, stream[300:400])
         wait_for(lambda: any(e["n_outcomes"] >= 350 for e in refits(journal)), "a refit after the gateway's restart")
-        # the restarted gateway came up on its start-up bundle: the loop put its live bundle back
-        live = bundle_checksum(Path(wait_for(lambda: journal.state().pending is None and journal.state(), "quiet")
-                                    .live_bundle))
-        wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == live, "the live bundle served")
     finally:
         for proc in procs.values():
             stop(proc)
@@ -165,6 +175,8 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     decisions = [x for x in lines if x["event"] == "decision"]
     outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
     assert len(decisions) == len(sent) == 400  # every request logged once
+    assert NEW_LLM not in decisions[0]["candidates"] and NEW_LLM in decisions[-1]["candidates"]
+    assert all(NEW_LLM in d["candidates"] for d in decisions[seen:])  # in the pool since its promotion
     assert set(outcomes) == {r["decision_id"] for r in sent} and set(outcomes.values()) == {1}  # each outcome once
     events = Journal(journal_path).events()
     assert [e["event"] for e in events].count("start") == 1  # the restarted loop resumed its journal
@@ -177,7 +189,7 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     promote = [e for e in events if e["event"] == "decision" and e["action"] == "promote"]
     promoted = [e for e in events if e["event"] == "promoted"]
     assert len(promote) == len(counts) and [e["kind"] for e in promoted].count("refit") == len(promote)
-    assert "restore" in [e["kind"] for e in promoted] and not [e for e in events if e["event"] == "refused"]
+    assert {"restore", "onboard"} <= {e["kind"] for e in promoted} and not [e for e in events if e["event"] == "refused"]
     assert all(e["response"]["status"] == "reloaded" for e in promoted)
     served = {x["bundle_checksum"] for x in decisions}
     assert {e["response"]["checksum"] for e in promoted if e["kind"] == "refit"} & served  # traffic on a promoted one
