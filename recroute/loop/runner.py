@@ -61,6 +61,8 @@ class LoopSettings:
             raise DataError("min_support must be >= 0 and min_outcomes >= 2")
         if self.families is not None and not self.families:
             raise DataError("families names no router")
+        if not self.holdout > 0:
+            raise DataError(f"holdout must be a share in (0, 1) or a count >= 1; got {self.holdout}")
 
 
 @dataclass

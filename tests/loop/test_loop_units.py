@@ -196,3 +196,13 @@ def test_a_runner_step_refits_gates_and_promotes_in_process(tmp_path):
     assert RoutingBundle.load(promoted[0]).llm_names == ["a", "b", "c"]
     assert runner.step() == []  # no new outcome: nothing to do
     assert json.loads((tmp_path / "loop.jsonl").read_text().splitlines()[0])["event"] == "start"
+
+
+def test_spare_upstreams_are_kept_after_the_bundle_llms_only_when_asked():
+    from recroute.serve.upstreams import parse_upstreams
+
+    doc = {"upstreams": {"new": {"base_url": "http://127.0.0.1:1/v1"}, "a": {"base_url": "http://127.0.0.1:2/v1"}}}
+    with pytest.raises(DataError, match=r"\['new'\] are not LLMs of the bundle"):
+        parse_upstreams(doc, ["a", "b"], "u.toml", {})
+    got, left_out = parse_upstreams(doc, ["a", "b"], "u.toml", {}, spare=True)
+    assert list(got) == ["a", "new"] and left_out == ["b"] and got["new"].chat_url == "http://127.0.0.1:1/v1/chat/completions"
