@@ -131,10 +131,10 @@ def run_process(args) -> list[dict]:
         _wait(gw_url)
         procs.append(subprocess.Popen(cmds[2], env=env))
         sent = send_traffic(gw_url, data, stream)
-        expect = (len(stream) // args.every) * args.every
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:  # the last scheduled refit
-            if any(e["event"] == "refit" and e["n_outcomes"] >= expect for e in Journal(journal).events()):
+        while time.monotonic() < deadline:  # until no refit is due: the last one saw all but < --every outcomes
+            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every
+                   for e in Journal(journal).events()):
                 break
             time.sleep(1)
     finally:
