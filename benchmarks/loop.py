@@ -247,7 +247,7 @@ def main() -> None:
     rows = run_fast(args) if args.mode == "fast" else run_process(args)
     save(args, rows)
     if args.plot:
-        plot(rows, args.plot, f"{args.dataset}: {args.family}, budget {args.budget}")
+        plot(rows, args.plot, f"{Path(args.dataset).name}: {args.family}, budget {args.budget}, top {args.top_k}")
 
 
 if __name__ == "__main__":

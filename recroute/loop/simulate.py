@@ -63,15 +63,8 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     truth_all = data.dense(np.nan).astype(np.float64)
     observed = ~np.isnan(truth_all)
     rng = np.random.default_rng(seed)
-    usable = np.flatnonzero(observed.any(axis=1))
-    perm = rng.permutation(usable)
-    n0 = max(int(round(config.start_share * len(perm))), 2)
-    start, stream = perm[:n0], perm[n0:]
-    if config.decisions is not None:
-        if config.decisions > len(stream):
-            raise DataError(f"{config.decisions} decisions asked but only {len(stream)} prompts outside the start set "
-                            "(each prompt arrives once)")
-        stream = stream[: config.decisions]
+    start, stream = stream_order(observed, config, rng)
+    n0 = len(start)
     if config.new_llm is not None and config.new_llm not in col:
         raise DataError(f"--new-llm {config.new_llm!r} is not an LLM of the dataset ({names[:8]}...)")
     pool = [n for n in names if n != config.new_llm]
@@ -157,13 +150,28 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         "mu_o_start": mu_start, "mu_o_live": float(greedy_true[last].mean()),
         "mu_o_full": mu_on(full, stream[last]), "served_mean": float(np.concatenate(log_r)[last].mean()),
         "off_greedy_share": float(np.mean(served_llm != greedy_llm)),
-        "promotions": promotions, "gated": gated, "curve": _curve(greedy_true, served_llm, config, stream, full, mu_on),
+        "promotions": promotions, "gated": gated,
+        "curve": _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, final_pool, col, feats, mu_on),
     }
     out["ratio"] = out["mu_o_live"] / out["mu_o_full"] if out["mu_o_full"] > 0 else float("nan")
     if config.new_llm is not None:
         out["new_llm"] = _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start,
                                         names, col, feats)
     return out
+
+
+def stream_order(observed: np.ndarray, config: StreamConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(start rows, stream rows): the prompts with an observed result in random order, the first
+    ``start_share`` of them the anchor, then ``decisions`` of the others (each once)."""
+    perm = rng.permutation(np.flatnonzero(observed.any(axis=1)))
+    n0 = max(int(round(config.start_share * len(perm))), 2)
+    start, stream = perm[:n0], perm[n0:]
+    if config.decisions is not None:
+        if config.decisions > len(stream):
+            raise DataError(f"{config.decisions} decisions asked but only {len(stream)} prompts outside the start set "
+                            "(each prompt arrives once)")
+        stream = stream[: config.decisions]
+    return start, stream
 
 
 def _bandit(rows, allowed, chosen, prop, reward, names, cols) -> Bandit:
@@ -193,12 +201,14 @@ def _full_router(family, truth_all, observed, rows, pool, col, feats):
     return router
 
 
-def _curve(greedy_true, served_llm, config, stream, full, mu_on) -> list[dict]:
-    """Per bucket of decisions: the live router's true mu_o, the full-information router's on the same
-    prompts, and the new LLM's share of the served traffic."""
+def _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, pool, col, feats, mu_on) -> list[dict]:
+    """Per bucket of decisions: the live router's true mu_o, the full-information router's (the family
+    fitted with full information on the anchor and every earlier prompt of the stream, over the final
+    pool) on the same prompts, and the new LLM's share of the served traffic."""
     out = []
     for a in range(0, len(stream), config.bucket):
         b = min(len(stream), a + config.bucket)
+        full = _full_router(config.family, truth_all, observed, np.concatenate([start, stream[:a]]), pool, col, feats)
         row = {"end": b, "mu_o_live": float(greedy_true[a:b].mean()), "mu_o_full": mu_on(full, stream[a:b])}
         if config.new_llm is not None:
             row["new_llm_share"] = float(np.mean(served_llm[a:b] == config.new_llm))
