@@ -10,7 +10,13 @@ from typing import Optional
 
 import typer
 
-from recroute.cli.common import err_console, output_console, table_from_rows, user_errors, write_json
+from recroute.cli.common import (
+    err_console,
+    output_console,
+    table_from_rows,
+    user_errors,
+    write_json,
+)
 from recroute.errors import DataError
 
 loop_app = typer.Typer(help="The online loop: refit from the gateway's log, promote only what OPE proves.",

@@ -26,7 +26,14 @@ from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
 from recroute.loop.onboard import onboard_llm
 from recroute.loop.promote import Promote, PromotionError, Serving
-from recroute.loop.refit import Anchor, LogData, fit_candidate, holdout_reward, log_data, split_recent
+from recroute.loop.refit import (
+    Anchor,
+    LogData,
+    fit_candidate,
+    holdout_reward,
+    log_data,
+    split_recent,
+)
 from recroute.loop.schedule import Schedule
 
 logger = logging.getLogger("recroute.loop")

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from recroute.coldstart.adaptive import llm_support
 from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
 from recroute.loop.exploration import budget_policy, off_greedy_share
@@ -16,7 +17,6 @@ from recroute.loop.journal import Journal
 from recroute.loop.onboard import mean_posterior, onboard_llm
 from recroute.loop.refit import Anchor, fit_candidate, split_recent
 from recroute.loop.schedule import Schedule
-from recroute.coldstart.adaptive import llm_support
 
 
 class FixedScores:
