@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ pytest.importorskip("fastapi")
 
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.loop.journal import Journal  # noqa: E402
+from recroute.loop.promote import PromotionError, gateway_reload  # noqa: E402
 from recroute.loop.stream import send_traffic, write_anchor, write_upstreams  # noqa: E402
 from recroute.serve.bundle import bundle_checksum  # noqa: E402
 
@@ -167,6 +169,12 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == live, "the live bundle served")
         sent += pending + send_traffic(gw_url, data, stream[300:400])
         wait_for(lambda: any(e["n_outcomes"] >= 350 for e in refits(journal)), "a refit after the gateway's restart")
+        # the reload client: a bundle that fails verification, or a wrong key, is a refusal with its reason
+        for key, path, reason in ((ADMIN_KEY, tmp_path / "no-bundle", "(422)"), ("wrong", bundle, "(401)")):
+            with pytest.raises(PromotionError, match=re.escape(reason)) as refusal:
+                gateway_reload(gw_url, key)(str(path))
+            assert refusal.value.refused
+        assert httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == bundle_checksum(Path(journal.state().live_bundle))
     finally:
         for proc in procs.values():
             stop(proc)

@@ -206,3 +206,25 @@ def test_spare_upstreams_are_kept_after_the_bundle_llms_only_when_asked():
         parse_upstreams(doc, ["a", "b"], "u.toml", {})
     got, left_out = parse_upstreams(doc, ["a", "b"], "u.toml", {}, spare=True)
     assert list(got) == ["a", "new"] and left_out == ["b"] and got["new"].chat_url == "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_a_restarted_runner_finishes_a_pending_promotion_and_retries_when_unanswered(tmp_path):
+    from recroute.loop.promote import PromotionError
+    from recroute.loop.runner import LoopRunner
+
+    journal = Journal(tmp_path / "loop.jsonl")
+    journal.append("start", live_bundle="/b0")
+    journal.append("promoting", bundle="/b1", kind="refit")  # the loop died before the gateway answered
+    calls = []
+
+    def down(path):
+        calls.append(path)
+        raise PromotionError("no answer")
+
+    with pytest.raises(PromotionError):
+        LoopRunner(tmp_path / "none.jsonl", journal, down, tmp_path).step()
+    assert journal.state().pending is not None  # still pending: retried at the next step
+    done = LoopRunner(tmp_path / "none.jsonl", journal, lambda path: calls.append(path) or {"checksum": "c"}, tmp_path)
+    events = done.step()
+    assert calls == ["/b1", "/b1"] and [e["event"] for e in events] == ["promoted"] and events[0]["resumed"]
+    assert journal.state().live_bundle == "/b1" and journal.state().pending is None
