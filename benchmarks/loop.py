@@ -63,7 +63,8 @@ def run_fast(args) -> list[dict]:
     data = load_dataset(args.dataset)
     X = load_features(data, args.encoder)
     settings = LoopSettings(schedule=Schedule(args.every), holdout=0.3, min_outcomes=args.every,
-                            reward_router=args.reward_router, probe_budget=args.probe_budget)
+                            reward_router=args.reward_router, probe_budget=args.probe_budget,
+                            min_support=args.min_support)
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           settings=settings)
@@ -236,6 +237,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--min-support", type=int, default=20, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)
     parser.add_argument("--window", type=int, default=2000)
     parser.add_argument("--reward-router", default="linear")
