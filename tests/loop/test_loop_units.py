@@ -228,3 +228,18 @@ def test_a_restarted_runner_finishes_a_pending_promotion_and_retries_when_unansw
     events = done.step()
     assert calls == ["/b1", "/b1"] and [e["event"] for e in events] == ["promoted"] and events[0]["resumed"]
     assert journal.state().live_bundle == "/b1" and journal.state().pending is None
+
+
+def test_top_k_exploration_spreads_epsilon_over_the_best_allowed_llms():
+    from recroute.feedback.policies import parse_policy
+
+    policy = budget_policy(0.3, top_k=2)
+    assert policy.spec == "epsilon_greedy:epsilon=0.3,top_k=2" and parse_policy(policy.spec) == policy
+    scores = np.array([[0.1, 0.9, 0.5, 0.5], [0.2, 0.2, 0.2, 0.2]])
+    allowed = np.array([[True, True, False, True], [True, True, True, True]])
+    P = policy.probabilities(scores, allowed)
+    # row 0: greedy 1, top 2 = {1, 3} (2 not allowed): 0.7 + 0.15 on 1, 0.15 on 3
+    # row 1: all tied: greedy 0, top 2 = {0, 1} (ties: the lower index)
+    assert P == pytest.approx(np.array([[0, 0.85, 0, 0.15], [0.85, 0.15, 0, 0]]))
+    with pytest.raises(ValueError, match="top_k must be a whole number"):
+        parse_policy("epsilon_greedy:epsilon=0.1,top_k=0.5")
