@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--every", type=int, default=1000)
-    parser.add_argument("--min-support", type=int, default=20, help="the gate's support rule (LoopSettings.min_support)")
+    parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)
     parser.add_argument("--window", type=int, default=2000)
     parser.add_argument("--reward-router", default="linear")

@@ -59,7 +59,7 @@ def compare(bandit: Bandit, X: np.ndarray | None, candidate, live, q_hat: np.nda
                       float(d["upper"]), float(d["se"]), support, float(np.mean(pick_c != pick_l)), len(bandit))
 
 
-def promotion_decision(result: GateResult, margin: float = 0.0, min_support: int = 20) -> tuple[bool, str]:
+def promotion_decision(result: GateResult, margin: float = 0.0, min_support: int = 3) -> tuple[bool, str]:
     """(promote?, the reason in words) by the rule of the module docstring."""
     if result.support < min_support:
         return False, (f"support {result.support} < {min_support}: too few logged decisions took the candidate's "

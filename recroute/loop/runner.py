@@ -54,7 +54,7 @@ class LoopSettings:
     min_outcomes: int = 500
     alpha: float = 0.05
     margin: float = 0.0
-    min_support: int = 20
+    min_support: int = 3
     reward_router: str = "linear"
     explore_budget: float | None = None
     probe_budget: int = 200
