@@ -80,9 +80,12 @@ class LiveBundle:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await self.catch_up()
-            if on_wake is not None:
-                await on_wake()
+            try:
+                await self.catch_up()
+                if on_wake is not None:
+                    await on_wake()
+            except Exception:  # the watcher must outlive any one failure
+                logger.exception("the reload watcher failed; it keeps watching")
             if self.host.metrics_dir is not None and os.getppid() != parent:
                 logger.warning("the gateway supervisor is gone: this worker stops")
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -134,19 +134,29 @@ class Breakers:
         self.settings = settings or BreakerSettings()
         self.lock = lock if lock is not None else ctx.Lock()
         self._cells = ctx.RawArray("d", _FIELDS * len(self.names))
+        self._troubled = ctx.RawValue("b", 0)  # 0: every breaker closed and nothing rate-limited (the fast path)
+        self.all_available = np.ones(len(self.names), dtype=bool)  # returned as is (read-only)
+        self.all_available.setflags(write=False)
 
     def _view(self) -> np.ndarray:
         return np.frombuffer(self._cells, dtype=np.float64).reshape(len(self.names), _FIELDS)
 
     def available(self, now: float | None = None) -> np.ndarray:
         """bool (n_llms,): LLMs routing may choose: breaker closed (or due a probe), not rate-limited."""
+        if not self._troubled.value:
+            return self.all_available
         now = time.monotonic() if now is None else now
         cells = self._view()
         state, opened, probe, blocked = cells[:, 0], cells[:, 2], cells[:, 3], cells[:, 4]
         cooldown = self.settings.cooldown_s
         ok = (state == CLOSED) | ((state == OPEN) & (now - opened >= cooldown)) | \
              ((state == HALF_OPEN) & (now - probe >= cooldown))
-        return ok & (blocked <= now)
+        ok &= blocked <= now
+        if ok.all() and (state == CLOSED).all():
+            with self.lock:  # troubles over (a change meanwhile sets the flag again after this)
+                if (self._view()[:, 0] == CLOSED).all() and (self._view()[:, 4] <= now).all():
+                    self._troubled.value = 0
+        return ok
 
     def acquire(self, j: int, now: float | None = None) -> bool:
         """Whether a request may be sent to LLM ``j`` now; the first request to an open breaker whose
@@ -187,6 +197,7 @@ class Breakers:
             opens = cell[0] == HALF_OPEN or (cell[0] == CLOSED and cell[1] >= self.settings.failures)
             if opens:
                 cell[0], cell[2] = OPEN, now
+                self._troubled.value = 1
         if opens:
             logger.warning("circuit breaker of %s open after %d consecutive failures: out of routing for %.3g s",
                            self.names[j], int(cell[1]), self.settings.cooldown_s)
@@ -199,6 +210,7 @@ class Breakers:
         cell = self._view()[j]
         with self.lock:
             cell[4] = max(cell[4], now + min(retry_after_s, self.settings.max_retry_after_s))
+            self._troubled.value = 1
 
     def describe(self, now: float | None = None) -> dict:
         """{llm: {"state", "consecutive_failures", "out_for_s"}} for /healthz."""

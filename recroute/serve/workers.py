@@ -146,13 +146,14 @@ def worker_main(spec: WorkerSpec, state: HostState, slot: int, sock: socket.sock
     import uvicorn
 
     from recroute.serve.bundle import RoutingBundle
-    from recroute.serve.gateway import create_gateway
+    from recroute.serve.gateway import create_gateway, tokenizers_on_one_thread
     from recroute.serve.reload import RELOAD_ERRORS
     from recroute.threads import serving_blas
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's own handler is in place
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    tokenizers_on_one_thread()
     with serving_blas():
         path = state.board.desired()[1] or spec.bundle_path
         try:

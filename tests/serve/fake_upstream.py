@@ -12,7 +12,8 @@ Faults per name, set with ``POST /_control {"name": ..., "mode": ...}``: ``ok``,
 control, default 1>``), ``hang`` (never answers), ``close`` (closes the connection without
 a byte), ``break`` (streams the first event, then closes), ``slow`` (streams an event every 0.2 s); an optional ``"delay_ms"`` makes every answer
 of that name wait that long first (a stand-in for an LLM's time to answer). ``GET /_requests?name=N`` returns the
-requests that name received (method, path, headers, body). With ``--key-env VAR`` every chat request
+last 50 requests that name received (method, path, headers, body), ``GET /_count?name=N`` how many it
+received in all. With ``--key-env VAR`` every chat request
 must carry ``Authorization: Bearer $VAR`` (else 401).
 """
 
@@ -33,7 +34,8 @@ class Upstream:
         self.modes = {name: "ok" for name in names}
         self.delays = {name: 0.0 for name in names}
         self.retry_after = {name: "1" for name in names}
-        self.requests: dict[str, list[dict]] = {name: [] for name in names}
+        self.requests: dict[str, list[dict]] = {name: [] for name in names}  # the last 50 of each
+        self.counts = {name: 0 for name in names}  # every request each name received
         self.key = key
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -70,9 +72,12 @@ class Upstream:
         if url.path == "/_requests":
             name = parse_qs(url.query).get("name", [""])[0]
             return await send(writer, 200, self.requests.get(name, []))
+        if url.path == "/_count":
+            return await send(writer, 200, self.counts.get(parse_qs(url.query).get("name", [""])[0], 0))
         if len(parts) != 4 or parts[0] not in self.modes or parts[1:] != ["v1", "chat", "completions"]:
             return await send(writer, 404, {"error": {"message": f"no route {url.path}"}})
         name = parts[0]
+        self.counts[name] += 1
         self.requests[name].append({"method": method, "path": url.path, "headers": headers,
                                     "body": body.decode("utf-8", "replace")})
         del self.requests[name][:-50]

@@ -96,7 +96,8 @@ def gateway(upstream, tfidf_bundle_dir, tmp_path_factory):
     args = ["--bundle", str(tfidf_bundle_dir), "--upstreams", str(folder / "upstreams.toml"), "--log", str(log),
             "--api-keys-env", "GWKEYS", "--max-tokens", "100", "--max-body-bytes", "4096",
             "--entropy-floor", "0.5", "--window", "4",
-            "--breaker-failures", "0"]  # these tests fail one LLM on purpose, request after request
+            "--breaker-failures", "0",  # these tests fail one LLM on purpose, request after request
+            "--workers", "2"]  # the same on any machine (the default is one per core)
     proc, url = start_gateway(args, {"UPKEY": UPSTREAM_KEY, "GWKEYS": f"{CLIENT_KEY},other-key"}, folder / "out.txt")
     yield url, log, folder / "out.txt"
     stop(proc)

@@ -94,6 +94,11 @@ def reload(url: str, body: dict | None = None, key: str = ADMIN_KEY) -> httpx.Re
                       headers={"authorization": f"Bearer {key}"}, timeout=90)
 
 
+def requests_to(upstream: str, name: str) -> int:
+    """How many requests the fake upstream ``name`` received."""
+    return httpx.get(upstream + "/_count", params={"name": name}).json()
+
+
 def served_checksums(url: str, n: int = 12) -> set:
     """The checksums the workers report (each /healthz lists every worker's)."""
     return {w["checksum"] for w in details(url)["workers"]}
@@ -142,14 +147,18 @@ def test_reload_needs_the_admin_key(fleet, bundles):
     assert httpx.post(url + "/admin/reload").status_code == 401
 
 
-def test_requests_in_flight_finish_on_the_old_bundle(fleet, bundles, faults):
+def test_requests_in_flight_finish_on_the_old_bundle(fleet, bundles, faults, upstream):
     url, log, *_ = fleet
     assert reload(url, {"bundle": str(bundles["a"])}).status_code == 200
-    faults("math-llm", "ok", delay_ms=400)
+    faults("math-llm", "ok", delay_ms=1500)
+    sent = requests_to(upstream, "math-llm")
     slow = {}
     thread = threading.Thread(target=lambda: slow.setdefault("r", chat(url, MATH)))
     thread.start()
-    time.sleep(0.15)  # the slow request has decided and waits on its upstream
+    deadline = time.monotonic() + 10
+    while requests_to(upstream, "math-llm") == sent:  # decided: its upstream has it, and waits 1.5 s
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     assert reload(url, {"bundle": str(bundles["b"])}).status_code == 200
     thread.join(10)
     response = slow["r"]
@@ -173,10 +182,6 @@ def test_sighup_reloads_the_same_path_in_every_worker(fleet, bundles):
 
 
 # ---------------------------------------------------------------------- upstream health
-def requests_to(upstream: str, name: str) -> int:
-    return len(httpx.get(upstream + "/_requests", params={"name": name}).json())
-
-
 def breaker(url: str, llm: str) -> dict:
     return details(url)["breakers"][llm]
 
@@ -207,7 +212,7 @@ def test_the_breaker_takes_a_failing_llm_out_of_routing_in_every_worker_and_a_pr
 
 def test_a_429_falls_back_and_keeps_the_llm_out_for_its_retry_after(fleet, upstream, faults):
     url, log, *_ = fleet
-    faults("code-llm", "error429", retry_after=1)
+    faults("code-llm", "error429", retry_after=3)  # long enough for the next requests on a loaded machine
     got = chat(url, CODE)
     assert got.status_code == 200 and got.headers["x-recroute-failed"] == "code-llm:http_429"
     assert breaker(url, "code-llm")["rate_limited"]
@@ -217,9 +222,9 @@ def test_a_429_falls_back_and_keeps_the_llm_out_for_its_retry_after(fleet, upstr
     row = read_decision_log(log).set_index("decision_id").loc[during.headers["x-recroute-decision-id"]]
     assert "code-llm" not in list(row.candidates)
     faults("code-llm", "ok")
-    time.sleep(1.1)
+    time.sleep(3.1)
     assert chat(url, CODE).headers["x-recroute-llm"] == "code-llm"  # back without a probe
-    faults("code-llm", "error429", retry_after=1)  # a direct request gets the 429 itself, Retry-After passed on
+    faults("code-llm", "error429", retry_after=1)  # a direct request gets the 429 itself
     direct = chat(url, CODE, model="code-llm")
     assert direct.status_code == 429 and "rate limit" in direct.text
 
@@ -234,12 +239,19 @@ def test_first_byte_timeout_is_its_own(fleet, faults):
 
 def test_every_candidate_out_of_routing_is_a_503_with_retry_after(fleet, faults):
     url, *_ = fleet
-    faults("code-llm", "error429", retry_after=2)
-    chat(url, CODE, model="code-llm")
+    deadline = time.monotonic() + 10
+    while breaker(url, "code-llm")["rate_limited"]:  # the block of an earlier test's 429 passes first
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    faults("code-llm", "error429", retry_after=5)
+    assert chat(url, CODE, model="code-llm").status_code == 429  # sent: its 429 comes back, and blocks it
+    again = chat(url, CODE, model="code-llm")  # a direct request to a blocked LLM: not sent at all
+    assert again.status_code == 503 and "code-llm (breaker_open)" in again.json()["error"]["message"]
+    assert 1 <= int(again.headers["retry-after"]) <= 5
     got = httpx.post(url + "/v1/chat/completions", json={"model": "recroute:candidates=code-llm",
                                                          "messages": user(CODE)})
     assert got.status_code == 503 and "out of routing" in got.json()["error"]["message"]
-    assert 1 <= int(got.headers["retry-after"]) <= 2
+    assert 1 <= int(got.headers["retry-after"]) <= 5
 
 
 # ---------------------------------------------------------------------- overhead, metrics, keys

@@ -206,3 +206,57 @@ def test_ope_on_logs_where_the_breaker_skipped_an_llm_stays_unbiased(tfidf_bundl
     wrong[greedy], wrong[~greedy] = 1 - epsilon + epsilon / 3, epsilon / 3
     w_wrong = target[np.arange(len(wrong)), bandit.chosen] / wrong
     assert abs(w_wrong.mean() - 1) > 3 * w_wrong.std(ddof=1) / np.sqrt(len(w_wrong))  # E[w] = 1.1 here: biased
+
+
+def _other_worker(host) -> None:
+    """What another worker process does: route three times to code-llm, fail math-llm twice."""
+    for _ in range(3):
+        host.window.add("code-llm")
+    host.breakers.failure(0)
+    host.breakers.failure(0)
+    host.board.report(1, "c2")
+
+
+def test_host_state_is_shared_with_a_spawned_worker_process():
+    import multiprocessing as mp
+
+    from recroute.serve.shared import HostState
+
+    host = HostState(LLMS, window=4, breaker=BreakerSettings(failures=2, cooldown_s=60), bundle_path="/b",
+                     checksum="c1", n_slots=2)
+    host.window.add("math-llm")
+    child = mp.get_context("spawn").Process(target=_other_worker, args=(host,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert dict(host.window.counts) == {"math-llm": 1, "code-llm": 3} and host.window.full  # one window for both
+    assert host.breakers.describe()["math-llm"]["state"] == "open"  # the other worker's failures opened it here
+    assert not host.breakers.available()[0]
+
+
+def test_hot_reload_in_one_python_process(tfidf_bundle_dir, topics, tmp_path):
+    """create_gateway(..., GatewayConfig(admin_key=...)) reloads in-process too (no supervisor)."""
+    from fastapi.testclient import TestClient
+
+    from recroute.encoders import get_encoder
+    from recroute.routers.knn import KNNRouter
+    from recroute.serve.bundle import RoutingBundle, bundle_checksum
+    from recroute.serve.gateway import GatewayConfig, create_gateway
+
+    encoder = get_encoder("tfidf", dim=16)
+    other = RoutingBundle.build(KNNRouter(k=1).fit(topics, encoder.fit_encode(topics.texts)), encoder).save(
+        tmp_path / "other")
+    ups = {n: Upstream(n, "http://127.0.0.1:9/v1", n) for n in LLMS}
+    app = create_gateway(RoutingBundle.load(tfidf_bundle_dir), ups, GatewayConfig(admin_key="k"))
+    auth = {"authorization": "Bearer k"}
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["bundle_checksum"] == bundle_checksum(tfidf_bundle_dir)
+        got = client.post("/admin/reload", json={"bundle": str(other)}, headers=auth)
+        assert got.status_code == 200
+        assert got.json() == {"status": "reloaded", "bundle": str(other), "checksum": bundle_checksum(other),
+                              "workers": 1, "workers_swapped": 1}
+        assert client.get("/healthz").json()["bundle_checksum"] == bundle_checksum(other)
+        assert client.post("/admin/reload", headers=auth).json()["bundle"] == str(other)  # the same path again
+        refused = client.post("/admin/reload", json={"bundle": str(tmp_path / "nope")}, headers=auth)
+        assert refused.status_code == 422 and "no routing bundle there" in refused.json()["error"]
+        assert client.get("/healthz").json()["bundle_checksum"] == bundle_checksum(other)
