@@ -121,7 +121,7 @@ def run_process(args) -> list[dict]:
         [sys.executable, "-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
          str(journal), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", str(args.every),
          "--min-outcomes", str(args.every), "--reward-router", args.reward_router, "--anchor", str(anchor),
-         "--explore-budget", str(args.budget), "--poll", "1", "--quiet"],
+         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), "--poll", "1", "--quiet"],
     ]
     procs = []
     started = time.perf_counter()
