@@ -50,6 +50,9 @@ def gateway_command(
         5, "--breaker-failures", min=0, help="Consecutive upstream failures that open an LLM's circuit breaker (0: off)."),
     breaker_cooldown_s: float = typer.Option(
         30.0, "--breaker-cooldown-s", min=0.001, help="Seconds an open breaker waits before one half-open probe."),
+    spare_upstreams: bool = typer.Option(
+        False, "--spare-upstreams", help="Keep upstreams of LLMs the bundle does not know: routed to once a reloaded "
+                                         "bundle knows them (recroute loop onboards them)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings only (no access log)."),
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that routes each request to an LLM of the bundle.
@@ -75,7 +78,7 @@ def gateway_command(
         admin_key, metrics_key = (_key_from_env(name, flag) for name, flag in
                                   ((admin_key_env, "--admin-key-env"), (metrics_key_env, "--metrics-key-env")))
         bundle = RoutingBundle.load(bundle_dir)
-        upstreams, left_out = load_upstreams(upstreams_path, bundle.llm_names)
+        upstreams, left_out = load_upstreams(upstreams_path, bundle.llm_names, spare=spare_upstreams)
         if left_out:
             logging.getLogger("recroute.gateway").warning(
                 "%d LLM(s) of the bundle have no upstream and are left out of routing: %s",

@@ -25,6 +25,7 @@ COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute
     "recroute.cli.cost_cmd",
     "recroute.cli.feedback_cmd",
     "recroute.cli.audit_cmd",
+    "recroute.cli.loop_cmd",
 )
 
 for _module in COMMAND_MODULES:

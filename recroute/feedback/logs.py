@@ -88,24 +88,58 @@ class DecisionLogWriter:
         self._write([_dumps(rec)])
 
     def _write(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        data = "".join(line + "\n" for line in lines).encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: the last byte
+            append_lines(self.path, lines)
+
+
+def append_lines(path: str | Path, lines: Sequence[str]) -> None:
+    """Append whole lines (each without its newline) to ``path`` with one ``write`` under an exclusive
+    ``flock``: a reader or another writer never sees half of them; a torn last line left by a writer
+    killed mid-line is cut first (the JSONL files' one writer)."""
+    if not lines:
+        return
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # read: the last byte
+    try:
+        _flock(fd, True)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                _cut_torn_tail(fd, size, Path(path))
+            view = memoryview(data)
+            while view:  # one write for a regular file; loop only on a short write
+                view = view[os.write(fd, view):]
+        finally:
+            _flock(fd, False)
+    finally:
+        os.close(fd)
+
+
+def dumps_line(record: dict[str, Any]) -> str:
+    """One compact JSON line for a record (numpy values made plain, NaN as null)."""
+    return _dumps(record)
+
+
+def recent_decision_ids(path: str | Path, n: int) -> list[str]:
+    """The ``decision_id`` of the last ``n`` decisions of a JSONL log (oldest first); [] when there is no
+    file. Unreadable lines (a torn last line) are skipped: this only seeds which ids may get feedback."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    ids: dict[str, None] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if '"decision"' not in line:
+                continue
             try:
-                _flock(fd, True)
-                try:
-                    size = os.fstat(fd).st_size
-                    if size and os.pread(fd, 1, size - 1) != b"\n":
-                        _cut_torn_tail(fd, size, self.path)
-                    view = memoryview(data)
-                    while view:  # one write for a regular file; loop only on a short write
-                        view = view[os.write(fd, view):]
-                finally:
-                    _flock(fd, False)
-            finally:
-                os.close(fd)
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("event", "decision") == "decision" and isinstance(rec.get("decision_id"), str):
+                ids[rec["decision_id"]] = None
+                if len(ids) > 2 * n:
+                    ids = dict.fromkeys(list(ids)[-n:])
+    return list(ids)[-n:]
 
 
 def _cut_torn_tail(fd: int, size: int, path: Path) -> None:

@@ -69,22 +69,28 @@ class Greedy(Policy):
 
 
 class EpsilonGreedy(Policy):
-    """(1 - epsilon) on the greedy choice plus epsilon spread uniformly over the allowed LLMs."""
+    """(1 - epsilon) on the greedy choice plus epsilon spread uniformly over the allowed LLMs, or over
+    the ``top_k`` highest-scoring allowed ones (ties: the lower index): exploring only plausible LLMs
+    wastes less and gives each explored choice a larger propensity (epsilon / top_k, not epsilon / m)."""
 
     name = "epsilon_greedy"
 
-    def __init__(self, epsilon: float = 0.1) -> None:
+    def __init__(self, epsilon: float = 0.1, top_k: int | None = None) -> None:
         epsilon = float(epsilon)
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon_greedy: epsilon must be in [0, 1]; got {epsilon}")
+        if top_k is not None and (float(top_k) != int(top_k) or int(top_k) < 1):
+            raise ValueError(f"epsilon_greedy: top_k must be a whole number >= 1; got {top_k}")
         self.epsilon = epsilon
+        self.top_k = None if top_k is None else int(top_k)
 
     @property
     def spec(self) -> str:
-        return f"epsilon_greedy:epsilon={self.epsilon:g}"
+        return f"epsilon_greedy:epsilon={self.epsilon:g}" + ("" if self.top_k is None else f",top_k={self.top_k}")
 
     def _probabilities(self, S: np.ndarray, A: np.ndarray) -> np.ndarray:
-        uniform = A / A.sum(axis=1, keepdims=True)
+        explore = A if self.top_k is None else top_k_mask(S, A, self.top_k)
+        uniform = explore / explore.sum(axis=1, keepdims=True)
         return (1.0 - self.epsilon) * greedy_matrix(S, A) + self.epsilon * uniform
 
 
@@ -111,7 +117,7 @@ class Softmax(Policy):
 
 
 POLICIES: dict[str, type[Policy]] = {"greedy": Greedy, "epsilon_greedy": EpsilonGreedy, "softmax": Softmax}
-_PARAMS = {"greedy": (), "epsilon_greedy": ("epsilon",), "softmax": ("temperature",)}
+_PARAMS = {"greedy": (), "epsilon_greedy": ("epsilon", "top_k"), "softmax": ("temperature",)}
 
 
 def parse_policy(spec: str | Policy | None) -> Policy:
@@ -167,6 +173,14 @@ def check_scores(scores, allowed=None) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         raise DataError(f"scores contain NaN or inf for an allowed LLM at {describe_rows(np.flatnonzero(bad))}")
     return S, np.ascontiguousarray(A)
+
+
+def top_k_mask(S: np.ndarray, A: np.ndarray, k: int) -> np.ndarray:
+    """bool (n, m): the k highest allowed scores per row (fewer where fewer are allowed); ties: the lower index."""
+    order = np.argsort(np.where(A, -S, np.inf), axis=1, kind="stable")[:, :k]
+    out = np.zeros(S.shape, dtype=bool)
+    np.put_along_axis(out, order, True, axis=1)
+    return out & A
 
 
 def greedy_matrix(S: np.ndarray, A: np.ndarray) -> np.ndarray:

@@ -66,6 +66,7 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_TRIES = 3
 LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16 clients: ~5 per batch, measured)
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
+LOGGED_IDS = 100_000  # decision ids of the log's last decisions that a restarted gateway still takes feedback for
 
 
 class RequestError(Exception):
@@ -509,6 +510,11 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     metrics = GatewayMetrics(names, config.entropy_window, config.entropy_floor, selection=host.window)
     state: dict[str, Any] = {}
     log = open_decision_log(config.log_path) if config.log_path else None
+    logged_ids: frozenset[str] = frozenset()
+    if log is not None:  # decisions logged before a restart (signed under another secret) can still get outcomes
+        from recroute.feedback.logs import recent_decision_ids
+
+        logged_ids = frozenset(recent_decision_ids(config.log_path, LOGGED_IDS))
     seed = config.seed if config.seed is None or slot == 0 else [config.seed, slot]  # each worker its own stream
 
     def make_decider(new_bundle, previous=None) -> Decider:
@@ -716,9 +722,9 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         if not isinstance(doc, dict) or set(doc) != {"decision_id", "outcome"}:
             raise RequestError(400, "expected exactly {\"decision_id\": str, \"outcome\": number in [0, 1]}")
         decision_id, outcome = doc["decision_id"], doc["outcome"]
-        if not is_decision_id(host.secret, decision_id):
+        if not is_decision_id(host.secret, decision_id) and decision_id not in logged_ids:
             raise RequestError(404, f"unknown decision_id {decision_id!r} (not one this gateway made since it "
-                               "started)", "decision_id")
+                               f"started, nor among the last {LOGGED_IDS:,} of its log)", "decision_id")
         if isinstance(outcome, bool) or not isinstance(outcome, (int, float)) or not 0 <= outcome <= 1:
             raise RequestError(400, f"outcome must be a number in [0, 1]; got {outcome!r}", "outcome")
         log.append_outcome(decision_id, float(outcome))

@@ -71,7 +71,7 @@ class Upstream:
 
 
 def load_upstreams(
-    path: str | Path, llm_names: Sequence[str], environ: Mapping[str, str] | None = None
+    path: str | Path, llm_names: Sequence[str], environ: Mapping[str, str] | None = None, spare: bool = False
 ) -> tuple[dict[str, Upstream], list[str]]:
     """({llm: Upstream} in the bundle's LLM order, [bundle LLMs without an entry]) from a TOML file.
 
@@ -85,13 +85,15 @@ def load_upstreams(
         raise DataError(f"--upstreams {path}: no such file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid TOML ({exc})") from None
-    return parse_upstreams(doc, llm_names, str(path), os.environ if environ is None else environ)
+    return parse_upstreams(doc, llm_names, str(path), os.environ if environ is None else environ, spare)
 
 
 def parse_upstreams(
-    doc: Mapping[str, Any], llm_names: Sequence[str], where: str, environ: Mapping[str, str]
+    doc: Mapping[str, Any], llm_names: Sequence[str], where: str, environ: Mapping[str, str], spare: bool = False
 ) -> tuple[dict[str, Upstream], list[str]]:
-    """The checks of :func:`load_upstreams` on an already parsed document."""
+    """The checks of :func:`load_upstreams` on an already parsed document. ``spare``: entries for LLMs
+    the bundle does not know are kept (after the bundle's, in file order) instead of an error: they are
+    routed to once a reloaded bundle knows them (``recroute loop`` onboarding a new LLM)."""
     table = doc.get("upstreams")
     extra = sorted(set(doc) - {"upstreams"})
     if extra:
@@ -100,9 +102,10 @@ def parse_upstreams(
         raise DataError(f"{where}: no [upstreams.\"LLM name\"] tables")
     known = set(llm_names)
     unknown = [name for name in table if name not in known]
-    if unknown:
+    if unknown and not spare:
         raise DataError(f"{where}: upstream(s) {unknown[:5]} are not LLMs of the bundle (it has {list(llm_names)[:10]})")
-    out = {name: _entry(name, table[name], f"{where} [upstreams.{name!r}]", environ) for name in llm_names if name in table}
+    order = [name for name in llm_names if name in table] + (unknown if spare else [])
+    out = {name: _entry(name, table[name], f"{where} [upstreams.{name!r}]", environ) for name in order}
     return out, [name for name in llm_names if name not in table]
 
 

@@ -1,0 +1,256 @@
+"""The routing loop on a replayed stream (recroute.loop): does the live router learn from its own
+traffic, are promotions safe, does a new LLM get its share?
+
+Each seed replays a dataset's prompts once each, in a random order, as traffic to a live router
+trained with full information on 5 % of them (the anchor), exploring by ε-greedy within a budget;
+every outcome comes back from the stored results; the loop refits every ``--every`` outcomes by DR
+completion, gates each candidate by DR on the most recent 30 % of decisions and promotes when the
+lower bound of candidate - live is above 0 (with support); ``--new-llm`` is held out of the pool
+until halfway, then onboarded by adaptive probing of the anchor (at most 200 probes).
+
+Modes:
+- ``--mode fast`` (default): the loop in process (recroute.loop.simulate), the many-seed runs.
+- ``--mode process``: one seed through real processes on 127.0.0.1: the replay upstreams
+  (``python -m recroute.loop.replay``), ``recroute gateway`` (static encoder, ``--log-prompt-text``)
+  and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback``.
+
+    python benchmarks/loop.py --dataset mmlu_pro --decisions 11430 --seeds 20 --json out.json --new-llm DeepSeek-Coder-V2
+    python benchmarks/loop.py --dataset mmlu_pro --decisions 2000 --seeds 1 --mode process --json proc.json
+
+JSON: one row per seed with mu_o_live (the last window's true mu_o of the live router's greedy
+choice), mu_o_full (the same family fitted with full information on every earlier prompt, on the
+same window), promotions (each with true_delta against the router it replaced), curve, new_llm.
+``--plot FILE`` draws mu_o over time (live vs full information) and the new LLM's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+
+def load_features(data, encoder: str | None):
+    """(data, X): the dataset's stored embeddings, else its texts encoded (``encoder``, default static)."""
+    from recroute.encoders import embed_dataset, get_encoder
+
+    if encoder is None and data.embeddings is not None:
+        return data.embeddings
+    return np.asarray(embed_dataset(data, get_encoder(encoder or "static")), dtype=np.float32)
+
+
+def save(args, rows: list[dict]) -> None:
+    """The JSON document so far (written after every seed: a long run keeps what it measured)."""
+    doc = {"machine": describe_machine(), "args": vars(args), "rows": rows}
+    Path(args.json).write_text(json.dumps(doc, indent=1, default=float))
+
+
+def run_fast(args) -> list[dict]:
+    from recroute.data.catalog import load_dataset
+    from recroute.loop.runner import LoopSettings
+    from recroute.loop.schedule import Schedule
+    from recroute.loop.simulate import StreamConfig, simulate_stream
+
+    data = load_dataset(args.dataset)
+    X = load_features(data, args.encoder)
+    settings = LoopSettings(schedule=Schedule(args.every), holdout=0.3, min_outcomes=args.every,
+                            reward_router=args.reward_router, probe_budget=args.probe_budget,
+                            min_support=args.min_support)
+    config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
+                          explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
+                          settings=settings)
+    rows = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        start = time.perf_counter()
+        row = simulate_stream(data, X, config, seed=seed)
+        row.update(dataset=args.dataset, mode="fast", seconds=round(time.perf_counter() - start, 1),
+                   load=os.getloadavg())
+        rows.append(row)
+        save(args, rows)
+        print(f"seed {seed}: mu_o_live {row['mu_o_live']:.4f} full {row['mu_o_full']:.4f} ratio {row['ratio']:.3f} "
+              f"promotions {[(p['kind'], round(p['true_delta'], 4)) for p in row['promotions']]} "
+              f"new {row.get('new_llm', {}).get('share_ratio')} ({row['seconds']} s)", flush=True)
+    return rows
+
+
+def run_process(args) -> list[dict]:
+    """One seed through the replay upstreams, the gateway and the loop as processes."""
+    import tempfile
+
+    from recroute.data.catalog import load_dataset
+    from recroute.encoders import get_encoder
+    from recroute.feedback.logs import read_decision_log
+    from recroute.loop.journal import Journal
+    from recroute.loop.simulate import true_mu
+    from recroute.loop.stream import send_traffic, write_anchor, write_upstreams
+    from recroute.routers.registry import make_router
+    from recroute.serve.bundle import RoutingBundle
+
+    data = load_dataset(args.dataset)
+    names = [str(n) for n in data.llm_names]
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(np.flatnonzero((~np.isnan(data.dense(np.nan))).any(axis=1)))
+    n0 = int(round(args.start_share * len(perm)))
+    start_rows, stream = perm[:n0], perm[n0:n0 + args.decisions]
+    tmp = Path(tempfile.mkdtemp(prefix="loop-bench-"))
+    encoder = get_encoder(args.encoder or "static")
+    X_all = load_features(data, args.encoder or "static")  # the gateway's encoder, through the embedding cache
+    router = make_router(args.family).fit(data.dense(np.nan)[start_rows], X_all[start_rows])
+    router.llm_names_ = np.asarray(names, dtype=object)
+    bundle = RoutingBundle.build(router, encoder).save(tmp / "bundle")
+    anchor = write_anchor(data, start_rows, tmp / "anchor")
+    ports = [_free_port() for _ in range(2)]
+    replay_url, gw_url = (f"http://127.0.0.1:{p}" for p in ports)
+    upstreams = write_upstreams(tmp / "upstreams.toml", names, replay_url)
+    env = {**os.environ, "LOOP_ADMIN_KEY": "bench-admin-key", "PYTHONUNBUFFERED": "1"}
+    log, journal = tmp / "decisions.jsonl", tmp / "loop.jsonl"
+    cmds = [
+        [sys.executable, "-m", "recroute.loop.replay", "--dataset", str(args.dataset), "--port", str(ports[0])],
+        [sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+         "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", "--policy",
+         f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else ""), "--seed", "0", "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
+        [sys.executable, "-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+         str(journal), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", str(args.every),
+         "--min-outcomes", str(args.every), "--reward-router", args.reward_router, "--anchor", str(anchor),
+         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), "--poll", "1", "--quiet"],
+    ]
+    procs = []
+    started = time.perf_counter()
+    try:
+        procs.append(subprocess.Popen(cmds[0], env=env))
+        _wait(replay_url)
+        procs.append(subprocess.Popen(cmds[1], env=env))
+        _wait(gw_url)
+        procs.append(subprocess.Popen(cmds[2], env=env))
+        sent = send_traffic(gw_url, data, stream)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # until no refit is due: the last one saw all but < --every outcomes
+            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every
+                   for e in Journal(journal).events()):
+                break
+            time.sleep(1)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+    events = Journal(journal).events()
+    state = Journal(journal).state()
+    live = RoutingBundle.load(state.live_bundle).router
+    truth = data.dense(np.nan).astype(np.float64)
+    window = stream[-min(args.window, len(stream)):]
+    c = [names.index(str(n)) for n in live.llm_names_]
+    mu_live = true_mu(live, X_all[window], truth[window][:, c], ~np.isnan(truth[window][:, c]))[0]
+    before = np.concatenate([start_rows, stream[: len(stream) - len(window)]])
+    full = make_router(args.family).fit(data.dense(np.nan)[before], X_all[before])
+    mu_full = true_mu(full, X_all[window], truth[window], ~np.isnan(truth[window]))[0]
+    logged = read_decision_log(log)
+    promotions = []
+    previous = router
+    for ev in (e for e in events if e["event"] == "promoted"):
+        new = RoutingBundle.load(ev["bundle"]).router
+        cols = [names.index(str(n)) for n in new.llm_names_]
+        mu_new = true_mu(new, X_all[stream], truth[stream][:, cols], ~np.isnan(truth[stream][:, cols]))[0]
+        mu_old = true_mu(previous, X_all[stream], truth[stream], ~np.isnan(truth[stream]))[0]
+        promotions.append({"kind": ev["kind"], "bundle": ev["bundle"], "true_delta": mu_new - mu_old,
+                           "checksum": (ev.get("response") or {}).get("checksum")})
+        previous = new
+    return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family,
+             "n_decisions": len(stream), "explore_budget": args.budget, "mu_o_live": mu_live, "mu_o_full": mu_full,
+             "ratio": mu_live / mu_full, "promotions": promotions,
+             "refused": [e["reason"] for e in events if e["event"] == "refused"],
+             "refits": sum(e["event"] == "refit" for e in events),
+             "requests_ok": sum(r["status"] == 200 for r in sent),
+             "feedback_ok": sum(r.get("feedback_status") == 200 for r in sent),
+             "logged_outcomes": int(logged["outcome"].notna().sum()), "logged_decisions": len(logged),
+             "seconds": round(time.perf_counter() - started, 1), "load": os.getloadavg()}]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer /healthz")
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("curve")]
+    has_new = any("new_llm_share" in r["curve"][0] for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_new else 1, figsize=(11 if has_new else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    end = [p["end"] for p in rows[0]["curve"]]
+    live = np.array([[p["mu_o_live"] for p in r["curve"]] for r in rows])
+    full = np.array([[p["mu_o_full"] for p in r["curve"]] for r in rows])
+    ax.plot(end, live.mean(0), label="live router (true mu_o)")
+    ax.fill_between(end, live.min(0), live.max(0), alpha=0.2)
+    ax.plot(end, full.mean(0), label="full-information router", linestyle="--")
+    ax.set_xlabel("decisions"), ax.set_ylabel("mu_o per 500 decisions"), ax.legend(), ax.set_title(title)
+    if has_new:
+        share = np.array([[p["new_llm_share"] for p in r["curve"]] for r in rows])
+        axes[0][1].plot(end, share.mean(0), label="new LLM's served share")
+        full_share = np.mean([r["new_llm"]["share_full"] for r in rows])
+        axes[0][1].axhline(full_share, linestyle="--", label="full-information share")
+        axes[0][1].set_xlabel("decisions"), axes[0][1].legend(), axes[0][1].set_title(rows[0]["new_llm"]["llm"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--decisions", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--new-llm", default=None)
+    parser.add_argument("--mode", choices=("fast", "process"), default="fast")
+    parser.add_argument("--family", default="knn")
+    parser.add_argument("--encoder", default=None, help="default: stored embeddings (fast), static (process)")
+    parser.add_argument("--budget", type=float, default=0.02)
+    parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
+    parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
+    parser.add_argument("--start-share", type=float, default=0.05)
+    parser.add_argument("--window", type=int, default=2000)
+    parser.add_argument("--reward-router", default="linear")
+    parser.add_argument("--probe-budget", type=int, default=200)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args()
+    if args.mode == "process" and args.decisions is None:
+        parser.error("--mode process needs --decisions")
+    rows = run_fast(args) if args.mode == "fast" else run_process(args)
+    save(args, rows)
+    if args.plot:
+        plot(rows, args.plot, f"{Path(args.dataset).name}: {args.family}, budget {args.budget}, top {args.top_k}")
+
+
+if __name__ == "__main__":
+    main()

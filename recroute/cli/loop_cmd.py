@@ -1,0 +1,156 @@
+"""``recroute loop run`` (the online loop beside a gateway: refit from its log, promote what OPE proves,
+onboard new LLMs) and ``recroute loop status`` (what its journal says)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recroute.cli.common import (
+    err_console,
+    output_console,
+    table_from_rows,
+    user_errors,
+    write_json,
+)
+from recroute.errors import DataError
+
+loop_app = typer.Typer(help="The online loop: refit from the gateway's log, promote only what OPE proves.",
+                       no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(loop_app, name="loop")
+
+
+@loop_app.command("run")
+def run_command(
+    log_path: Path = typer.Option(..., "--log", "-l", help="The gateway's decision log (JSONL, --log-prompt-text)."),
+    bundle_dir: Path = typer.Option(..., "--bundle", "-b", help="The bundle the gateway started with."),
+    journal_path: Path = typer.Option(..., "--journal", "-j", help="The loop journal (JSONL), resumed when it exists."),
+    gateway: str = typer.Option(..., "--gateway", "-g", help="The gateway's URL (its POST /admin/reload promotes)."),
+    admin_key_env: Optional[str] = typer.Option(None, "--admin-key-env", help="Environment variable holding the admin key."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where candidate bundles go (default: beside the journal)."),
+    families: Optional[str] = typer.Option(None, "--families", help="Comma-separated router specs to refit (default: the live one's)."),
+    every_outcomes: Optional[int] = typer.Option(1000, "--every-outcomes", min=1, help="Refit after this many new outcomes."),
+    every_seconds: Optional[float] = typer.Option(None, "--every-seconds", min=0.001, help="Or after this many seconds."),
+    holdout: float = typer.Option(0.3, "--holdout", min=0.0, help="Recent decisions the gate evaluates on (a share < 1, or a count)."),
+    min_outcomes: int = typer.Option(500, "--min-outcomes", min=2, help="Outcomes needed before the first refit."),
+    alpha: float = typer.Option(0.05, "--alpha", help="1 - the interval's level (split over the families)."),
+    margin: float = typer.Option(0.0, "--margin", help="Promote when the lower bound of candidate - live is above this."),
+    min_support: int = typer.Option(3, "--min-support", min=0, help="Logged decisions that must have taken the candidate's differing choice."),
+    reward_router: str = typer.Option("linear", "--reward-router", help="The DR reward model's router spec."),
+    explore_budget: Optional[float] = typer.Option(None, "--explore-budget", min=0.0, max=1.0, help="Journal the off-greedy share against this budget."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),
+    upstreams: Optional[Path] = typer.Option(None, "--upstreams", "-u", help="The gateway's upstreams file: a new LLM there is onboarded."),
+    probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
+    max_sd: float = typer.Option(0.02, "--max-sd", min=0.0, help="A new LLM is routed to once its mean result's posterior sd is at most this."),
+    poll: float = typer.Option(5.0, "--poll", min=0.01, help="Seconds between steps."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (default: run until stopped)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reward model's folds."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+) -> None:
+    """Run the loop beside a gateway: on schedule refit from its log, gate by OPE, hot-reload what passes.
+
+    Example: recroute loop run --log decisions.jsonl --bundle bundle/ --journal loop.jsonl --gateway http://127.0.0.1:8080 --admin-key-env ADMIN_KEY
+    """
+    from recroute.loop.journal import Journal
+    from recroute.loop.promote import gateway_reload, gateway_serving
+    from recroute.loop.runner import LoopRunner, LoopSettings
+    from recroute.loop.schedule import Schedule
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with user_errors():
+        key = None
+        if admin_key_env is not None:
+            key = os.environ.get(admin_key_env)
+            if not key:
+                raise DataError(f"--admin-key-env {admin_key_env}: the environment variable is not set")
+        if not bundle_dir.is_dir():
+            raise DataError(f"--bundle {bundle_dir}: no such bundle folder")
+        anchor_data = None
+        if anchor is not None:
+            from recroute.data.catalog import load_dataset
+
+            anchor_data = load_dataset(anchor)
+        specs = tuple(s.strip() for s in families.split(";" if ";" in families else ",") if s.strip()) if families else None
+        settings = LoopSettings(
+            families=specs, schedule=Schedule(every_outcomes, every_seconds),
+            holdout=holdout if holdout < 1 else int(holdout), min_outcomes=min_outcomes, alpha=alpha, margin=margin,
+            min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
+            probe_budget=probe_budget, max_sd=max_sd)
+        journal = Journal(journal_path)
+        runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
+                            settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway))
+        runner.start(bundle_dir, log=str(log_path), gateway=gateway, holdout=holdout, margin=margin, alpha=alpha,
+                     min_support=min_support, families=list(specs) if specs else None)
+    if not quiet:
+        err_console.print(f"loop on {log_path} -> {gateway} (journal {journal_path})", highlight=False)
+    try:
+        runner.run(poll, max_steps)
+    except KeyboardInterrupt:
+        pass
+
+
+def status_rows(events: list[dict]) -> list[dict]:
+    """One row per refit, onboarding or promotion of the journal, in order."""
+    rows = []
+    estimates: list[dict] = []
+    for ev in events:
+        kind = ev["event"]
+        if kind == "estimate":
+            estimates.append(ev)
+        elif kind == "decision":
+            for est in estimates or [{}]:
+                rows.append({"event": "refit", "n_outcomes": ev.get("n_outcomes"), "family": est.get("family"),
+                             "delta": est.get("delta"), "lower": est.get("lower"), "support": est.get("support"),
+                             "action": ev.get("action"), "detail": ev.get("reason")})
+            estimates = []
+        elif kind == "onboard":
+            rows.append({"event": "onboard", "family": ev.get("llm"), "action": "place" if ev.get("placed") else "hold",
+                         "detail": f"{ev.get('probes')} probes, sd {ev.get('sd'):.4f}" + (
+                             "" if ev.get("placed") else f" ({ev.get('reason')})")})
+        elif kind == "refused":
+            rows.append({"event": "refused", "action": ev.get("kind"), "detail": ev.get("reason")})
+        elif kind == "promoted":
+            response = ev.get("response") or {}
+            rows.append({"event": "promoted", "action": ev.get("kind"), "detail": ev.get("bundle"),
+                         "family": response.get("checksum")})
+    return rows
+
+
+@loop_app.command("status")
+def status_command(
+    journal_path: Path = typer.Option(..., "--journal", "-j", help="The loop journal (JSONL)."),
+    json_path: Optional[str] = typer.Option(None, "--json", help="Write the rows as JSON (- = stdout)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
+) -> None:
+    """Show the loop's journal: the live bundle, every refit with its estimate and decision, promotions, onboardings.
+
+    Example: recroute loop status --journal loop.jsonl
+    """
+    from recroute.loop.journal import Journal
+
+    with user_errors():
+        if not journal_path.is_file():
+            raise DataError(f"--journal {journal_path}: no such journal")
+        journal = Journal(journal_path)
+        events = journal.events()
+        state = journal.state()
+        rows = status_rows(events)
+        if json_path:
+            write_json(json_path, rows)
+    if quiet:
+        return
+    out = output_console(json_path)
+    out.print(f"live bundle: {state.live_bundle}; {state.refits} refit(s), {len(state.promotions)} promotion(s)"
+              + (f"; promotion of {state.pending['bundle']} pending" if state.pending else ""), highlight=False)
+    out.print(table_from_rows(f"loop journal {journal_path}", rows,
+                              ["event", "n_outcomes", "family", "delta", "lower", "support", "action", "detail"]))
+
+
+

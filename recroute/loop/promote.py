@@ -1,0 +1,73 @@
+"""Promoting a bundle: a ``Promote`` is any callable ``promote(bundle_path) -> dict`` that makes the
+bundle live and returns what the server said, or raises :class:`PromotionError` with its reason.
+
+:func:`gateway_reload` is the gateway's hot reload: ``POST {url}/admin/reload`` with
+``{"bundle": PATH}`` and ``Authorization: Bearer KEY``; 200 ``{"status": "reloaded", "bundle",
+"checksum"}``, a refusal (409/422 ``{"error": reason}``) leaves the old bundle serving.
+:func:`gateway_serving` reads which bundle the gateway serves (``/healthz``'s ``bundle_checksum``): a
+gateway restarted on its start-up bundle is put back on the loop's live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from recroute.errors import DataError
+
+Promote = Callable[[str], dict]
+Serving = Callable[[], "str | None"]  # the checksum of the bundle the server serves now (None: no answer)
+
+
+class PromotionError(RuntimeError):
+    """The bundle was not made live: ``refused`` (the server said no: the old bundle keeps serving, do
+    not retry) or not (no answer: retry later)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -> Promote:
+    """A Promote that hot-reloads the gateway at ``url`` (``http://127.0.0.1:8080``)."""
+    import httpx
+
+    if not url.startswith(("http://", "https://")):
+        raise DataError(f"--gateway must be an http(s) URL; got {url!r}")
+    endpoint = url.rstrip("/") + "/admin/reload"
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+
+    def promote(bundle: str) -> dict:
+        try:
+            response = httpx.post(endpoint, json={"bundle": str(Path(bundle).resolve())}, headers=headers,
+                                  timeout=timeout_s)
+        except httpx.TransportError as exc:
+            raise PromotionError(f"{endpoint}: no answer ({type(exc).__name__}: {exc})") from None
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = {"error": response.text[:200]}
+        if response.status_code != 200:
+            reason = doc.get("error") if isinstance(doc, dict) else doc
+            raise PromotionError(f"{endpoint} refused {bundle} ({response.status_code}): {reason}",
+                                 refused=400 <= response.status_code < 500)
+        return doc if isinstance(doc, dict) else {"response": doc}
+
+    return promote
+
+
+def gateway_serving(url: str, timeout_s: float = 10.0) -> Serving:
+    """A Serving that reads ``bundle_checksum`` from the gateway's ``GET /healthz`` (None when it does
+    not answer)."""
+    import httpx
+
+    endpoint = url.rstrip("/") + "/healthz"
+
+    def serving() -> str | None:
+        try:
+            doc = httpx.get(endpoint, timeout=timeout_s).json()
+        except (httpx.TransportError, ValueError):
+            return None
+        return doc.get("bundle_checksum") if isinstance(doc, dict) else None
+
+    return serving

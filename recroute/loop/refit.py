@@ -1,0 +1,148 @@
+"""A gateway's decision log as training data, and a candidate router refitted on it.
+
+The gateway logs each routed text (``--log-prompt-text``) with its candidates, choice, propensity and
+(later) outcome. :func:`log_data` turns the decisions that have an outcome into a
+:class:`~recroute.feedback.bandit.Bandit` over the live bundle's LLMs, with the texts encoded by the
+bundle's own encoder (cached by text, ``recroute.encoders.encode_cached``).
+
+:func:`fit_candidate` is ``recroute fit --logs --method dr`` on a slice of the log: every candidate cell
+of every logged prompt filled by doubly-robust completion (``recroute.feedback.learn.dr_matrix`` with a
+cross-fitted reward model), clipped to [0, 1], stacked under the **anchor**: the full-information
+results the live router started from (optional), so a refit never knows less than the start.
+:func:`split_recent` keeps the most recent decisions out of training: the gate evaluates there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recroute.errors import DataError
+from recroute.feedback.bandit import Bandit, bandit_from_log
+from recroute.feedback.learn import dr_matrix
+from recroute.feedback.ope import DEFAULT_REWARD_ROUTER, fit_predict_log, reward_model
+
+
+@dataclass
+class Anchor:
+    """Full-information results: X float32 (k, d) (None for a feature-free router), Y float (k, m) with
+    NaN = unobserved, in the live bundle's LLM order ``llm_names``."""
+
+    X: np.ndarray | None
+    Y: np.ndarray
+    llm_names: list[str]
+
+    def with_llms(self, names: list[str]) -> "Anchor":
+        """The anchor over ``names`` (the same LLMs first, in order; new ones NaN)."""
+        col = {n: j for j, n in enumerate(self.llm_names)}
+        Y = np.full((len(self.Y), len(names)), np.nan, dtype=np.float64)
+        for j, n in enumerate(names):
+            if n in col:
+                Y[:, j] = self.Y[:, col[n]]
+        return Anchor(self.X, Y, list(names))
+
+
+def anchor_from_dataset(data, bundle) -> Anchor:
+    """The anchor from a RoutingDataset holding the start set (its texts encoded with the bundle's
+    encoder; an LLM of the bundle missing from the data is NaN)."""
+    names = bundle.llm_names
+    X = None
+    if bundle.router.needs_features:
+        if not data.has_text or any(t is None for t in data.texts):
+            raise DataError("the anchor dataset needs prompt texts (to encode them with the bundle's encoder)")
+        X = encode_texts(bundle, [str(t) for t in data.texts])
+    full = data.dense(np.nan)
+    col = {str(n): j for j, n in enumerate(data.llm_names)}
+    Y = np.full((data.n_prompts, len(names)), np.nan)
+    for j, n in enumerate(names):
+        if n in col:
+            Y[:, j] = full[:, col[n]]
+    return Anchor(X, Y, names)
+
+
+def encode_texts(bundle, texts: list[str]) -> np.ndarray:
+    """float32 (n, d) features of ``texts`` from the bundle's encoder, through the embedding cache."""
+    from recroute.encoders import encode_cached
+
+    if bundle.encoder is None:
+        raise DataError("the live bundle has no encoder: the loop cannot compute prompt features of logged texts")
+    return np.asarray(encode_cached(bundle.encoder, texts), dtype=np.float32)
+
+
+@dataclass
+class LogData:
+    """The decisions with an outcome, in log order: ``bandit.rows`` index X (the distinct prompts);
+    ``decision_ids`` (n,); ``texts`` per distinct prompt; ``bundle_checksums`` (n,) the bundle that made
+    each decision (the gateway's ``bundle_checksum``), None where the log does not say."""
+
+    bandit: Bandit
+    X: np.ndarray | None
+    texts: list[str]
+    decision_ids: np.ndarray
+    bundle_checksums: np.ndarray | None = None
+
+
+def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> LogData:
+    """LogData of a DecisionLog for ``bundle`` (features from its encoder); columns ``llm_names``
+    (default the bundle's LLMs; every logged candidate must be one of them)."""
+    names = list(bundle.llm_names if llm_names is None else llm_names)
+    has = log["outcome"].notna()
+    bandit, prompts = bandit_from_log(log, names)
+    texts = prompts["prompt_text"]
+    X = None
+    if bundle.router.needs_features:
+        if texts.isna().any():
+            raise DataError("logged decisions lack prompt_text: run the gateway with --log-prompt-text so the loop "
+                            "can compute the prompts' features")
+        X = encode_texts(bundle, [str(t) for t in texts])
+    made_by = log.loc[has, "bundle_checksum"].to_numpy(dtype=object) if "bundle_checksum" in log.columns else None
+    return LogData(bandit, X, [None if pd.isna(t) else str(t) for t in texts],
+                   log.loc[has, "decision_id"].to_numpy(dtype=object), made_by)
+
+
+def split_recent(n: int, holdout: float | int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, holdout positions) of n decisions in log order: the last ``holdout`` (a count,
+    or a share when below 1) are held out."""
+    k = int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
+    if not 0 < k < n:
+        raise DataError(f"a holdout of {holdout} leaves no decision on one side of {n}")
+    return np.arange(n - k), np.arange(n - k, n)
+
+
+def fit_candidate(spec: str, bandit: Bandit, X: np.ndarray | None, anchor: Anchor | None = None,
+                  reward_router: str = DEFAULT_REWARD_ROUTER, folds: int = 2, seed: int = 0):
+    """A router of ``spec`` fitted on the anchor (full information) stacked over the DR-completed log.
+
+    ``X`` (n_prompts, d): features indexed by ``bandit.rows``; the reward model (``reward_router``) is
+    cross-fitted over ``folds`` of the decisions (``recroute.feedback.ope.reward_model``).
+    """
+    from recroute.routers.registry import make_router
+
+    router = make_router(spec)
+    if len(bandit) < max(2, folds):
+        raise DataError(f"a refit needs at least {max(2, folds)} decisions with an outcome; got {len(bandit)}")
+    q = reward_model(bandit, X, reward_router, folds, seed)
+    uniq, Y = dr_matrix(bandit, q, clip=(0.0, 1.0))
+    keep = ~np.isnan(Y).all(axis=1)
+    uniq, Y = uniq[keep], Y[keep]
+    feats = None if X is None else np.asarray(X, dtype=np.float32)[uniq]
+    if anchor is not None:
+        if list(anchor.llm_names) != [str(n) for n in bandit.llm_names]:
+            anchor = anchor.with_llms([str(n) for n in bandit.llm_names])
+        Y = np.vstack([anchor.Y, Y])
+        if feats is not None:
+            feats = np.vstack([anchor.X, feats])
+    router.fit(Y.astype(np.float32), feats if router.needs_features else None)
+    router.llm_names_ = np.asarray(bandit.llm_names, dtype=object)
+    return router
+
+
+def holdout_reward(bandit: Bandit, X: np.ndarray | None, train: np.ndarray, hold: np.ndarray,
+                   reward_router: str = DEFAULT_REWARD_ROUTER) -> np.ndarray:
+    """float64 (len(hold), m) q for the held-out decisions from ``reward_router`` fitted on the training
+    decisions only (so q is independent of the decisions the gate evaluates)."""
+    rows = bandit.rows[hold]
+    uniq, inv = np.unique(rows, return_inverse=True)
+    return fit_predict_log(reward_router, bandit.take(train), X, uniq)[inv]

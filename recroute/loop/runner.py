@@ -1,0 +1,338 @@
+"""One step of the loop, and the driver behind ``recroute loop run``.
+
+:func:`refit_and_gate` is the decision itself, shared by the running loop and the in-process stream
+simulator: hold out the most recent decisions, refit each candidate family on the rest
+(:func:`~recroute.loop.refit.fit_candidate`), estimate candidate - live on the held-out slice
+(:func:`~recroute.loop.gate.compare`, Bonferroni over the families) and apply the promotion rule.
+
+:class:`LoopRunner` runs it against a gateway: each :meth:`~LoopRunner.step` reads the journal's state
+and the decision log, onboards any LLM of the upstreams file the live bundle does not know, refits
+when the schedule says so, and promotes through a ``Promote`` (the gateway's hot reload). Everything
+it decides is journalled before and after it acts, so a restarted loop picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recroute.errors import DataError
+from recroute.loop.gate import GateResult, compare, promotion_decision
+from recroute.loop.journal import Journal
+from recroute.loop.onboard import onboard_llm
+from recroute.loop.promote import Promote, PromotionError, Serving
+from recroute.loop.refit import (
+    Anchor,
+    LogData,
+    fit_candidate,
+    holdout_reward,
+    log_data,
+    split_recent,
+)
+from recroute.loop.schedule import Schedule
+
+logger = logging.getLogger("recroute.loop")
+
+
+@dataclass
+class LoopSettings:
+    """families: router specs refitted (None: the live router's own spec); holdout: recent decisions
+    held out for the gate (a count, or a share below 1); min_outcomes: outcomes needed before a first
+    refit; alpha: 1 - the interval's level (split over the families); margin / min_support: the
+    promotion rule (``gate.promotion_decision``); reward_router: the DR reward model; explore_budget:
+    the off-greedy share the live policy may use (journalled against the measured share); probe_budget,
+    max_sd, min_probes: onboarding (``onboard.onboard_llm``)."""
+
+    families: tuple[str, ...] | None = None
+    schedule: Schedule = field(default_factory=Schedule)
+    holdout: float | int = 0.3
+    min_outcomes: int = 500
+    alpha: float = 0.05
+    margin: float = 0.0
+    min_support: int = 3
+    reward_router: str = "linear"
+    explore_budget: float | None = None
+    probe_budget: int = 200
+    max_sd: float = 0.02
+    min_probes: int = 20
+
+    def check(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise DataError(f"alpha must be in (0, 1); got {self.alpha}")
+        if self.min_support < 0 or self.min_outcomes < 2:
+            raise DataError("min_support must be >= 0 and min_outcomes >= 2")
+        if self.families is not None and not self.families:
+            raise DataError("families names no router")
+        if not self.holdout > 0:
+            raise DataError(f"holdout must be a share in (0, 1) or a count >= 1; got {self.holdout}")
+
+
+@dataclass
+class Verdict:
+    """One candidate family's refit and its gate result."""
+
+    family: str
+    router: object
+    result: GateResult
+    promote: bool
+    reason: str
+    fit_s: float
+    n_train: int
+
+
+def router_spec(router) -> str:
+    """The registry spec of a fitted router (its family and parameters)."""
+    from recroute.serve.bundle import _spec
+
+    return _spec(router)
+
+
+def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: Anchor | None = None,
+                   seed: int = 0) -> list[Verdict]:
+    """Refit every family on all but the most recent decisions of ``data`` and gate each against
+    ``live_router`` on those recent decisions."""
+    bandit, X = data.bandit, data.X
+    train, hold = split_recent(len(bandit), settings.holdout)
+    families = settings.families or (router_spec(live_router),)
+    q = holdout_reward(bandit, X, train, hold, settings.reward_router)
+    recent = bandit.take(hold)
+    feats = None if X is None else X[recent.rows]
+    out = []
+    for spec in families:
+        start = time.perf_counter()
+        candidate = fit_candidate(spec, bandit.take(train), X, anchor, settings.reward_router, seed=seed)
+        fit_s = time.perf_counter() - start
+        result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed)
+        ok, reason = promotion_decision(result, settings.margin, settings.min_support)
+        out.append(Verdict(spec, candidate, result, ok, reason, fit_s, len(train)))
+    return out
+
+
+def best_verdict(verdicts: list[Verdict]) -> Verdict | None:
+    """The promotable verdict with the highest lower bound (None when none passed)."""
+    passed = [v for v in verdicts if v.promote]
+    return max(passed, key=lambda v: v.result.lower) if passed else None
+
+
+# ---------------------------------------------------------------------- the running loop
+Answer = Callable[[str, int], float]  # (llm, anchor row) -> result in [0, 1]
+
+
+class LoopRunner:
+    """The loop against a live gateway: its decision log in, bundles promoted through ``promote``.
+
+    ``anchor_data``: the start set (RoutingDataset) for the anchor and probes; ``upstreams_path``: the
+    gateway's upstreams file, watched for new LLMs; ``answer``: how a new LLM answers an anchor prompt
+    (default: :func:`probe_answer` over the upstreams file and the anchor's ``reference`` column);
+    ``serving``: which bundle the gateway serves, checked each step (a restarted gateway is put back
+    on the live bundle).
+    """
+
+    def __init__(self, log_path: str | Path, journal: Journal, promote: Promote, workdir: str | Path,
+                 settings: LoopSettings | None = None, anchor_data=None, upstreams_path: str | Path | None = None,
+                 answer: Answer | None = None, seed: int = 0, serving: Serving | None = None) -> None:
+        self.log_path = Path(log_path)
+        self.journal = journal
+        self.promote_fn = promote
+        self.workdir = Path(workdir)
+        self.settings = settings or LoopSettings()
+        self.settings.check()
+        self.anchor_data = anchor_data
+        self.upstreams_path = None if upstreams_path is None else Path(upstreams_path)
+        self.answer = answer
+        self.seed = seed
+        self.serving = serving
+        self._bundles: dict[str, object] = {}
+
+    def start(self, live_bundle: str | Path, **settings) -> None:
+        """Journal the start (once: a restarted loop keeps its journal's live bundle)."""
+        if not self.journal.events():
+            self.journal.append("start", live_bundle=str(Path(live_bundle).resolve()), **settings)
+
+    def bundle(self, path: str):
+        from recroute.serve.bundle import RoutingBundle
+
+        if path not in self._bundles:
+            self._bundles[path] = RoutingBundle.load(path)
+        return self._bundles[path]
+
+    def step(self, now: float | None = None) -> list[dict]:
+        """Resume a pending promotion, onboard new LLMs, refit and gate when due; the events journalled."""
+        from recroute.feedback.logs import read_decision_log
+
+        now = time.time() if now is None else now
+        events: list[dict] = []
+        state = self.journal.state()
+        if state.live_bundle is None:
+            raise DataError(f"{self.journal.path}: no start event: call start(live_bundle) first")
+        if state.pending is not None:
+            events += self._promote(state.pending["bundle"], state.pending["kind"], resumed=True)
+            state = self.journal.state()
+        if self.serving is not None:  # a restarted gateway serves its start-up bundle: put the live one back
+            from recroute.serve.bundle import bundle_checksum
+
+            now_serving = self.serving()
+            if now_serving is not None and now_serving != bundle_checksum(Path(state.live_bundle)):
+                events += self._promote(state.live_bundle, "restore")
+        if self.upstreams_path is not None:
+            for llm in self.new_llms(state):
+                events += self._onboard(llm, self.bundle(state.live_bundle))
+                state = self.journal.state()
+        if not self.log_path.is_file():
+            return events
+        log = read_decision_log(self.log_path)
+        n_outcomes = int(log["outcome"].notna().sum())
+        s = self.settings
+        if n_outcomes < s.min_outcomes or not s.schedule.due(n_outcomes, state.last_refit_outcomes, now,
+                                                             state.last_refit_time):
+            return events
+        live = self.bundle(state.live_bundle)
+        data = log_data(log, live)
+        anchor = self._anchor(live)
+        verdicts = refit_and_gate(live.router, data, s, anchor, self.seed)
+        for v in verdicts:
+            events.append(self.journal.append("estimate", family=v.family, n_outcomes=n_outcomes, **v.result.to_dict()))
+        if s.explore_budget is not None:
+            events.append(self._explore(live, data))
+        best = best_verdict(verdicts)
+        bundle_path = None
+        if best is not None:
+            bundle_path = str(self.save_bundle(best.router, live, f"refit-{n_outcomes}"))
+        events.append(self.journal.append(
+            "refit", n_outcomes=n_outcomes, n_train=verdicts[0].n_train, n_holdout=verdicts[0].result.n,
+            families=[v.family for v in verdicts], fit_s=round(sum(v.fit_s for v in verdicts), 3)))
+        reason = best.reason if best else "; ".join(f"{v.family}: {v.reason}" for v in verdicts)
+        events.append(self.journal.append("decision", n_outcomes=n_outcomes, action="promote" if best else "keep",
+                                          reason=reason, bundle=bundle_path, family=best.family if best else None))
+        if bundle_path is not None:
+            events += self._promote(bundle_path, "refit")
+        return events
+
+    def run(self, poll_s: float = 5.0, max_steps: int | None = None, stop: Callable[[], bool] | None = None) -> None:
+        """Step every ``poll_s`` seconds until ``max_steps`` or ``stop()``; a failed step is logged, not fatal."""
+        steps = 0
+        while (max_steps is None or steps < max_steps) and not (stop and stop()):
+            try:
+                self.step()
+            except (DataError, PromotionError, OSError) as exc:
+                logger.warning("loop step failed: %s", exc)
+            steps += 1
+            time.sleep(poll_s)
+
+    # ------------------------------------------------------------------ pieces
+    def save_bundle(self, router, live, name: str) -> Path:
+        """The router saved as a bundle with the live bundle's encoder under workdir/bundles/NAME."""
+        from recroute.serve.bundle import RoutingBundle
+
+        prices = live.prices
+        if prices is not None and not set(map(str, router.llm_names_)) <= set(prices.llms):
+            prices = None
+        path = self.workdir / "bundles" / name
+        RoutingBundle.build(router, live.encoder, prices).save(path)
+        return path.resolve()
+
+    def _promote(self, bundle_path: str, kind: str, resumed: bool = False) -> list[dict]:
+        events = [] if resumed else [self.journal.append("promoting", bundle=bundle_path, kind=kind)]
+        try:
+            response = self.promote_fn(bundle_path)
+        except PromotionError as exc:
+            if not exc.refused:
+                raise  # no answer: still pending, retried at the next step
+            logger.warning("promotion refused: %s", exc)
+            return events + [self.journal.append("refused", bundle=bundle_path, kind=kind, reason=str(exc))]
+        events.append(self.journal.append("promoted", bundle=bundle_path, kind=kind, response=response, resumed=resumed))
+        return events
+
+    def _anchor(self, live) -> Anchor | None:
+        from recroute.loop.refit import anchor_from_dataset
+
+        if self.anchor_data is None:
+            return None
+        anchor = anchor_from_dataset(self.anchor_data, live)
+        for llm, ev in self.journal.state().onboarded.items():  # the probes answered by onboarded LLMs
+            if ev.get("placed") and llm in anchor.llm_names:
+                anchor.Y[np.asarray(ev["rows"], dtype=np.int64), anchor.llm_names.index(llm)] = ev["results"]
+        return anchor
+
+    def _explore(self, live, data: LogData) -> dict:
+        from recroute.loop.exploration import off_greedy_share
+
+        _, hold = split_recent(len(data.bandit), self.settings.holdout)
+        if data.bundle_checksums is not None:  # only the decisions the live bundle made
+            from recroute.serve.bundle import bundle_checksum
+
+            hold = hold[data.bundle_checksums[hold] == bundle_checksum(Path(self.journal.state().live_bundle))]
+        recent = data.bandit.take(hold)
+        scores = live.router.score(None if data.X is None else data.X[recent.rows], n=len(recent))
+        share = off_greedy_share(recent, scores) if len(recent) else float("nan")
+        if share > self.settings.explore_budget:
+            logger.warning("off-greedy share %.4f is above the exploration budget %.4f", share, self.settings.explore_budget)
+        return self.journal.append("explore", share=share, budget=self.settings.explore_budget, n=len(recent))
+
+    def new_llms(self, state) -> list[str]:
+        """LLMs of the upstreams file that the live bundle does not route to and that were not onboarded."""
+        import tomllib
+
+        try:
+            doc = tomllib.loads(self.upstreams_path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(f"{self.upstreams_path}: cannot read the upstreams file ({exc})") from None
+        known = set(self.bundle(state.live_bundle).llm_names) | set(state.onboarded)
+        return [name for name in (doc.get("upstreams") or {}) if name not in known]
+
+    def _onboard(self, llm: str, live) -> list[dict]:
+        if self.anchor_data is None:
+            raise DataError(f"new LLM {llm!r} in {self.upstreams_path}: onboarding needs the anchor set (--anchor)")
+        anchor = self._anchor(live)
+        answer = self.answer or probe_answer(self.upstreams_path, self.anchor_data)
+        result = onboard_llm(live.router, anchor, llm, lambda row: answer(llm, row), self.settings.probe_budget,
+                             self.settings.max_sd, self.settings.min_probes)
+        bundle_path = None
+        if result.placed is not None:
+            bundle_path = str(self.save_bundle(result.placed, live, f"onboard-{_safe(llm)}"))
+        events = [self.journal.append(
+            "onboard", llm=llm, probes=result.probes, sd=result.sd, mean=result.mean, placed=bundle_path is not None,
+            rows=result.rows.tolist(), results=result.results.tolist(),
+            bundle=bundle_path, reason=None if bundle_path else f"posterior sd {result.sd:.4f} > {self.settings.max_sd}")]
+        if bundle_path is not None:
+            events += self._promote(bundle_path, "onboard")
+        return events
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def probe_answer(upstreams_path: str | Path, anchor_data, timeout_s: float = 60.0) -> Answer:
+    """(llm, anchor row) -> 1.0 when the LLM's reply to the anchor prompt's text equals the prompt's
+    ``reference`` (stripped, case-folded), else 0.0: the exact-match scorer, sent straight to the LLM's
+    upstream (probes are not user traffic and are not logged as decisions)."""
+    import os
+    import tomllib
+
+    import httpx
+
+    from recroute.serve.upstreams import parse_upstreams
+
+    prompts = anchor_data.prompts
+    if "reference" not in prompts.columns:
+        raise DataError("the anchor set's prompts need a 'reference' column for the exact-match probe scorer")
+    doc = tomllib.loads(Path(upstreams_path).read_text(encoding="utf-8"))
+    upstreams, _ = parse_upstreams(doc, list(doc.get("upstreams") or {}), str(upstreams_path), os.environ)
+    texts, refs = list(anchor_data.texts), prompts["reference"].astype(str).tolist()
+
+    def answer(llm: str, row: int) -> float:
+        up = upstreams[llm]
+        headers = {"authorization": f"Bearer {up.api_key}"} if up.api_key else {}
+        body = {"model": up.model, "messages": [{"role": "user", "content": texts[row]}]}
+        response = httpx.post(up.chat_url, json=body, headers=headers, timeout=timeout_s)
+        response.raise_for_status()
+        reply = response.json()["choices"][0]["message"]["content"] or ""
+        return float(reply.strip().casefold() == refs[row].strip().casefold())
+
+    return answer

@@ -1,0 +1,232 @@
+"""The stream simulator, in process: a dataset's prompts arrive once each as traffic to a live router
+that routes by the exploration policy, every outcome comes back from the stored results, and the loop
+(:func:`~recroute.loop.runner.refit_and_gate`, :func:`~recroute.loop.onboard.onboard_llm`) refits,
+gates, promotes and onboards exactly as ``recroute loop run`` does, without HTTP. The truth is known
+here, so every promotion's true effect and the live router's true mu_o are measured.
+
+Setting: the live router starts fitted with full information on ``start_share`` of the prompts (the
+anchor); the other prompts arrive in a random order (``seed``), ``decisions`` of them, never repeated.
+A ``new_llm`` is left out of the pool until ``new_llm_at`` (a share of the stream), then onboarded by
+probing the anchor. At each decision the candidates are the pool's LLMs whose result was observed.
+
+Every gated candidate is recorded with its estimate and its true delta (``gated``), promoted or not.
+True mu_o of a router on a set of prompts: the mean stored score of its top allowed LLM.
+``mu_o_full``: the same family fitted with full information on every prompt before the last
+``window`` decisions (anchor included, every LLM of the final pool), on the last window's prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from recroute.errors import DataError
+from recroute.feedback.bandit import Bandit
+from recroute.feedback.policies import greedy_matrix
+from recroute.loop.exploration import budget_policy
+from recroute.loop.onboard import onboard_llm
+from recroute.loop.refit import Anchor, LogData
+from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
+
+
+@dataclass
+class StreamConfig:
+    family: str = "knn"
+    start_share: float = 0.05
+    decisions: int | None = None  # None: every prompt outside the anchor once
+    explore_budget: float = 0.02
+    explore_top_k: int | None = 3
+    new_llm: str | None = None
+    new_llm_at: float = 0.5
+    window: int = 2000
+    bucket: int = 500  # decisions per point of the over-time curves
+    settings: LoopSettings = field(default_factory=LoopSettings)
+
+
+def true_mu(router, X: np.ndarray | None, truth: np.ndarray, allowed: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mean true score of the router's top allowed LLM, its picks (n,)); truth/allowed (n, m) in the
+    router's LLM order."""
+    scores = router.score(X if router.needs_features else None, n=len(truth))
+    pick = greedy_matrix(scores, allowed).argmax(axis=1)
+    return float(np.nan_to_num(truth[np.arange(len(truth)), pick]).mean()), pick
+
+
+def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int = 0,
+                    on_event: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """One seed's run: {mu_o_live, mu_o_full, mu_o_start, promotions, curve, new_llm, ...} (module docstring)."""
+    from recroute.routers.registry import make_router
+
+    names = [str(n) for n in data.llm_names]
+    col = {n: j for j, n in enumerate(names)}
+    truth_all = data.dense(np.nan).astype(np.float64)
+    observed = ~np.isnan(truth_all)
+    rng = np.random.default_rng(seed)
+    start, stream = stream_order(observed, config, rng)
+    n0 = len(start)
+    if config.new_llm is not None and config.new_llm not in col:
+        raise DataError(f"--new-llm {config.new_llm!r} is not an LLM of the dataset ({names[:8]}...)")
+    pool = [n for n in names if n != config.new_llm]
+    feats = (lambda rows: None if X is None else X[rows])
+    live = make_router(config.family).fit(truth_all[start][:, [col[n] for n in pool]].astype(np.float32), feats(start))
+    live.llm_names_ = np.asarray(pool, dtype=object)
+    anchor = Anchor(feats(start), truth_all[start], names)
+    policy = budget_policy(config.explore_budget, config.explore_top_k)
+    settings = config.settings
+    every = settings.schedule.every_outcomes or 1000
+    add_at = None if config.new_llm is None else int(config.new_llm_at * len(stream))
+
+    def cols_of(router) -> np.ndarray:
+        return np.array([col[str(n)] for n in router.llm_names_], dtype=np.int64)
+
+    def mu_on(router, rows) -> float:
+        c = cols_of(router)
+        return true_mu(router, feats(rows), truth_all[rows][:, c], observed[rows][:, c])[0]
+
+    eval_rows = stream  # the deployment population of every promotion's true delta
+    log_rows, log_allowed, log_chosen, log_p, log_r = [], [], [], [], []
+    greedy_true, greedy_llm = np.zeros(len(stream)), np.empty(len(stream), dtype=object)
+    served_llm = np.empty(len(stream), dtype=object)
+    promotions, gated, probes = [], [], None
+    mu_start = mu_on(live, eval_rows)
+    t = 0
+    while t < len(stream):
+        stop = min(len(stream), (t // every + 1) * every)
+        if add_at is not None and t <= add_at < stop and probes is None:
+            stop = add_at if add_at > t else stop
+        if add_at is not None and t == add_at and probes is None:
+            got = onboard_llm(live, anchor, config.new_llm, lambda row: float(np.nan_to_num(truth_all[start[row], col[config.new_llm]])),
+                              settings.probe_budget, settings.max_sd, settings.min_probes)
+            probes = {"llm": config.new_llm, "probes": got.probes, "sd": got.sd, "placed": got.placed is not None,
+                      "at": t}
+            if got.placed is not None:
+                anchor.Y[got.rows, col[config.new_llm]] = got.results  # probe results join the anchor
+                promotions.append(_promotion("onboard", t, got.placed, live, mu_on, eval_rows))
+                live = got.placed
+            else:  # not placed: its probe results are still known
+                anchor.Y[got.rows, col[config.new_llm]] = got.results
+            if on_event:
+                on_event({"event": "onboard", **probes})
+            if stop == t:
+                continue
+        rows = stream[t:stop]
+        c = cols_of(live)
+        allowed = observed[rows][:, c]
+        scores = live.score(feats(rows) if live.needs_features else None, n=len(rows))
+        chosen, prop = policy.choose(scores, allowed, rng)
+        truth = truth_all[rows][:, c]
+        pick = greedy_matrix(scores, allowed).argmax(axis=1)
+        greedy_true[t:stop] = np.nan_to_num(truth[np.arange(len(rows)), pick])
+        live_names = np.asarray(live.llm_names_, dtype=object)
+        greedy_llm[t:stop], served_llm[t:stop] = live_names[pick], live_names[chosen]
+        full_allowed = np.zeros((len(rows), len(names)), dtype=bool)
+        full_allowed[:, c] = allowed
+        log_rows.append(rows), log_allowed.append(full_allowed), log_chosen.append(c[chosen])
+        log_p.append(prop), log_r.append(truth[np.arange(len(rows)), chosen])
+        t = stop
+        n_log = t
+        if t % every == 0 and n_log >= settings.min_outcomes and t < len(stream):
+            bandit = _bandit(log_rows, log_allowed, log_chosen, log_p, log_r, names, cols_of(live))
+            verdicts = refit_and_gate(live, LogData(bandit, X, [], np.zeros(0)), settings, anchor, seed)
+            best = best_verdict(verdicts)
+            for v in verdicts:  # every gated candidate's true effect: the evidence for the rule
+                gated.append({"at": int(t), "family": v.family, "estimated_delta": v.result.delta,
+                              "lower": v.result.lower, "support": v.result.support, "promoted": v is best,
+                              "true_delta": mu_on(v.router, eval_rows) - mu_on(live, eval_rows)})
+            if on_event:
+                on_event({"event": "refit", "at": t, "verdicts": [(v.family, v.result.delta, v.result.lower,
+                                                                   v.result.support, v.promote) for v in verdicts]})
+            if best is not None:
+                promotions.append(_promotion("refit", t, best.router, live, mu_on, eval_rows, best.result))
+                live = best.router
+    last = slice(max(0, len(stream) - config.window), len(stream))
+    before = np.concatenate([start, stream[: last.start]])
+    final_pool = [n for n in names if n in set(map(str, live.llm_names_))] if config.new_llm else pool
+    full = _full_router(config.family, truth_all, observed, before, final_pool, col, feats)
+    out = {
+        "seed": seed, "family": config.family, "n_start": int(n0), "n_decisions": int(len(stream)),
+        "explore_budget": config.explore_budget, "explore_top_k": config.explore_top_k,
+        "mu_o_start": mu_start, "mu_o_live": float(greedy_true[last].mean()),
+        "mu_o_full": mu_on(full, stream[last]), "served_mean": float(np.concatenate(log_r)[last].mean()),
+        "off_greedy_share": float(np.mean(served_llm != greedy_llm)),
+        "promotions": promotions, "gated": gated,
+        "curve": _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, final_pool, col, feats, mu_on),
+    }
+    out["ratio"] = out["mu_o_live"] / out["mu_o_full"] if out["mu_o_full"] > 0 else float("nan")
+    if config.new_llm is not None:
+        out["new_llm"] = _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start,
+                                        names, col, feats)
+    return out
+
+
+def stream_order(observed: np.ndarray, config: StreamConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(start rows, stream rows): the prompts with an observed result in random order, the first
+    ``start_share`` of them the anchor, then ``decisions`` of the others (each once)."""
+    perm = rng.permutation(np.flatnonzero(observed.any(axis=1)))
+    n0 = max(int(round(config.start_share * len(perm))), 2)
+    start, stream = perm[:n0], perm[n0:]
+    if config.decisions is not None:
+        if config.decisions > len(stream):
+            raise DataError(f"{config.decisions} decisions asked but only {len(stream)} prompts outside the start set "
+                            "(each prompt arrives once)")
+        stream = stream[: config.decisions]
+    return start, stream
+
+
+def _bandit(rows, allowed, chosen, prop, reward, names, cols) -> Bandit:
+    """The log so far as a Bandit over the live router's LLM columns ``cols`` (into ``names``)."""
+    A = np.concatenate(allowed)[:, cols]
+    where = {int(c): j for j, c in enumerate(cols)}
+    ch = np.array([where[int(c)] for c in np.concatenate(chosen)], dtype=np.int64)
+    return Bandit(np.concatenate(rows).astype(np.int64), A, ch, np.concatenate(prop), np.concatenate(reward),
+                  np.asarray(names, dtype=object)[cols])
+
+
+def _promotion(kind, at, new, old, mu_on, rows, result=None) -> dict:
+    mu_new, mu_old = mu_on(new, rows), mu_on(old, rows)
+    row = {"kind": kind, "at": int(at), "true_mu_o": mu_new, "true_mu_o_replaced": mu_old, "true_delta": mu_new - mu_old}
+    if result is not None:
+        row.update(estimated_delta=result.delta, lower=result.lower, support=result.support)
+    return row
+
+
+def _full_router(family, truth_all, observed, rows, pool, col, feats):
+    """``family`` fitted with full information on ``rows`` over the LLMs ``pool``."""
+    from recroute.routers.registry import make_router
+
+    c = [col[n] for n in pool]
+    router = make_router(family).fit(truth_all[rows][:, c].astype(np.float32), feats(rows))
+    router.llm_names_ = np.asarray(pool, dtype=object)
+    return router
+
+
+def _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, pool, col, feats, mu_on) -> list[dict]:
+    """Per bucket of decisions: the live router's true mu_o, the full-information router's (the family
+    fitted with full information on the anchor and every earlier prompt of the stream, over the final
+    pool) on the same prompts, and the new LLM's share of the served traffic."""
+    out = []
+    for a in range(0, len(stream), config.bucket):
+        b = min(len(stream), a + config.bucket)
+        full = _full_router(config.family, truth_all, observed, np.concatenate([start, stream[:a]]), pool, col, feats)
+        row = {"end": b, "mu_o_live": float(greedy_true[a:b].mean()), "mu_o_full": mu_on(full, stream[a:b])}
+        if config.new_llm is not None:
+            row["new_llm_share"] = float(np.mean(served_llm[a:b] == config.new_llm))
+        out.append(row)
+    return out
+
+
+def _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start, names, col, feats) -> dict:
+    """The new LLM's served share over the 500 decisions ending 2,000 after its arrival, against the
+    full-information router's share on the same prompts (fitted on every other prompt, whole pool)."""
+    b = min(len(stream), add_at + 2000)
+    a = max(add_at, b - 500)
+    rows = stream[a:b]
+    others = np.setdiff1d(np.concatenate([start, stream]), rows)
+    full = _full_router(config.family, truth_all, observed, others, names, col, feats)
+    c = [col[n] for n in names]
+    _, pick = true_mu(full, feats(rows), truth_all[rows][:, c], observed[rows][:, c])
+    full_share = float(np.mean(np.asarray(names, dtype=object)[pick] == config.new_llm))
+    live_share = float(np.mean(served_llm[a:b] == config.new_llm))
+    return {**(probes or {}), "window": [int(a), int(b)], "share_live": live_share, "share_full": full_share,
+            "share_ratio": live_share / full_share if full_share > 0 else float("nan")}

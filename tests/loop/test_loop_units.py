@@ -1,0 +1,245 @@
+"""The loop's pieces with hand-computed values: journal replay, schedule, exploration budget, the gate's
+DR difference and promotion rule, the refit's anchor, onboarding, and one runner step promoting in process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recroute.coldstart.adaptive import llm_support
+from recroute.errors import DataError
+from recroute.feedback.bandit import Bandit
+from recroute.loop.exploration import budget_policy, off_greedy_share
+from recroute.loop.gate import GateResult, compare, promotion_decision
+from recroute.loop.journal import Journal
+from recroute.loop.onboard import mean_posterior, onboard_llm
+from recroute.loop.refit import Anchor, fit_candidate, split_recent
+from recroute.loop.schedule import Schedule
+
+
+class FixedScores:
+    """A feature-free 'router' with fixed scores (n_llms,), enough for target_probabilities."""
+
+    needs_features = False
+    stochastic = False
+    requires_truth = False
+    name = "fixed"
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, dtype=np.float32)
+
+    def score(self, X, n=None):
+        return np.tile(self.scores, (n, 1))
+
+
+def test_journal_replays_state_and_skips_only_a_torn_last_line(tmp_path):
+    j = Journal(tmp_path / "loop.jsonl")
+    j.append("start", live_bundle="/b0")
+    j.append("refit", n_outcomes=1000)
+    j.append("promoting", bundle="/b1", kind="refit")
+    state = j.state()
+    assert (state.live_bundle, state.refits, state.last_refit_outcomes) == ("/b0", 1, 1000)
+    assert state.pending["bundle"] == "/b1"  # journalled before the reload: a restart finishes it
+    j.append("promoted", bundle="/b1", kind="refit", response={"checksum": "c1"})
+    j.append("promoting", bundle="/b2", kind="refit")
+    j.append("refused", bundle="/b2", kind="refit", reason="422")
+    j.append("onboard", llm="new", placed=False, probes=3)
+    with open(j.path, "a") as fh:
+        fh.write('{"event": "refit", "n_outc')  # a crash mid-write
+    state = j.state()
+    assert state.live_bundle == "/b1" and state.pending is None and len(state.promotions) == 1
+    assert set(state.onboarded) == {"new"}
+    with open(j.path, "a") as fh:
+        fh.write('\n{"event": "start"}\n')
+    with pytest.raises(DataError, match="line 8: not valid JSON"):
+        j.events()
+    with pytest.raises(DataError, match="unknown journal event"):
+        j.append("bogus")
+
+
+def test_schedule_counts_outcomes_or_seconds():
+    by_count = Schedule(every_outcomes=100)
+    assert not by_count.due(150, 100, now=0, last_time=None)
+    assert by_count.due(200, 100, now=0, last_time=None)
+    by_time = Schedule(every_outcomes=None, every_seconds=60)
+    assert not by_time.due(101, 100, now=159, last_time=100)
+    assert by_time.due(101, 100, now=160, last_time=100)
+    assert not by_time.due(100, 100, now=1e9, last_time=100)  # no new outcome: nothing to learn
+    with pytest.raises(DataError):
+        Schedule(every_outcomes=None, every_seconds=None)
+
+
+def test_budget_policy_stays_within_the_budget_and_the_share_is_measured():
+    policy = budget_policy(0.02)
+    P = policy.probabilities(np.array([[0.9, 0.1, 0.5, 0.2]]))
+    assert P[0, 0] == pytest.approx(0.98 + 0.005) and 1 - P[0, 0] == pytest.approx(0.015)  # 0.02 * 3/4 < 0.02
+    with pytest.raises(DataError):
+        budget_policy(1.5)
+    allowed = np.array([[True, True, True], [True, True, False], [False, True, True], [True, True, True]])
+    b = Bandit(np.arange(4), allowed, np.array([0, 1, 1, 2]), np.ones(4), np.ones(4), np.array(["a", "b", "c"]))
+    scores = np.array([[3, 2, 1], [1, 2, 3], [3, 1, 2], [1, 1, 0]], dtype=float)
+    # greedy among allowed: a, b, c (a not allowed), a (tie -> lower index); chosen a, b, b, c
+    assert off_greedy_share(b, scores) == pytest.approx(0.5)
+
+
+def test_gate_difference_is_the_difference_of_the_dr_estimates():
+    # 4 decisions over LLMs (a, b); logging chose a, a, b, b with propensities .8, .8, .2, .2
+    b = Bandit(np.arange(4), np.ones((4, 2), bool), np.array([0, 0, 1, 1]), np.array([.8, .8, .2, .2]),
+               np.array([1.0, 0.0, 1.0, 1.0]), np.array(["a", "b"]))
+    q = np.full((4, 2), 0.5)
+    live, candidate = FixedScores([1, 0]), FixedScores([0, 1])  # live always a, candidate always b
+    got = compare(b, None, candidate, live, q)
+    # DR(live) = mean(0.5 + 1/.8 (r - .5) on a-decisions, 0.5 on b-decisions) = (1.125 + -0.125 + .5 + .5)/4
+    assert got.value_live == pytest.approx(0.5)
+    # DR(cand) = (0.5 + 0.5 + 0.5 + 5 * 0.5 + 0.5 + 5 * 0.5) / 4 = 1.75
+    assert got.value_candidate == pytest.approx(1.75)
+    assert got.delta == pytest.approx(1.25)
+    psi = np.array([0.5 - 1.125, 0.5 + 0.125, 3.0 - 0.5, 3.0 - 0.5])
+    assert got.se == pytest.approx(np.sqrt(4 / 3 * np.sum((psi - psi.mean()) ** 2)) / 4)
+    assert got.lower == pytest.approx(1.25 - 1.959964 * got.se, rel=1e-5)
+    assert got.support == 2 and got.disagree == 1.0 and got.n == 4
+    ok, reason = promotion_decision(got, margin=0.0, min_support=3)
+    assert not ok and "support 2 < 3" in reason
+    sure = GateResult(0.7, 0.6, 0.1, 0.02, 0.18, 0.04, 50, 0.3, 1000)
+    assert promotion_decision(sure, 0.0, 20)[0] and not promotion_decision(sure, 0.05, 20)[0]
+
+
+def test_split_recent_keeps_the_newest_decisions_out():
+    train, hold = split_recent(10, 0.3)
+    assert train.tolist() == list(range(7)) and hold.tolist() == [7, 8, 9]
+    assert split_recent(10, 4)[1].tolist() == [6, 7, 8, 9]
+    with pytest.raises(DataError):
+        split_recent(10, 10)
+
+
+def test_fit_candidate_stacks_the_anchor_over_the_dr_completed_log():
+    rng = np.random.default_rng(0)
+    names = np.array(["a", "b"], dtype=object)
+    # prompts 0..19 logged (always a chosen, a right on the even ones); the anchor says b is always right
+    n = 20
+    b = Bandit(np.arange(n), np.ones((n, 2), bool), np.zeros(n, dtype=np.int64), np.full(n, 0.9),
+               (np.arange(n) % 2 == 0).astype(float), names)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    # DR cells (reward model best_single: q_a = 0.5, q_b = 0 as b was never revealed): a = clip(0.5 + (r - 0.5)
+    # / 0.9) = r, b = 0; best_single's means: log alone a 0.5, b 0; over the 5 anchor rows too a = 10/25, b = 5/25
+    alone = fit_candidate("best_single", b, X, None, reward_router="best_single")
+    assert alone.score(None, n=1)[0] == pytest.approx([0.5, 0.0])
+    router = fit_candidate("best_single", b, X, anchor, reward_router="best_single")
+    assert list(router.llm_names_) == ["a", "b"]
+    assert router.score(None, n=1)[0] == pytest.approx([0.4, 0.2])
+    wider = anchor.with_llms(["b", "c", "a"])
+    assert np.isnan(wider.Y[:, 1]).all() and (wider.Y[:, 0] == 1).all() and (wider.Y[:, 2] == 0).all()
+
+
+def test_mean_posterior_and_onboarding_place_only_a_narrow_llm():
+    from recroute.routers.knn import KNNRouter
+
+    rng = np.random.default_rng(1)
+    Y = (rng.random((60, 4)) < np.array([0.2, 0.4, 0.6, 0.8])).astype(float)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    support = llm_support(Y)
+    mean, sd = mean_posterior(support, np.arange(60), Y[:, 3])
+    assert mean == pytest.approx(Y[:, 3].mean()) and sd == pytest.approx(0.0)  # everything probed: exact
+    router = KNNRouter(k=3).fit(Y[:, :3], X)
+    router.llm_names_ = np.array(["l0", "l1", "l2"], dtype=object)
+    anchor = Anchor(X, np.column_stack([Y[:, :3], np.full(60, np.nan)]), ["l0", "l1", "l2", "new"])
+    calls = []
+    got = onboard_llm(router, anchor, "new", lambda row: calls.append(row) or Y[row, 3], budget=40, max_sd=0.5,
+                      min_probes=5)
+    assert got.probes == len(calls) == 5 and got.placed is not None  # narrow enough after min_probes
+    assert list(got.placed.llm_names_) == ["l0", "l1", "l2", "new"]
+    strict = onboard_llm(router, anchor, "new", lambda row: Y[row, 3], budget=10, max_sd=1e-6, min_probes=5)
+    assert strict.probes == 10 and strict.placed is None and strict.sd > 1e-6  # too wide: no traffic
+    with pytest.raises(DataError, match="already routed"):
+        onboard_llm(router, anchor, "l0", lambda row: 1.0)
+
+
+def test_a_runner_step_refits_gates_and_promotes_in_process(tmp_path):
+    """The whole step on a gateway-format log (texts encoded by the bundle's TF-IDF encoder)."""
+    from recroute.encoders import get_encoder
+    from recroute.feedback.logs import DecisionLogWriter
+    from recroute.loop.runner import LoopRunner, LoopSettings
+    from recroute.routers.knn import KNNRouter
+    from recroute.serve.bundle import RoutingBundle
+
+    rng = np.random.default_rng(2)
+    topics = ["math algebra proof", "python code bug", "history king battle"]
+    texts = [f"{topics[i % 3]} question {i}" for i in range(600)]
+    truth = np.array([[1.0 if j == i % 3 else 0.0 for j in range(3)] for i in range(600)])
+    enc = get_encoder("tfidf", dim=8)
+    X = enc.fit_encode(texts)
+    live = KNNRouter(k=3).fit(np.tile([[1.0, 0.0, 0.0]], (30, 1)), X[:30])  # a bad start: always "a"
+    live.llm_names_ = np.array(["a", "b", "c"], dtype=object)
+    bundle = RoutingBundle.build(live, enc).save(tmp_path / "b0")
+    log = DecisionLogWriter(tmp_path / "log.jsonl")
+    for i in range(30, 600):  # epsilon-greedy (0.5) around the bad live router
+        chosen = 0 if rng.random() < 0.5 else int(rng.integers(3))
+        prop = 0.5 + 0.5 / 3 if chosen == 0 else 0.5 / 3
+        log.append([{"decision_id": f"d{i}", "prompt_text": texts[i], "candidates": ["a", "b", "c"],
+                     "chosen": "abc"[chosen], "propensity": prop}])
+        log.append_outcome(f"d{i}", truth[i, chosen])
+    promoted = []
+    runner = LoopRunner(tmp_path / "log.jsonl", Journal(tmp_path / "loop.jsonl"),
+                        lambda path: promoted.append(path) or {"status": "reloaded", "checksum": "x"},
+                        tmp_path / "work", LoopSettings(schedule=Schedule(100), min_outcomes=100,
+                                                        reward_router="knn", min_support=5, explore_budget=0.5))
+    runner.start(bundle)
+    events = runner.step()
+    kinds = [e["event"] for e in events]
+    assert kinds[:1] == ["estimate"] and {"explore", "refit", "decision", "promoting", "promoted"} <= set(kinds)
+    estimate = events[0]
+    assert estimate["lower"] > 0 and estimate["support"] >= 5  # the refit learned b and c from the exploration
+    assert len(promoted) == 1 and Journal(tmp_path / "loop.jsonl").state().live_bundle == promoted[0]
+    assert RoutingBundle.load(promoted[0]).llm_names == ["a", "b", "c"]
+    assert runner.step() == []  # no new outcome: nothing to do
+    assert json.loads((tmp_path / "loop.jsonl").read_text().splitlines()[0])["event"] == "start"
+
+
+def test_spare_upstreams_are_kept_after_the_bundle_llms_only_when_asked():
+    from recroute.serve.upstreams import parse_upstreams
+
+    doc = {"upstreams": {"new": {"base_url": "http://127.0.0.1:1/v1"}, "a": {"base_url": "http://127.0.0.1:2/v1"}}}
+    with pytest.raises(DataError, match=r"\['new'\] are not LLMs of the bundle"):
+        parse_upstreams(doc, ["a", "b"], "u.toml", {})
+    got, left_out = parse_upstreams(doc, ["a", "b"], "u.toml", {}, spare=True)
+    assert list(got) == ["a", "new"] and left_out == ["b"] and got["new"].chat_url == "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_a_restarted_runner_finishes_a_pending_promotion_and_retries_when_unanswered(tmp_path):
+    from recroute.loop.promote import PromotionError
+    from recroute.loop.runner import LoopRunner
+
+    journal = Journal(tmp_path / "loop.jsonl")
+    journal.append("start", live_bundle="/b0")
+    journal.append("promoting", bundle="/b1", kind="refit")  # the loop died before the gateway answered
+    calls = []
+
+    def down(path):
+        calls.append(path)
+        raise PromotionError("no answer")
+
+    with pytest.raises(PromotionError):
+        LoopRunner(tmp_path / "none.jsonl", journal, down, tmp_path).step()
+    assert journal.state().pending is not None  # still pending: retried at the next step
+    done = LoopRunner(tmp_path / "none.jsonl", journal, lambda path: calls.append(path) or {"checksum": "c"}, tmp_path)
+    events = done.step()
+    assert calls == ["/b1", "/b1"] and [e["event"] for e in events] == ["promoted"] and events[0]["resumed"]
+    assert journal.state().live_bundle == "/b1" and journal.state().pending is None
+
+
+def test_top_k_exploration_spreads_epsilon_over_the_best_allowed_llms():
+    from recroute.feedback.policies import parse_policy
+
+    policy = budget_policy(0.3, top_k=2)
+    assert policy.spec == "epsilon_greedy:epsilon=0.3,top_k=2" and parse_policy(policy.spec) == policy
+    scores = np.array([[0.1, 0.9, 0.5, 0.5], [0.2, 0.2, 0.2, 0.2]])
+    allowed = np.array([[True, True, False, True], [True, True, True, True]])
+    P = policy.probabilities(scores, allowed)
+    # row 0: greedy 1, top 2 = {1, 3} (2 not allowed): 0.7 + 0.15 on 1, 0.15 on 3
+    # row 1: all tied: greedy 0, top 2 = {0, 1} (ties: the lower index)
+    assert P == pytest.approx(np.array([[0, 0.85, 0, 0.15], [0.85, 0.15, 0, 0]]))
+    with pytest.raises(ValueError, match="top_k must be a whole number"):
+        parse_policy("epsilon_greedy:epsilon=0.1,top_k=0.5")
