@@ -30,6 +30,7 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
     "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
     "ensemble": ("recroute.routers.ensemble", "EnsembleRouter"),  # averaged P(correct) of member specs
+    "stack": ("recroute.routers.stack", "StackRouter"),  # families blended on the validation part
     "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
 }
 
