@@ -20,7 +20,8 @@ quality–cost study (``recroute tradeoff``) on llmrouter_nim: AIQ and its ratio
     python benchmarks/zoo.py --render                           # only re-render zoo.md from zoo.json
 
 Runs are checkpointed (benchmarks/_scratch/zoo_runs.jsonl) and skipped when already there, so an
-interrupted leaderboard resumes; every finished run rewrites benchmarks/results/zoo.json and zoo.md.
+interrupted leaderboard resumes, and several zoo processes may work on different sets at once; every
+finished run rewrites benchmarks/results/zoo.json and zoo.md from the checkpoint.
 """
 
 from __future__ import annotations
@@ -234,8 +235,8 @@ def main() -> None:
                 except Exception as exc:  # recorded: e.g. a family that refuses a set's size
                     new = [{"dataset": name, "router": spec, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}]
                 with CHECKPOINT.open("a") as handle:
-                    handle.writelines(json.dumps(r) + "\n" for r in new)
-                rows += new
+                    handle.write("".join(json.dumps(r) + "\n" for r in new))
+                rows = read_checkpoint()  # with the runs of other zoo processes on other sets
                 print(f"{name} {spec} seed {seed}: " + ", ".join(
                     f"m={r['m']} V_B {r['v_b']:.4f}" if "v_b" in r else r["error"] for r in new), flush=True)
                 write_results(rows, None, args.out, meta)
@@ -249,7 +250,7 @@ def main() -> None:
         tradeoff = run_tradeoffs(specs)
     if args.tradeoff and out_of_time:
         print("out of time: the tradeoff study was not run", flush=True)
-    write_results(rows, tradeoff, args.out, meta)
+    write_results(read_checkpoint(), tradeoff, args.out, meta)
     print(f"written to {args.out.with_suffix('.md')}")
 
 

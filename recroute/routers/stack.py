@@ -1,8 +1,8 @@
 """``StackRouter``: per pool, the families (or a weighted blend of their P(correct)) chosen on validation.
 
-    make_router("stack")                                     # DEFAULT_MEMBERS, 3 seeds each, blend of 10 steps
-    make_router("stack:members=two_tower+soft_cluster,steps=1")   # choose one family per pool
-    make_router("stack:members='all'")                        # every registered family that learns scores
+    make_router("stack")                                  # DEFAULT_MEMBERS, 3 seeds each, one family per pool
+    make_router("stack:members=two_tower+soft_cluster,steps=10")  # a blend: 10 greedy steps
+    make_router("stack:members=all,refit=True")            # every registered family that learns scores
 
 Each member (a registered router spec) is fitted on the training prompts as a seed-bagged
 :class:`~recroute.routers.ensemble.EnsembleRouter` (``n_seeds`` seeds when it has a ``random_state``;
@@ -12,10 +12,11 @@ ensemble's own hold-out of the training prompts). The blend is then chosen on th
 else a seeded ``validation_share`` of the training prompts held out by ``Router.fit``), never on test:
 Caruana et al.'s forward ensemble selection (ICML 2004) with replacement, ``steps`` greedy steps, each
 adding the member that most lowers the mean validation log loss of the blend over observed cells
-(soft targets in [0, 1]). Weights are the members' shares of the steps; ``steps=1`` chooses the single
-best family. The log loss of P(correct) over every cell is a steadier criterion on a few hundred
-validation prompts than the validation V_B of the argmax (measured on MMLU-Pro: choosing by validation
-mu_o or calibrating per LLM on validation both lost V_B on test; docs/routers.md).
+(soft targets in [0, 1]). Weights are the members' shares of the steps; ``steps=1`` (the default)
+chooses the single best family per pool. The log loss of P(correct) over every cell is a steadier
+criterion on a thousand validation prompts than the validation V_B of the argmax; and on MMLU-Pro
+choosing by validation mu_o, calibrating per LLM on validation, or blending (10 steps) all lost
+test V_B against choosing one family (docs/zoo.md has the numbers).
 
 ``score(X)`` (n, n_llms) = Σ_i w_i · P_i(X) over the members with a positive weight (the others are
 dropped after fitting). ``refit=True`` refits the kept members on training + validation prompts.
@@ -33,7 +34,7 @@ from recroute.errors import DataError, SavedArtifactError
 from recroute.routers.base import Router, ValidationPart, combined_cell_limit
 from recroute.routers.ensemble import member_specs
 
-DEFAULT_MEMBERS = "two_tower+soft_cluster+logistic+knn+best_single"
+DEFAULT_MEMBERS = "two_tower+soft_cluster:n_partitions=2+logistic+knn+best_single"
 NOT_MEMBERS = ("stack", "ensemble", "debiased")  # routers over other routers
 _EPS = 1e-4  # probabilities are clipped to [_EPS, 1 - _EPS] inside the log loss
 
@@ -87,7 +88,7 @@ class StackRouter(Router):
         self,
         members: str | Sequence[str] = DEFAULT_MEMBERS,
         n_seeds: int = 3,
-        steps: int = 10,
+        steps: int = 1,
         refit: bool = False,
         random_state: int | None = 0,
     ) -> None:
