@@ -90,10 +90,32 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+BOARD_M = (3, 5, 10)  # the leaderboard's m; larger hard pools (100, 1000) stay in the per-set tables
+
+
 def leaderboard(summary: pd.DataFrame) -> pd.DataFrame:
     """Family × set: mean V_B over m = 3, 5, 10 (the m the set has), the README's table."""
-    table = summary.groupby(["router", "dataset"], sort=False)["v_b"].mean().unstack("dataset")
-    return table[[d for d in summary["dataset"].unique() if d in table.columns]]
+    part = summary[summary.m.isin(BOARD_M)]
+    table = part.groupby(["router", "dataset"], sort=False)["v_b"].mean().unstack("dataset")
+    return table[[d for d in part["dataset"].unique() if d in table.columns]]
+
+
+def stack_lines(board: pd.DataFrame) -> list[str]:
+    """The stack against the best other learning family per set (mean V_B over BOARD_M)."""
+    from recroute.routers.stack import learning_families
+
+    if "stack" not in board.index:
+        return []
+    others = board.loc[[r for r in board.index if r in set(learning_families()) | {"ensemble", "debiased"}]]
+    lines = ["## The stack against the best other family per set", "",
+             "| set | stack | best other family | its V_B | stack − best |", "|---|---|---|---|---|"]
+    for dataset in board.columns:
+        if pd.isna(board.at["stack", dataset]) or others[dataset].isna().all():
+            continue
+        best = others[dataset].idxmax()
+        gap = board.at["stack", dataset] - others.at[best, dataset]
+        lines.append(f"| {dataset} | {board.at['stack', dataset]:.4f} | {best} | {others.at[best, dataset]:.4f} | {gap:+.4f} |")
+    return lines + [""]
 
 
 def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict) -> str:
@@ -102,12 +124,13 @@ def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict) -> str:
              f"({meta.get('machine', {}).get('cpu', '')}), shared machine: load average "
              f"{summary.load_min.min():.1f} to {summary.load_max.max():.1f} during the runs (times are inflated by it). "
              f"Seeds: {meta.get('seeds')}; {meta.get('note', '')}", "",
-             "## Mean V_B over m (easy m = 3, 5 and hard m = 10 where the pool has them)", ""]
+             "## Mean V_B over m = 3, 5, 10 (easy m = 3, 5 and hard m = 10 where the pool has them)", ""]
     board = leaderboard(summary)
     lines += ["| family | " + " | ".join(board.columns) + " |", "|---" * (len(board.columns) + 1) + "|"]
     for router, row in board.iterrows():
         lines.append(f"| {router} | " + " | ".join("-" if pd.isna(v) else f"{v:.4f}" for v in row) + " |")
     lines.append("")
+    lines += stack_lines(board)
     for dataset, part in summary.groupby("dataset", sort=False):
         ms = sorted(part.m.unique())
         lines += [f"## {dataset}", "", "| family | " + " | ".join(f"V_B m={m}" for m in ms)
@@ -174,6 +197,8 @@ def write_results(rows: list[dict], tradeoff: list[dict] | None, out: Path, meta
         tradeoff = json.loads(out.with_suffix(".json").read_text()).get("tradeoff", []) if out.with_suffix(".json").exists() else []
 
     frame = pd.DataFrame([r for r in rows if "error" not in r])
+    if not frame.empty:  # a run two zoo processes both made counts once
+        frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="first")
     if frame.empty:
         return
     summary = summarise(frame)
@@ -225,8 +250,9 @@ def main() -> None:
                     continue
                 if seed != seeds[0] and seeded(spec, seed) is None:
                     continue  # deterministic: one run is every seed's run
-                if (name, spec, seed) in done:
-                    continue
+                if (name, spec, seed) in done or (name, spec, seed) in {(r["dataset"], r["router"], r["seed"])
+                                                                      for r in read_checkpoint()}:
+                    continue  # done here or by another zoo process
                 if args.budget_min is not None and time.perf_counter() - started > 60 * args.budget_min:
                     out_of_time = True
                     break
