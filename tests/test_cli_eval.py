@@ -107,7 +107,9 @@ def test_eval_on_a_routereval_pickle(tmp_path):
     rows = json.loads(out.read_text())
     check_rows(rows, {"random", "oracle", "knn"}, {3, 5})
     knn = next(r for r in rows if r["router"] == "knn" and r["m"] == 3 and r["group"] == "mean")
-    assert knn["mu_o"] == pytest.approx(0.5059, abs=1e-3)  # RouterEval's knn.py on this fixture
+    # recroute's kNN on this fixture (the same on every CPU); RouterEval's knn.py printed 0.5059, inside
+    # the range [0.50376, 0.50594] that the order of tied neighbours allows (tests/eval/test_routereval_fixture.py)
+    assert knn["mu_o"] == pytest.approx(0.5053959853477196, abs=1e-12)
     assert knn["v_r"] == pytest.approx(knn["mu_o"] / 0.637)
 
 

@@ -56,3 +56,12 @@ def test_feedback_notebook_runs():
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # bias and RMSE against the log size
+
+
+def test_audit_notebook_runs():
+    nb = run_notebook(NOTEBOOKS / "audit.ipynb")
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # shares, regret, reliability, drift
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "drift alarm after" in text and "recomputed from the neighbours" in text

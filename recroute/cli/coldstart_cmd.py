@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 def coldstart_command(
     dataset: str = typer.Option(..., "--dataset", "-d", help="A bundled name (mmlu_pro) or a dataset folder."),
-    routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated router specs that place new LLMs (knn, knn:k=1, als, lightfm, two_tower, text_mf); default none."),
+    routers: str = typer.Option(DEFAULT_ROUTERS, "--routers", "-r", help="Comma-separated router specs that place new LLMs (knn, knn:k=1, als, lightfm, two_tower, text_mf, irt); default none."),
     estimators: str = typer.Option(DEFAULT_ESTIMATORS, "--estimators", "-e", help="Comma-separated router-free estimators: llm_mixture, irt, gp_irt (specs like llm_mixture:eps=0.1); '' for none."),
     strategies: str = typer.Option(
         DEFAULT_STRATEGIES, "--strategies", "-s",

@@ -23,7 +23,7 @@ def tradeoff_command(
     pricing: str = typer.Option("tokens", "--pricing", help="tokens (cell costs, else price × tokens) | price_index (in + out $/Mtok)."),
     split: str = typer.Option("auto", "--split", help="auto (the split column, else RouterEval's) | column | routereval."),
     calibration: str = typer.Option("auto", "--calibration", help="Per-LLM calibration first: auto (non-probability scores) | none | isotonic | platt."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | tfidf (default: the dataset's embeddings, else minilm)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | minilm-onnx | minilm-int8 | static | tfidf (default: the dataset's embeddings, else minilm-onnx)."),
     at_cost: Optional[float] = typer.Option(None, "--at-cost", help="Also report the quality reached at this mean cost per prompt."),
     target_cost: Optional[str] = typer.Option(None, "--target-cost", help="Comma-separated mean costs to calibrate lambda for (held-out training prompts)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the tidy rows (points, then summaries) as JSON (- = stdout)."),

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from recroute.cli.common import output_console, user_errors, write_json
+from recroute.encoders.base import DEFAULT_ENCODER
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def encode(
         None, metavar="[NAME|PATH]", help="Bundled dataset name (mmlu_pro) or dataset folder (optional with --make)."
     ),
     encoder: str = typer.Option(
-        "minilm", "--encoder", "-e",
+        DEFAULT_ENCODER, "--encoder", "-e",
         help="minilm (torch) | minilm-onnx (ONNX fp32) | minilm-int8 (ONNX int8) | static (model2vec) | tfidf.",
     ),
     make: Optional[str] = typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -84,6 +85,10 @@ def eval_command(
     backend: str = typer.Option(
         "serial", "--backend", help="Where the router × group grid runs: serial | process (local spawn pool) | ray."
     ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Threads for torch, FAISS and BLAS in this process (default: every core); "
+                                       "the rows are the same for any number."
+    ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the tidy rows as JSON to this file (- = stdout)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the tidy rows as CSV to this file (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; only write --json/--csv."),
@@ -109,8 +114,9 @@ def eval_command(
 
         check_backend(backend)
         start = time.perf_counter()
-        df, label = _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo or None, seed, quiet,
-                              backend)
+        with eval_threads(threads):
+            df, label = _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo or None, seed,
+                                  quiet, backend)
         elapsed = time.perf_counter() - start
         if json_path:
             write_json(json_path, report.eval_records(df))
@@ -192,6 +198,25 @@ def _requested_settings(setting: str) -> tuple[str, ...]:
     from recroute.eval.protocol import check_settings
 
     return check_settings(setting)
+
+
+@contextmanager
+def eval_threads(threads: int | None):
+    """torch's and FAISS's pools and BLAS at ``threads`` threads while the evaluation runs (None: as they are)."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    from recroute.threads import apply_threads, current_threads, resolve_threads
+
+    previous = current_threads()
+    apply_threads(resolve_threads(threads), load=True)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        apply_threads(previous)
 
 
 def _run_eval(dataset, routereval, benchmark, specs, setting, encoder, monte_carlo, seed, quiet, backend="serial"):

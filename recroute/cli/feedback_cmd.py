@@ -30,14 +30,14 @@ def _names(text: Optional[str]) -> list[str] | None:
 
 
 def dataset_features(data, encoder: Optional[str], quiet: bool) -> np.ndarray | None:
-    """float32 (n_prompts, d): the dataset's embeddings, else its texts encoded (``encoder`` or minilm)."""
+    """float32 (n_prompts, d): the dataset's embeddings, else its texts encoded (``encoder`` or the default)."""
     if encoder is None and data.embeddings is not None:
         return data.embeddings
     if not data.has_text:
         return None
-    from recroute.encoders import embed_dataset, get_encoder
+    from recroute.encoders import DEFAULT_ENCODER, embed_dataset, get_encoder
 
-    out = embed_dataset(data, get_encoder(encoder or "minilm"), show_progress=not quiet)
+    out = embed_dataset(data, get_encoder(encoder or DEFAULT_ENCODER), show_progress=not quiet)
     return np.asarray(out if isinstance(out, np.ndarray) else out.embeddings, dtype=np.float32)
 
 
@@ -77,7 +77,7 @@ def simulate_command(
     m: int = typer.Option(5, "--m", help="Size of the --group pool."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the draws."),
     with_text: bool = typer.Option(False, "--with-text", help="Store each prompt's text in the log."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | tfidf (default: stored embeddings)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | minilm-onnx | minilm-int8 | static | tfidf (default: stored embeddings, else minilm-onnx)."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write a summary row as JSON (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on stderr."),
 ) -> None:
@@ -127,7 +127,7 @@ def ope_command(
     interval: str = typer.Option("normal", "--interval", help="normal | bootstrap."),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - the intervals' confidence level."),
     tau: float = typer.Option(20.0, "--tau", help="Switch-DR's weight threshold."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | tfidf (default: stored embeddings)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="minilm | minilm-onnx | minilm-int8 | static | tfidf (default: stored embeddings, else minilm-onnx)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the folds and the bootstrap."),
     json_path: Optional[str] = typer.Option(None, "--json", help="Write the rows as JSON (- = stdout)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
@@ -244,13 +244,13 @@ def _bundle_names(specs: list[str]) -> list[str] | None:
 
 def _log_features(prompts, encoder) -> np.ndarray:
     """Features of a log's distinct prompts (no dataset): their texts encoded with ``encoder`` (a name,
-    default minilm, or an encoder; an unfitted TF-IDF is fitted on these texts first)."""
+    default DEFAULT_ENCODER, or an encoder; an unfitted TF-IDF is fitted on these texts first)."""
     texts = prompts["prompt_text"]
     if texts.isna().any():
         raise DataError("without --dataset every decision needs prompt_text (to compute prompt features)")
-    from recroute.encoders import encode_cached, get_encoder
+    from recroute.encoders import DEFAULT_ENCODER, encode_cached, get_encoder
 
-    enc = get_encoder(encoder or "minilm") if encoder is None or isinstance(encoder, str) else encoder
+    enc = get_encoder(encoder or DEFAULT_ENCODER) if encoder is None or isinstance(encoder, str) else encoder
     texts = [str(t) for t in texts]
     if getattr(enc, "is_fitted", True) is False:
         enc.fit(texts)
@@ -263,10 +263,10 @@ def fit_router_on_logs(logs: Path, dataset: Optional[str], router_spec: str, met
     """(fitted router, encoder or None, summary) for ``recroute fit --logs``: the router learns from a log.
 
     With a dataset the log's prompt ids index its prompts and features; without one the log's prompt texts
-    are encoded (``encoder``, default minilm) and the LLMs are the candidates named in the log.
+    are encoded (``encoder``, default DEFAULT_ENCODER) and the LLMs are the candidates named in the log.
     """
     from recroute.cli.serve_cmd import fit_features
-    from recroute.encoders import get_encoder
+    from recroute.encoders import DEFAULT_ENCODER, get_encoder
     from recroute.feedback.bandit import bandit_from_log
     from recroute.feedback.learn import fit_from_log
     from recroute.feedback.logs import read_decision_log
@@ -288,7 +288,7 @@ def fit_router_on_logs(logs: Path, dataset: Optional[str], router_spec: str, met
     else:
         names = sorted({c for cands in log.candidates for c in cands})
         bandit, prompts = bandit_from_log(log, names)
-        enc = get_encoder(encoder or "minilm")
+        enc = get_encoder(encoder or DEFAULT_ENCODER)
         X = _log_features(prompts, enc)  # fits a TF-IDF encoder on the log's texts
         enc = enc if router.needs_features else None
         source = str(logs)

@@ -24,6 +24,7 @@ COMMAND_MODULES = ("recroute.cli.data_cmd", "recroute.cli.encode_cmd", "recroute
     "recroute.cli.gateway_cmd",
     "recroute.cli.cost_cmd",
     "recroute.cli.feedback_cmd",
+    "recroute.cli.audit_cmd",
 )
 
 for _module in COMMAND_MODULES:

@@ -245,14 +245,12 @@ def run_coldstart(
 
 def _text_features(data: "RoutingDataset", X: np.ndarray | None, features: str) -> np.ndarray | None:
     """Text embeddings (n_prompts, d) when they are to be used, else None (response features per fold)."""
-    from recroute.eval.protocol import DEFAULT_ENCODER, dataset_embeddings
+    from recroute.eval.protocol import dataset_embeddings
 
     if features == "responses":
         return None
-    if X is not None or data.embeddings is not None:
-        return dataset_embeddings(data, X)
-    if data.has_text:
-        return dataset_embeddings(data, None, DEFAULT_ENCODER)
+    if X is not None or data.embeddings is not None or data.has_text:
+        return dataset_embeddings(data, X, needed=True)
     if features == "text":
         raise DataError(f"{data.name or 'dataset'} has neither prompt text nor embeddings; use features='responses'")
     return None

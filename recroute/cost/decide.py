@@ -68,6 +68,24 @@ def utility(scores, costs, cost_weight) -> np.ndarray:
     return S - _weight(cost_weight, S.shape[0]) * C
 
 
+def alpha_utility(scores, costs, alpha: float) -> np.ndarray:
+    """float64 (n, m): Avengers-Pro's performance–efficiency score alpha·s̃ + (1 - alpha)·(1 - c̃) for any
+    router (arXiv 2508.12631), s̃ and c̃ the scores and costs min-max normalised over each prompt's m LLMs
+    (pass only the candidates' columns); it is :func:`utility` of (alpha·s̃, c̃) with cost weight 1 - alpha,
+    plus the constant 1 - alpha. ``alpha`` in [0, 1]: 1 = performance only, 0 = cheapest only."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise DataError(f"alpha must be in [0, 1]; got {alpha!r}")
+    S = _scores(scores)
+    alpha = float(alpha)
+    return utility(alpha * _minmax_rows(S), _minmax_rows(as_cost_matrix(costs, *S.shape)), 1.0 - alpha) + (1.0 - alpha)
+
+
+def _minmax_rows(A: np.ndarray) -> np.ndarray:
+    """(A - row min) / (row max - row min); 0 in a row whose values are all equal."""
+    low, span = A.min(axis=1, keepdims=True), np.ptp(A, axis=1, keepdims=True)
+    return np.where(span > 0, (A - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
 def max_cost_mask(costs, max_cost, allowed=None, names: Sequence[str] | None = None) -> np.ndarray:
     """bool (n, m): True where the LLM is allowed and its expected cost is at most ``max_cost``.
 

@@ -157,9 +157,7 @@ def run_tradeoff(
         raise DataError(f"the split leaves {len(train)} training and {len(test)} test prompts")
     needs_x = any(make_router(cost_ready_spec(s, calibration)).needs_features for s in routers)
     if needs_x:
-        X = dataset_embeddings(data, X, encoder if encoder or data.embeddings is not None else "minilm")
-        if X is None:
-            X = dataset_embeddings(data, None, "minilm")
+        X = dataset_embeddings(data, X, encoder, needed=True)
     Y_all = data.dense(np.nan)
     Y_train, Y_test = Y_all[train], np.nan_to_num(Y_all[test], nan=0.0).astype(np.float64)
     C_test = data.costs(prompts=test, pricing=pricing)

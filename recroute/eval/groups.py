@@ -25,9 +25,11 @@ def oracle_of(Y: np.ndarray) -> float:
 def usable_range(means: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(ascending order of LLMs by mean, first index with mean > 0.1, first index with mean > 0.9).
 
-    Uses numpy's default (unstable) argsort, as RouterEval does.
+    RouterEval sorts with numpy's default argsort, whose order of LLMs with equal means differs by CPU
+    (AVX2 / AVX-512 kernels); here equal means keep the lower LLM position (a stable sort), the same
+    order wherever the means differ and the same on every machine where they tie.
     """
-    order = np.argsort(means)
+    order = np.argsort(means, kind="stable")
     sorted_means = means[order]
     above = np.flatnonzero(sorted_means > 0.1)
     if above.size == 0:

@@ -401,13 +401,17 @@ def dataset_benchmark(data: "RoutingDataset") -> str | None:
     return str(names[0]) if len(names) == 1 else None
 
 
-def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, encoder=None) -> np.ndarray | None:
+def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, encoder=None,
+                       needed: bool = False) -> np.ndarray | None:
     """float32 (n_prompts, d) prompt features: ``X``, else ``encoder``'s (when given), else the dataset's.
 
     An encoder given explicitly wins over attached embeddings (``embed_dataset`` reuses them when the
     same encoder made them). Without one, the dataset's set made by the default encoder
-    (``DEFAULT_ENCODER``) when it carries one, else its active embeddings; None when there are none.
+    (``DEFAULT_ENCODER``) when it carries one, else its active embeddings; when it has none and
+    features are ``needed``, its texts encoded by ``DEFAULT_ENCODER`` (cached on disk); else None.
     """
+    if needed and X is None and encoder is None and data.embeddings is None and data.has_text:
+        encoder = DEFAULT_ENCODER  # texts but no stored embeddings: encode them
     if X is not None:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[0] != data.n_prompts:
@@ -467,9 +471,7 @@ def evaluate_dataset(
 
     settings = check_settings(settings)
     needs_features = any(make_router(spec).needs_features for spec in routers)
-    if needs_features and X is None and encoder is None and data.embeddings is None and data.has_text:
-        encoder = DEFAULT_ENCODER  # texts but no stored embeddings: encode them (cached on disk)
-    emb = dataset_embeddings(data, X, encoder)
+    emb = dataset_embeddings(data, X, encoder, needed=needs_features)
     rd = build_router_dataset(data, build_settings(settings), seed=seed, prompt_order=prompt_order, embeddings=emb)
     bench = benchmark if benchmark is not None else dataset_benchmark(data)
     present = [s for s in settings if rd.get(s)]

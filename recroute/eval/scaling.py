@@ -163,9 +163,9 @@ def _router_scores(data, Y, split, spec: str, X, encoder) -> np.ndarray:
     router = make_router(spec)
     if getattr(router, "requires_truth", False) or getattr(router, "stochastic", False):
         raise DataError(f"router {spec!r} is random or routes from the truth: its curve is r_o's (p = 0 or 1)")
-    emb = dataset_embeddings(data, X, encoder)
+    emb = dataset_embeddings(data, X, encoder, needed=router.needs_features)
     if router.needs_features and emb is None:
-        raise DataError(f"router {spec!r} needs prompt embeddings: attach them or choose an encoder")
+        raise DataError(f"router {spec!r} needs prompt embeddings: the dataset has neither embeddings nor texts")
     target = multi_hot_labels(Y[split.train]) if data.score_type == "continuous" else Y[split.train]
     router.fit(target, X=None if emb is None else emb[split.train])
     n_test = len(split.test)

@@ -8,6 +8,8 @@ dropped, as RouterEval's cluster.py does.
 
 ``n_init="auto"`` (sklearn's default, one k-means++ run) reproduces the official numbers on the
 RouterEval fixture exactly; ``n_init=10`` does not, so the official script ran with the default.
+k-means runs on one thread: sklearn adds up each centre from per-thread partial sums, so its last
+digits (and E_p's) depended on the number of cores.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ class ClusterRouter(Router):
 
     def _fit(self, Y: np.ndarray, X: np.ndarray) -> None:
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
         n_clusters = int(self.n_clusters)
         if not 1 <= n_clusters <= len(X):
             raise DataError(f"cluster: n_clusters={n_clusters} needs 1..{len(X)} (the number of training prompts)")
-        kmeans = KMeans(n_clusters=n_clusters, random_state=self.random_state, n_init=self.n_init).fit(X)
+        with threadpool_limits(1):  # k-means sums its centres per thread: one thread, one order, any machine
+            kmeans = KMeans(n_clusters=n_clusters, random_state=self.random_state, n_init=self.n_init).fit(X)
         labels = kmeans.labels_
         self.centers_ = np.asarray(kmeans.cluster_centers_, dtype=np.float32)
         self.cluster_scores_ = np.stack([nan_mean_rows(Y, labels == c) for c in range(n_clusters)]).astype(np.float32)

@@ -5,16 +5,23 @@ prompts; the route is the argmax (first on ties) and the selection distribution 
 softmax of the predicted scores, as in RouterEval's knn.py (sklearn ``NearestNeighbors``, cosine,
 brute force).
 
-Neighbour sets match sklearn's: FAISS returns k + 1 neighbours; where the k-th and (k+1)-th are
-within ``_TIE_TOL`` of each other (duplicate or near-duplicate training prompts), which of the tied
-prompts is "nearest" is decided the way sklearn does it, from the prompt's full distance row and
-``np.argpartition``. Such rows are rare (about 2 % on RouterEval-style data), so the cost is small,
-and without this the official numbers are off by a prompt or two per group.
+Neighbour sets follow one tie rule that no CPU changes: **among training prompts at equal distance
+(within ``TIE_TOL``) the lower training position wins.** Precisely, with t the k-th smallest
+distance of a query, every training prompt nearer than t - TIE_TOL is a neighbour, and the remaining
+places go to the prompts within TIE_TOL of t in ascending training position (:func:`choose_neighbours`).
+FAISS returns k + 1 neighbours; only where the k-th and (k+1)-th are within ``TIE_TOL`` of each other
+(duplicate or near-duplicate training prompts, about 2 % of rows on RouterEval-style data) is the full
+distance row computed and the rule applied to it; elsewhere the k nearest are unambiguous. The rule is
+built from explicit masks and stable orders, never from ``argpartition``'s order of tied items, which
+differs between CPUs (AVX2 and AVX-512 kernels). sklearn's brute-force ``NearestNeighbors`` (what
+RouterEval's knn.py calls) resolves such ties by its partition kernel, so RouterEval's printed kNN
+numbers move with the CPU they ran on; recroute's do not (docs/routers.md, "kNN ties").
 
 Index choices (``index``): "flat" (exact; the default, RouterEval's numbers), "ivf" (inverted lists:
 ``nlist`` k-means cells, ``nprobe`` of them searched per query) and "hnsw" (a graph with ``hnsw_m``
 links per node, ``ef_construction`` / ``ef_search`` candidate lists). Approximate indexes trade
-recall for speed (measure it with :func:`index_recall`); the tie handling applies to "flat" only.
+recall for speed (measure it with :func:`index_recall`); they return k + 1 candidates and the same
+tie rule picks k of them.
 Every index is saved with ``faiss.write_index`` beside router.json and read back with
 ``faiss.read_index``; the search-time settings (``nprobe``, ``ef_search``) are applied from the
 router's parameters at every search, so ``set_params(nprobe=64)`` on a fitted router takes effect.
@@ -34,7 +41,7 @@ _METRICS = ("cosine", "l2")
 _INDEXES = ("flat", "ivf", "hnsw")
 _INDEX_FILE = "index.faiss"
 _IVF_TRAIN_PER_CELL = 64  # IVF k-means trains on at most this many prompts per cell
-_TIE_TOL = 1e-5          # distance gap at the k-th neighbour treated as a tie
+TIE_TOL = 1e-5           # distances this close are equal: the lower training position wins
 _MAX_CELLS = 1 << 24     # cells per chunk when gathering neighbours or full distance rows
 _SMALL_BATCH = 64        # fewer queries than this search on one FAISS thread
 
@@ -94,7 +101,7 @@ class KNNRouter(Router):
         self.train_scores_ = np.asarray(Y, dtype=np.float32)
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:
-        return _nan_mean_neighbours(self.train_scores_, self._neighbours(X))
+        return neighbour_mean_scores(self.train_scores_, self._neighbours(X))
 
     # ------------------------------------------------------------------ new LLMs
     def _add_llms(self, X: np.ndarray | None, Y: np.ndarray, metadata: np.ndarray | None) -> None:
@@ -123,16 +130,15 @@ class KNNRouter(Router):
         self.train_scores_ = np.hstack([train, columns.astype(np.float32)])
 
     def _training_rows(self, X: np.ndarray) -> np.ndarray:
-        """int64 (n,): the training row each query duplicates (same vector), else -1."""
+        """int64 (n,): the training row each query duplicates (same vector; the lowest such row), else -1."""
         Q = self._prepare(X)
-        if self.index == "flat":
-            sims, found = self.index_.search(Q, 1)
-            gap = 1.0 - sims[:, 0] if self.metric == "cosine" else sims[:, 0]
+        train = self._train_vectors() if self.index == "flat" else self._train_vectors_any()
+        rows = self._exact_neighbours(Q, 1, train)[:, 0]
+        if self.metric == "cosine":
+            gap = 1.0 - np.einsum("ij,ij->i", Q, train[rows])
         else:
-            train = self._train_vectors_any()
-            found = self._exact_nearest(Q, train)
-            gap = np.linalg.norm(train[found[:, 0]] - Q, axis=1)
-        return np.where(gap <= _TIE_TOL, found[:, 0], -1).astype(np.int64)
+            gap = np.einsum("ij,ij->i", Q - train[rows], Q - train[rows])
+        return np.where(gap <= TIE_TOL, rows, -1).astype(np.int64)
 
     def _train_vectors_any(self) -> np.ndarray:
         """float32 (n_train, d) vectors of any index type (reconstructed; IVF needs a direct map)."""
@@ -142,14 +148,6 @@ class KNNRouter(Router):
 
             faiss.extract_index_ivf(index).make_direct_map()
         return index.reconstruct_n(0, index.ntotal)
-
-    @staticmethod
-    def _exact_nearest(Q: np.ndarray, train: np.ndarray) -> np.ndarray:
-        import faiss
-
-        flat = faiss.IndexFlatL2(train.shape[1])
-        flat.add(np.ascontiguousarray(train, dtype=np.float32))
-        return flat.search(Q, 1)[1]
 
     def kneighbors(self, X: np.ndarray) -> np.ndarray:
         """int64 (n, min(k, n_train)): the training rows nearest to each query (unordered, as a set).
@@ -170,21 +168,32 @@ class KNNRouter(Router):
         k = min(int(self.k), n_train)
         if self.index != "flat":
             self._apply_search_params()
-            return self.index_.search(Q, k)[1].astype(np.int64)
+            sims, rows = self.index_.search(Q, min(k + 1, n_train))
+            return choose_neighbours(self._distances(sims), rows.astype(np.int64), k)
         sims, rows = self.index_.search(Q, min(k + 1, n_train))
         neighbours = rows[:, :k].astype(np.int64)
         if k < n_train:
-            dist = -sims if self.metric == "cosine" else sims  # FAISS gives IP / squared L2
-            tied = np.flatnonzero(dist[:, k] - dist[:, k - 1] <= _TIE_TOL)
+            dist = self._distances(sims)
+            tied = np.flatnonzero(dist[:, k] - dist[:, k - 1] <= TIE_TOL)
             if tied.size:
-                neighbours[tied] = self._exact_neighbours(Q[tied], k)
+                neighbours[tied] = self._exact_neighbours(Q[tied], k, self._train_vectors())
         return neighbours
 
-    def _exact_neighbours(self, Q: np.ndarray, k: int) -> np.ndarray:
-        """sklearn's brute-force choice: argpartition of the full float32 distance rows."""
-        train = self._train_vectors()
+    def _distances(self, sims: np.ndarray) -> np.ndarray:
+        """FAISS's inner products (cosine) or squared L2 as distances (smaller = nearer)."""
+        return 1.0 - sims if self.metric == "cosine" else sims
+
+    def _exact_neighbours(self, Q: np.ndarray, k: int, train: np.ndarray) -> np.ndarray:
+        """int64 (n, k): the tie rule on full float32 distance rows against ``train`` (n_train, d)."""
         out = np.empty((len(Q), k), dtype=np.int64)
+        for start, dist, positions in self._distance_rows(Q, train):
+            out[start : start + len(dist)] = choose_neighbours(dist, positions, k)
+        return out
+
+    def _distance_rows(self, Q: np.ndarray, train: np.ndarray):
+        """Yield (start, float32 distances (chunk, n_train), positions (chunk, n_train)) in bounded chunks."""
         step = max(1, _MAX_CELLS // max(1, len(train)))
+        positions = np.arange(len(train), dtype=np.int64)
         for start in range(0, len(Q), step):
             q = Q[start : start + step]
             if self.metric == "cosine":
@@ -192,7 +201,30 @@ class KNNRouter(Router):
             else:
                 sq = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ train.T) + np.einsum("ij,ij->i", train, train)
                 dist = np.maximum(sq, 0.0)
-            out[start : start + step] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            yield start, dist, np.broadcast_to(positions, dist.shape)
+
+    def tied_neighbours(self, X: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
+        """The queries whose neighbour set a tie decides (flat index), for tie-sensitivity studies.
+
+        One (query, nearer rows, tied rows, room) per such query: the neighbours are ``nearer`` plus
+        ``room`` of ``tied`` (recroute takes the lowest positions; another tie order takes others).
+        """
+        self._check_fitted()
+        if self.index != "flat":
+            raise ValueError("knn: tied_neighbours needs the exact (flat) index")
+        X, _ = self._check_query(X, None)
+        Q, n_train = self._prepare(X), self.index_.ntotal
+        k = min(int(self.k), n_train)
+        if k >= n_train:
+            return []
+        sims, _ = self.index_.search(Q, k + 1)
+        dist = self._distances(sims)
+        maybe = np.flatnonzero(dist[:, k] - dist[:, k - 1] <= TIE_TOL)
+        out = []
+        for start, rows_dist, positions in self._distance_rows(Q[maybe], self._train_vectors()):
+            rows, nearer, band, room = tie_masks(rows_dist, positions, k)
+            for i in np.flatnonzero(band.sum(axis=1) > room[:, 0]):
+                out.append((int(maybe[start + i]), rows[i, nearer[i]], rows[i, band[i]], int(room[i, 0])))
         return out
 
     def _train_vectors(self) -> np.ndarray:
@@ -303,7 +335,7 @@ class KNNRouter(Router):
         self.__dict__.update(state)
 
 
-def _nan_mean_neighbours(Y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+def neighbour_mean_scores(Y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     """float32 (n, m): mean over each row's neighbours of Y's observed cells (0 if none observed).
 
     Neighbours of -1 (none found by an approximate index) are skipped. Gathers in row chunks of at
@@ -323,6 +355,39 @@ def _nan_mean_neighbours(Y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         count = observed.sum(axis=1)
         out[start : start + step] = total / np.maximum(count, 1)
     return out
+
+
+def choose_neighbours(dist: np.ndarray, rows: np.ndarray, k: int, tol: float = TIE_TOL) -> np.ndarray:
+    """int64 (n, k): k of each query's candidate training rows by recroute's tie rule.
+
+    ``dist`` (n, c) distances of the candidates, ``rows`` (n, c) their training positions (-1 = no
+    candidate). With t the k-th smallest distance of a row: candidates nearer than t - tol are chosen,
+    then those within tol of t in ascending training position until k are chosen. Rows with fewer than
+    k candidates are padded with -1. Only masks, cumulative counts and stable sorts decide, so the
+    result is the same on every CPU.
+    """
+    rows, nearer, band, room = tie_masks(dist, rows, k)
+    chosen = nearer | (band & (np.cumsum(band, axis=1) <= room))
+    first = np.argsort(~chosen, axis=1, kind="stable")[:, : min(int(k), rows.shape[1])]  # chosen first, by position
+    return np.where(np.take_along_axis(chosen, first, 1), np.take_along_axis(rows, first, 1), -1).astype(np.int64)
+
+
+def tie_masks(dist: np.ndarray, rows: np.ndarray, k: int, tol: float = TIE_TOL):
+    """The parts of the tie rule: (rows, nearer, band, room), candidates sorted by training position.
+
+    rows int64 (n, c); nearer bool (n, c): nearer than t - tol (always neighbours); band bool (n, c):
+    within tol of t (tied); room int (n, 1): how many of the band are neighbours. A tie decides a row
+    where ``band.sum(1) > room``.
+    """
+    dist = np.where(rows >= 0, np.asarray(dist, dtype=np.float64), np.inf)
+    by_position = np.argsort(np.where(rows >= 0, rows, np.iinfo(np.int64).max), axis=1, kind="stable")
+    dist, rows = np.take_along_axis(dist, by_position, 1), np.take_along_axis(np.asarray(rows, np.int64), by_position, 1)
+    k = min(int(k), dist.shape[1])
+    t = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]  # a value: the same whatever the kernel
+    with np.errstate(invalid="ignore"):  # inf - inf where a row has fewer than k candidates
+        nearer = dist < t - tol
+        band = np.abs(dist - t) <= tol
+    return rows, nearer, band, k - nearer.sum(axis=1, keepdims=True)
 
 
 def auto_nlist(n_train: int) -> int:

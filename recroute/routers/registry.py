@@ -30,6 +30,10 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
     "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
     "ensemble": ("recroute.routers.ensemble", "EnsembleRouter"),  # averaged P(correct) of member specs
+    "irt": ("recroute.routers.irt", "IRTRouter"),  # IRT-Router (MIRT / NIRT), arXiv 2506.01048
+    "avengers": ("recroute.routers.avengers", "AvengersRouter"),  # Avengers-Pro clusters, arXiv 2508.12631
+    "sw_ranking": ("recroute.routers.sw_ranking", "SWRankingRouter"),  # RouteLLM's similarity-weighted BT/Elo
+    "hybrid": ("recroute.routers.hybrid", "HybridRouter"),  # Hybrid LLM's quality-gap classifier, n LLMs
     "stack": ("recroute.routers.stack", "StackRouter"),  # families blended on the validation part
     "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
 }

@@ -64,6 +64,10 @@ class TorchRouter(Router):
     def _init_net(self, net) -> None:
         """Hook after the network is built and before training (e.g. fill buffers)."""
 
+    def _epochs(self, n_prompts: int, n_llms: int) -> int:
+        """Epochs to train for a (n_prompts, n_llms) target matrix; default ``self.epochs``."""
+        return int(self.epochs)
+
     # ------------------------------------------------------------------ fit / score
     def fit(self, data, X: np.ndarray | None = None, cell_weights: np.ndarray | None = None) -> "TorchRouter":
         """As ``Router.fit``; ``cell_weights`` (n_prompts, n_llms) >= 0 weigh each observed cell's loss."""
@@ -82,7 +86,7 @@ class TorchRouter(Router):
             self._init_net(self.net_)
             self.training_ = train_masked_bce(
                 self.net_, X, T, lr=float(self.lr), weight_decay=float(self.weight_decay),
-                epochs=int(self.epochs), batch_size=int(self.batch_size), random_state=self.random_state,
+                epochs=self._epochs(*T.shape), batch_size=int(self.batch_size), random_state=self.random_state,
                 val_fraction=float(self.val_fraction), patience=self.patience, weights=weights,
             )
 
@@ -249,3 +253,12 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
     perm = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(fraction * n)))
     return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def epochs_within_budget(epochs: int, n_prompts: int, n_llms: int, cell_budget: float | None) -> int:
+    """``epochs``, capped so that epochs · n_prompts · n_llms (cell visits) stays within ``cell_budget``
+    (at least one epoch; None = no cap): a pool of thousands of LLMs gives each prompt thousands of
+    targets per epoch, so fewer epochs see as many cells as many epochs over a small pool."""
+    if cell_budget is None:
+        return int(epochs)
+    return max(1, min(int(epochs), int(float(cell_budget) // max(n_prompts * n_llms, 1))))

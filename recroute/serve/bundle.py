@@ -307,6 +307,40 @@ class RoutingBundle:
         idx = chosen[:, None]
         return idx, np.take_along_axis(scores, idx, axis=1), propensity
 
+    def explain(self, texts: Sequence[str], candidates: Sequence[str] | None = None,
+                cost_weight: float | None = None, max_cost: float | None = None, training=None,
+                batch_size: int | None = None) -> list[dict[str, Any]]:
+        """One explanation per prompt text (recroute.audit.explain): every candidate's P(correct) with its
+        uncertainty, cost and utility, the margin to the runner-up, the router family's evidence, and the
+        counterfactuals. ``training``: the RoutingDataset the bundle was fitted on (evidence texts)."""
+        from recroute.encoders.base import check_texts
+
+        texts = check_texts(texts, "prompts")
+        X = self.encode(texts, batch_size) if self.router.needs_features else None
+        tokens = self.prompt_tokens(texts)
+        return self.explain_embeddings(X, candidates, n=len(texts), cost_weight=cost_weight, max_cost=max_cost,
+                                       prompt_tokens=tokens, training=training)
+
+    def explain_embeddings(self, X: np.ndarray | None, candidates: Sequence[str] | None = None, n: int | None = None,
+                           cost_weight: float | None = None, max_cost: float | None = None,
+                           prompt_tokens: np.ndarray | None = None, training=None) -> list[dict[str, Any]]:
+        """:meth:`explain` for precomputed features X (n, d) (None and ``n`` for a feature-free router)."""
+        from recroute.audit.explain import explain_arrays
+
+        if X is not None and not self.router.needs_features:
+            X, n = None, len(X)
+        n = len(X) if X is not None else n
+        if n is None:
+            raise DataError("give prompt features X (n, d) or the number of prompts n")
+        self.check_choice(1, candidates)
+        costs = None
+        if self.prices is not None:
+            costs = self.expected_costs(int(n), prompt_tokens)
+        elif cost_weight is not None or max_cost is not None:
+            self.expected_costs(int(n))  # the DataError naming the missing prices
+        return explain_arrays(self.router, X, n=n, candidates=candidates, costs=costs, cost_weight=cost_weight,
+                              max_cost=max_cost, training=training)
+
     def check_choice(self, k, candidates: Sequence[str] | None = None) -> int:
         """``k`` as an int after checking it and the candidate names (DataError naming what is wrong)."""
         k = _check_k(k)

@@ -10,6 +10,8 @@
   after the first streamed byte; an upstream 4xx is passed back as it is. The answer is the upstream's,
   with ``model`` set to the LLM's name, and ``x-recroute-*`` headers naming the decision.
 - ``POST /v1/feedback`` ``{"decision_id", "outcome"}`` appends an outcome to the decision log.
+- ``GET /v1/decisions/{decision_id}``: the explanation of one of the recent routed decisions
+  (recroute.serve.recent_decisions; behind the client key).
 - ``GET /v1/models``, ``GET /healthz`` (with the selection-entropy check), ``GET /metrics`` (Prometheus).
 
 Every routed or direct request appends one decision record to the log (``recroute.feedback.logs``
@@ -522,6 +524,9 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
     state: dict[str, Any] = {"collapsed": False, "feedback_ids": OrderedDict()}
     log = open_decision_log(config.log_path) if config.log_path else None
     decider = Decider(bundle, upstreams, config.policy, config.seed, decide_on=config.decide_on)
+    from recroute.serve.recent_decisions import RecentDecisions
+
+    recent = RecentDecisions(bundle, decider.expected_costs)
     keys = [k.encode() for k in config.api_keys]
 
     @asynccontextmanager
@@ -638,6 +643,16 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         log.append_outcome(decision_id, float(outcome))
         return {"decision_id": decision_id, "outcome": float(outcome)}
 
+    @app.get("/v1/decisions/{decision_id}")
+    async def explain_decision(decision_id: str, request: Request) -> dict:
+        """Why one of the recent routed decisions went where it did (recroute.audit.explain)."""
+        authorize(request)
+        found = await asyncio.to_thread(recent.explain, decision_id)
+        if found is None:
+            raise RequestError(404, f"unknown decision_id {decision_id!r} (not among this gateway's last "
+                               f"{recent.size:,} routed decisions)", "decision_id")
+        return found
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         """Route, forward (with fallback), log; the upstream's answer with ``model`` = the LLM's name."""
@@ -654,6 +669,8 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         else:
             decision = await decider.decide(text, options)
             watch(decision)
+            recent.add(decision.decision_id, text, list(options.candidates or llms), decision.chosen, decision.propensity,
+                       decision.policy, options.cost_weight, options.max_cost)
             tries = config.max_tries
         attempt = await forward(state["client"], upstreams, decision.order, body, stream, tries, metrics)
         response = attempt.response

@@ -200,3 +200,16 @@ def test_label_rule():
     np.testing.assert_array_equal(multi_hot_labels(scores), expected)
     binary = np.array([[1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(multi_hot_labels(binary), binary)  # binary scores are their own labels
+
+
+def test_llms_with_equal_means_keep_their_position_order():
+    """40 LLMs in 4 blocks of equal means: the order (and so every group) is by position within a block."""
+    from recroute.eval.groups import usable_range
+
+    means = np.repeat([0.3, 0.5, 0.2, 0.7], 10)
+    order, first, last = usable_range(means)
+    np.testing.assert_array_equal(order, np.r_[20:30, 0:10, 10:20, 30:40])
+    assert (first, last) == (0, 40)
+    Y = np.tile(means, (8, 1))  # every prompt: each LLM's mean (a valid score matrix with these means)
+    np.testing.assert_array_equal(select_candidates(Y, 3, "all_weak"), [20, 21, 22])  # oracle ties: first window
+    np.testing.assert_array_equal(select_candidates(Y, 3, "all_strong"), [32, 33, 34])  # top 8: 32-39
