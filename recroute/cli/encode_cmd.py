@@ -28,6 +28,22 @@ def encode(
     make: Optional[str] = typer.Option(
         None, "--make", help="Build and cache an encoder now (static | minilm-onnx | minilm-int8), then encode DATASET if given."
     ),
+    finetune: Optional[str] = typer.Option(
+        None, "--finetune",
+        help="Fine-tune this encoder (static) on DATASET's training prompts with RouterDC's contrastive losses, "
+             "cache it in ~/.cache/recroute/encoders, then encode DATASET with it.",
+    ),
+    train_part: str = typer.Option(
+        "routereval", "--train-part",
+        help="--finetune only: the prompts it may learn from: routereval (RouterEval's seeded training part, "
+             "what recroute eval tests under) | column (split == 'train').",
+    ),
+    split_seed: int = typer.Option(42, "--split-seed", help="--finetune only: seed of RouterEval's split."),
+    clusters_from: str = typer.Option(
+        "minilm", "--clusters-from",
+        help="--finetune only: embeddings of the sample-sample clusters: minilm (stored, else minilm-onnx once) | static.",
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="--finetune only: passes over the training prompts."),
     n_threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch / ONNX Runtime threads (default: CPUs, at most 4)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="float32 .npy to write (rows in prompt order). Default: ./<dataset>-<encoder>.npy"
@@ -45,7 +61,11 @@ def encode(
 
     A TF-IDF encoder is fitted on the dataset's texts and saved beside the output as <out>.encoder/.
     ``--make static`` distils the static encoder once (or exports the ONNX graph for minilm-onnx /
-    minilm-int8) into ~/.cache/recroute/encoders.
+    minilm-int8) into ~/.cache/recroute/encoders. ``--finetune static`` trains the static encoder's
+    token vectors on the dataset's training prompts only (never its test part) and saves the tuned
+    encoder there too; its folder, printed as "encoder saved", works as ``--encoder PATH`` anywhere.
+
+    (e.g. recroute encode mmlu_pro --finetune static --out mmlu_pro-static-ft.npy)
 
     Example: recroute encode mmlu_pro --encoder static --out mmlu_pro-static.npy
     """
@@ -74,16 +94,20 @@ def encode(
             raise ValueError("give a dataset (NAME|PATH) to encode, or --make ENCODER to only build an encoder")
         data = load_dataset(dataset)
         texts = dataset_texts(data)
-        kind = canonical_name(encoder)
-        options: dict = {"dim": dim} if kind == "tfidf" else {"batch_size": batch_size}
-        if n_threads is not None and kind in ("minilm", "minilm-onnx", "minilm-int8"):
-            options["n_threads"] = n_threads
-        enc = get_encoder(encoder, **options)
+        if finetune is not None:
+            enc, encoder_dir = _finetuned(data, finetune, train_part, split_seed, clusters_from, epochs, n_threads)
+            kind = "static-ft"
+        else:
+            kind = canonical_name(encoder)
+            options: dict = {"dim": dim} if kind == "tfidf" else {"batch_size": batch_size}
+            if n_threads is not None and kind in ("minilm", "minilm-onnx", "minilm-int8"):
+                options["n_threads"] = n_threads
+            enc = get_encoder(encoder, **options)
+            encoder_dir = None
         label = data.name or Path(dataset).name
         out = out or Path(f"{label}-{kind}.npy")
         if out.suffix != ".npy":
             raise ValueError(f"--out must name a .npy file, got {out}")
-        encoder_dir = None
         if getattr(enc, "is_fitted", True) is False:
             enc.fit(texts)
             encoder_dir = enc.save(out.with_suffix(".encoder"))
@@ -132,6 +156,23 @@ def encode(
         table.add_row("encoder saved", str(encoder_dir))
     table.add_row("total time", f"{seconds:.1f}s")
     output_console(json_file).print(table)
+
+
+def _finetuned(data, base: str, train_part: str, seed: int, clusters_from: str, epochs: int | None,
+               n_threads: int | None):
+    """(the fine-tuned encoder, its folder in the artefact store), trained now or reused."""
+    from recroute.encoders.base import canonical_name, get_encoder
+    from recroute.encoders.finetune import TRAIN_PARTS, finetune_for_dataset
+
+    if canonical_name(base) != "static":
+        raise ValueError(f"--finetune tunes the static encoder (static), not {base!r}")
+    if train_part not in TRAIN_PARTS:
+        raise ValueError(f"--train-part must be one of {', '.join(TRAIN_PARTS)}; got {train_part!r}")
+    options = {} if epochs is None else {"epochs": int(epochs)}
+    threads = 1 if n_threads is None else int(n_threads)
+    tuned = finetune_for_dataset(data, get_encoder("static"), train_part=train_part, seed=seed,
+                                 clusters_from=clusters_from, n_threads=threads, **options)
+    return tuned, tuned.path
 
 
 def _make_encoder(name: str, n_threads: int | None):

@@ -214,6 +214,17 @@ def sorted_prompt_order(data: "RoutingDataset") -> np.ndarray:
     return np.argsort(data.prompt_ids.astype(str), kind="stable")
 
 
+def routereval_train_prompts(data: "RoutingDataset", seed: int = 42) -> np.ndarray:
+    """int64 dataset positions of the training part of RouterEval's split as :func:`build_router_dataset`
+    draws it (sorted prompt order, the first draws of ``RandomState(seed)``), in ascending order."""
+    from recroute.data.splits import routereval_split
+
+    order = sorted_prompt_order(data)
+    tasks = data.prompts["task"].to_numpy()[order] if "task" in data.prompts else None
+    split = routereval_split(tasks, data.n_prompts, rng=np.random.RandomState(seed))
+    return np.sort(order[split.train]).astype(np.int64)
+
+
 def build_router_dataset(
     data: "RoutingDataset",
     settings: dict[str, tuple[int, ...]] | None = None,

@@ -101,10 +101,11 @@ def default_n_threads(library: str = "onnx") -> int:
 
 
 def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
-    """An encoder by name: "minilm" (torch; alias "all-MiniLM-L6-v2"), "minilm-onnx" (ONNX Runtime
+    """An encoder by name or saved folder: "minilm" (torch; alias "all-MiniLM-L6-v2"), "minilm-onnx" (ONNX Runtime
     fp32), "minilm-int8" (ONNX Runtime, int8 weights), "static" (model2vec distillation) or "tfidf".
 
-    An object that already is an encoder is returned unchanged. ``kwargs`` go to the encoder's
+    A path to a folder holding ``encoder.json`` (a saved or fine-tuned encoder) loads it. An object
+    that already is an encoder is returned unchanged. ``kwargs`` go to the encoder's
     constructor (``batch_size``/``device``/``n_threads`` for MiniLM, ``batch_size``/``n_threads``/
     ``cache_dir`` for the ONNX ones, ``dim``/``cache_dir`` for static, ``dim`` and vectoriser settings
     for TF-IDF). The TF-IDF encoder comes back unfitted: call ``fit(texts)`` first (``embed_dataset``
@@ -117,7 +118,14 @@ def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
         if isinstance(name, Encoder):
             return name
         raise TypeError(f"encoder must be a name or an Encoder, got {type(name).__name__}")
+    if (Path(name).expanduser() / ENCODER_FILE).is_file():  # a saved encoder's folder (e.g. a fine-tuned one)
+        return load_encoder(Path(name).expanduser())
     key = canonical_name(name)
+    if key == "static" and "-ft-" in name:
+        raise ValueError(
+            f"encoder {name!r} is a fine-tuned static encoder: give its folder (recroute encode --finetune "
+            "prints it), or load it with recroute.encoders.load_encoder(path)"
+        )
     if key is None and name.strip().lower().startswith("tfidf-svd-"):
         raise ValueError(
             f"encoder {name!r} is a fitted TF-IDF encoder: load it from its saved folder with "

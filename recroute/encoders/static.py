@@ -95,7 +95,8 @@ class StaticEncoder:
     """
 
     def __init__(self, vectors: np.ndarray, tokenizer, unk_token_id: int | None = None,
-                 max_tokens: int = MAX_TOKENS, batch_size: int = 4096, fingerprint: str | None = None) -> None:
+                 max_tokens: int = MAX_TOKENS, batch_size: int = 4096, fingerprint: str | None = None,
+                 name: str | None = None, finetune: dict | None = None) -> None:
         V = np.asarray(vectors)
         if V.ndim != 2 or V.shape[0] < 1 or V.shape[1] < 1:
             raise ValueError(f"vectors must be a non-empty 2-D (n_tokens, dim) array, got shape {V.shape}")
@@ -114,6 +115,12 @@ class StaticEncoder:
         if self.max_tokens < 1 or self.batch_size < 1:
             raise ValueError(f"max_tokens and batch_size must be >= 1, got {max_tokens}, {batch_size}")
         self._fingerprint = fingerprint
+        default = f"{NAME_PREFIX}-{self.stored.shape[1]}"
+        if name is not None and not str(name).startswith(default):
+            raise ValueError(f"a static encoder's name starts with {default!r}; got {name!r}")
+        self._name = str(name) if name is not None else default
+        self.finetune = finetune  # the recipe of a fine-tuned encoder (recroute.encoders.finetune), else None
+        self.path: Path | None = None  # the folder it was loaded from, if any
 
     @classmethod
     def make(cls, dim: int = STATIC_DIM, cache_dir: str | Path | None = None, **kwargs) -> "StaticEncoder":
@@ -126,7 +133,8 @@ class StaticEncoder:
 
     @property
     def name(self) -> str:
-        return f"{NAME_PREFIX}-{self.dim}"
+        """``minilm-static-<dim>``, or ``minilm-static-<dim>-ft-<hash>`` once fine-tuned."""
+        return self._name
 
     @property
     def cache_key(self) -> str:
@@ -161,7 +169,8 @@ class StaticEncoder:
     def spec(self) -> dict:
         return {"type": "static", "name": self.name, "dim": self.dim, "n_tokens": int(self.vectors.shape[0]),
                 "unk_token_id": self.unk_token_id, "max_tokens": self.max_tokens, "source": "all-MiniLM-L6-v2",
-                "method": "model2vec.distill", "fingerprint": self.cache_key.rsplit("-", 1)[1]}
+                "method": "model2vec.distill", "fingerprint": self.cache_key.rsplit("-", 1)[1],
+                **({"finetune": self.finetune} if self.finetune is not None else {})}
 
     def save(self, path: str | Path) -> Path:
         """Write ``encoder.json`` + ``vectors.npz`` + ``tokenizer.json`` into folder ``path``."""
@@ -193,13 +202,15 @@ class StaticEncoder:
             tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
         except Exception as exc:  # tokenizers raises its own Exception type
             raise SavedArtifactError(f"{path}: cannot read the static encoder ({type(exc).__name__}: {exc})") from None
-        options = {"max_tokens": int(meta.get("max_tokens", MAX_TOKENS)), **kwargs}
+        options = {"max_tokens": int(meta.get("max_tokens", MAX_TOKENS)), "name": meta.get("name"),
+                   "finetune": meta.get("finetune"), **kwargs}
         enc = cls(vectors, tokenizer, unk_token_id=meta.get("unk_token_id"), **options)
         if meta.get("dim") not in (None, enc.dim):
             raise SavedArtifactError(f"{path}: records dim {meta.get('dim')} but its vectors have dim {enc.dim}")
         expected = meta.get("fingerprint")
         if expected is not None and enc.cache_key != f"{enc.name}-{expected}":
             raise SavedArtifactError(f"{path}: vectors or tokenizer differ from the recorded fingerprint (damaged?)")
+        enc.path = path  # where it was loaded from
         return enc
 
 

@@ -29,6 +29,8 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "lightfm": ("recroute.routers.lightfm_router", "LightFMRouter"),
     "two_tower": ("recroute.routers.two_tower", "TwoTowerRouter"),
     "text_mf": ("recroute.routers.two_tower", "TextMFRouter"),
+    "routerdc": ("recroute.routers.routerdc", "RouterDCRouter"),  # RouterDC's dual contrastive losses
+    "graphrouter": ("recroute.routers.graphrouter", "GraphRouter"),  # GraphRouter's task-prompt-LLM graph
     "ensemble": ("recroute.routers.ensemble", "EnsembleRouter"),  # averaged P(correct) of member specs
     "irt": ("recroute.routers.irt", "IRTRouter"),  # IRT-Router (MIRT / NIRT), arXiv 2506.01048
     "avengers": ("recroute.routers.avengers", "AvengersRouter"),  # Avengers-Pro clusters, arXiv 2508.12631

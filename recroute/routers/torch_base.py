@@ -208,12 +208,7 @@ def _train(net, X, T, lr, weight_decay, epochs, batch_size, seed, val_fraction, 
                 mask = Mt[rows]
                 cells = F.binary_cross_entropy_with_logits(logits, Tt[rows], reduction="none")
                 loss = (cells * mask).sum() / mask.sum().clamp_min(1e-12)  # 0 when no cell is observed
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            for group in opt.param_groups:  # cosine annealing to 0 over all steps
-                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total))
+            step = _adam_step(opt, loss, lr, step, total)
         if len(val_rows):
             val_loss = _masked_loss(net, Xt, Tt, Mt, val_rows)
             if val_loss < best_loss - 1e-6:
@@ -262,3 +257,53 @@ def epochs_within_budget(epochs: int, n_prompts: int, n_llms: int, cell_budget: 
     if cell_budget is None:
         return int(epochs)
     return max(1, min(int(epochs), int(float(cell_budget) // max(n_prompts * n_llms, 1))))
+
+
+def _adam_step(opt, loss, lr: float, step: int, total: int) -> int:
+    """One optimiser step on ``loss``, then the cosine learning-rate decay to 0 over ``total`` steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    step += 1
+    for group in opt.param_groups:
+        group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / total))
+    return step
+
+
+def train_batches(
+    net, n_rows: int, batch_loss, *, lr: float, weight_decay: float, epochs: int, batch_size: int,
+    random_state: int | None, max_steps: int | None = None,
+) -> dict[str, float]:
+    """Train ``net`` in place on any loss: ``batch_loss(rows: LongTensor) -> scalar tensor`` per mini-batch.
+
+    The same Adam, cosine decay and seeded shuffles as :func:`train_masked_bce` (no early stopping),
+    for the routers whose loss is not a per-cell BCE (RouterDC's contrastive losses, GraphRouter's
+    graph batches). ``max_steps``: stop after that many optimiser steps (the learning rate then decays
+    to 0 over them). Returns {"epochs_run", "steps", "final_loss"} (the last epoch's mean batch loss).
+    """
+    import torch
+
+    seed = 0 if random_state is None else int(random_state)
+    bs = int(batch_size)
+    total = max(int(epochs) * ((int(n_rows) + bs - 1) // bs), 1)
+    if max_steps is not None:
+        total = max(1, min(total, int(max_steps)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+        gen = torch.Generator().manual_seed(seed)
+        step, epoch, mean_loss = 0, 0, math.nan
+        while step < total:
+            net.train()
+            epoch += 1
+            order = torch.randperm(int(n_rows), generator=gen)
+            losses = []
+            for start in range(0, len(order), bs):
+                if step >= total:
+                    break
+                loss = batch_loss(order[start : start + bs])
+                losses.append(float(loss.detach()))
+                step = _adam_step(opt, loss, lr, step, total)
+            mean_loss = float(np.mean(losses)) if losses else math.nan
+    net.eval()
+    return {"epochs_run": epoch, "steps": step, "final_loss": mean_loss}

@@ -35,6 +35,8 @@ FAST_PARAMS: dict[str, dict] = {
     "soft_cluster": {"n_clusters": 12, "n_partitions": 2},
     "ensemble": {"members": "soft_cluster:n_clusters=12;n_partitions=1+linear:epochs=5", "n_seeds": 2},
     "stack": {"members": "soft_cluster:n_clusters=12;n_partitions=1+logistic+best_single", "n_seeds": 1, "steps": 3},
+    "routerdc": {"epochs": 15, "n_clusters": 3},
+    "graphrouter": {"epochs": 30},
     "debiased": {"inner": "knn", "ipw": 0.5, "calibration": "isotonic", "tau": 0.1},  # every remedy at once
     "irt": {"n_dims": 8, "epochs": 30, "lr": 1e-2, "batch_size": 64},
     "avengers": {"n_clusters": 6, "top_p": 1},
