@@ -167,32 +167,43 @@ def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Pat
     from recroute.atomic import atomic_file
     from recroute.routers.registry import make_router
 
-    measured = {}
-    if measured_path.exists():
-        measured = {r["router"]: r for r in json.loads(measured_path.read_text()).get("rows", [])}
+    measured = {}  # every recorded fit_scale*.json run (other branches record theirs beside this one's)
+    for path in sorted(measured_path.parent.glob("fit_scale*.json")):
+        for r in json.loads(path.read_text()).get("rows", []):
+            measured.setdefault(r["router"], {**r, "source": path.name})
     rows = []
     for spec in specs:
         limit = make_router(spec).fit_cell_limit()
         message = refusal(spec, n_prompts)
         seen = measured.get(spec, {})
-        fits = {size: seen[size]["fit_s"] for size in ("small", "large") if "fit_s" in seen.get(size, {})}
+        fits = {size: _outcome(seen[size]) for size in ("small", "large") if size in seen}
         rows.append({"router": spec, "max_fit_cells": limit, "accepts_routereval_size": message is None,
-                     "refusal": message, "measured_fit_s": fits})
+                     "refusal": message, "measured": fits, "measured_in": seen.get("source")})
     payload = {"benchmark": "fit_limits", "size": [n_prompts, N_LLMS], "rows": rows, "machine": describe_machine(),
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     lines = [f"# Fit size limits at RouterEval's size ({n_prompts:,} prompts × {N_LLMS:,} LLMs = {n_prompts * N_LLMS:,} cells)",
-             "", "| family | declared limit (cells, 5 min on 2 cores) | at RouterEval's size | measured fit s (2,400 / 24,000 prompts) |",
-             "|---|---|---|---|"]
+             "", "| family | declared limit (cells, 5 min on 2 cores) | the size check at RouterEval's size "
+             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in |", "|---|---|---|---|---|"]
     for r in rows:
         limit = "none" if r["max_fit_cells"] is None else f"{r['max_fit_cells']:.3g}"
-        verdict = "fits" if r["accepts_routereval_size"] else "refuses (FitTooLargeError)"
-        fit = " / ".join(f"{r['measured_fit_s'][k]:.1f}" if k in r["measured_fit_s"] else "-" for k in ("small", "large"))
-        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} |")
+        verdict = "accepts" if r["accepts_routereval_size"] else "refuses (FitTooLargeError)"
+        fit = " / ".join(r["measured"].get(k, "-") for k in ("small", "large"))
+        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} |")
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _outcome(run: dict) -> str:
+    """'12.3 s', 'refused', 'stopped', 'skipped' or 'error' for one recorded fit."""
+    if "fit_s" in run:
+        return f"{run['fit_s']:.1f} s"
+    if run.get("refused"):
+        return "refused"
+    text = str(run.get("error") or run.get("skipped") or "?")
+    return "error (" + text.split(":")[0] + ")" if run.get("error") else text.split("(")[0].strip()
 
 
 def main() -> None:

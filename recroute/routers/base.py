@@ -125,11 +125,13 @@ class Router:
     def fit_cell_limit(self) -> float | None:
         """n_prompts × n_llms this router fits within FIT_BUDGET_S on 2 cores (None: no limit).
 
-        The family's ``max_fit_cells`` (measured at its default parameters), scaled by default / actual
+        The family's ``max_fit_cells`` (measured at its default parameters; declared on the family's own
+        class, never inherited by a subclass family, e.g. hybrid from mlp), scaled by default / actual
         ``fit_cost_parameter`` (half the epochs, twice the cells); routers built from others override it
         with :func:`combined_cell_limit` over their members.
         """
-        limit, param = self.max_fit_cells, self.fit_cost_parameter
+        own = vars(type(self))  # declared by the family's own class: a subclass family costs what it measures
+        limit, param = own.get("max_fit_cells"), own.get("fit_cost_parameter")
         if limit is None or param is None:
             return limit
         default = inspect.signature(type(self).__init__).parameters[param].default

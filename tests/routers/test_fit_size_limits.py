@@ -32,6 +32,14 @@ def test_refuses_a_training_matrix_above_the_limit_naming_the_size_it_can_take(m
     assert issubclass(FitTooLargeError, DataError)
 
 
+def test_a_subclass_family_does_not_inherit_its_parents_limit():
+    class _Wider(_Tiny):
+        name = "wider"
+
+    assert _Tiny().fit_cell_limit() == 12.0 and _Wider().fit_cell_limit() is None
+    _Wider().fit(np.ones((50, 3)))
+
+
 def test_the_environment_scales_or_disables_the_check(monkeypatch):
     monkeypatch.setenv(FIT_LIMIT_ENV, "2")
     _Tiny().fit(np.ones((8, 3)))  # 24 cells = 2 × 12
