@@ -20,6 +20,10 @@ test V_B against choosing one family (docs/zoo.md has the numbers).
 
 ``score(X)`` (n, n_llms) = Σ_i w_i · P_i(X) over the members with a positive weight (the others are
 dropped after fitting). ``refit=True`` refits the kept members on training + validation prompts.
+Size: members are taken in order while their declared fit limits (``Router.max_fit_cells``) leave room
+in the 5-minute budget for this training matrix; the others are skipped (``skipped_``), so at
+RouterEval's scale the stack chooses among the families that fit it, and refuses only a matrix that
+no member fits.
 On the command line members are joined by ``+`` and a member's own parameters separated by ``;``.
 """
 
@@ -121,9 +125,29 @@ class StackRouter(Router):
         return any(make_router(spec).needs_features for spec in self.member_list())
 
     def fit_cell_limit(self) -> float | None:
-        """Cells fitted within the budget: every bagged member (twice with ``refit``) one after another."""
+        """Cells within the fit budget: the most any one member takes (the stack keeps the members that fit)."""
+        limits = [self._bagged(s).fit_cell_limit() for s in self.member_list()]
+        if any(limit is None for limit in limits):
+            return None
+        return max(limits) / (1 + bool(self.refit))
+
+    def members_within_budget(self, n_cells: int) -> list[str]:
+        """The members, in order, whose fits one after another stay within the fit budget for ``n_cells``
+        (n_prompts × n_llms, validation included): at RouterEval's scale the slow families drop out."""
+        from recroute.routers.base import fit_limit_scale
+
+        scale = fit_limit_scale()
         specs = self.member_list()
-        return combined_cell_limit([self._bagged(s).fit_cell_limit() for s in specs], [1 + bool(self.refit)] * len(specs))
+        if scale is None:
+            return specs
+        kept, used = [], 0.0
+        for spec in specs:
+            limit = self._bagged(spec).fit_cell_limit()
+            share = 0.0 if limit is None else (1 + bool(self.refit)) * n_cells / (limit * scale)
+            if used + share <= 1.0:
+                kept.append(spec)
+                used += share
+        return kept
 
     def _bagged(self, spec: str) -> Router:
         from recroute.routers.ensemble import EnsembleRouter
@@ -136,8 +160,9 @@ class StackRouter(Router):
     def _fit(self, Y: np.ndarray, X: np.ndarray | None, validation: ValidationPart) -> None:
         if int(self.n_seeds) < 1 or int(self.steps) < 1:
             raise DataError(f"stack: n_seeds and steps must be at least 1; got {self.n_seeds!r}, {self.steps!r}")
-        specs = self.member_list()
         n_val = validation.Y.shape[0]
+        specs = self.members_within_budget((Y.shape[0] + n_val) * Y.shape[1])
+        self.skipped_ = [spec for spec in self.member_list() if spec not in specs]
         fitted = [self._bagged(spec).fit(Y, X) for spec in specs]
         P = np.stack([np.asarray(r.score(validation.X, n=n_val), dtype=np.float64) for r in fitted])
         weights = forward_selection(P, validation.Y, int(self.steps))
@@ -159,7 +184,7 @@ class StackRouter(Router):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"chosen": list(self.chosen_)}, {"weights": self.weights_, "validation_losses": self.validation_losses_}
+        return {"chosen": list(self.chosen_), "skipped": list(self.skipped_)}, {"weights": self.weights_, "validation_losses": self.validation_losses_}
 
     def _save_extra(self, path: Path) -> None:
         for i, router in enumerate(self.members_):
@@ -167,6 +192,7 @@ class StackRouter(Router):
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path) -> None:
         self.chosen_ = [str(s) for s in meta["chosen"]]
+        self.skipped_ = [str(s) for s in meta.get("skipped", [])]
         self.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
         self.validation_losses_ = np.asarray(arrays["validation_losses"], dtype=np.float64)
         if self.weights_.shape != (len(self.chosen_),):

@@ -70,8 +70,20 @@ def test_combined_limits_by_hand():
     assert make_router("debiased:inner=mlp,calibration='platt'").fit_cell_limit() == pytest.approx(
         router_class("mlp").max_fit_cells / 2)
     stack = make_router("stack:members=two_tower+mlp,n_seeds=2,refit=True")
-    expected = 1 / (2 * 2 / router_class("two_tower").max_fit_cells + 2 * 2 / router_class("mlp").max_fit_cells)
-    assert stack.fit_cell_limit() == pytest.approx(expected)
+    assert stack.fit_cell_limit() == pytest.approx(router_class("two_tower").max_fit_cells / 2 / 2)
+
+
+def test_the_stack_keeps_the_members_that_fit_the_budget(monkeypatch):
+    monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
+    stack = make_router("stack:members=mlp+two_tower+logistic+best_single,n_seeds=1")
+    tt, mlp, lr = (router_class(n).max_fit_cells for n in ("two_tower", "mlp", "logistic"))
+    assert stack.members_within_budget(int(lr / 2)) == ["mlp", "two_tower", "logistic", "best_single"]
+    # RouterEval's size: mlp (6e7) and logistic (1.5e7) do not fit, two_tower (7e8) and best_single do
+    assert stack.members_within_budget(24_000 * 8_500) == ["two_tower", "best_single"]
+    # mlp alone fills 0.5 of the budget; two_tower then needs 0.043: both fit, logistic (2) does not
+    assert stack.members_within_budget(int(mlp / 2)) == ["mlp", "two_tower", "best_single"]
+    monkeypatch.setenv(FIT_LIMIT_ENV, "off")
+    assert len(stack.members_within_budget(10**12)) == 4
 
 
 def test_a_refusing_family_refuses_before_any_work(monkeypatch):
