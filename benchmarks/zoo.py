@@ -84,7 +84,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows.groupby(keys, sort=False).agg(
         v_b=("v_b", "mean"), v_b_std=("v_b", "std"), v_r=("v_r", "mean"), e_p=("e_p", "mean"), auc=("auc", "mean"),
         fit_seconds=("fit_seconds", "mean"), route_seconds=("route_seconds", "mean"), seeds=("seed", "nunique"),
-        load_min=("load_start", "min"), load_max=("load_end", "max"),
+        load_min=("load_start", "min"), load_max=("load_end", "max"), source=("source", "first"),
     ).reset_index()
     out["v_b_std"] = out["v_b_std"].fillna(0.0)
     return out
@@ -118,24 +118,35 @@ def stack_lines(board: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _num(value: float, digits: int) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _load(rows: pd.DataFrame) -> str:
+    return "-" if rows.load_min.isna().all() else f"{rows.load_min.min():.0f}-{rows.load_max.max():.0f}"
+
+
 def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict) -> str:
     lines = ["# Leaderboard: every family in RouterEval's protocol", "",
              f"{meta.get('date', '')}, {meta.get('machine', {}).get('cores', '?')} cores "
              f"({meta.get('machine', {}).get('cpu', '')}), shared machine: load average "
-             f"{summary.load_min.min():.1f} to {summary.load_max.max():.1f} during the runs (times are inflated by it). "
+             f"{summary.load_min.min():.1f} to {summary.load_max.max():.1f} during this run's fits (times are inflated by it). "
              f"Seeds: {meta.get('seeds')}; {meta.get('note', '')}", "",
              "## Mean V_B over m = 3, 5, 10 (easy m = 3, 5 and hard m = 10 where the pool has them)", ""]
     board = leaderboard(summary)
+    recorded = {(r.router, r.dataset) for r in summary.itertuples() if r.source != "this run"}
     lines += ["| family | " + " | ".join(board.columns) + " |", "|---" * (len(board.columns) + 1) + "|"]
     for router, row in board.iterrows():
-        lines.append(f"| {router} | " + " | ".join("-" if pd.isna(v) else f"{v:.4f}" for v in row) + " |")
-    lines.append("")
+        lines.append(f"| {router} | " + " | ".join("-" if pd.isna(v) else f"{v:.4f}" + ("†" if (router, d) in recorded else "")
+                                                  for d, v in row.items()) + " |")
+    lines += ["", "† recorded earlier under the same protocol (quality.py, zoo_a.py; source column below), "
+              "not rerun in this run; - = not run.", ""]
     lines += stack_lines(board)
     for dataset, part in summary.groupby("dataset", sort=False):
         ms = sorted(part.m.unique())
         lines += [f"## {dataset}", "", "| family | " + " | ".join(f"V_B m={m}" for m in ms)
                   + " | " + " | ".join(f"E_p m={m}" for m in ms) + " | " + " | ".join(f"AUC m={m}" for m in ms)
-                  + " | fit s / group | route s / group | seeds | load |", "|---" * (3 * len(ms) + 5) + "|"]
+                  + " | fit s / group | route s / group | seeds | load | source |", "|---" * (3 * len(ms) + 6) + "|"]
         for router, r in part.groupby("router", sort=False):
             by_m = r.set_index("m")
             vb = [(f"{by_m.v_b[m]:.4f}" + (f" ±{by_m.v_b_std[m]:.3f}" if by_m.seeds[m] > 1 else "")) if m in by_m.index
@@ -143,8 +154,8 @@ def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict) -> str:
             ep = [f"{by_m.e_p[m]:.3f}" if m in by_m.index else "-" for m in ms]
             auc = [f"{by_m.auc[m]:.3f}" if m in by_m.index and np.isfinite(by_m.auc[m]) else "-" for m in ms]
             lines.append(f"| {router} | " + " | ".join(vb + ep + auc)
-                         + f" | {r.fit_seconds.mean():.2f} | {r.route_seconds.mean():.3f} | {int(r.seeds.max())}"
-                         + f" | {r.load_min.min():.0f}-{r.load_max.max():.0f} |")
+                         + f" | {_num(r.fit_seconds.mean(), 2)} | {_num(r.route_seconds.mean(), 3)} | {int(r.seeds.max())}"
+                         + f" | {_load(r)} | {r.source.iloc[0]} |")
         lines.append("")
     if tradeoff:
         lines += [f"## Quality–cost on {TRADEOFF_SET} (`recroute tradeoff`, token pricing)", "",
@@ -183,6 +194,49 @@ def run_tradeoffs(specs: list[str]) -> list[dict]:
     return rows
 
 
+RECORDED = ("quality_baselines", "quality_recommenders", "quality_ensemble", "quality_lightfm", "zoo_a")
+
+
+def recorded_rows(results: Path = HERE / "results") -> list[dict]:
+    """Group-mean rows recorded earlier under the same protocol (quality.py's, issue 23's zoo_a.py),
+    each with its ``source``: the leaderboard shows them, marked, where this run has no (family, set).
+
+    A spec whose only parameter is ``random_state`` counts as that family's seed; other specs
+    (``r_o:p=0.5``, ``ensemble:members=...``) are not a registered family's default and are left out.
+    """
+    from recroute.routers.registry import parse_router_spec
+
+    out = []
+    for stem in RECORDED:
+        path = results / f"{stem}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        if "datasets" in doc:  # zoo_a.json: {dataset: {"rows": [...]}}
+            rows = [{**r, "dataset": d} for d, block in doc["datasets"].items() for r in block.get("rows", [])]
+        else:
+            rows = [r for r in doc.get("rows", []) if r.get("group") == "mean"]
+        for r in rows:
+            name, params = parse_router_spec(str(r["router"]))
+            if set(params) - {"random_state"}:
+                continue
+            seed = int(params.get("random_state", r.get("seed", 0)) or 0)
+            out.append({"dataset": r["dataset"], "router": name, "seed": seed, "setting": r["setting"], "m": int(r["m"]),
+                        **{c: float(r.get(c, np.nan)) if r.get(c) is not None else np.nan for c in METRIC_COLUMNS},
+                        "load_start": np.nan, "load_end": np.nan, "source": f"{stem}.json ({doc.get('date', '')})"})
+    return out
+
+
+def with_recorded(frame: pd.DataFrame) -> pd.DataFrame:
+    """This run's rows plus the recorded rows of the (dataset, family) pairs it has not run."""
+    recorded = pd.DataFrame(recorded_rows())
+    if recorded.empty:
+        return frame.assign(source="this run")
+    ran = set(zip(frame.dataset, frame.router))
+    recorded = recorded[[(d, r) not in ran for d, r in zip(recorded.dataset, recorded.router)]]
+    return pd.concat([frame.assign(source="this run"), recorded], ignore_index=True)
+
+
 def read_checkpoint() -> list[dict]:
     if not CHECKPOINT.exists():
         return []
@@ -201,7 +255,7 @@ def write_results(rows: list[dict], tradeoff: list[dict] | None, out: Path, meta
         frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="first")
     if frame.empty:
         return
-    summary = summarise(frame)
+    summary = summarise(with_recorded(frame))
     payload = {**meta, "summary": json.loads(summary.to_json(orient="records")),
                "errors": [r for r in rows if "error" in r], "tradeoff": tradeoff,
                "rows": json.loads(frame.to_json(orient="records"))}
@@ -224,9 +278,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "zoo")
     parser.add_argument("--render", action="store_true", help="only re-render OUT.md from OUT.json")
     args = parser.parse_args()
-    if args.render:
+    if args.render:  # zoo.json / zoo.md again from the checkpoint (else zoo.json's rows) and the recorded rows
         doc = json.loads(args.out.with_suffix(".json").read_text())
-        args.out.with_suffix(".md").write_text(markdown(pd.DataFrame(doc["summary"]), doc.get("tradeoff", []), doc))
+        meta = {k: v for k, v in doc.items() if k not in ("summary", "errors", "tradeoff", "rows")}
+        write_results(read_checkpoint() or doc["rows"] + doc.get("errors", []), None, args.out, meta)
         return
 
     from machine import describe_machine
