@@ -327,8 +327,9 @@ def main() -> None:
             break
     previous = args.out.with_suffix(".json")
     tradeoff = json.loads(previous.read_text()).get("tradeoff", []) if previous.exists() else []  # kept unless rerun
-    if args.tradeoff and not out_of_time:
-        tradeoff = run_tradeoffs(specs)
+    if args.tradeoff and not out_of_time:  # this run's families replace their earlier rows, the others stay
+        new = run_tradeoffs(specs)
+        tradeoff = [r for r in tradeoff if r["router"] not in {n["router"] for n in new}] + new
     if args.tradeoff and out_of_time:
         print("out of time: the tradeoff study was not run", flush=True)
     write_results(read_checkpoint(), tradeoff, args.out, meta)
