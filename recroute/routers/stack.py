@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from recroute.errors import DataError, SavedArtifactError
-from recroute.routers.base import Router, ValidationPart, combined_cell_limit
+from recroute.routers.base import Router, ValidationPart
 from recroute.routers.ensemble import member_specs
 
 DEFAULT_MEMBERS = "two_tower+soft_cluster:n_partitions=2+logistic+knn+best_single"
