@@ -7,12 +7,22 @@ in benchmarks/_scratch as the dense float32 (n_prompts, n_llms) matrix every rou
 
 Each fit runs in a fresh spawned process that loads the arrays, then fits the router with its
 default parameters; recorded: fit seconds, peak RSS of the process (ru_maxrss) and of the fit alone
-(VmHWM reset after loading), and the growth ratios large / small. The small size runs first: a
+(VmHWM reset after loading), the fit's CPU seconds (all threads; steadier than wall seconds on a
+shared machine), and the growth ratios large / small. The small size runs first: a
 router whose small fit times ``--growth`` would exceed ``--timeout`` is skipped at the large size
 with that reason recorded, and a fit still running at ``--timeout`` is stopped and recorded too.
+A family whose declared size limit (``Router.max_fit_cells``, the shared size check) is below a
+size is not run there: its FitTooLargeError message is recorded as ``refused``, which is what a
+user gets. ``--sizes small`` runs only the small size (the large one is predicted from it). The
+load average at the start and end of every fit is recorded beside it (the machine is shared).
 
     python benchmarks/fit_scale.py                               # every router; up to ~5 min a fit
     python benchmarks/fit_scale.py --routers knn,als --timeout 120
+    python benchmarks/fit_scale.py --limits                     # no fit: each family's declared limit
+
+``--limits`` writes benchmarks/results/fit_limits.json / .md: every registered family's declared
+limit (``Router.fit_cell_limit()``), whether it accepts RouterEval's size, its FitTooLargeError
+message where it refuses, and the fit seconds recorded for it in fit_scale.json.
 
 Writes benchmarks/results/fit_scale.json.
 """
@@ -90,20 +100,41 @@ def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
         reset = True
     except OSError:
         reset = False
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         router.fit(Y, X if router.needs_features else None)
     except Exception as exc:  # recorded, not raised: one router's failure does not end the run
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
         return
     seconds = time.perf_counter() - start
-    queue.put({"fit_s": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    queue.put({"fit_s": seconds, "fit_cpu_s": time.process_time() - cpu_start, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                "fit_peak_gb": _status_kib("VmHWM") / 2**20 if reset else None,
                "rss_after_load_gb": rss_loaded / 2**20})
 
 
+def refusal(spec: str, n_prompts: int, n_llms: int = N_LLMS) -> str | None:
+    """The FitTooLargeError message ``spec`` gives at this size, or None when it accepts it."""
+    from recroute.errors import FitTooLargeError
+    from recroute.routers.base import check_fit_size
+    from recroute.routers.registry import make_router
+
+    try:
+        check_fit_size(make_router(spec), n_prompts, n_llms)
+    except FitTooLargeError as exc:
+        return str(exc)
+    return None
+
+
 def run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
-    """One fit in a spawned process, stopped at ``timeout`` seconds."""
+    """One fit in a spawned process, stopped at ``timeout`` seconds; the load average around it."""
+    import os
+
+    load_start = os.getloadavg()[0]
+    result = _run_fit(spec, paths, timeout)
+    return {**result, "load_start": load_start, "load_end": os.getloadavg()[0]}
+
+
+def _run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
     proc = context.Process(target=_fit_child, args=(spec, str(paths[0]), str(paths[1]), queue))
@@ -129,6 +160,52 @@ def run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
     return result
 
 
+def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Path) -> None:
+    """fit_limits.json / .md: each family's declared cell limit and what it does at RouterEval's size."""
+    from machine import describe_machine
+
+    from recroute.atomic import atomic_file
+    from recroute.routers.registry import make_router
+
+    measured = {}  # every recorded fit_scale*.json run (other branches record theirs beside this one's)
+    for path in sorted(measured_path.parent.glob("fit_scale*.json")):
+        for r in json.loads(path.read_text()).get("rows", []):
+            measured.setdefault(r["router"], {**r, "source": path.name})
+    rows = []
+    for spec in specs:
+        limit = make_router(spec).fit_cell_limit()
+        message = refusal(spec, n_prompts)
+        seen = measured.get(spec, {})
+        fits = {size: _outcome(seen[size]) for size in ("small", "large") if size in seen}
+        rows.append({"router": spec, "max_fit_cells": limit, "accepts_routereval_size": message is None,
+                     "refusal": message, "measured": fits, "measured_in": seen.get("source")})
+    payload = {"benchmark": "fit_limits", "size": [n_prompts, N_LLMS], "rows": rows, "machine": describe_machine(),
+               "date": time.strftime("%Y-%m-%d")}
+    with atomic_file(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    lines = [f"# Fit size limits at RouterEval's size ({n_prompts:,} prompts × {N_LLMS:,} LLMs = {n_prompts * N_LLMS:,} cells)",
+             "", "| family | declared limit (cells, 5 min on 2 cores) | the size check at RouterEval's size "
+             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in |", "|---|---|---|---|---|"]
+    for r in rows:
+        limit = "none" if r["max_fit_cells"] is None else f"{r['max_fit_cells']:.3g}"
+        verdict = "accepts" if r["accepts_routereval_size"] else "refuses (FitTooLargeError)"
+        fit = " / ".join(r["measured"].get(k, "-") for k in ("small", "large"))
+        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} |")
+    with atomic_file(out.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _outcome(run: dict) -> str:
+    """'12.3 s', 'refused', 'stopped', 'skipped' or 'error' for one recorded fit."""
+    if "fit_s" in run:
+        return f"{run['fit_s']:.1f} s"
+    if run.get("refused"):
+        return "refused"
+    text = str(run.get("error") or run.get("skipped") or "?")
+    return "error (" + text.split(":")[0] + ")" if run.get("error") else text.split("(")[0].strip()
+
+
 def main() -> None:
     from recroute.routers.registry import available_routers
 
@@ -137,25 +214,36 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24_000, help="prompts at the large size (RouterEval: 24,000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest fit allowed, seconds")
     parser.add_argument("--growth", type=float, default=10.0, help="assumed fit-time growth small -> large")
+    parser.add_argument("--sizes", default="small,large", help="small,large or small (predict the large size)")
+    parser.add_argument("--limits", action="store_true", help="fit nothing: write each family's declared limit")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fit_scale.json")
     args = parser.parse_args()
     specs = [s.strip() for s in args.routers.split(",") if s.strip()]
+    if args.limits:
+        write_limits(specs, args.prompts, args.out, args.out.with_name("fit_limits"))
+        return
 
     from machine import describe_machine
 
-    from recroute.atomic import atomic_file
-
     sizes = {"small": args.prompts // 10, "large": args.prompts}
+    run_large = "large" in args.sizes.split(",")
     # prepared in a spawned process: this one stays small, since a child's ru_maxrss starts from
     # its parent's resident size at fork time
     with mp.get_context("spawn").Pool(1) as pool:
-        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items()}
+        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items() if run_large or name == "small"}
     rows = []
     for spec in specs:
-        row = {"router": spec}
-        small = run_fit(spec, paths["small"], args.timeout)
+        row = {"router": spec, "date": time.strftime("%Y-%m-%d")}
+        refused = {name: refusal(spec, n) for name, n in sizes.items()}
+        small = {"refused": refused["small"]} if refused["small"] else run_fit(spec, paths["small"], args.timeout)
         row["small"] = {"n_prompts": sizes["small"], "n_llms": N_LLMS, **small}
-        if "fit_s" in small and small["fit_s"] * args.growth > args.timeout:
+        if refused["large"]:
+            large = {"refused": refused["large"]}
+        elif not run_large:
+            large = {"skipped": "not run (--sizes small)"}
+            if "fit_s" in small:
+                large["predicted_fit_s"] = small["fit_s"] * args.growth
+        elif "fit_s" in small and small["fit_s"] * args.growth > args.timeout:
             large = {"skipped": f"predicted {small['fit_s'] * args.growth:.0f} s (small fit {small['fit_s']:.1f} s "
                                 f"× {args.growth:g}) exceeds the {args.timeout:.0f} s limit"}
         elif "fit_s" not in small:
@@ -170,12 +258,23 @@ def main() -> None:
                 row["fit_peak_growth"] = large["fit_peak_gb"] / small["fit_peak_gb"]
         rows.append(row)
         print(_line(row), flush=True)
+        _write(args, sizes, rows, describe_machine())
+    print(f"written to {args.out}")
+
+
+def _write(args, sizes: dict, rows: list[dict], machine: dict) -> None:
+    """The JSON with these rows, replacing earlier rows of the same routers (the others are kept)."""
+    from recroute.atomic import atomic_file
+
+    kept = []
+    if args.out.exists():
+        names = {r["router"] for r in rows}
+        kept = [r for r in json.loads(args.out.read_text()).get("rows", []) if r["router"] not in names]
     payload = {"benchmark": "fit_scale", "sizes": {k: [v, N_LLMS] for k, v in sizes.items()},
-               "timeout_s": args.timeout, "rows": rows, "machine": describe_machine(),
+               "timeout_s": args.timeout, "rows": kept + rows, "machine": machine,
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"written to {args.out}")
 
 
 def _line(row: dict) -> str:
@@ -183,7 +282,10 @@ def _line(row: dict) -> str:
         if "fit_s" in r:
             fit_peak = f", fit peak {r['fit_peak_gb']:.2f} GB" if r.get("fit_peak_gb") else ""
             return f"{r['fit_s']:8.2f} s, peak {r['peak_gb']:.2f} GB{fit_peak}"
-        return r.get("skipped") or r.get("error", "?")
+        if r.get("refused"):
+            return "refused (FitTooLargeError)"
+        predicted = f", predicted {r['predicted_fit_s']:.0f} s" if "predicted_fit_s" in r else ""
+        return (r.get("skipped") or r.get("error", "?")) + predicted
 
     growth = f"  growth ×{row['time_growth']:.1f} time, ×{row['peak_growth']:.2f} peak" if "time_growth" in row else ""
     return f"{row['router']:12s} small: {part(row['small'])} | large: {part(row['large'])}{growth}"

@@ -11,6 +11,10 @@ class DataError(RecrouteError, ValueError):
     """Bad input data: a file, column, row or shape that is not what recroute expects."""
 
 
+class FitTooLargeError(DataError):
+    """A training set larger than a router family fits within the fit budget (see ``Router.max_fit_cells``)."""
+
+
 class UnsafePickleError(DataError):
     """A pickle asked to build an object that is not plain data (arrays, dicts, lists, strings, numbers)."""
 

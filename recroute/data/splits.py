@@ -81,6 +81,17 @@ def leave_llms_out(n_llms: int, fraction: float = 0.2, seed: int = 0) -> tuple[n
     return np.sort(perm[n_out:]), np.sort(perm[:n_out])
 
 
+def holdout_split(n: int, fraction: float, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(kept positions, held-out positions) of n prompts: a seeded random ``fraction`` held out, both sorted."""
+    if not 0 < float(fraction) < 1:
+        raise DataError(f"holdout must be in (0, 1); got {fraction!r}")
+    n_out = int(round(float(fraction) * n))
+    if n_out < 2 or n - n_out < 2:
+        raise DataError(f"holdout {fraction} of {n} training prompts leaves fewer than 2 prompts on one side")
+    perm = np.random.default_rng(random_state).permutation(n)
+    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
+
+
 def task_label_array(tasks, n_prompts: int | None) -> np.ndarray:
     if tasks is None:
         if n_prompts is None:

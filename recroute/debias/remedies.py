@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from recroute.data.splits import holdout_split  # noqa: F401  (its home is data; callers import it here too)
 from recroute.errors import DataError
 
 IPW_MODES = ("auto", "scale", "sample")
@@ -263,17 +264,6 @@ def _platt(Z: np.ndarray, T: np.ndarray, observed: np.ndarray, base_rate: np.nda
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def holdout_split(n: int, fraction: float, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, held-out rows) of n training prompts: a seeded random ``fraction`` held out."""
-    if not 0 < float(fraction) < 1:
-        raise DataError(f"holdout must be in (0, 1); got {fraction!r}")
-    n_out = int(round(float(fraction) * n))
-    if n_out < 2 or n - n_out < 2:
-        raise DataError(f"holdout {fraction} of {n} training prompts leaves too few on one side to calibrate")
-    perm = np.random.default_rng(random_state).permutation(n)
-    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
 
 
 # ---------------------------------------------------------------------- capacity

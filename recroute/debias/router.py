@@ -87,6 +87,11 @@ class DebiasedRouter(Router):
 
         return bool(router_class(parse_router_spec(self.inner_spec)[0]).needs_features)
 
+    def fit_cell_limit(self) -> float | None:
+        """The inner router's limit, halved when a calibration copy is fitted too."""
+        limit = self._new_inner().fit_cell_limit()
+        return None if limit is None else limit / (2 if self.calibration else 1)
+
     # ------------------------------------------------------------------ fit
     def fit(self, data, X: np.ndarray | None = None) -> "DebiasedRouter":
         """Fit on a RoutingDataset or a (n_prompts, n_llms) score matrix (NaN = unobserved) and X (n, d)."""

@@ -1,7 +1,9 @@
 """RouterEval's protocol runner: every router on every candidate group, tidy rows out.
 
 For each candidate group of a RouterEval ``router_dataset`` (setting, m, group) a fresh router is
-fitted on ``train_embed`` and the group's training target, then measured on ``test_score``:
+fitted on ``train_embed`` and the group's training target, then measured on ``test_score``. A router
+that ``uses_validation`` (e.g. the stack) also gets the validation part (``val_embed`` and the
+group's validation target, built like the training one) to choose on; the others never see it:
 
 - ``mu_o``: mean test score of the argmax of ``router.score`` (ties: the first LLM);
 - ``v_b`` = mu_o / best single candidate's mean test score; ``v_r`` = mu_o / Perf(ref) (NaN without
@@ -46,7 +48,8 @@ class GroupData:
     """One candidate group, ready for a router.
 
     X_train (n_train, d) | None, X_test (n_test, d) | None, Y_train (n_train, m): the training target,
-    Y_test (n_test, m): the true test scores, llms (m,): candidate names.
+    Y_test (n_test, m): the true test scores, llms (m,): candidate names; X_val (n_val, d) | None and
+    Y_val (n_val, m) | None: the validation part, its target made like Y_train (None when absent).
     """
 
     setting: str
@@ -57,10 +60,20 @@ class GroupData:
     X_test: np.ndarray | None
     Y_train: np.ndarray
     Y_test: np.ndarray
+    X_val: np.ndarray | None = None
+    Y_val: np.ndarray | None = None
 
     @property
     def where(self) -> str:
         return f"{self.setting}/m={self.m}/{self.group}"
+
+    def validation(self):
+        """The validation part as a ``ValidationPart`` for ``Router.fit``, or None when the group has none."""
+        from recroute.routers.base import ValidationPart
+
+        if self.Y_val is None or len(self.Y_val) == 0:
+            return None
+        return ValidationPart(self.Y_val, self.X_val)
 
 
 # ---------------------------------------------------------------------- router_dataset access
@@ -91,9 +104,8 @@ def iter_group_data(
 
     use_label = target == "label" or (target == "auto" and is_continuous(router_dataset))
     emb = router_dataset.get("embedding") or {}
-    X_train, X_test = emb.get("train_embed"), emb.get("test_embed")
-    X_train = None if X_train is None else np.asarray(X_train, dtype=np.float32)
-    X_test = None if X_test is None else np.asarray(X_test, dtype=np.float32)
+    X_train, X_test, X_val = (None if emb.get(f"{p}_embed") is None else np.asarray(emb[f"{p}_embed"], dtype=np.float32)
+                              for p in ("train", "test", "val"))
     for setting in settings:
         block = router_dataset.get(setting) or {}
         for m in sorted(block, key=int):
@@ -104,15 +116,18 @@ def iter_group_data(
                     continue
                 data = entry["data"]
                 Y_train = np.asarray(data["train_score"], dtype=np.float32)
+                Y_val = None if data.get("val_score") is None else np.asarray(data["val_score"], dtype=np.float32)
                 if use_label:  # "auto" without a stored train_label keeps the scores
                     label = data.get("train_label")
                     if label is None and target == "label":
                         label = process_label(Y_train)
                     if label is not None:
                         Y_train = np.asarray(label, dtype=np.float32)
+                        Y_val = None if Y_val is None else process_label(Y_val).astype(np.float32)
                 yield GroupData(
                     setting, int(m), str(group), np.asarray(entry["model"]).astype(str),
                     X_train, X_test, Y_train, np.asarray(data["test_score"], dtype=np.float64),
+                    X_val, Y_val,
                 )
 
 
@@ -201,7 +216,10 @@ def evaluate_group(
         )
     n = gd.Y_test.shape[0]
     start = time.perf_counter()
-    router.fit(gd.Y_train, X=gd.X_train)
+    if getattr(router, "uses_validation", False):
+        router.fit(gd.Y_train, X=gd.X_train, validation=gd.validation())
+    else:
+        router.fit(gd.Y_train, X=gd.X_train)
     fitted = time.perf_counter()
     if is_expected_router(router):
         mu, probs, shares = truth_metrics(router, gd, monte_carlo_runs, seed)

@@ -3,13 +3,23 @@
 sklearn-style: ``__init__`` stores parameters only; ``fit`` sets attributes ending in ``_``.
 Batch-first: every method takes 2-D inputs and is vectorised.
 
-    fit(data, X=None) -> self          data: RoutingDataset or a (n_prompts, n_llms) score matrix,
-                                       NaN = unobserved; X: (n_prompts, d) float32 prompt features
+    fit(data, X=None, validation=None) -> self
+                                       data: RoutingDataset or a (n_prompts, n_llms) score matrix,
+                                       NaN = unobserved; X: (n_prompts, d) float32 prompt features;
+                                       validation: a ValidationPart, used by routers that choose
+                                       something on held-out prompts (``uses_validation``)
     score(X) -> float32 (n, n_llms)    higher = better (ideally P(correct))
     selection_probs(X) -> (n, n_llms)  the per-prompt selection distribution used for E_p
     route(X, k=1, candidates=None) -> (llm_idx int64 (n, k), scores float32 (n, k))
     partial_fit_llms(X_probe, Y_probe, names, metadata=None) -> a new router that also scores new LLMs
     save(path) / load(path)            a directory: router.json + arrays.npz (+ backend files)
+
+Size check: a family declares ``max_fit_cells``, the n_prompts × n_llms it fits within
+``FIT_BUDGET_S`` (5 minutes) on 2 cores at its default parameters (measured by
+benchmarks/fit_scale.py), and ``fit`` refuses a larger training matrix with a FitTooLargeError
+naming the size it can take, before any work. Routers built from other routers (ensemble, stack,
+debiased) combine their members' limits (:func:`combined_cell_limit`). ``RECROUTE_FIT_LIMIT``
+scales every limit on a larger machine (``4`` = four times the cells) or turns the check off (``off``).
 """
 
 from __future__ import annotations
@@ -17,14 +27,32 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from recroute.errors import DataError, NotFittedError, NotSupportedError, SavedArtifactError, require_finite_rows
+from recroute.errors import (
+    DataError, FitTooLargeError, NotFittedError, NotSupportedError, SavedArtifactError, require_finite_rows,
+)
 
 FORMAT_VERSION = 1
+FIT_BUDGET_S = 300  # the fit time the declared size limits are measured against (2 cores)
+FIT_LIMIT_ENV = "RECROUTE_FIT_LIMIT"
+
+
+@dataclass(frozen=True)
+class ValidationPart:
+    """Held-out prompts a router may choose on (never the test prompts).
+
+    Y (n_val, n_llms): their training targets, NaN = unobserved; X (n_val, d) | None: their features.
+    The protocol hands RouterEval's validation part; otherwise :meth:`Router.fit` holds out a seeded
+    ``validation_share`` of the training prompts.
+    """
+
+    Y: np.ndarray
+    X: np.ndarray | None = None
 
 
 class Router:
@@ -37,6 +65,10 @@ class Router:
     requires_truth: ClassVar[bool] = False     # oracle-style: needs the true scores to route
     stochastic: ClassVar[bool] = False         # decisions are random draws (Random router)
     entropy_floor: ClassVar[float] = 1e-10     # RouterEval's threshold for E_p terms
+    uses_validation: ClassVar[bool] = False    # _fit takes a ValidationPart (see fit)
+    validation_share: ClassVar[float] = 0.1    # held out of the training prompts when none is given
+    max_fit_cells: ClassVar[float | None] = None  # n_prompts × n_llms fitted in FIT_BUDGET_S; None = no limit
+    fit_cost_parameter: ClassVar[str | None] = None  # the parameter fit time is linear in ("epochs")
 
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
@@ -56,26 +88,78 @@ class Router:
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, data, X: np.ndarray | None = None) -> "Router":
-        """Fit on a RoutingDataset or a dense score matrix (NaN = unobserved) and prompt features X."""
+    def fit(self, data, X: np.ndarray | None = None, validation: "ValidationPart | None" = None) -> "Router":
+        """Fit on a RoutingDataset or a dense score matrix (NaN = unobserved) and prompt features X.
+
+        ``validation``: held-out prompts for a router that ``uses_validation`` (the others train on
+        ``data`` alone, as RouterEval's protocol does, and ignore it). Without one, such a router holds
+        out a seeded ``validation_share`` of ``data``'s prompts (seed: its ``random_state``, else 0).
+        """
         Y, names = training_matrix(data)
+        check_fit_size(self, *Y.shape)
         if self.needs_features:
             if X is None:
                 X = getattr(data, "embeddings", None)
             X = check_features(X, n_rows=Y.shape[0])
             self.n_features_in_ = X.shape[1]
+        if self.uses_validation:
+            Y, X, validation = self._validation_part(Y, X, validation)
         self.n_llms_ = Y.shape[1]
         self.llm_names_ = np.asarray(names, dtype=object)
         if self.supports_new_llms:
             from recroute.routers.new_llms import LLMMetadata
 
             self.llm_metadata_ = LLMMetadata.from_table(getattr(data, "llms", None), self.n_llms_)
-        self._fit(Y, X)
+        if self.uses_validation:
+            self._fit(Y, X, validation)
+        else:
+            self._fit(Y, X)
         self.fitted_ = True
         return self
 
     def _fit(self, Y: np.ndarray, X: np.ndarray | None) -> None:
+        """Fit on Y (n, n_llms) NaN = unobserved and X (n, d) | None (``uses_validation``: a third
+        argument, the ValidationPart)."""
         raise NotImplementedError
+
+    def fit_cell_limit(self) -> float | None:
+        """n_prompts × n_llms this router fits within FIT_BUDGET_S on 2 cores (None: no limit).
+
+        The family's ``max_fit_cells`` (measured at its default parameters; declared on the family's own
+        class, never inherited by a subclass family, e.g. hybrid from mlp), scaled by default / actual
+        ``fit_cost_parameter`` (half the epochs, twice the cells); routers built from others override it
+        with :func:`combined_cell_limit` over their members.
+        """
+        own = vars(type(self))  # declared by the family's own class: a subclass family costs what it measures
+        limit, param = own.get("max_fit_cells"), own.get("fit_cost_parameter")
+        if limit is None or param is None:
+            return limit
+        default = inspect.signature(type(self).__init__).parameters[param].default
+        return float(limit) * float(default) / max(float(getattr(self, param)), 1e-9)
+
+    def _validation_part(self, Y: np.ndarray, X: np.ndarray | None, validation):
+        """(Y_fit, X_fit, ValidationPart): ``validation`` checked against the training shapes, or a
+        seeded ``validation_share`` of the training prompts held out. X is None for feature-free routers."""
+        if not self.needs_features:
+            X = None
+        if validation is None:
+            from recroute.data.splits import holdout_split
+
+            seed = getattr(self, "random_state", 0)
+            fit_rows, held = holdout_split(Y.shape[0], self.validation_share, 0 if seed is None else int(seed))
+            part = ValidationPart(Y[held], None if X is None else X[held])
+            return Y[fit_rows], None if X is None else X[fit_rows], part
+        if not isinstance(validation, ValidationPart):
+            raise DataError(f"validation must be a ValidationPart(Y, X); got {type(validation).__name__}")
+        Y_val = np.asarray(validation.Y, dtype=np.float32)
+        if Y_val.ndim != 2 or Y_val.shape[1] != Y.shape[1] or Y_val.shape[0] == 0:
+            raise DataError(f"validation Y must have shape (n_val >= 1, n_llms={Y.shape[1]}); got {Y_val.shape}")
+        if np.isinf(Y_val).any():
+            raise DataError("validation Y contains inf")
+        X_val = None
+        if self.needs_features:
+            X_val = check_features(validation.X, n_rows=Y_val.shape[0], n_features=X.shape[1])
+        return Y, X, ValidationPart(Y_val, X_val)
 
     # ------------------------------------------------------------------ new LLMs (cold start)
     def partial_fit_llms(self, X_probe, Y_probe, names, metadata=None) -> "Router":
@@ -259,6 +343,50 @@ class Router:
 
 
 # ---------------------------------------------------------------------- helpers
+def fit_limit_scale() -> float | None:
+    """The multiplier of every size limit from ``RECROUTE_FIT_LIMIT`` (1 when unset; None = "off")."""
+    import os
+
+    raw = os.environ.get(FIT_LIMIT_ENV, "").strip().lower()
+    if not raw:
+        return 1.0
+    if raw == "off":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or not np.isfinite(value):
+        raise DataError(f"{FIT_LIMIT_ENV} must be a positive number (a multiplier of the size limits) or 'off'; got {raw!r}")
+    return value
+
+
+def check_fit_size(router: "Router", n_prompts: int, n_llms: int) -> None:
+    """FitTooLargeError when n_prompts × n_llms exceeds ``router.fit_cell_limit()`` (scaled by the env)."""
+    limit, scale = router.fit_cell_limit(), fit_limit_scale()
+    if limit is None or scale is None or n_prompts * n_llms <= limit * scale:
+        return
+    cells = limit * scale
+    raise FitTooLargeError(
+        f"router {router.name!r} fits at most {cells:,.0f} cells (n_prompts × n_llms) within {FIT_BUDGET_S // 60} minutes "
+        f"on 2 cores, e.g. {int(cells // n_llms):,} prompts × {n_llms:,} LLMs; got {n_prompts:,} × {n_llms:,} = "
+        f"{n_prompts * n_llms:,}. Subsample the prompts, use fewer LLMs or a faster family (docs/routers.md, "
+        f"'Fit size limits'), or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or {FIT_LIMIT_ENV}=off"
+    )
+
+
+def combined_cell_limit(limits, repeats=None) -> float | None:
+    """Cell limit of fitting several routers one after another: 1 / Σ_i repeats_i / limit_i.
+
+    ``limits``: each member's ``fit_cell_limit()`` (None = negligible); ``repeats``: fits per member
+    (seeds, calibration copies). None when every member is unlimited.
+    """
+    limits = list(limits)
+    repeats = [1.0] * len(limits) if repeats is None else list(repeats)
+    load = sum(float(r) / float(l) for l, r in zip(limits, repeats) if l is not None)
+    return None if load == 0 else 1.0 / load
+
+
 def candidate_mask(names, candidates, owner: str = "the dataset") -> np.ndarray:
     """bool (len(names),): the LLMs named by ``candidates`` (names or positions, mixed; None = all).
 

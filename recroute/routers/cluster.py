@@ -110,6 +110,8 @@ class SoftClusterRouter(Router):
     """
 
     name = "soft_cluster"
+    max_fit_cells = 5.0e8  # benchmarks/fit_scale.py: 2.04M cells (2,400 × 850) in 1.1 CPU-s
+    fit_cost_parameter = "n_partitions"
 
     def __init__(
         self,

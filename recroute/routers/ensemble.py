@@ -82,6 +82,16 @@ class EnsembleRouter(Router):
     def needs_features(self) -> bool:  # type: ignore[override]
         return any(klass.needs_features for _, klass in self._member_classes())
 
+    def fit_cell_limit(self) -> float | None:
+        """Cells fitted within the budget: every member's fits (seeds, calibration copies) one after another."""
+        from recroute.routers.base import combined_cell_limit
+        from recroute.routers.registry import make_router
+
+        members = [make_router(spec) for spec, _ in self._member_classes()]
+        copies = [(int(self.n_seeds) if "random_state" in r.get_params() else 1) * (2 if self.calibration else 1)
+                  for r in members]
+        return combined_cell_limit([r.fit_cell_limit() for r in members], copies)
+
     def _normalised_weights(self, n_members: int) -> np.ndarray:
         if self.weights is None:
             return np.full(n_members, 1.0 / n_members)

@@ -23,6 +23,8 @@ class LightFMRouter(Router):
     """score(X) = b_u + b_j + <u(X), v_j>: LightFM's user and item representations from features."""
 
     name = "lightfm"
+    max_fit_cells = 5.0e6  # benchmarks/fit_scale.py: 2.04M cells (2,400 × 850) unfinished after 95 CPU-s (bound)
+    fit_cost_parameter = "epochs"
     supports_new_llms = True
     score_scale = "logit"  # LightFM's logistic loss: P(correct) = sigmoid(score)
 

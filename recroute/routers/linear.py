@@ -29,6 +29,8 @@ class LinearRouter(TorchRouter):
     """
 
     name = "linear"
+    max_fit_cells = 5.0e8  # benchmarks/fit_scale.py: 204M cells (24,000 × 8,500) in 109 s
+    fit_cost_parameter = "epochs"
 
     def __init__(
         self,
@@ -60,6 +62,8 @@ class MLPRouter(TorchRouter):
     """
 
     name = "mlp"
+    max_fit_cells = 6.0e7  # benchmarks/fit_scale.py: 20.4M cells (2,400 × 8,500) in 90 s
+    fit_cost_parameter = "epochs"
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ class LogisticRouter(Router):
     """Per-LLM L2 logistic regression (``C``: inverse regularisation strength, sklearn's convention)."""
 
     name = "logistic"
+    max_fit_cells = 1.5e7  # benchmarks/fit_scale.py: 2.04M cells (2,400 × 850) in 40 CPU-s (one lbfgs fit per LLM)
 
     def __init__(self, C: float = 1.0, max_iter: int = 500) -> None:
         self.C = C

@@ -75,6 +75,8 @@ class ALSRouter(_ImplicitRouter):
     """
 
     name = "als"
+    max_fit_cells = 9.0e7  # benchmarks/fit_scale.py: 20.4M cells in 63 s (RouterEval's 204M: ~630 s)
+    fit_cost_parameter = "iterations"
     supports_new_llms = True
     score_scale = "raw"  # u · v approximates the 0/1 preference; not bounded to [0, 1]
     new_llm_noise = 0.2  # variance of a 0/1 result around u · v when placing a new LLM
@@ -143,6 +145,8 @@ class BPRRouter(_ImplicitRouter):
     """
 
     name = "bpr"
+    max_fit_cells = 1.0e7  # benchmarks/fit_scale.py: 2.04M cells (2,400 × 850) in 6.1 CPU-s at 10 iterations
+    fit_cost_parameter = "iterations"
 
     def __init__(
         self,

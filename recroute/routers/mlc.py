@@ -24,6 +24,8 @@ class MLCRouter(TorchRouter):
     """Multi-label classifier head on frozen embeddings; see the module docstring."""
 
     name = "mlc"
+    max_fit_cells = 3.3e8  # benchmarks/fit_scale.py: 204M cells in 167 s
+    fit_cost_parameter = "epochs"
     entropy_floor = 1e-4
 
     def __init__(

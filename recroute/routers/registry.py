@@ -36,6 +36,7 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "avengers": ("recroute.routers.avengers", "AvengersRouter"),  # Avengers-Pro clusters, arXiv 2508.12631
     "sw_ranking": ("recroute.routers.sw_ranking", "SWRankingRouter"),  # RouteLLM's similarity-weighted BT/Elo
     "hybrid": ("recroute.routers.hybrid", "HybridRouter"),  # Hybrid LLM's quality-gap classifier, n LLMs
+    "stack": ("recroute.routers.stack", "StackRouter"),  # families blended on the validation part
     "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
 }
 

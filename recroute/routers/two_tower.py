@@ -69,6 +69,8 @@ class TwoTowerRouter(TorchRouter):
     """Prompt tower (MLP over embeddings) × LLM tower (id + metadata); see the module docstring."""
 
     name = "two_tower"
+    max_fit_cells = 7.0e8  # benchmarks/fit_scale.py: 204M cells in 78 s
+    fit_cost_parameter = "epochs"
     supports_new_llms = True
 
     def __init__(
@@ -207,6 +209,7 @@ class TextMFRouter(TwoTowerRouter):
     """
 
     name = "text_mf"
+    max_fit_cells = 7.5e8  # benchmarks/fit_scale.py: 204M cells in 71 s
 
     def __init__(
         self,

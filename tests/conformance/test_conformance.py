@@ -34,6 +34,7 @@ FAST_PARAMS: dict[str, dict] = {
     "text_mf": {"dim": 16, "epochs": 30, "patience": 30},
     "soft_cluster": {"n_clusters": 12, "n_partitions": 2},
     "ensemble": {"members": "soft_cluster:n_clusters=12;n_partitions=1+linear:epochs=5", "n_seeds": 2},
+    "stack": {"members": "soft_cluster:n_clusters=12;n_partitions=1+logistic+best_single", "n_seeds": 1, "steps": 3},
     "routerdc": {"epochs": 15, "n_clusters": 3},
     "graphrouter": {"epochs": 30},
     "debiased": {"inner": "knn", "ipw": 0.5, "calibration": "isotonic", "tau": 0.1},  # every remedy at once

@@ -1,0 +1,205 @@
+"""``StackRouter``: per pool, the families (or a weighted blend of their P(correct)) chosen on validation.
+
+    make_router("stack")                                  # DEFAULT_MEMBERS, 3 seeds each, one family per pool
+    make_router("stack:members=two_tower+soft_cluster,steps=10")  # a blend: 10 greedy steps
+    make_router("stack:members=all,refit=True")            # every registered family that learns scores
+
+Each member (a registered router spec) is fitted on the training prompts as a seed-bagged
+:class:`~recroute.routers.ensemble.EnsembleRouter` (``n_seeds`` seeds when it has a ``random_state``;
+members whose scores are not probabilities, e.g. als or lightfm, are Platt-calibrated per LLM on the
+ensemble's own hold-out of the training prompts). The blend is then chosen on the **validation part**
+(a :class:`~recroute.routers.base.ValidationPart`: RouterEval's validation split under the protocol,
+else a seeded ``validation_share`` of the training prompts held out by ``Router.fit``), never on test:
+Caruana et al.'s forward ensemble selection (ICML 2004) with replacement, ``steps`` greedy steps, each
+adding the member that most lowers the mean validation log loss of the blend over observed cells
+(soft targets in [0, 1]). Weights are the members' shares of the steps; ``steps=1`` (the default)
+chooses the single best family per pool. The log loss of P(correct) over every cell is a steadier
+criterion on a thousand validation prompts than the validation V_B of the argmax; and on MMLU-Pro
+choosing by validation mu_o, calibrating per LLM on validation, or blending (10 steps) all lost
+test V_B against choosing one family (docs/zoo.md has the numbers).
+
+``score(X)`` (n, n_llms) = Σ_i w_i · P_i(X) over the members with a positive weight (the others are
+dropped after fitting). ``refit=True`` refits the kept members on training + validation prompts.
+Size: members are taken in order while their declared fit limits (``Router.max_fit_cells``) leave room
+in the 5-minute budget for this training matrix; the others are skipped (``skipped_``), so at
+RouterEval's scale the stack chooses among the families that fit it, and refuses only a matrix that
+no member fits.
+On the command line members are joined by ``+`` and a member's own parameters separated by ``;``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from recroute.errors import DataError, SavedArtifactError
+from recroute.routers.base import Router, ValidationPart
+from recroute.routers.ensemble import member_specs
+
+DEFAULT_MEMBERS = "two_tower+soft_cluster:n_partitions=2+logistic+knn+best_single"
+NOT_MEMBERS = ("stack", "ensemble", "debiased")  # routers over other routers
+_EPS = 1e-4  # probabilities are clipped to [_EPS, 1 - _EPS] inside the log loss
+
+
+def learning_families() -> list[str]:
+    """Registered routers that learn scores from training data: the members of ``members='all'``."""
+    from recroute.routers.registry import available_routers, router_class
+
+    out = []
+    for name in available_routers():
+        klass = router_class(name)
+        if name not in NOT_MEMBERS and not klass.requires_truth and not klass.stochastic:
+            out.append(name)
+    return out
+
+
+def log_loss(P: np.ndarray, Y: np.ndarray) -> float:
+    """Mean binary cross-entropy of P (n, m) against soft targets Y (n, m) in [0, 1], NaN cells skipped."""
+    observed = ~np.isnan(Y)
+    if not observed.any():
+        raise DataError("the validation part has no observed cell")
+    p = np.clip(P[observed], _EPS, 1.0 - _EPS)
+    y = np.clip(Y[observed], 0.0, 1.0)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def forward_selection(P: np.ndarray, Y: np.ndarray, steps: int) -> np.ndarray:
+    """Caruana's ensemble selection with replacement: float64 (n_members,) weights summing to 1.
+
+    P (n_members, n, m) candidate P(correct), Y (n, m) validation targets (NaN = unobserved). Each of
+    ``steps`` steps adds the member whose inclusion gives the lowest log loss of the running mean
+    (ties: the lower index), so the first step is the single best member.
+    """
+    counts = np.zeros(P.shape[0], dtype=np.int64)
+    total = np.zeros(P.shape[1:], dtype=np.float64)
+    for step in range(1, int(steps) + 1):
+        losses = [log_loss((total + P[i]) / step, Y) for i in range(P.shape[0])]
+        best = int(np.argmin(losses))
+        counts[best] += 1
+        total += P[best]
+    return counts / counts.sum()
+
+
+class StackRouter(Router):
+    """Blend of seed-bagged member routers with weights chosen on validation (module docstring)."""
+
+    name = "stack"
+    uses_validation = True
+
+    def __init__(
+        self,
+        members: str | Sequence[str] = DEFAULT_MEMBERS,
+        n_seeds: int = 3,
+        steps: int = 1,
+        refit: bool = False,
+        random_state: int | None = 0,
+    ) -> None:
+        self.members = members
+        self.n_seeds = n_seeds
+        self.steps = steps
+        self.refit = refit
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ members
+    def member_list(self) -> list[str]:
+        """The member specs (``members='all'`` expands to :func:`learning_families`)."""
+        if isinstance(self.members, str) and self.members.strip() == "all":
+            return learning_families()
+        from recroute.routers.registry import parse_router_spec, router_class
+
+        specs = member_specs(self.members)
+        for spec in specs:
+            name = parse_router_spec(spec)[0]
+            klass = router_class(name)
+            if name in NOT_MEMBERS or klass.requires_truth or klass.stochastic:
+                raise DataError(f"stack: {name!r} cannot be a member (members learn scores: not {', '.join(NOT_MEMBERS)}, "
+                                "oracle, r_o or random)")
+        return specs
+
+    @property
+    def needs_features(self) -> bool:  # type: ignore[override]
+        from recroute.routers.registry import make_router
+
+        return any(make_router(spec).needs_features for spec in self.member_list())
+
+    def fit_cell_limit(self) -> float | None:
+        """Cells within the fit budget: the most any one member takes (the stack keeps the members that fit)."""
+        limits = [self._bagged(s).fit_cell_limit() for s in self.member_list()]
+        if any(limit is None for limit in limits):
+            return None
+        return max(limits) / (1 + bool(self.refit))
+
+    def members_within_budget(self, n_cells: int) -> list[str]:
+        """The members, in order, whose fits one after another stay within the fit budget for ``n_cells``
+        (n_prompts × n_llms, validation included): at RouterEval's scale the slow families drop out."""
+        from recroute.routers.base import fit_limit_scale
+
+        scale = fit_limit_scale()
+        specs = self.member_list()
+        if scale is None:
+            return specs
+        kept, used = [], 0.0
+        for spec in specs:
+            limit = self._bagged(spec).fit_cell_limit()
+            share = 0.0 if limit is None else (1 + bool(self.refit)) * n_cells / (limit * scale)
+            if used + share <= 1.0:
+                kept.append(spec)
+                used += share
+        return kept
+
+    def _bagged(self, spec: str) -> Router:
+        from recroute.routers.ensemble import EnsembleRouter
+        from recroute.routers.registry import make_router
+
+        calibration = None if make_router(spec).score_scale == "probability" else "platt"
+        return EnsembleRouter(members=[spec], n_seeds=self.n_seeds, calibration=calibration, random_state=self.random_state)
+
+    # ------------------------------------------------------------------ fit / score
+    def _fit(self, Y: np.ndarray, X: np.ndarray | None, validation: ValidationPart) -> None:
+        if int(self.n_seeds) < 1 or int(self.steps) < 1:
+            raise DataError(f"stack: n_seeds and steps must be at least 1; got {self.n_seeds!r}, {self.steps!r}")
+        n_val = validation.Y.shape[0]
+        specs = self.members_within_budget((Y.shape[0] + n_val) * Y.shape[1])
+        self.skipped_ = [spec for spec in self.member_list() if spec not in specs]
+        fitted = [self._bagged(spec).fit(Y, X) for spec in specs]
+        P = np.stack([np.asarray(r.score(validation.X, n=n_val), dtype=np.float64) for r in fitted])
+        weights = forward_selection(P, validation.Y, int(self.steps))
+        self.validation_losses_ = np.array([log_loss(p, validation.Y) for p in P])
+        keep = np.flatnonzero(weights > 0)
+        if self.refit:
+            Y_all = np.vstack([Y, validation.Y])
+            X_all = None if X is None else np.vstack([X, validation.X])
+            fitted = {int(i): self._bagged(specs[i]).fit(Y_all, X_all) for i in keep}
+        self.chosen_ = [specs[i] for i in keep]
+        self.weights_ = weights[keep]
+        self.members_ = [fitted[int(i)] for i in keep]
+
+    def _score(self, X: np.ndarray | None, n: int) -> np.ndarray:
+        out = np.zeros((n, self.n_llms_))
+        for w, router in zip(self.weights_, self.members_):
+            out += w * np.asarray(router.score(X, n=n), dtype=np.float64)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"chosen": list(self.chosen_), "skipped": list(self.skipped_)}, {"weights": self.weights_, "validation_losses": self.validation_losses_}
+
+    def _save_extra(self, path: Path) -> None:
+        for i, router in enumerate(self.members_):
+            router.save(Path(path) / f"member_{i}")
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path) -> None:
+        self.chosen_ = [str(s) for s in meta["chosen"]]
+        self.skipped_ = [str(s) for s in meta.get("skipped", [])]
+        self.weights_ = np.asarray(arrays["weights"], dtype=np.float64)
+        self.validation_losses_ = np.asarray(arrays["validation_losses"], dtype=np.float64)
+        if self.weights_.shape != (len(self.chosen_),):
+            raise SavedArtifactError(f"{path}: {self.weights_.shape[0]} weights for {len(self.chosen_)} members")
+        self.members_ = []
+        for i in range(len(self.chosen_)):
+            router = Router.load(Path(path) / f"member_{i}")
+            if router.n_llms_ != self.n_llms_:
+                raise SavedArtifactError(f"{path}: member {i} holds {router.n_llms_} LLMs, the stack {self.n_llms_}")
+            self.members_.append(router)

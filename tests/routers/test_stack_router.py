@@ -1,0 +1,148 @@
+"""stack: families blended by forward selection on the validation part, and the shared validation mechanism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recroute.errors import DataError
+from recroute.eval.protocol import GroupData, evaluate_group, iter_group_data
+from recroute.routers.base import Router, ValidationPart
+from recroute.routers.registry import make_router
+from recroute.routers.stack import StackRouter, forward_selection, learning_families, log_loss
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((200, 6)).astype(np.float32)
+# LLM 0 is right exactly when x_0 > 0, LLM 1 when x_0 <= 0, LLM 2 on 30 % of the prompts at random
+Y = np.stack([X[:, 0] > 0, X[:, 0] <= 0, RNG.random(200) < 0.3], axis=1).astype(np.float32)
+X_VAL = RNG.standard_normal((60, 6)).astype(np.float32)
+Y_VAL = np.stack([X_VAL[:, 0] > 0, X_VAL[:, 0] <= 0, RNG.random(60) < 0.3], axis=1).astype(np.float32)
+MEMBERS = "logistic+best_single"
+
+
+def test_log_loss_by_hand():
+    P = np.array([[0.5, 0.8], [0.2, 0.9]])
+    Y_ = np.array([[1.0, np.nan], [0.0, 0.5]])
+    expected = -(math.log(0.5) + math.log(0.8) + 0.5 * math.log(0.9) + 0.5 * math.log(0.1)) / 3
+    assert log_loss(P, Y_) == pytest.approx(expected)
+    with pytest.raises(DataError, match="no observed cell"):
+        log_loss(P, np.full((2, 2), np.nan))
+
+
+def test_forward_selection_by_hand():
+    Y_ = np.array([[1.0, 0.0], [0.0, 1.0]])
+    good, bad, half = Y_ * 0.8 + 0.1, 0.9 - Y_ * 0.8, np.full((2, 2), 0.5)
+    # step 1 takes the best member; more steps never add a member that only makes the blend worse
+    np.testing.assert_array_equal(forward_selection(np.stack([bad, good, half]), Y_, 1), [0, 1, 0])
+    np.testing.assert_array_equal(forward_selection(np.stack([bad, good, half]), Y_, 4), [0, 1, 0])
+    # two members wrong in opposite directions: their even blend beats either alone
+    over, under = np.array([[0.99, 0.4], [0.4, 0.99]]), np.array([[0.6, 0.01], [0.01, 0.6]])
+    np.testing.assert_array_equal(forward_selection(np.stack([over, under]), Y_, 2), [0.5, 0.5])
+
+
+def test_chooses_on_the_validation_part_it_is_given():
+    agrees = StackRouter(members=MEMBERS, n_seeds=1, steps=1).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    assert agrees.chosen_ == ["logistic"]
+    # validation prompts whose LLM 0 / 1 results contradict training: the constant family wins there
+    flipped = Y_VAL[:, [1, 0, 2]]
+    contradicts = StackRouter(members=MEMBERS, n_seeds=1, steps=1).fit(Y, X, validation=ValidationPart(flipped, X_VAL))
+    assert contradicts.chosen_ == ["best_single"]
+    assert contradicts.validation_losses_[1] < contradicts.validation_losses_[0]
+
+
+def test_score_is_the_weighted_blend_of_the_kept_members():
+    router = StackRouter(members=MEMBERS, n_seeds=1, steps=10).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    logistic = make_router("logistic").fit(Y, X).score(X_VAL)
+    best = make_router("best_single").fit(Y).score(None, n=len(X_VAL))
+    parts = dict(zip(router.chosen_, router.weights_))
+    expected = parts.get("logistic", 0) * logistic + parts.get("best_single", 0) * best
+    assert router.weights_.sum() == pytest.approx(1.0) and (router.weights_ > 0).all()
+    np.testing.assert_allclose(router.score(X_VAL), expected, rtol=1e-5)
+
+
+def test_refit_trains_the_kept_members_on_training_and_validation():
+    router = StackRouter(members="best_single", n_seeds=1, steps=1, refit=True)
+    router.fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    np.testing.assert_allclose(router.score(None, n=1)[0], np.vstack([Y, Y_VAL]).mean(axis=0), rtol=1e-6)
+
+
+def test_without_validation_it_holds_out_a_seeded_share_of_training():
+    router = StackRouter(members="best_single", n_seeds=1, steps=1, random_state=3).fit(Y)
+    from recroute.data.splits import holdout_split
+
+    fit_rows, held = holdout_split(len(Y), StackRouter.validation_share, 3)
+    assert len(held) == 20 and len(fit_rows) == 180
+    np.testing.assert_allclose(router.score(None, n=1)[0], Y[fit_rows].mean(axis=0), rtol=1e-6)
+    again = StackRouter(members=MEMBERS, n_seeds=1, random_state=3).fit(Y, X)
+    np.testing.assert_array_equal(StackRouter(members=MEMBERS, n_seeds=1, random_state=3).fit(Y, X).score(X_VAL),
+                                  again.score(X_VAL))
+
+
+def test_save_load_round_trip(tmp_path):
+    router = StackRouter(members=MEMBERS, n_seeds=1).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    router.save(tmp_path / "stack")
+    copy = Router.load(tmp_path / "stack")
+    assert isinstance(copy, StackRouter) and copy.chosen_ == router.chosen_
+    np.testing.assert_array_equal(copy.score(X_VAL), router.score(X_VAL))
+
+
+@pytest.mark.parametrize(
+    "validation, message",
+    [
+        (ValidationPart(Y_VAL[:, :2], X_VAL), "n_llms=3"),
+        (ValidationPart(Y_VAL, X_VAL[:, :4]), "features"),
+        (ValidationPart(Y_VAL, None), "needs prompt features"),
+        ((Y_VAL, X_VAL), "ValidationPart"),
+    ],
+)
+def test_bad_validation_is_a_data_error(validation, message):
+    with pytest.raises(DataError, match=message):
+        StackRouter(members=MEMBERS, n_seeds=1).fit(Y, X, validation=validation)
+
+
+@pytest.mark.parametrize("members, message", [("oracle", "cannot be a member"), ("stack", "cannot be a member"),
+                                               ("ensemble", "cannot be a member"), ("nonsense", "unknown router")])
+def test_bad_members(members, message):
+    with pytest.raises(DataError, match=message):
+        StackRouter(members=members).fit(Y, X)
+
+
+def test_all_members_are_the_learning_families():
+    names = learning_families()
+    assert "two_tower" in names and "best_single" in names
+    assert not {"stack", "ensemble", "debiased", "oracle", "r_o", "random"} & set(names)
+    assert make_router("stack:members=all").member_list() == names
+
+
+def _group(Y_val: np.ndarray) -> GroupData:
+    return GroupData("easy", 3, "all_strong", np.array(["a", "b", "c"]), X, X_VAL, Y, Y_VAL.astype(np.float64),
+                     X_VAL, Y_val)
+
+
+def test_protocol_hands_the_validation_part_only_to_routers_that_use_it():
+    flipped = Y_VAL[:, [1, 0, 2]]
+    stack = StackRouter(members=MEMBERS, n_seeds=1, steps=1)
+    row = evaluate_group(stack, _group(flipped))
+    assert stack.chosen_ == ["best_single"]  # chose on the group's validation part, not on test
+    assert row["v_b"] == pytest.approx(1.0)  # best_single routes everything to the best test LLM here
+    logistic = make_router("logistic")
+    evaluate_group(logistic, _group(flipped))  # ignores it: trained on the training part only
+    np.testing.assert_allclose(logistic.coef_, make_router("logistic").fit(Y, X).coef_)
+
+
+def test_iter_group_data_carries_the_validation_part():
+    Y_all = np.vstack([Y, Y_VAL]) * 0.5 + 0.25  # continuous: trained (and validated) on labels
+    rd = {"easy": {3: {"all_strong": {"data": {"train_score": Y_all[:200], "val_score": Y_all[200:],
+                                                "test_score": Y_all[200:]},
+                                       "model": np.array(["a", "b", "c"], dtype=object)}}},
+          "embedding": {"train_embed": X, "val_embed": X_VAL, "test_embed": X_VAL}}
+    (gd,) = iter_group_data(rd, ("easy",), target="label")
+    np.testing.assert_array_equal(gd.X_val, X_VAL)
+    from recroute.data.labels import process_label
+
+    np.testing.assert_array_equal(gd.Y_val, process_label(Y_all[200:]))
+    assert isinstance(gd.validation(), ValidationPart)
+    (raw,) = iter_group_data(rd, ("easy",), target="score")
+    np.testing.assert_allclose(raw.Y_val, Y_all[200:])
