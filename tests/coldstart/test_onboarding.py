@@ -20,7 +20,7 @@ from recroute.routers.registry import make_router, routers_supporting_new_llms
 
 
 def test_routers_supporting_new_llms():
-    assert set(routers_supporting_new_llms()) == {"knn", "als", "lightfm", "two_tower", "text_mf"}
+    assert set(routers_supporting_new_llms()) == {"knn", "als", "lightfm", "two_tower", "text_mf", "graphrouter", "irt"}
 
 
 def test_map_squared_is_the_ridge_solution():
