@@ -7,7 +7,7 @@
      "candidates": [{"llm", "score", "cost", "utility", "allowed", "low", "high", "spread", "n_evidence"}, ...]
                    (allowed ones best first, then the excluded ones),
      "uncertainty": {"kind": "beta" | "members" | None, "note": str},
-     "evidence": {"kind": "neighbours" | "cluster" | "representation" | None, ...},
+     "evidence": {"kind": "neighbours" | "cluster" | "irt" | "representation" | None, ...},
      "counterfactuals": {"flip_up": {"cost_weight", "llm"} | None, "flip_down": {...} | None,
                          "excluded_best": {"llm", "utility"} | None, "note": str}}
 
@@ -204,6 +204,10 @@ def _family_view(router, X, n: int, training, n_neighbours: int):
     if callable(getattr(router, "predict_cluster", None)):
         cluster = np.asarray(router.predict_cluster(X), dtype=np.int64)
         evidence_kind = "cluster"
+    elif callable(getattr(router, "item_parameters", None)) and callable(getattr(router, "abilities", None)):
+        parts["discrimination"], parts["difficulty"] = router.item_parameters(X)
+        parts["abilities"] = router.abilities()
+        evidence_kind = "irt"
     if evidence_kind is None:
         rep_rows = _representation_neighbours(router, X, n, training, n_neighbours)
         evidence_kind = "representation" if rep_rows is not None else None
@@ -290,6 +294,17 @@ def _evidence(i, kind, parts, cluster, rep_rows, router, lookup, rep_Y, names, a
         return {"kind": "cluster", "cluster": c, "n_clusters": int(len(router.centers_)),
                 "rule": "score = the cluster's mean training score per LLM",
                 "cluster_scores": {names[j]: float(router.cluster_scores_[c, j]) for j in np.flatnonzero(allowed)}}
+    if kind == "irt":
+        a, b, theta = parts["discrimination"][i], parts["difficulty"][i], parts["abilities"]
+        ability = theta @ a  # (m,): each LLM's ability along this prompt's discrimination
+        out = {"kind": "irt", "variant": str(router.variant), "discrimination_norm": float(np.linalg.norm(a)),
+               "ability": {names[j]: float(ability[j]) for j in np.flatnonzero(allowed)}}
+        if np.ndim(b) == 0:  # MIRT: P(correct) = sigmoid(a . theta_j - b)
+            out |= {"difficulty": float(b), "rule": "P(correct) = sigmoid(ability - difficulty), ability = a(x) . theta_j"}
+        else:
+            out |= {"difficulty": [float(v) for v in b],
+                    "rule": "NIRT: P(correct) = monotone network of a(x) * (theta_j - b(x)); ability = a(x) . theta_j"}
+        return out
     if kind == "representation":
         rows = rep_rows[i]
         Y = rep_Y[rows]

@@ -185,3 +185,18 @@ def test_bad_input_is_named(bundle, queries, knn_router, mmlu):
     with pytest.raises(DataError, match="prices"):
         no_prices.explain_embeddings(queries[:2], cost_weight=1.0)
     assert no_prices.explain_embeddings(queries[:1])[0]["counterfactuals"]["flip_up"] is None
+
+
+def test_irt_evidence_is_difficulty_and_abilities():
+    """MIRT: sigmoid(ability - difficulty) from the explanation is the router's P(correct)."""
+    from recroute.routers.irt import IRTRouter
+
+    data, X = _small()
+    router = IRTRouter(epochs=3, random_state=0).fit(data, X)
+    doc = explain_arrays(router, X[:1])[0]
+    evidence = doc["evidence"]
+    assert evidence["kind"] == "irt" and evidence["variant"] == "mirt"
+    scores = router.score(X[:1])[0]
+    for row in doc["candidates"]:
+        p = 1.0 / (1.0 + np.exp(-(evidence["ability"][row["llm"]] - evidence["difficulty"])))
+        assert p == pytest.approx(float(scores[int(row["llm"][3:])]), abs=1e-5)
