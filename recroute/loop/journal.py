@@ -55,11 +55,18 @@ class Journal:
 
     def append(self, event: str, **fields: Any) -> dict:
         """Append one event (``time`` filled in) and return it."""
-        if event not in EVENTS:
-            raise DataError(f"unknown journal event {event!r}; expected one of {EVENTS}")
-        record = {"event": event, "time": time.time(), **fields}
-        append_lines(self.path, [dumps_line(record)])
-        return record
+        return self.append_all([(event, fields)])[0]
+
+    def append_all(self, events: list[tuple[str, dict[str, Any]]]) -> list[dict]:
+        """Append several (event, fields) in one write: a crash leaves all of them or none (a refit's
+        estimates, the refit and its decision belong together)."""
+        records = []
+        for event, fields in events:
+            if event not in EVENTS:
+                raise DataError(f"unknown journal event {event!r}; expected one of {EVENTS}")
+            records.append({"event": event, "time": time.time(), **fields})
+        append_lines(self.path, [dumps_line(record) for record in records])
+        return records
 
     def events(self) -> list[dict]:
         """Every event in order; a torn last line (a crash mid-write) is skipped, any other bad line is

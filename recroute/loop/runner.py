@@ -195,20 +195,20 @@ class LoopRunner:
         data = log_data(log, live)
         anchor = self._anchor(live)
         verdicts = refit_and_gate(live.router, data, s, anchor, self.seed)
-        for v in verdicts:
-            events.append(self.journal.append("estimate", family=v.family, n_outcomes=n_outcomes, **v.result.to_dict()))
-        if s.explore_budget is not None:
-            events.append(self._explore(live, data))
         best = best_verdict(verdicts)
         bundle_path = None
         if best is not None:
             bundle_path = str(self.save_bundle(best.router, live, f"refit-{n_outcomes}"))
-        events.append(self.journal.append(
-            "refit", n_outcomes=n_outcomes, n_train=verdicts[0].n_train, n_holdout=verdicts[0].result.n,
-            families=[v.family for v in verdicts], fit_s=round(sum(v.fit_s for v in verdicts), 3)))
         reason = best.reason if best else "; ".join(f"{v.family}: {v.reason}" for v in verdicts)
-        events.append(self.journal.append("decision", n_outcomes=n_outcomes, action="promote" if best else "keep",
-                                          reason=reason, bundle=bundle_path, family=best.family if best else None))
+        batch = self.journal.append_all([  # one write: a crash never leaves a refit without its decision
+            *(("estimate", {"family": v.family, "n_outcomes": n_outcomes, **v.result.to_dict()}) for v in verdicts),
+            ("refit", {"n_outcomes": n_outcomes, "n_train": verdicts[0].n_train, "n_holdout": verdicts[0].result.n,
+                       "families": [v.family for v in verdicts], "fit_s": round(sum(v.fit_s for v in verdicts), 3)}),
+            ("decision", {"n_outcomes": n_outcomes, "action": "promote" if best else "keep", "reason": reason,
+                          "bundle": bundle_path, "family": best.family if best else None}),
+        ])
+        explore = [self._explore(live, data)] if s.explore_budget is not None else []
+        events += batch[: len(verdicts)] + explore + batch[len(verdicts):]  # estimates, explore, refit, decision
         if bundle_path is not None:
             events += self._promote(bundle_path, "refit")
         return events
