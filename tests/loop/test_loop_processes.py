@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the HTTP tests' server helpers
+from servers import await_health, free_port  # noqa: E402
+
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.loop.journal import Journal  # noqa: E402
 from recroute.loop.promote import PromotionError, gateway_reload  # noqa: E402
@@ -32,28 +34,12 @@ ADMIN_KEY = "admin-key-for-the-loop-test"
 NEW_LLM = "llama-3.1-8b-instruct"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(args: list[str], output: Path, url: str | None = None, env: dict | None = None) -> subprocess.Popen:
     """A ``python ARGS`` process writing to ``output``; waits for ``url``/healthz when given."""
     proc = subprocess.Popen([sys.executable, *args], stdout=open(output, "ab"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    deadline = time.monotonic() + 90
-    while url is not None:
-        if proc.poll() is not None:
-            pytest.fail(f"{args[:3]} exited ({proc.returncode}): {output.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{args[:3]} did not answer /healthz: {output.read_text()[-2000:]}")
-        time.sleep(0.2)
+    if url is not None:
+        await_health(proc, url, time.monotonic() + 90, lambda: f"{args[:3]} ({output.read_text()[-2000:]})")
     return proc
 
 

@@ -19,6 +19,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def await_health(proc: subprocess.Popen, url: str, deadline: float, describe) -> None:
+    """Wait until ``url``/healthz answers 200; fail with ``describe()`` if ``proc`` exits or ``deadline``
+    (time.monotonic) passes."""
+    import httpx
+
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{describe()} exited ({proc.returncode})")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{describe()} did not answer /healthz in time")
+        time.sleep(0.2)
+
+
 @contextmanager
 def server_process(command: list[str], port: int, startup_s: float = 120):
     """Run ``command`` (a server on 127.0.0.1:``port``) until /healthz answers; yield its base URL;
@@ -31,25 +49,13 @@ def server_process(command: list[str], port: int, startup_s: float = 120):
 def server_processes(servers: list[tuple[list[str], int]], startup_s: float = 120):
     """Start every (command, port) at once (their start-ups overlap), wait until each answers
     /healthz, yield their base URLs; stop them all afterwards."""
-    import httpx
-
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}) for command, _ in servers]
     urls = [f"http://127.0.0.1:{port}" for _, port in servers]
     deadline = time.monotonic() + startup_s
     try:
         for proc, url in zip(procs, urls):
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"the server exited ({proc.returncode}): {proc.stdout.read().decode()}")
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the server did not answer /healthz within {startup_s:.0f} s")
-                time.sleep(0.2)
+            await_health(proc, url, deadline, lambda proc=proc: f"the server ({proc.stdout.read().decode()})")
         yield urls
     finally:
         for proc in procs:
