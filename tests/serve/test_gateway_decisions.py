@@ -4,7 +4,6 @@ key); the in-memory ring forgets the oldest first."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import pytest
 
 httpx = pytest.importorskip("httpx", reason="the gateway needs httpx")
 pytest.importorskip("fastapi", reason="the gateway needs fastapi")
+
+from servers import await_health, free_port  # noqa: E402
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
 NAMES = ["math-llm", "code-llm", "history-llm"]
@@ -41,9 +42,7 @@ def gateway(tfidf_bundle_dir, tmp_path_factory):
     (folder / "upstreams.toml").write_text("".join(
         f'[upstreams."{n}"]\nbase_url = "{upstream}/{n}/v1"\nmodel = "{n}"\ninput_price_per_mtok = {p}\n'
         f'output_price_per_mtok = {p}\n\n' for n, p in zip(NAMES, (3.0, 1.0, 2.0))))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     out = open(folder / "out.txt", "wb")
     # one worker: each worker keeps the explanations of its own decisions (docs/audit.md)
     proc = subprocess.Popen([sys.executable, "-m", "recroute", "gateway", "--bundle", str(tfidf_bundle_dir),
@@ -51,16 +50,7 @@ def gateway(tfidf_bundle_dir, tmp_path_factory):
                              "--port", str(port), "--workers", "1", "--quiet"], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "GWKEYS": KEY, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, (folder / "out.txt").read_text()
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the gateway did not answer /healthz within 90 s"
-        time.sleep(0.2)
+    await_health(proc, url, time.monotonic() + 90, lambda: f"the gateway ({(folder / 'out.txt').read_text()})")
     yield url
     _stop(proc)
     _stop(up)
