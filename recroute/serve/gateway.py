@@ -522,6 +522,7 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                        rng=previous.rng if previous is not None else np.random.default_rng(seed))
 
     live = LiveBundle(make_decider(bundle), make_decider, host, slot)
+    from recroute.serve.peer_decisions import ask_peers, serve_peers, socket_path
     from recroute.serve.recent_decisions import RecentDecisions
 
     recent = RecentDecisions()
@@ -553,9 +554,13 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
             except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (e.g. a test client)
                 pass
         watcher = loop.create_task(live.follow(flush_metrics))
+        peers = None if host.metrics_dir is None else await serve_peers(host.metrics_dir, recent.explain)
         freeze_startup_objects()
         yield
         watcher.cancel()
+        if peers is not None:
+            peers.close()
+            socket_path(host.metrics_dir).unlink(missing_ok=True)
         for sig in handled:
             loop.remove_signal_handler(sig)
         await flush_metrics()
@@ -735,10 +740,11 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         """Why one of the recent routed decisions went where it did (recroute.audit.explain)."""
         authorize(request)
         found = await asyncio.to_thread(recent.explain, decision_id)
+        if found is None and host.metrics_dir is not None:  # made by another worker of this gateway?
+            found = await ask_peers(host.metrics_dir, decision_id)
         if found is None:
-            raise RequestError(404, f"unknown decision_id {decision_id!r} (not among this worker's last "
-                               f"{recent.size:,} routed decisions; with --workers N each worker keeps its own)",
-                               "decision_id")
+            raise RequestError(404, f"unknown decision_id {decision_id!r} (not among the last {recent.size:,} "
+                               "routed decisions of any worker of this gateway)", "decision_id")
         return found
 
     async def chat(scope, receive, send) -> None:

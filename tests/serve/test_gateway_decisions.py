@@ -44,10 +44,10 @@ def gateway(tfidf_bundle_dir, tmp_path_factory):
         f'output_price_per_mtok = {p}\n\n' for n, p in zip(NAMES, (3.0, 1.0, 2.0))))
     port = free_port()
     out = open(folder / "out.txt", "wb")
-    # one worker: each worker keeps the explanations of its own decisions (docs/audit.md)
+    # two workers: each keeps its own decisions and asks the other for the rest (serve/peer_decisions.py)
     proc = subprocess.Popen([sys.executable, "-m", "recroute", "gateway", "--bundle", str(tfidf_bundle_dir),
                              "--upstreams", str(folder / "upstreams.toml"), "--api-keys-env", "GWKEYS",
-                             "--port", str(port), "--workers", "1", "--quiet"], stdout=out, stderr=subprocess.STDOUT,
+                             "--port", str(port), "--workers", "2", "--quiet"], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "GWKEYS": KEY, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     await_health(proc, url, time.monotonic() + 90, lambda: f"the gateway ({(folder / 'out.txt').read_text()})")
@@ -77,6 +77,16 @@ def test_a_routed_decision_is_explained_by_its_id(gateway):
     assert rows["math-llm"]["cost"] > rows["code-llm"]["cost"]  # the upstreams' prices
     flip = explanation["counterfactuals"]["flip_up"]
     assert flip is not None and flip["cost_weight"] > 0
+
+
+def test_every_worker_explains_every_decision(gateway):
+    """Whichever of the two workers routed a request and whichever answers its lookup, it is explained."""
+    answers = [_chat(gateway) for _ in range(8)]
+    for answer in answers:
+        got = httpx.get(f"{gateway}/v1/decisions/{answer.headers['x-recroute-decision-id']}",
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert got.status_code == 200, got.text
+        assert got.json()["explanation"]["llm"] == answer.headers["x-recroute-routed"] == "math-llm"
 
 
 def test_cost_options_are_explained_and_unknown_ids_are_404(gateway):
