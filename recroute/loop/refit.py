@@ -75,13 +75,16 @@ def encode_texts(bundle, texts: list[str]) -> np.ndarray:
 class LogData:
     """The decisions with an outcome, in log order: ``bandit.rows`` index X (the distinct prompts);
     ``decision_ids`` (n,); ``texts`` per distinct prompt; ``bundle_checksums`` (n,) the bundle that made
-    each decision (the gateway's ``bundle_checksum``), None where the log does not say."""
+    each decision (the gateway's ``bundle_checksum``), None where the log does not say; ``logging``
+    float64 (n, m): the logging policy's probabilities over the bandit's LLMs at each decision (the
+    gate's design standard error), None where unknown."""
 
     bandit: Bandit
     X: np.ndarray | None
     texts: list[str]
     decision_ids: np.ndarray
     bundle_checksums: np.ndarray | None = None
+    logging: np.ndarray | None = None
 
 
 def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> LogData:

@@ -107,7 +107,8 @@ def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: A
         start = time.perf_counter()
         candidate = fit_candidate(spec, bandit.take(train), X, anchor, settings.reward_router, seed=seed)
         fit_s = time.perf_counter() - start
-        result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed)
+        result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed,
+                         logging=None if data.logging is None else data.logging[hold])
         ok, reason = promotion_decision(result, settings.margin, settings.min_support)
         out.append(Verdict(spec, candidate, result, ok, reason, fit_s, len(train)))
     return out
