@@ -29,7 +29,7 @@ from recroute.loop.exploration import budget_policy
 from recroute.loop.onboard import onboard_llm
 from recroute.loop.refit import Anchor, LogData
 from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate, router_spec
-from recroute.loop.shadow import gate_shadow, look_alpha, shadow_epsilon, shadow_probabilities
+from recroute.loop.shadow import Conservative, gate_shadow, look_alpha, shadow_epsilon, shadow_probabilities
 
 
 @dataclass
@@ -40,6 +40,7 @@ class StreamConfig:
     explore_budget: float = 0.02
     explore_top_k: int | None = 3
     explore: str = "epsilon"  # "epsilon": ε-greedy over the top k; "shadow": recroute.loop.shadow
+    shadow_tau: float = 0.0  # > 0: the shadow is Conservative(refit, live, tau)
     shadow_looks: int = 3  # refits a shadow is gated at (on its growing window) before a fresh one replaces it
     new_llm: str | None = None
     new_llm_at: float = 0.5
@@ -83,9 +84,17 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     def cols_of(router) -> np.ndarray:
         return np.array([col[str(n)] for n in router.llm_names_], dtype=np.int64)
 
+    X_stream = feats(stream)  # one array: a Conservative shadow scores it once (recroute.loop.shadow)
+    on_stream: dict[int, tuple[object, float]] = {}  # id(router) -> (router, its true mu_o on the stream)
+
     def mu_on(router, rows) -> float:
+        if rows is stream and id(router) in on_stream:  # the live router and a shadow are scored once
+            return on_stream[id(router)][1]
         c = cols_of(router)
-        return true_mu(router, feats(rows), truth_all[rows][:, c], observed[rows][:, c])[0]
+        mu = true_mu(router, X_stream if rows is stream else feats(rows), truth_all[rows][:, c], observed[rows][:, c])[0]
+        if rows is stream:
+            on_stream[id(router)] = (router, mu)
+        return mu
 
     eval_rows = stream  # the deployment population of every promotion's true delta
     log_rows, log_allowed, log_chosen, log_p, log_r, log_P0 = [], [], [], [], [], []
@@ -193,7 +202,7 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
         looks += 1
         result, ok, reason = gate_shadow(shadow, live, logged, since, look_alpha(settings.alpha, looks, config.shadow_looks),
                                          settings.margin, settings.reward_router, seed)
-        gated.append({"at": int(t), "family": router_spec(shadow), "estimated_delta": result.delta,
+        gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,
                       "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
@@ -204,8 +213,10 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
             live = shadow
         if not ok and looks < config.shadow_looks:
             return live, shadow, since, eps, looks
-    spec = (settings.families or (router_spec(live),))[0]
+    spec = (settings.families or (config.family,))[0]
     shadow = fit_candidate(spec, logged.bandit, logged.X, anchor, settings.reward_router, seed=seed)
+    if config.shadow_tau > 0:
+        shadow = Conservative(shadow, live, config.shadow_tau)
     c = cols_of(live)
     X_recent = feats(recent_rows)
     eps = shadow_epsilon(live.score(X_recent if live.needs_features else None, n=len(recent_rows)),

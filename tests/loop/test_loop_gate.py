@@ -137,3 +137,34 @@ def test_look_levels_sum_to_alpha():
     assert look_alpha(0.05, 1, 1) == 0.05
     with pytest.raises(DataError):
         look_alpha(0.05, 4, 3)
+
+
+def test_logging_probabilities_are_recomputed_from_the_bundle_and_policy_that_decided():
+    from recroute.loop.refit import LogData, logging_probabilities
+
+    first, second = FixedScores([1, 0, 0]), FixedScores([0, 0, 1])
+    for r in (first, second):
+        r.llm_names_ = np.array(["a", "b", "c"], dtype=object)
+    # decision 0 by bundle "c1" (greedy a) under ε = 0.3 over all 3; decision 1 by "c2" (greedy c), greedy policy
+    b = Bandit(np.arange(2), np.ones((2, 3), bool), np.array([1, 2]), np.array([0.1, 1.0]), np.array([1.0, 0.0]),
+               np.array(["a", "b", "c"]))
+    data = LogData(b, None, [], np.array(["d0", "d1"]), np.array(["c1", "c2"], dtype=object))
+    policies = np.array(["epsilon_greedy:epsilon=0.3", "greedy"], dtype=object)
+    P0 = logging_probabilities(data, policies, {"c1": first, "c2": second})
+    assert np.allclose(P0, [[0.8, 0.1, 0.1], [0, 0, 1]])
+    assert logging_probabilities(data, policies, {"c1": first}) is None  # a bundle the loop never served
+    wrong = LogData(Bandit(b.rows, b.allowed, b.chosen, np.array([0.2, 1.0]), b.reward, b.llm_names), None, [],
+                    data.decision_ids, data.bundle_checksums)
+    assert logging_probabilities(wrong, policies, {"c1": first, "c2": second}) is None  # not the logged propensity
+
+
+def test_conservative_shadow_leaves_live_only_by_more_than_tau():
+    from recroute.loop.shadow import Conservative
+
+    refit, live = FixedScores([0.5, 0.65, 0.1]), FixedScores([0.9, 0.0, 0.0])  # refit prefers b by 0.15 over live's a
+    for r in (refit, live):
+        r.llm_names_ = np.array(["a", "b", "c"], dtype=object)
+    assert np.allclose(Conservative(refit, live, 0.2).score(None, n=1), [[0.7, 0.65, 0.1]])  # stays on a
+    assert Conservative(refit, live, 0.1).score(None, n=2).argmax(axis=1).tolist() == [1, 1]  # 0.6 < 0.65: b
+    with pytest.raises(DataError):
+        Conservative(refit, live, -0.1)
