@@ -28,8 +28,14 @@ from recroute.feedback.policies import greedy_matrix, sample_rows
 from recroute.loop.exploration import budget_policy
 from recroute.loop.onboard import onboard_llm
 from recroute.loop.refit import Anchor, LogData
-from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate, router_spec
-from recroute.loop.shadow import Conservative, gate_shadow, look_alpha, shadow_epsilon, shadow_probabilities
+from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
+from recroute.loop.shadow import (
+    Conservative,
+    gate_shadow,
+    look_alpha,
+    shadow_epsilon,
+    shadow_probabilities,
+)
 
 
 @dataclass
@@ -200,8 +206,8 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
     same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
     if same and since < len(logged.bandit) - 1:
         looks += 1
-        result, ok, reason = gate_shadow(shadow, live, logged, since, look_alpha(settings.alpha, looks, config.shadow_looks),
-                                         settings.margin, settings.reward_router, seed)
+        level = look_alpha(settings.alpha, looks, config.shadow_looks)
+        result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed)
         gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_loop_units import FixedScores
 
 from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
@@ -14,21 +15,7 @@ from recroute.loop.shadow import look_alpha, shadow_epsilon, shadow_probabilitie
 Z = 1.959964
 
 
-class FixedScores:
-    """A feature-free 'router' with fixed scores (n_llms,)."""
-
-    needs_features = False
-    stochastic = False
-    requires_truth = False
-    name = "fixed"
-
-    def __init__(self, scores):
-        self.scores = np.asarray(scores, dtype=np.float32)
-
-    def score(self, X, n=None):
-        return np.tile(self.scores, (n, 1))
-
-
+# FixedScores (test_loop_units, same folder): a feature-free router with fixed scores
 LIVE, CANDIDATE = FixedScores([1, 0]), FixedScores([0, 1])  # live always a, candidate always b
 
 
