@@ -67,6 +67,8 @@ def run_fast(args) -> list[dict]:
                             min_support=args.min_support)
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
+                          explore=args.explore, shadow_looks=args.shadow_looks,
+                          shadow_tau=args.shadow_tau,
                           settings=settings)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -236,6 +238,10 @@ def main() -> None:
     parser.add_argument("--encoder", default=None, help="default: stored embeddings (fast), static (process)")
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
+    parser.add_argument("--explore", choices=("epsilon", "shadow"), default="epsilon",
+                        help="fast mode: ε-greedy over the top k, or shadow exploration of the last candidate")
+    parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
+    parser.add_argument("--shadow-tau", type=float, default=0.0, help="--explore shadow: the refit leaves live's choice only by more than tau")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)

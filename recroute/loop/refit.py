@@ -75,18 +75,22 @@ def encode_texts(bundle, texts: list[str]) -> np.ndarray:
 class LogData:
     """The decisions with an outcome, in log order: ``bandit.rows`` index X (the distinct prompts);
     ``decision_ids`` (n,); ``texts`` per distinct prompt; ``bundle_checksums`` (n,) the bundle that made
-    each decision (the gateway's ``bundle_checksum``), None where the log does not say."""
+    each decision (the gateway's ``bundle_checksum``), None where the log does not say; ``logging``
+    float64 (n, m): the logging policy's probabilities over the bandit's LLMs at each decision (the
+    gate's design standard error), None where unknown."""
 
     bandit: Bandit
     X: np.ndarray | None
     texts: list[str]
     decision_ids: np.ndarray
     bundle_checksums: np.ndarray | None = None
+    logging: np.ndarray | None = None
 
 
-def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> LogData:
+def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None, routers: dict | None = None) -> LogData:
     """LogData of a DecisionLog for ``bundle`` (features from its encoder); columns ``llm_names``
-    (default the bundle's LLMs; every logged candidate must be one of them)."""
+    (default the bundle's LLMs; every logged candidate must be one of them); ``routers`` (bundle checksum
+    -> router) recomputes the logging probabilities (:func:`logging_probabilities`)."""
     names = list(bundle.llm_names if llm_names is None else llm_names)
     has = log["outcome"].notna()
     bandit, prompts = bandit_from_log(log, names)
@@ -98,8 +102,41 @@ def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None) -> L
                             "can compute the prompts' features")
         X = encode_texts(bundle, [str(t) for t in texts])
     made_by = log.loc[has, "bundle_checksum"].to_numpy(dtype=object) if "bundle_checksum" in log.columns else None
-    return LogData(bandit, X, [None if pd.isna(t) else str(t) for t in texts],
+    data = LogData(bandit, X, [None if pd.isna(t) else str(t) for t in texts],
                    log.loc[has, "decision_id"].to_numpy(dtype=object), made_by)
+    if routers is not None and "policy" in log.columns:
+        data.logging = logging_probabilities(data, log.loc[has, "policy"].to_numpy(dtype=object), routers)
+    return data
+
+
+def logging_probabilities(data: LogData, policies, routers: dict) -> np.ndarray | None:
+    """float64 (n, m): the logging policy's probabilities at each decision of ``data``, recomputed from
+    the router that made it (``routers``: bundle checksum -> fitted router over the bandit's LLMs) and
+    the logged policy spec ``policies`` (n,); None when one decision's bundle or policy is unknown or a
+    recomputed probability of the logged choice is not its logged propensity (a cost-weighted utility,
+    a near-tie decided differently): the gate then falls back to its support count."""
+    from recroute.feedback.policies import parse_policy
+
+    bandit = data.bandit
+    n = len(bandit)
+    if data.bundle_checksums is None or policies is None or len(policies) != n:
+        return None
+    P0 = np.zeros((n, bandit.n_llms))
+    keys = [(str(b), str(p)) for b, p in zip(data.bundle_checksums, policies)]
+    for key in set(keys):
+        router = routers.get(key[0])
+        if router is None or key[1] in ("None", "nan") or list(map(str, router.llm_names_)) != list(map(str, bandit.llm_names)):
+            return None
+        at = np.array([k == key for k in keys])
+        rows = bandit.rows[at]
+        scores = router.score(None if data.X is None or not router.needs_features else data.X[rows], n=len(rows))
+        try:
+            P0[at] = parse_policy(key[1]).probabilities(scores, bandit.allowed[at])
+        except ValueError:
+            return None
+    if not np.allclose(P0[np.arange(n), bandit.chosen], bandit.propensity, rtol=1e-4, atol=1e-9):
+        return None
+    return P0
 
 
 def split_recent(n: int, holdout: float | int) -> tuple[np.ndarray, np.ndarray]:

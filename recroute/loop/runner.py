@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from recroute.errors import DataError
+from recroute.errors import DataError, RecrouteError
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
 from recroute.loop.onboard import onboard_llm
@@ -107,7 +107,8 @@ def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: A
         start = time.perf_counter()
         candidate = fit_candidate(spec, bandit.take(train), X, anchor, settings.reward_router, seed=seed)
         fit_s = time.perf_counter() - start
-        result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed)
+        result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed,
+                         logging=None if data.logging is None else data.logging[hold])
         ok, reason = promotion_decision(result, settings.margin, settings.min_support)
         out.append(Verdict(spec, candidate, result, ok, reason, fit_s, len(train)))
     return out
@@ -192,7 +193,7 @@ class LoopRunner:
                                                              state.last_refit_time):
             return events
         live = self.bundle(state.live_bundle)
-        data = log_data(log, live)
+        data = log_data(log, live, routers=self._routers(state))
         anchor = self._anchor(live)
         verdicts = refit_and_gate(live.router, data, s, anchor, self.seed)
         best = best_verdict(verdicts)
@@ -235,6 +236,20 @@ class LoopRunner:
         path = self.workdir / "bundles" / name
         RoutingBundle.build(router, live.encoder, prices).save(path)
         return path.resolve()
+
+    def _routers(self, state) -> dict:
+        """bundle checksum -> router of every bundle the loop served (the start and each promotion): the
+        routers whose decisions the log holds, for the gate's logging probabilities."""
+        from recroute.serve.bundle import bundle_checksum
+
+        start = next(e["live_bundle"] for e in self.journal.events() if e["event"] == "start")
+        out = {}
+        for path in dict.fromkeys([start, *(p["bundle"] for p in state.promotions)]):
+            try:
+                out[bundle_checksum(Path(path))] = self.bundle(path).router
+            except (OSError, RecrouteError) as exc:  # a bundle removed since: its decisions' probabilities stay unknown
+                logger.warning("bundle %s: %s", path, exc)
+        return out
 
     def _promote(self, bundle_path: str, kind: str, resumed: bool = False) -> list[dict]:
         events = [] if resumed else [self.journal.append("promoting", bundle=bundle_path, kind=kind)]

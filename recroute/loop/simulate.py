@@ -24,11 +24,18 @@ import numpy as np
 
 from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
-from recroute.feedback.policies import greedy_matrix
+from recroute.feedback.policies import greedy_matrix, sample_rows
 from recroute.loop.exploration import budget_policy
 from recroute.loop.onboard import onboard_llm
 from recroute.loop.refit import Anchor, LogData
 from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
+from recroute.loop.shadow import (
+    Conservative,
+    gate_shadow,
+    look_alpha,
+    shadow_epsilon,
+    shadow_probabilities,
+)
 
 
 @dataclass
@@ -38,6 +45,9 @@ class StreamConfig:
     decisions: int | None = None  # None: every prompt outside the anchor once
     explore_budget: float = 0.02
     explore_top_k: int | None = 3
+    explore: str = "epsilon"  # "epsilon": ε-greedy over the top k; "shadow": recroute.loop.shadow
+    shadow_tau: float = 0.0  # > 0: the shadow is Conservative(refit, live, tau)
+    shadow_looks: int = 3  # refits a shadow is gated at (on its growing window) before a fresh one replaces it
     new_llm: str | None = None
     new_llm_at: float = 0.5
     window: int = 2000
@@ -80,15 +90,24 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     def cols_of(router) -> np.ndarray:
         return np.array([col[str(n)] for n in router.llm_names_], dtype=np.int64)
 
+    X_stream = feats(stream)  # one array: a Conservative shadow scores it once (recroute.loop.shadow)
+    on_stream: dict[int, tuple[object, float]] = {}  # id(router) -> (router, its true mu_o on the stream)
+
     def mu_on(router, rows) -> float:
+        if rows is stream and id(router) in on_stream:  # the live router and a shadow are scored once
+            return on_stream[id(router)][1]
         c = cols_of(router)
-        return true_mu(router, feats(rows), truth_all[rows][:, c], observed[rows][:, c])[0]
+        mu = true_mu(router, X_stream if rows is stream else feats(rows), truth_all[rows][:, c], observed[rows][:, c])[0]
+        if rows is stream:
+            on_stream[id(router)] = (router, mu)
+        return mu
 
     eval_rows = stream  # the deployment population of every promotion's true delta
-    log_rows, log_allowed, log_chosen, log_p, log_r = [], [], [], [], []
+    log_rows, log_allowed, log_chosen, log_p, log_r, log_P0 = [], [], [], [], [], []
     greedy_true, greedy_llm = np.zeros(len(stream)), np.empty(len(stream), dtype=object)
     served_llm = np.empty(len(stream), dtype=object)
     promotions, gated, probes = [], [], None
+    shadow, shadow_since, shadow_eps, looks = None, 0, 0.0, 0
     mu_start = mu_on(live, eval_rows)
     t = 0
     while t < len(stream):
@@ -103,7 +122,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             if got.placed is not None:
                 anchor.Y[got.rows, col[config.new_llm]] = got.results  # probe results join the anchor
                 promotions.append(_promotion("onboard", t, got.placed, live, mu_on, eval_rows))
-                live = got.placed
+                live, shadow = got.placed, None  # a shadow without the new LLM cannot explore for it
             else:  # not placed: its probe results are still known
                 anchor.Y[got.rows, col[config.new_llm]] = got.results
             if on_event:
@@ -114,7 +133,13 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         c = cols_of(live)
         allowed = observed[rows][:, c]
         scores = live.score(feats(rows) if live.needs_features else None, n=len(rows))
-        chosen, prop = policy.choose(scores, allowed, rng)
+        if shadow is None:
+            P = policy.probabilities(scores, allowed)
+        else:
+            P = shadow_probabilities(scores, shadow.score(feats(rows) if shadow.needs_features else None, n=len(rows)),
+                                     allowed, shadow_eps)
+        chosen = sample_rows(P, rng)
+        prop = P[np.arange(len(rows)), chosen]
         truth = truth_all[rows][:, c]
         pick = greedy_matrix(scores, allowed).argmax(axis=1)
         greedy_true[t:stop] = np.nan_to_num(truth[np.arange(len(rows)), pick])
@@ -124,15 +149,26 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         full_allowed[:, c] = allowed
         log_rows.append(rows), log_allowed.append(full_allowed), log_chosen.append(c[chosen])
         log_p.append(prop), log_r.append(truth[np.arange(len(rows)), chosen])
+        P0 = np.zeros((len(rows), len(names)))
+        P0[:, c] = P
+        log_P0.append(P0)
         t = stop
         n_log = t
         if t % every == 0 and n_log >= settings.min_outcomes and t < len(stream):
             bandit = _bandit(log_rows, log_allowed, log_chosen, log_p, log_r, names, cols_of(live))
-            verdicts = refit_and_gate(live, LogData(bandit, X, [], np.zeros(0)), settings, anchor, seed)
+            logged = LogData(bandit, X, [], np.zeros(0), logging=np.concatenate(log_P0)[:, cols_of(live)])
+            if config.explore == "shadow":
+                live, shadow, shadow_since, shadow_eps, looks = _shadow_step(
+                    live, shadow, shadow_since, looks, logged, settings, anchor, seed, config, feats,
+                    observed, cols_of, rows, t, gated, promotions, mu_on, eval_rows, shadow_eps)
+                continue
+            verdicts = refit_and_gate(live, logged, settings, anchor, seed)
             best = best_verdict(verdicts)
             for v in verdicts:  # every gated candidate's true effect: the evidence for the rule
                 gated.append({"at": int(t), "family": v.family, "estimated_delta": v.result.delta,
                               "lower": v.result.lower, "support": v.result.support, "promoted": v is best,
+                              "se": v.result.se, "se_empirical": v.result.se_empirical,
+                              "expected_support": v.result.expected_support, "unsupported": v.result.unsupported,
                               "true_delta": mu_on(v.router, eval_rows) - mu_on(live, eval_rows)})
             if on_event:
                 on_event({"event": "refit", "at": t, "verdicts": [(v.family, v.result.delta, v.result.lower,
@@ -158,6 +194,41 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         out["new_llm"] = _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start,
                                         names, col, feats)
     return out
+
+
+def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, feats, observed, cols_of,
+                 recent_rows, t, gated, promotions, mu_on, eval_rows, eps):
+    """Shadow exploration's refit (recroute.loop.shadow): gate the shadow on the decisions since it
+    became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
+    on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
+    from recroute.loop.refit import fit_candidate
+
+    same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
+    if same and since < len(logged.bandit) - 1:
+        looks += 1
+        level = look_alpha(settings.alpha, looks, config.shadow_looks)
+        result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed)
+        gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
+                      "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
+                      "se_empirical": result.se_empirical, "expected_support": result.expected_support,
+                      "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
+                      "look": looks,
+                      "true_delta": mu_on(shadow, eval_rows) - mu_on(live, eval_rows)})
+        if ok:
+            promotions.append(_promotion("refit", t, shadow, live, mu_on, eval_rows, result))
+            live = shadow
+        if not ok and looks < config.shadow_looks:
+            return live, shadow, since, eps, looks
+    spec = (settings.families or (config.family,))[0]
+    shadow = fit_candidate(spec, logged.bandit, logged.X, anchor, settings.reward_router, seed=seed)
+    if config.shadow_tau > 0:
+        shadow = Conservative(shadow, live, config.shadow_tau)
+    c = cols_of(live)
+    X_recent = feats(recent_rows)
+    eps = shadow_epsilon(live.score(X_recent if live.needs_features else None, n=len(recent_rows)),
+                         shadow.score(X_recent if shadow.needs_features else None, n=len(recent_rows)),
+                         observed[recent_rows][:, c], config.explore_budget)
+    return live, shadow, len(logged.bandit), eps, 0
 
 
 def stream_order(observed: np.ndarray, config: StreamConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
