@@ -78,8 +78,16 @@ def run_fast(args) -> list[dict]:
         save(args, rows)
         print(f"seed {seed}: mu_o_live {row['mu_o_live']:.4f} full {row['mu_o_full']:.4f} ratio {row['ratio']:.3f} "
               f"promotions {[(p['kind'], round(p['true_delta'], 4)) for p in row['promotions']]} "
-              f"new {row.get('new_llm', {}).get('share_ratio')} ({row['seconds']} s)", flush=True)
+              f"new {_new_summary(row.get('new_llm'))} ({row['seconds']} s)", flush=True)
     return rows
+
+
+def _new_summary(new: dict | None) -> str:
+    if not new:
+        return "-"
+    return (f"{new['probes']} probes, placed {new['placed']}, true delta {new['true_delta']:+.4f}, share live "
+            f"{new['share_live']:.3f} / full {new['share_full']:.3f} (last {new['share_full_last']:.3f}), split "
+            f"{new['share_live_split']:.3f} / {new['share_full_split']:.3f}")
 
 
 def run_process(args) -> list[dict]:
