@@ -184,6 +184,8 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
         gate = evidence(router, known, order[:t], results[:t], llm, folds, alpha if final else alpha / len(at))
         if final:
             promote, reason = promotion_decision(gate, margin, min_support)
+            if gate.support < min_support:  # the rule's words are about logged decisions; here they are probes
+                reason = f"support {gate.support} < {min_support}: the placement changes too few probed prompts' choice"
         elif gate.support >= min_support and gate.upper <= margin:
             reason = f"upper bound {gate.upper:+.4f} of the gain is at or below the margin {margin:+.4f}: harmful"
             break
