@@ -6,7 +6,9 @@ trained with full information on 5 % of them (the anchor), exploring by ε-greed
 every outcome comes back from the stored results; the loop refits every ``--every`` outcomes by DR
 completion, gates each candidate by DR on the most recent 30 % of decisions and promotes when the
 lower bound of candidate - live is above 0 (with support); ``--new-llm`` is held out of the pool
-until halfway, then onboarded by adaptive probing of the anchor (at most 200 probes).
+until halfway, then onboarded: probed on the anchor (at most 200 probes), placed by regression and gated
+(recroute.loop.onboard); its share is reported against the full-information router's three ways
+(dataset order, new LLM last, ties split evenly: recroute.loop.simulate._new_llm_share).
 
 Modes:
 - ``--mode fast`` (default): the loop in process (recroute.loop.simulate), the many-seed runs.
@@ -64,7 +66,8 @@ def run_fast(args) -> list[dict]:
     X = load_features(data, args.encoder)
     settings = LoopSettings(schedule=Schedule(args.every), holdout=0.3, min_outcomes=args.every,
                             reward_router=args.reward_router, probe_budget=args.probe_budget,
-                            min_support=args.min_support)
+                            min_support=args.min_support, onboard_margin=args.onboard_margin,
+                            onboard_min_support=args.onboard_min_support)
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           explore=args.explore, shadow_looks=args.shadow_looks,
@@ -80,8 +83,16 @@ def run_fast(args) -> list[dict]:
         save(args, rows)
         print(f"seed {seed}: mu_o_live {row['mu_o_live']:.4f} full {row['mu_o_full']:.4f} ratio {row['ratio']:.3f} "
               f"promotions {[(p['kind'], round(p['true_delta'], 4)) for p in row['promotions']]} "
-              f"new {row.get('new_llm', {}).get('share_ratio')} ({row['seconds']} s)", flush=True)
+              f"new {_new_summary(row.get('new_llm'))} ({row['seconds']} s)", flush=True)
     return rows
+
+
+def _new_summary(new: dict | None) -> str:
+    if not new:
+        return "-"
+    return (f"{new['probes']} probes, placed {new['placed']}, true delta {new['true_delta']:+.4f}, share live "
+            f"{new['share_live']:.3f} / full {new['share_full']:.3f} (last {new['share_full_last']:.3f}), split "
+            f"{new['share_live_split']:.3f} / {new['share_full_split']:.3f}")
 
 
 def run_process(args) -> list[dict]:
@@ -248,6 +259,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=2000)
     parser.add_argument("--reward-router", default="linear")
     parser.add_argument("--probe-budget", type=int, default=200)
+    parser.add_argument("--onboard-margin", type=float, default=-0.03, help="onboarding's gate (LoopSettings.onboard_margin)")
+    parser.add_argument("--onboard-min-support", type=int, default=10, help="LoopSettings.onboard_min_support")
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     if args.mode == "process" and args.decisions is None:

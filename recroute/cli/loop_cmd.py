@@ -48,7 +48,8 @@ def run_command(
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),
     upstreams: Optional[Path] = typer.Option(None, "--upstreams", "-u", help="The gateway's upstreams file: a new LLM there is onboarded."),
     probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
-    max_sd: float = typer.Option(0.02, "--max-sd", min=0.0, help="A new LLM is routed to once its mean result's posterior sd is at most this."),
+    onboard_margin: float = typer.Option(-0.03, "--onboard-margin", help="A new LLM is routed to once the lower bound of its gain on the probes is above this."),
+    onboard_min_support: int = typer.Option(10, "--onboard-min-support", min=0, help="Probed prompts where the placed LLM must change the choice."),
     poll: float = typer.Option(5.0, "--poll", min=0.01, help="Seconds between steps."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (default: run until stopped)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the reward model's folds."),
@@ -82,7 +83,8 @@ def run_command(
             families=specs, schedule=Schedule(every_outcomes, every_seconds),
             holdout=holdout if holdout < 1 else int(holdout), min_outcomes=min_outcomes, alpha=alpha, margin=margin,
             min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
-            probe_budget=probe_budget, max_sd=max_sd)
+            probe_budget=probe_budget, onboard_margin=onboard_margin,
+            onboard_min_support=onboard_min_support)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
                             settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway))
@@ -111,9 +113,10 @@ def status_rows(events: list[dict]) -> list[dict]:
                              "action": ev.get("action"), "detail": ev.get("reason")})
             estimates = []
         elif kind == "onboard":
+            gate = ev.get("gate") or {}
             rows.append({"event": "onboard", "family": ev.get("llm"), "action": "place" if ev.get("placed") else "hold",
-                         "detail": f"{ev.get('probes')} probes, sd {ev.get('sd'):.4f}" + (
-                             "" if ev.get("placed") else f" ({ev.get('reason')})")})
+                         "delta": gate.get("delta"), "lower": gate.get("lower"), "support": gate.get("support"),
+                         "detail": f"{ev.get('probes')} probes" + (f": {ev['reason']}" if ev.get("reason") else "")})
         elif kind == "refused":
             rows.append({"event": "refused", "action": ev.get("kind"), "detail": ev.get("reason")})
         elif kind == "promoted":

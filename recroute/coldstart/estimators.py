@@ -4,6 +4,7 @@
 |---|---|
 | ``llm_mixture`` | the posterior mixture of the existing LLMs (empirical Bayes: each weighted by the likelihood of the probe results under its own results clipped to [eps, 1 - eps], mixed with its 2PL curves by ``irt_share``); an unprobed prompt gets the mixture's mean result |
 | ``irt`` | a 2PL IRT fit (:mod:`.irt`); the new LLM's ability posterior (EAP) on a grid; an unprobed prompt gets the posterior mean of its item curve |
+| ``ridge`` | a ridge regression of the probe results on the existing LLMs' results at the probed prompts (:class:`ResultRegression`), applied to every prompt's results: the new LLM's per-prompt structure (where it is right that the others are not), not only its level; the penalty by generalised cross-validation |
 | ``gp_irt`` | ``irt``'s estimate of the set's mean result combined with the strategy's (weighted) probe mean, tinyBenchmarks' gp-IRT style: weight lambda = (v/k) / (v/k + b^2) on the IRT estimate, v the mean over existing LLMs of the variance of their results over prompts, b^2 the mean squared error of the 2PL fit's mean result on the existing LLMs |
 
 All take specs like routers (``"llm_mixture:eps=0.1"``). Shapes: Y (n_prompts, n_llms), NaN unobserved;
@@ -15,12 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from recroute.coldstart import adaptive
-from recroute.coldstart.irt import IRTFit, fit_irt, gp_irt_weight, predict_results
+from recroute.coldstart.irt import IRTFit, fill_probed, fit_irt, gp_irt_weight, predict_results
 from recroute.errors import DataError
 from recroute.routers.registry import parse_router_spec
 
-ESTIMATORS = ("llm_mixture", "irt", "gp_irt")
-_PARAMS = {"llm_mixture": {"eps": 0.2, "irt_share": 0.3}, "irt": {"prior": "empirical"}, "gp_irt": {"prior": "empirical"}}
+ESTIMATORS = ("llm_mixture", "irt", "gp_irt", "ridge")
+_PARAMS = {"llm_mixture": {"eps": 0.2, "irt_share": 0.3}, "irt": {"prior": "empirical"}, "gp_irt": {"prior": "empirical"},
+           "ridge": {}}
+RIDGE_ALPHAS = np.logspace(-2, 3, 12)  # the penalties generalised cross-validation chooses among
 
 
 def parse_estimator(spec: str) -> tuple[str, dict]:
@@ -43,11 +46,13 @@ class ProbeEstimator:
         self.spec = spec
         self.name, self.params = parse_estimator(spec)
         Y = np.asarray(Y, dtype=np.float64)
-        needs_irt = self.name != "llm_mixture" or float(self.params["irt_share"]) > 0
+        needs_irt = self.name in ("irt", "gp_irt") or float(self.params.get("irt_share", 0)) > 0
         prior = self.params.get("prior", "empirical")
         if needs_irt and (irt is None or prior != "empirical"):
             irt = fit_irt(Y, prior=prior)
         self.irt = irt if needs_irt else None
+        if self.name == "ridge":
+            self.filled = adaptive.llm_support(Y).values
         if self.name == "llm_mixture":
             self.support = adaptive.llm_support(Y, float(self.params["eps"]), self.irt, float(self.params["irt_share"]))
         if self.name == "gp_irt":
@@ -63,6 +68,13 @@ class ProbeEstimator:
         """float64 (n_prompts, n_new): predicted result per prompt, the probe result where probed."""
         if self.name == "llm_mixture":
             return adaptive.predict(self.support, rows, results)
+        if self.name == "ridge":
+            rows, results = np.atleast_2d(rows), np.atleast_2d(np.asarray(results, dtype=np.float64))
+            out = np.empty((len(self.filled), len(rows)))
+            for j, (r, y) in enumerate(zip(rows, results)):
+                seen = ~np.isnan(y)
+                out[:, j] = ResultRegression(self.filled[r[seen]], y[seen]).predict(self.filled)
+            return fill_probed(out, rows, results)
         return predict_results(self.irt, rows, results)
 
     def combine(self, estimate: np.ndarray, probe_mean: np.ndarray, k: int) -> np.ndarray:
@@ -71,3 +83,29 @@ class ProbeEstimator:
             return estimate
         lam = float(gp_irt_weight(self.sq_bias, self.result_var, np.array([k]))[0])
         return lam * estimate + (1 - lam) * np.where(np.isnan(probe_mean), estimate, probe_mean)
+
+
+class ResultRegression:
+    """A new LLM's result on a prompt predicted from the existing LLMs' results there: ridge regression
+    (intercept unpenalised, penalty by generalised cross-validation over ``RIDGE_ALPHAS``) of its probe
+    results y (k,) on the existing LLMs' results F (k, n_llms) at the probed prompts. Linear on purpose:
+    applied to predicted results (a router's scores, expected values) it predicts the expected result.
+    Fewer than 3 probes, or probes all alike, predict their mean everywhere."""
+
+    def __init__(self, F: np.ndarray, y: np.ndarray) -> None:
+        F, y = np.asarray(F, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if F.ndim != 2 or len(F) != len(y) or np.isnan(F).any() or np.isnan(y).any():
+            raise DataError(f"ResultRegression needs finite F (k, n_llms) and y (k,); got {F.shape} and {y.shape}")
+        self.mean_ = float(y.mean()) if len(y) else 0.5
+        self.fit_ = None
+        if len(y) >= 3 and np.ptp(y) > 0:
+            from sklearn.linear_model import RidgeCV
+
+            self.fit_ = RidgeCV(alphas=RIDGE_ALPHAS).fit(F, y)
+
+    def predict(self, F: np.ndarray) -> np.ndarray:
+        """float64 (n,) predicted results in [0, 1] for results F (n, n_llms) in the training LLMs' order."""
+        F = np.asarray(F, dtype=np.float64)
+        if self.fit_ is None:
+            return np.full(len(F), self.mean_)
+        return np.clip(self.fit_.predict(F), 0.0, 1.0)

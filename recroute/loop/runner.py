@@ -46,7 +46,8 @@ class LoopSettings:
     refit; alpha: 1 - the interval's level (split over the families); margin / min_support: the
     promotion rule (``gate.promotion_decision``); reward_router: the DR reward model; explore_budget:
     the off-greedy share the live policy may use (journalled against the measured share); probe_budget,
-    max_sd, min_probes: onboarding (``onboard.onboard_llm``)."""
+    min_probes, probe_every, onboard_margin, onboard_min_support: onboarding (``onboard.onboard_llm``: the
+    same gate rule at level alpha, with a non-inferiority margin and a support of its own)."""
 
     families: tuple[str, ...] | None = None
     schedule: Schedule = field(default_factory=Schedule)
@@ -58,8 +59,10 @@ class LoopSettings:
     reward_router: str = "linear"
     explore_budget: float | None = None
     probe_budget: int = 200
-    max_sd: float = 0.02
-    min_probes: int = 20
+    min_probes: int = 40
+    probe_every: int = 40
+    onboard_margin: float = -0.03
+    onboard_min_support: int = 10
 
     def check(self) -> None:
         if not 0 < self.alpha < 1:
@@ -305,18 +308,30 @@ class LoopRunner:
             raise DataError(f"new LLM {llm!r} in {self.upstreams_path}: onboarding needs the anchor set (--anchor)")
         anchor = self._anchor(live)
         answer = self.answer or probe_answer(self.upstreams_path, self.anchor_data)
-        result = onboard_llm(live.router, anchor, llm, lambda row: answer(llm, row), self.settings.probe_budget,
-                             self.settings.max_sd, self.settings.min_probes)
+        s = self.settings
+        result = onboard_llm(live.router, anchor, llm, lambda row: answer(llm, row), s.probe_budget, self._logged_X(live),
+                             min_probes=s.min_probes, probe_every=s.probe_every, alpha=s.alpha, margin=s.onboard_margin,
+                             min_support=s.onboard_min_support, seed=self.seed)
         bundle_path = None
         if result.placed is not None:
             bundle_path = str(self.save_bundle(result.placed, live, f"onboard-{_safe(llm)}"))
         events = [self.journal.append(
-            "onboard", llm=llm, probes=result.probes, sd=result.sd, mean=result.mean, placed=bundle_path is not None,
-            rows=result.rows.tolist(), results=result.results.tolist(),
-            bundle=bundle_path, reason=None if bundle_path else f"posterior sd {result.sd:.4f} > {self.settings.max_sd}")]
+            "onboard", llm=llm, probes=result.probes, placed=bundle_path is not None, rows=result.rows.tolist(),
+            results=result.results.tolist(), bundle=bundle_path, reason=result.reason,
+            **({} if result.gate is None else {"gate": result.gate.to_dict()}))]
         if bundle_path is not None:
             events += self._promote(bundle_path, "onboard")
         return events
+
+
+    def _logged_X(self, live) -> np.ndarray | None:
+        """float32 (n, d) features of the logged prompts (placed with the anchor's), None without a log."""
+        from recroute.feedback.logs import read_decision_log
+
+        if not self.log_path.is_file() or not live.router.needs_features:
+            return None
+        log = read_decision_log(self.log_path)
+        return log_data(log, live).X if log["outcome"].notna().any() else None
 
 
 def _safe(name: str) -> str:

@@ -106,6 +106,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     log_rows, log_allowed, log_chosen, log_p, log_r, log_P0 = [], [], [], [], [], []
     greedy_true, greedy_llm = np.zeros(len(stream)), np.empty(len(stream), dtype=object)
     served_llm = np.empty(len(stream), dtype=object)
+    new_tie_share = np.zeros(len(stream))  # the new LLM's share of each greedy choice with ties split evenly
     promotions, gated, probes = [], [], None
     shadow, shadow_since, shadow_eps, looks = None, 0, 0.0, 0
     mu_start = mu_on(live, eval_rows)
@@ -115,13 +116,17 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         if add_at is not None and t <= add_at < stop and probes is None:
             stop = add_at if add_at > t else stop
         if add_at is not None and t == add_at and probes is None:
+            seen = np.unique(np.concatenate(log_rows)) if log_rows else np.zeros(0, dtype=np.int64)
             got = onboard_llm(live, anchor, config.new_llm, lambda row: float(np.nan_to_num(truth_all[start[row], col[config.new_llm]])),
-                              settings.probe_budget, settings.max_sd, settings.min_probes)
-            probes = {"llm": config.new_llm, "probes": got.probes, "sd": got.sd, "placed": got.placed is not None,
-                      "at": t}
+                              settings.probe_budget, None if X is None else X[seen], min_probes=settings.min_probes,
+                              probe_every=settings.probe_every, alpha=settings.alpha, margin=settings.onboard_margin,
+                              min_support=settings.onboard_min_support, seed=seed)
+            probes = {"llm": config.new_llm, "probes": got.probes, "placed": got.placed is not None, "at": t,
+                      "reason": got.reason, "gate": None if got.gate is None else got.gate.to_dict(),
+                      "true_delta": mu_on(got.candidate, eval_rows) - mu_on(live, eval_rows)}  # promoted or not
             if got.placed is not None:
                 anchor.Y[got.rows, col[config.new_llm]] = got.results  # probe results join the anchor
-                promotions.append(_promotion("onboard", t, got.placed, live, mu_on, eval_rows))
+                promotions.append(_promotion("onboard", t, got.placed, live, mu_on, eval_rows, got.gate))
                 live, shadow = got.placed, None  # a shadow without the new LLM cannot explore for it
             else:  # not placed: its probe results are still known
                 anchor.Y[got.rows, col[config.new_llm]] = got.results
@@ -145,6 +150,8 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         greedy_true[t:stop] = np.nan_to_num(truth[np.arange(len(rows)), pick])
         live_names = np.asarray(live.llm_names_, dtype=object)
         greedy_llm[t:stop], served_llm[t:stop] = live_names[pick], live_names[chosen]
+        if config.new_llm in set(map(str, live_names)):
+            new_tie_share[t:stop] = tie_split_share(scores, allowed, list(map(str, live_names)).index(config.new_llm))
         full_allowed = np.zeros((len(rows), len(names)), dtype=bool)
         full_allowed[:, c] = allowed
         log_rows.append(rows), log_allowed.append(full_allowed), log_chosen.append(c[chosen])
@@ -191,8 +198,8 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     }
     out["ratio"] = out["mu_o_live"] / out["mu_o_full"] if out["mu_o_full"] > 0 else float("nan")
     if config.new_llm is not None:
-        out["new_llm"] = _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start,
-                                        names, col, feats)
+        out["new_llm"] = _new_llm_share(config, stream, add_at, served_llm, new_tie_share, probes, truth_all, observed,
+                                        start, names, col, feats)
     return out
 
 
@@ -287,17 +294,40 @@ def _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, 
     return out
 
 
-def _new_llm_share(config, stream, add_at, served_llm, probes, truth_all, observed, start, names, col, feats) -> dict:
-    """The new LLM's served share over the 500 decisions ending 2,000 after its arrival, against the
-    full-information router's share on the same prompts (fitted on every other prompt, whole pool)."""
+def tie_split_share(scores: np.ndarray, allowed: np.ndarray, j: int) -> np.ndarray:
+    """float64 (n,): LLM j's share of each prompt's greedy choice when a tie at the top is split evenly
+    (1 / the number of allowed LLMs tied at the top where j is one of them, else 0): a share that does not
+    depend on the column order, which decides kNN's ties (the lower LLM index wins)."""
+    s = np.where(allowed, np.asarray(scores, dtype=np.float64), -np.inf)
+    top = allowed & (s >= s.max(axis=1, keepdims=True) - 1e-6)
+    return np.where(top[:, j], 1.0 / np.maximum(top.sum(axis=1), 1), 0.0)
+
+
+def _new_llm_share(config, stream, add_at, served_llm, new_tie_share, probes, truth_all, observed, start, names, col,
+                   feats) -> dict:
+    """The new LLM's share over the 500 decisions ending 2,000 after its arrival, against the
+    full-information router's share on the same prompts (fitted on every other prompt, whole pool), three
+    ways: ``share_full`` with the LLMs in the dataset's order (as the start of the issue measured it),
+    ``share_full_last`` with the new LLM last (its position in the live router, so kNN's tie order treats
+    both alike), and both routers' shares with ties split evenly (``share_live_split`` / ``share_full_split``,
+    free of the column order)."""
     b = min(len(stream), add_at + 2000)
     a = max(add_at, b - 500)
     rows = stream[a:b]
     others = np.setdiff1d(np.concatenate([start, stream]), rows)
-    full = _full_router(config.family, truth_all, observed, others, names, col, feats)
-    c = [col[n] for n in names]
-    _, pick = true_mu(full, feats(rows), truth_all[rows][:, c], observed[rows][:, c])
-    full_share = float(np.mean(np.asarray(names, dtype=object)[pick] == config.new_llm))
-    live_share = float(np.mean(served_llm[a:b] == config.new_llm))
-    return {**(probes or {}), "window": [int(a), int(b)], "share_live": live_share, "share_full": full_share,
-            "share_ratio": live_share / full_share if full_share > 0 else float("nan")}
+    last = [n for n in names if n != config.new_llm] + [config.new_llm]
+    out = {**(probes or {}), "window": [int(a), int(b)], "share_live": float(np.mean(served_llm[a:b] == config.new_llm)),
+           "share_live_split": float(new_tie_share[a:b].mean())}
+    for key, order in (("share_full", names), ("share_full_last", last)):
+        full = _full_router(config.family, truth_all, observed, others, order, col, feats)
+        c = [col[n] for n in order]
+        allowed = observed[rows][:, c]
+        _, pick = true_mu(full, feats(rows), truth_all[rows][:, c], allowed)
+        out[key] = float(np.mean(np.asarray(order, dtype=object)[pick] == config.new_llm))
+        if key == "share_full_last":
+            scores = full.score(feats(rows) if full.needs_features else None, n=len(rows))
+            out["share_full_split"] = float(tie_split_share(scores, allowed, len(order) - 1).mean())
+    for key, live, full in (("share_ratio", "share_live", "share_full"), ("share_ratio_last", "share_live", "share_full_last"),
+                            ("share_ratio_split", "share_live_split", "share_full_split")):
+        out[key] = out[live] / out[full] if out[full] > 0 else float("nan")
+    return out

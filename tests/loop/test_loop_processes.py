@@ -117,6 +117,7 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
                  str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
                  "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
                  "--min-support", "0", "--margin", "-1", "--explore-budget", "0.3", "--poll", "0.3",
+                 "--onboard-margin", "-1", "--onboard-min-support", "0",
                  "--upstreams", str(loop_upstreams), "--quiet"]
     procs = {}
     try:
@@ -139,7 +140,8 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
         wait_for(lambda: any(e["n_outcomes"] >= 250 for e in refits(journal)), "a refit after the loop's restart")
         onboard = next(e for e in journal.events() if e["event"] == "onboard")
-        assert onboard["llm"] == NEW_LLM and onboard["placed"] and 20 <= onboard["probes"] <= 60
+        assert onboard["llm"] == NEW_LLM and onboard["placed"] and onboard["probes"] == 60  # the whole anchor
+        assert onboard["gate"]["n"] == 60 and onboard["gate"]["lower"] <= onboard["gate"]["delta"]
         seen = len(sent)
 
         # the gateway killed with outcomes still to come: they are accepted after its restart

@@ -1,5 +1,6 @@
 """The loop's pieces with hand-computed values: journal replay, schedule, exploration budget, the gate's
-DR difference and promotion rule, the refit's anchor, onboarding, and one runner step promoting in process."""
+DR difference and promotion rule, the refit's anchor, and one runner step promoting in process (onboarding:
+test_onboard.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from recroute.coldstart.adaptive import llm_support
 from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
 from recroute.loop.exploration import budget_policy, off_greedy_share
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
-from recroute.loop.onboard import mean_posterior, onboard_llm
 from recroute.loop.refit import Anchor, fit_candidate, split_recent
 from recroute.loop.schedule import Schedule
 
@@ -132,29 +131,6 @@ def test_fit_candidate_stacks_the_anchor_over_the_dr_completed_log():
     assert router.score(None, n=1)[0] == pytest.approx([0.4, 0.2])
     wider = anchor.with_llms(["b", "c", "a"])
     assert np.isnan(wider.Y[:, 1]).all() and (wider.Y[:, 0] == 1).all() and (wider.Y[:, 2] == 0).all()
-
-
-def test_mean_posterior_and_onboarding_place_only_a_narrow_llm():
-    from recroute.routers.knn import KNNRouter
-
-    rng = np.random.default_rng(1)
-    Y = (rng.random((60, 4)) < np.array([0.2, 0.4, 0.6, 0.8])).astype(float)
-    X = rng.normal(size=(60, 8)).astype(np.float32)
-    support = llm_support(Y)
-    mean, sd = mean_posterior(support, np.arange(60), Y[:, 3])
-    assert mean == pytest.approx(Y[:, 3].mean()) and sd == pytest.approx(0.0)  # everything probed: exact
-    router = KNNRouter(k=3).fit(Y[:, :3], X)
-    router.llm_names_ = np.array(["l0", "l1", "l2"], dtype=object)
-    anchor = Anchor(X, np.column_stack([Y[:, :3], np.full(60, np.nan)]), ["l0", "l1", "l2", "new"])
-    calls = []
-    got = onboard_llm(router, anchor, "new", lambda row: calls.append(row) or Y[row, 3], budget=40, max_sd=0.5,
-                      min_probes=5)
-    assert got.probes == len(calls) == 5 and got.placed is not None  # narrow enough after min_probes
-    assert list(got.placed.llm_names_) == ["l0", "l1", "l2", "new"]
-    strict = onboard_llm(router, anchor, "new", lambda row: Y[row, 3], budget=10, max_sd=1e-6, min_probes=5)
-    assert strict.probes == 10 and strict.placed is None and strict.sd > 1e-6  # too wide: no traffic
-    with pytest.raises(DataError, match="already routed"):
-        onboard_llm(router, anchor, "l0", lambda row: 1.0)
 
 
 def test_a_runner_step_refits_gates_and_promotes_in_process(tmp_path):
