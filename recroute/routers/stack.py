@@ -93,7 +93,7 @@ class StackRouter(Router):
         members: str | Sequence[str] = DEFAULT_MEMBERS,
         n_seeds: int = 3,
         steps: int = 1,
-        refit: bool = False,
+        refit: bool = True,
         random_state: int | None = 0,
     ) -> None:
         self.members = members
