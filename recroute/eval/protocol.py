@@ -495,7 +495,7 @@ def evaluate_dataset(
 def reembed_router_dataset(router_dataset: dict, encoder, show_progress: bool = False) -> dict:
     """A shallow copy of ``router_dataset`` whose embeddings are its prompt texts re-encoded.
 
-    An unfitted encoder (TF-IDF) is first fitted on all the pickle's prompts (unsupervised).
+    An unfitted encoder (TF-IDF, lexical) is first fitted on the pickle's training prompts only.
     """
     from recroute.encoders import encode_cached, get_encoder
 
@@ -506,7 +506,7 @@ def reembed_router_dataset(router_dataset: dict, encoder, show_progress: bool = 
     texts = [str(t) for part in parts for t in np.asarray(part, dtype=object)]
     encoder = get_encoder(encoder)
     if getattr(encoder, "is_fitted", True) is False:
-        encoder.fit(texts)
+        encoder.fit(texts[: len(parts[0])])
     X = np.asarray(encode_cached(encoder, texts, show_progress=show_progress), dtype=np.float32)
     bounds = np.cumsum([0] + [len(p) for p in parts])
     out = dict(router_dataset)
