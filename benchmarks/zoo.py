@@ -62,17 +62,18 @@ def runnable(spec: str, has_text: bool) -> bool:
     return has_text or not make_router(spec).needs_features
 
 
-def run_one(data, spec: str, seed: int, backend: str) -> list[dict]:
-    """One family × set × seed: the group-mean rows of ``evaluate_dataset`` (easy and hard)."""
+def run_one(data, spec: str, seed: int, backend: str, encoder: str | None = None) -> list[dict]:
+    """One family × set × seed: the group-mean rows of ``evaluate_dataset`` (easy and hard); ``encoder``:
+    the prompts' features (None: the dataset's MiniLM), recorded in the row's router label as "spec [encoder]"."""
     from recroute.eval.protocol import evaluate_dataset
 
     run_spec = seeded(spec, seed) or spec
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
-    df = evaluate_dataset(data, [run_spec], settings="all", quiet=True, backend=backend)
+    df = evaluate_dataset(data, [run_spec], settings="all", quiet=True, backend=backend, encoder=encoder)
     seconds = time.perf_counter() - start
     means = df[df.group == "mean"]
-    return [{"dataset": data.name, "router": spec, "seed": seed, "setting": r.setting, "m": int(r.m),
+    return [{"dataset": data.name, "router": spec if encoder is None else f"{spec} [{encoder}]", "seed": seed, "setting": r.setting, "m": int(r.m),
              **{c: float(getattr(r, c)) for c in METRIC_COLUMNS},
              "run_seconds": seconds, "load_start": load_start, "load_end": os.getloadavg()[0]}
             for r in means.itertuples()]
@@ -277,6 +278,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence recorded with the results (what was left out)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "zoo")
     parser.add_argument("--render", action="store_true", help="only re-render OUT.md from OUT.json")
+    parser.add_argument("--encoder", default=None, help="prompt features for every run (e.g. minilm-onnx+lexical)")
     args = parser.parse_args()
     if args.render:  # zoo.json / zoo.md again from the checkpoint (else zoo.json's rows) and the recorded rows
         doc = json.loads(args.out.with_suffix(".json").read_text())
@@ -301,20 +303,21 @@ def main() -> None:
             data = resolve(name)
             has_text = data.has_text or data.embeddings is not None
             for spec in specs:
+                label = spec if args.encoder is None else f"{spec} [{args.encoder}]"
                 if not runnable(spec, has_text):
                     continue
                 if seed != seeds[0] and seeded(spec, seed) is None:
                     continue  # deterministic: one run is every seed's run
-                if (name, spec, seed) in done or (name, spec, seed) in {(r["dataset"], r["router"], r["seed"])
+                if (name, label, seed) in done or (name, label, seed) in {(r["dataset"], r["router"], r["seed"])
                                                                       for r in read_checkpoint()}:
                     continue  # done here or by another zoo process
                 if args.budget_min is not None and time.perf_counter() - started > 60 * args.budget_min:
                     out_of_time = True
                     break
                 try:
-                    new = run_one(data, spec, seed, args.backend)
+                    new = run_one(data, spec, seed, args.backend, args.encoder)
                 except Exception as exc:  # recorded: e.g. a family that refuses a set's size
-                    new = [{"dataset": name, "router": spec, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}]
+                    new = [{"dataset": name, "router": label, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}]
                 with CHECKPOINT.open("a") as handle:
                     handle.write("".join(json.dumps(r) + "\n" for r in new))
                 rows = read_checkpoint()  # with the runs of other zoo processes on other sets

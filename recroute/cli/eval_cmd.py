@@ -74,7 +74,7 @@ def eval_command(
     ),
     setting: str = typer.Option("all", "--setting", "-s", help="easy (m = 3, 5), hard (m = 10, 100, 1000) or all."),
     encoder: Optional[str] = typer.Option(
-        None, "--encoder", "-e", help="Re-encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf) instead of stored embeddings."
+        None, "--encoder", "-e", help="Re-encode the prompts (minilm | minilm-onnx | minilm-int8 | static | tfidf | lexical, or parts joined by +, e.g. minilm-onnx+lexical) instead of stored embeddings; tfidf/lexical are fitted on the training prompts."
     ),
     monte_carlo: int = typer.Option(
         0, "--monte-carlo", help="Estimate oracle/r_o/random by RouterEval's Monte Carlo with this many runs (0: exact)."

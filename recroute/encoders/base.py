@@ -32,6 +32,7 @@ _ALIASES = {
     "tfidf": "tfidf",
     "tf-idf": "tfidf",
     "tfidf-svd": "tfidf",
+    "lexical": "lexical",
 }
 
 
@@ -52,7 +53,7 @@ class Encoder(Protocol):
         ...
 
 
-ENCODER_KINDS = ("minilm", "minilm-onnx", "minilm-int8", "static", "tfidf")
+ENCODER_KINDS = ("minilm", "minilm-onnx", "minilm-int8", "static", "tfidf", "lexical")
 # the ``name`` each kind's encoder reports (TF-IDF's depends on its fit); datasets record it
 _KIND_NAMES = {"minilm": "all-MiniLM-L6-v2", "minilm-onnx": "all-MiniLM-L6-v2-onnx",
                "minilm-int8": "all-MiniLM-L6-v2-onnx-int8", "static": "minilm-static-256"}
@@ -102,7 +103,8 @@ def default_n_threads(library: str = "onnx") -> int:
 
 def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
     """An encoder by name or saved folder: "minilm" (torch; alias "all-MiniLM-L6-v2"), "minilm-onnx" (ONNX Runtime
-    fp32), "minilm-int8" (ONNX Runtime, int8 weights), "static" (model2vec distillation) or "tfidf".
+    fp32), "minilm-int8" (ONNX Runtime, int8 weights), "static" (model2vec distillation), "tfidf" or
+    "lexical" (TF-IDF + format statistics); parts joined by "+" side by side ("minilm-onnx+lexical").
 
     A path to a folder holding ``encoder.json`` (a saved or fine-tuned encoder) loads it. An object
     that already is an encoder is returned unchanged. ``kwargs`` go to the encoder's
@@ -120,6 +122,10 @@ def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
         raise TypeError(f"encoder must be a name or an Encoder, got {type(name).__name__}")
     if (Path(name).expanduser() / ENCODER_FILE).is_file():  # a saved encoder's folder (e.g. a fine-tuned one)
         return load_encoder(Path(name).expanduser())
+    if "+" in name:  # several encoders side by side, e.g. "minilm-onnx+lexical"
+        from recroute.encoders.concat import ConcatEncoder
+
+        return ConcatEncoder.from_name(name)
     key = canonical_name(name)
     if key == "static" and "-ft-" in name:
         raise ValueError(
@@ -148,6 +154,10 @@ def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
         from recroute.encoders.tfidf import TfidfEncoder
 
         return TfidfEncoder(**kwargs)
+    if key == "lexical":
+        from recroute.encoders.lexical import LexicalEncoder
+
+        return LexicalEncoder(**kwargs)
     raise ValueError(f"unknown encoder {name!r}; expected one of {encoder_names()}")
 
 
@@ -175,6 +185,14 @@ def load_encoder(path: str | Path) -> Encoder:
         from recroute.encoders.tfidf import TfidfEncoder
 
         return TfidfEncoder.load(path)
+    if kind == "lexical":
+        from recroute.encoders.lexical import LexicalEncoder
+
+        return LexicalEncoder.load(path)
+    if kind == "concat":
+        from recroute.encoders.concat import ConcatEncoder
+
+        return ConcatEncoder.load(path)
     raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected one of {list(ENCODER_KINDS)})")
 
 

@@ -65,6 +65,12 @@ def embed_dataset(
     An unfitted TF-IDF encoder is first fitted on this dataset's texts (unsupervised: no scores used).
     """
     encoder = get_encoder(encoder)
+    if hasattr(encoder, "parts"):  # a concatenated encoder: each part on its own, stored sets reused
+        parts = [embed_dataset(data, part, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
+                               show_progress=show_progress) for part in encoder.parts]
+        X = np.hstack(parts).astype(np.float32)
+        data.set_embeddings(X, encoder.name)
+        return X
     stored = data.embeddings is not None or bool(getattr(data, "embedding_sets", None))
     fitted = getattr(encoder, "is_fitted", True) is not False  # an unfitted TF-IDF made nothing stored
     for key in reusable_names(encoder) if stored and fitted else ():

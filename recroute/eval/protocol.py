@@ -402,13 +402,15 @@ def dataset_benchmark(data: "RoutingDataset") -> str | None:
 
 
 def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, encoder=None,
-                       needed: bool = False) -> np.ndarray | None:
+                       needed: bool = False, fit_seed: int | None = None) -> np.ndarray | None:
     """float32 (n_prompts, d) prompt features: ``X``, else ``encoder``'s (when given), else the dataset's.
 
     An encoder given explicitly wins over attached embeddings (``embed_dataset`` reuses them when the
     same encoder made them). Without one, the dataset's set made by the default encoder
     (``DEFAULT_ENCODER``) when it carries one, else its active embeddings; when it has none and
     features are ``needed``, its texts encoded by ``DEFAULT_ENCODER`` (cached on disk); else None.
+    An encoder that learns from texts (TF-IDF, lexical) and is not fitted yet is fitted on the training
+    prompts of RouterEval's split with ``fit_seed`` when given (never on test prompts), else on every text.
     """
     if needed and X is None and encoder is None and data.embeddings is None and data.has_text:
         encoder = DEFAULT_ENCODER  # texts but no stored embeddings: encode them
@@ -420,7 +422,14 @@ def dataset_embeddings(data: "RoutingDataset", X: np.ndarray | None = None, enco
     if encoder is not None:
         from recroute.encoders import embed_dataset, get_encoder
 
-        out = embed_dataset(data, get_encoder(encoder))
+        encoder = get_encoder(encoder)
+        if fit_seed is not None and getattr(encoder, "is_fitted", True) is False:
+            from recroute.data.routereval import routereval_train_prompts
+            from recroute.encoders.embed import dataset_texts
+
+            texts = dataset_texts(data)
+            encoder.fit([texts[i] for i in routereval_train_prompts(data, fit_seed)])
+        out = embed_dataset(data, encoder)
         X = out if isinstance(out, np.ndarray) else getattr(out, "embeddings", None)
         return data.embeddings if X is None else np.asarray(X, dtype=np.float32)
     from recroute.encoders.base import embedding_names
@@ -471,7 +480,7 @@ def evaluate_dataset(
 
     settings = check_settings(settings)
     needs_features = any(make_router(spec).needs_features for spec in routers)
-    emb = dataset_embeddings(data, X, encoder, needed=needs_features)
+    emb = dataset_embeddings(data, X, encoder, needed=needs_features, fit_seed=seed)
     rd = build_router_dataset(data, build_settings(settings), seed=seed, prompt_order=prompt_order, embeddings=emb)
     bench = benchmark if benchmark is not None else dataset_benchmark(data)
     present = [s for s in settings if rd.get(s)]
@@ -486,7 +495,7 @@ def evaluate_dataset(
 def reembed_router_dataset(router_dataset: dict, encoder, show_progress: bool = False) -> dict:
     """A shallow copy of ``router_dataset`` whose embeddings are its prompt texts re-encoded.
 
-    An unfitted encoder (TF-IDF) is first fitted on all the pickle's prompts (unsupervised).
+    An unfitted encoder (TF-IDF, lexical) is first fitted on the pickle's training prompts only.
     """
     from recroute.encoders import encode_cached, get_encoder
 
@@ -497,7 +506,7 @@ def reembed_router_dataset(router_dataset: dict, encoder, show_progress: bool = 
     texts = [str(t) for part in parts for t in np.asarray(part, dtype=object)]
     encoder = get_encoder(encoder)
     if getattr(encoder, "is_fitted", True) is False:
-        encoder.fit(texts)
+        encoder.fit(texts[: len(parts[0])])
     X = np.asarray(encode_cached(encoder, texts, show_progress=show_progress), dtype=np.float32)
     bounds = np.cumsum([0] + [len(p) for p in parts])
     out = dict(router_dataset)

@@ -19,7 +19,10 @@ choosing by validation mu_o, calibrating per LLM on validation, or blending (10 
 test V_B against choosing one family (docs/zoo.md has the numbers).
 
 ``score(X)`` (n, n_llms) = Σ_i w_i · P_i(X) over the members with a positive weight (the others are
-dropped after fitting). ``refit=True`` refits the kept members on training + validation prompts.
+dropped after fitting). ``refit=True`` (the default) refits the kept members on training + validation
+prompts (+0.006 mean V_B on llmrouter_nim, level on MMLU-Pro; ``refit=False`` keeps the first fits).
+Prompt features beyond MiniLM come from the encoder: ``recroute eval --encoder minilm-onnx+lexical``
+gives every member TF-IDF and format features of the prompt (docs/zoo.md).
 Size: members are taken in order while their declared fit limits (``Router.max_fit_cells``) leave room
 in the 5-minute budget for this training matrix; the others are skipped (``skipped_``), so at
 RouterEval's scale the stack chooses among the families that fit it, and refuses only a matrix that
@@ -93,7 +96,7 @@ class StackRouter(Router):
         members: str | Sequence[str] = DEFAULT_MEMBERS,
         n_seeds: int = 3,
         steps: int = 1,
-        refit: bool = False,
+        refit: bool = True,
         random_state: int | None = 0,
     ) -> None:
         self.members = members

@@ -75,7 +75,7 @@ def test_combined_limits_by_hand():
 
 def test_the_stack_keeps_the_members_that_fit_the_budget(monkeypatch):
     monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
-    stack = make_router("stack:members=mlp+two_tower+logistic+best_single,n_seeds=1")
+    stack = make_router("stack:members=mlp+two_tower+logistic+best_single,n_seeds=1,refit=False")
     tt, mlp, lr = (router_class(n).max_fit_cells for n in ("two_tower", "mlp", "logistic"))
     assert stack.members_within_budget(int(lr / 2)) == ["mlp", "two_tower", "logistic", "best_single"]
     # RouterEval's size: mlp (6e7) and logistic (1.5e7) do not fit, two_tower (7e8) and best_single do

@@ -53,7 +53,7 @@ def test_chooses_on_the_validation_part_it_is_given():
 
 
 def test_score_is_the_weighted_blend_of_the_kept_members():
-    router = StackRouter(members=MEMBERS, n_seeds=1, steps=10).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    router = StackRouter(members=MEMBERS, n_seeds=1, steps=10, refit=False).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
     logistic = make_router("logistic").fit(Y, X).score(X_VAL)
     best = make_router("best_single").fit(Y).score(None, n=len(X_VAL))
     parts = dict(zip(router.chosen_, router.weights_))
@@ -69,12 +69,15 @@ def test_refit_trains_the_kept_members_on_training_and_validation():
 
 
 def test_without_validation_it_holds_out_a_seeded_share_of_training():
-    router = StackRouter(members="best_single", n_seeds=1, steps=1, random_state=3).fit(Y)
+    router = StackRouter(members="best_single", n_seeds=1, steps=1, refit=False, random_state=3).fit(Y)
     from recroute.data.splits import holdout_split
 
     fit_rows, held = holdout_split(len(Y), StackRouter.validation_share, 3)
     assert len(held) == 20 and len(fit_rows) == 180
     np.testing.assert_allclose(router.score(None, n=1)[0], Y[fit_rows].mean(axis=0), rtol=1e-6)
+    # the default refits the kept family on the fitted and the held-out prompts: all of Y
+    refitted = StackRouter(members="best_single", n_seeds=1, steps=1, random_state=3).fit(Y)
+    np.testing.assert_allclose(refitted.score(None, n=1)[0], Y.mean(axis=0), rtol=1e-6)
     again = StackRouter(members=MEMBERS, n_seeds=1, random_state=3).fit(Y, X)
     np.testing.assert_array_equal(StackRouter(members=MEMBERS, n_seeds=1, random_state=3).fit(Y, X).score(X_VAL),
                                   again.score(X_VAL))
@@ -146,3 +149,16 @@ def test_iter_group_data_carries_the_validation_part():
     assert isinstance(gd.validation(), ValidationPart)
     (raw,) = iter_group_data(rd, ("easy",), target="score")
     np.testing.assert_allclose(raw.Y_val, Y_all[200:])
+
+
+def test_the_stack_never_reads_the_test_part():
+    """Two groups equal but for their test prompts (features and truth) give the same fitted stack."""
+    rng = np.random.default_rng(5)
+    other_test = GroupData("easy", 3, "all_strong", np.array(["a", "b", "c"]), X, rng.standard_normal((40, 6)).astype(np.float32),
+                           Y, rng.integers(0, 2, (40, 3)).astype(np.float64), X_VAL, Y_VAL)
+    fitted = [StackRouter(members=MEMBERS, n_seeds=1, steps=3) for _ in range(2)]
+    evaluate_group(fitted[0], _group(Y_VAL))
+    evaluate_group(fitted[1], other_test)
+    assert fitted[0].chosen_ == fitted[1].chosen_
+    np.testing.assert_array_equal(fitted[0].weights_, fitted[1].weights_)
+    np.testing.assert_array_equal(fitted[0].score(X_VAL), fitted[1].score(X_VAL))
