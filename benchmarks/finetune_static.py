@@ -98,11 +98,12 @@ def speed(n: int, n_minilm: int = 256, n_singles: int = 200) -> dict:
     encoders = {"static": get_encoder("static")}
     encoders["static-ft"] = finetune_for_dataset(data, encoders["static"])
     encoders["minilm-onnx"] = get_encoder("minilm-onnx")
+    encoders["static-ft hnsw"] = encoders["static-ft"]  # the same tuned encoder over an HNSW index
     out: dict = {"n_short_prompts": len(prompts), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                  "faiss_threads": faiss.omp_get_max_threads(), "load_before": load()}
     for label, enc in encoders.items():
         X = data.embeddings if label == "minilm-onnx" else encode_cached(enc, data.texts)
-        router = KNNRouter(k=5).fit(data, X)
+        router = KNNRouter(k=5, index="hnsw" if label.endswith("hnsw") else "flat").fit(data, X)
         with tempfile.TemporaryDirectory() as tmp:
             RoutingBundle.build(router, enc).save(Path(tmp) / "bundle")
             bundle = RoutingBundle.load(Path(tmp) / "bundle")
@@ -117,6 +118,7 @@ def speed(n: int, n_minilm: int = 256, n_singles: int = 200) -> dict:
                "single": singles(route, group[:n_singles])}
         if label != "minilm-onnx":
             row["breakdown_s_per_1000"] = breakdown(bundle, router, group)
+            row["faiss_search_prompts_per_s_by_threads"] = search_by_threads(router, Xq)
         out[label] = row
         print(f"{label}: {row['batch_route_prompts_per_s']:,.0f} short prompts/s end to end "
               f"(encode {row['batch_encode_prompts_per_s']:,.0f}/s, routing step {row['batch_routing_step_prompts_per_s']:,.0f}/s), "
@@ -125,6 +127,27 @@ def speed(n: int, n_minilm: int = 256, n_singles: int = 200) -> dict:
     out["ratios_vs_plain_static"] = {k: out[k]["batch_route_prompts_per_s"] / base for k in encoders}
     out["load_after"] = load()
     return out
+
+
+def search_by_threads(router, Q: np.ndarray, repeat: int = 5) -> dict:
+    """FAISS search rate (queries/s, best of ``repeat``) with 1 thread and with every core, this process's
+    OpenMP wait policy fixed (compare a run under OMP_WAIT_POLICY=ACTIVE with one under PASSIVE)."""
+    import faiss
+
+    old, out = faiss.omp_get_max_threads(), {}
+    k = min(int(router.k) + 1, router.index_.ntotal)
+    for threads in sorted({1, os.cpu_count() or 1}):
+        faiss.omp_set_num_threads(threads)
+        best = min(timed(lambda: router.index_.search(Q, k)) for _ in range(repeat))
+        out[str(threads)] = len(Q) / best
+    faiss.omp_set_num_threads(old)
+    return out
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def breakdown(bundle, router, texts: list[str], repeat: int = 3) -> dict:
@@ -181,12 +204,16 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {label} | {r['n_batch']} | {r['batch_route_prompts_per_s']:,.0f} | "
                          f"{r['batch_encode_prompts_per_s']:,.0f} | {r['batch_routing_step_prompts_per_s']:,.0f} | "
                          f"{r['single']['p50_ms']:.2f} | {r['single']['p99_ms']:.2f} | {ratio:.2f}x |")
-        lines += ["", "Where the time goes (ms per 1,000 prompts, best of 3):", "",
-                  "| encoder | tokenize | pool | FAISS search | rest | route_texts |", "|---|---|---|---|---|---|"]
-        for label in ("static", "static-ft"):
-            b = sp[label]["breakdown_s_per_1000"]
+        lines += ["", "Where the time goes (ms per 1,000 prompts, best of 3), and FAISS's search alone by threads:", "",
+                  "| encoder | tokenize | pool | FAISS search | rest | route_texts | search /s, 1 thread | all cores |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, r in sp.items():
+            if not isinstance(r, dict) or "breakdown_s_per_1000" not in r:
+                continue
+            b, th = r["breakdown_s_per_1000"], r["faiss_search_prompts_per_s_by_threads"]
             lines.append(f"| {label} | {b['tokenize']:.1f} | {b['pool']:.1f} | {b['faiss_search']:.1f} | "
-                         f"{b['rest']:.1f} | {b['route_texts']:.1f} |")
+                         f"{b['rest']:.1f} | {b['route_texts']:.1f} | {th.get('1', float('nan')):,.0f} | "
+                         f"{list(th.values())[-1]:,.0f} |")
         lines.append("")
     lines += ["## Goals", "", "```json", json.dumps(payload["goals"], indent=1), "```", ""]
     return "\n".join(lines)
