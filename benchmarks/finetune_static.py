@@ -81,7 +81,11 @@ def quality(name: str) -> dict:
     return out
 
 
-def speed(n: int) -> dict:
+def speed(n: int, n_minilm: int = 256, n_singles: int = 200) -> dict:
+    """End-to-end routing speed (text -> encode -> kNN/FAISS -> decision) of kNN bundles over MMLU-Pro with
+    the plain static, the tuned static and the MiniLM (ONNX fp32, the default) encoder, in one process;
+    for the static encoders also where the time goes (tokenizer, pooling, FAISS search, the rest)."""
+    import faiss
     from encoders import batched, pick_prompts, singles
 
     from recroute.encoders import encode_cached, get_encoder
@@ -93,19 +97,83 @@ def speed(n: int) -> dict:
     prompts = pick_prompts(data.texts, n, np.random.default_rng(0))["short"]
     encoders = {"static": get_encoder("static")}
     encoders["static-ft"] = finetune_for_dataset(data, encoders["static"])
-    out: dict = {"n_short_prompts": len(prompts), "load_before": load()}
+    encoders["minilm-onnx"] = get_encoder("minilm-onnx")
+    encoders["static-ft hnsw"] = encoders["static-ft"]  # the same tuned encoder over an HNSW index
+    out: dict = {"n_short_prompts": len(prompts), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                 "faiss_threads": faiss.omp_get_max_threads(), "load_before": load()}
     for label, enc in encoders.items():
-        router = KNNRouter(k=5).fit(data, encode_cached(enc, data.texts))
+        X = data.embeddings if label == "minilm-onnx" else encode_cached(enc, data.texts)
+        router = KNNRouter(k=5, index="hnsw" if label.endswith("hnsw") else "flat").fit(data, X)
         with tempfile.TemporaryDirectory() as tmp:
             RoutingBundle.build(router, enc).save(Path(tmp) / "bundle")
             bundle = RoutingBundle.load(Path(tmp) / "bundle")
+        group = prompts if label != "minilm-onnx" else prompts[:n_minilm]
         route = lambda b: bundle.route_texts(b)  # noqa: E731
-        out[label] = {"encoder": bundle.encoder.name, "batch_route_prompts_per_s": batched(route, prompts, repeat=3),
-                      "single": singles(route, prompts[:200])}
-        print(f"{label}: {out[label]['batch_route_prompts_per_s']:,.0f} short prompts/s end to end", flush=True)
-    out["ratio_tuned_vs_plain"] = out["static-ft"]["batch_route_prompts_per_s"] / out["static"]["batch_route_prompts_per_s"]
+        Xq = bundle.encode(group)
+        row = {"encoder": bundle.encoder.name, "n_batch": len(group),
+               "batch_route_prompts_per_s": batched(route, group, repeat=3),
+               "batch_encode_prompts_per_s": batched(bundle.encode, group, repeat=3),
+               "batch_routing_step_prompts_per_s": batched(lambda b: bundle.route_embeddings(Xq[: len(b)]),
+                                                           list(range(len(group))), repeat=3),
+               "single": singles(route, group[:n_singles])}
+        if label != "minilm-onnx":
+            row["breakdown_s_per_1000"] = breakdown(bundle, router, group)
+            row["faiss_search_prompts_per_s_by_threads"] = search_by_threads(router, Xq)
+        out[label] = row
+        print(f"{label}: {row['batch_route_prompts_per_s']:,.0f} short prompts/s end to end "
+              f"(encode {row['batch_encode_prompts_per_s']:,.0f}/s, routing step {row['batch_routing_step_prompts_per_s']:,.0f}/s), "
+              f"single p50 {row['single']['p50_ms']:.2f} ms", flush=True)
+    base = out["static"]["batch_route_prompts_per_s"]
+    out["ratios_vs_plain_static"] = {k: out[k]["batch_route_prompts_per_s"] / base for k in encoders}
     out["load_after"] = load()
     return out
+
+
+def search_by_threads(router, Q: np.ndarray, repeat: int = 5) -> dict:
+    """FAISS search rate (queries/s, best of ``repeat``) with 1 thread and with every core, this process's
+    OpenMP wait policy fixed (compare a run under OMP_WAIT_POLICY=ACTIVE with one under PASSIVE)."""
+    import faiss
+
+    old, out = faiss.omp_get_max_threads(), {}
+    k = min(int(router.k) + 1, router.index_.ntotal)
+    for threads in sorted({1, os.cpu_count() or 1}):
+        faiss.omp_set_num_threads(threads)
+        best = min(timed(lambda: router.index_.search(Q, k)) for _ in range(repeat))
+        out[str(threads)] = len(Q) / best
+    faiss.omp_set_num_threads(old)
+    return out
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def breakdown(bundle, router, texts: list[str], repeat: int = 3) -> dict:
+    """Seconds per 1,000 prompts of each step of ``route_texts`` (best of ``repeat``): the tokenizer, the
+    pooling of token vectors, FAISS's search, the rest of routing (tie check, mean scores, decisions)."""
+    from recroute.encoders.static import pool_tokens
+
+    enc = bundle.encoder
+
+    def best(fn) -> float:
+        seconds = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - start)
+        return min(seconds) * 1000 / len(texts)
+
+    ids = enc.token_ids(texts)
+    Q = enc.encode(texts)
+    k = min(int(router.k) + 1, router.index_.ntotal)
+    parts = {"tokenize": best(lambda: enc.token_ids(texts)),
+             "pool": best(lambda: pool_tokens(ids, enc.vectors)),
+             "faiss_search": best(lambda: router.index_.search(Q, k)),
+             "route_texts": best(lambda: bundle.route_texts(texts))}
+    parts["rest"] = parts["route_texts"] - parts["tokenize"] - parts["pool"] - parts["faiss_search"]
+    return parts
 
 
 def markdown(payload: dict) -> str:
@@ -126,13 +194,27 @@ def markdown(payload: dict) -> str:
               f"Options: `{json.dumps(payload.get('quality', [{}])[0].get('finetune_options', {}))}`.", ""]
     sp = payload.get("speed")
     if sp:
-        lines += ["## Speed: kNN bundle over MMLU-Pro, short prompts, text -> route", "",
-                  "| encoder | batched prompts/s | single p50 ms | single p99 ms |", "|---|---|---|---|"]
-        for label in ("static", "static-ft"):
+        lines += ["## Speed: kNN bundle over MMLU-Pro, short prompts, text -> route (one process)", "",
+                  f"OMP_WAIT_POLICY={sp.get('omp_wait_policy')}, FAISS threads {sp.get('faiss_threads')}; "
+                  f"load {sp['load_before']} -> {sp['load_after']} (shared machine).", "",
+                  "| encoder | prompts | end to end /s | encode /s | routing step /s | single p50 ms | single p99 ms | vs plain static |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, ratio in sp["ratios_vs_plain_static"].items():
             r = sp[label]
-            lines.append(f"| {label} | {r['batch_route_prompts_per_s']:,.0f} | {r['single']['p50_ms']:.2f} | "
-                         f"{r['single']['p99_ms']:.2f} |")
-        lines += ["", f"tuned / plain: {sp['ratio_tuned_vs_plain']:.2f}x (load {sp['load_before']} -> {sp['load_after']}).", ""]
+            lines.append(f"| {label} | {r['n_batch']} | {r['batch_route_prompts_per_s']:,.0f} | "
+                         f"{r['batch_encode_prompts_per_s']:,.0f} | {r['batch_routing_step_prompts_per_s']:,.0f} | "
+                         f"{r['single']['p50_ms']:.2f} | {r['single']['p99_ms']:.2f} | {ratio:.2f}x |")
+        lines += ["", "Where the time goes (ms per 1,000 prompts, best of 3), and FAISS's search alone by threads:", "",
+                  "| encoder | tokenize | pool | FAISS search | rest | route_texts | search /s, 1 thread | all cores |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, r in sp.items():
+            if not isinstance(r, dict) or "breakdown_s_per_1000" not in r:
+                continue
+            b, th = r["breakdown_s_per_1000"], r["faiss_search_prompts_per_s_by_threads"]
+            lines.append(f"| {label} | {b['tokenize']:.1f} | {b['pool']:.1f} | {b['faiss_search']:.1f} | "
+                         f"{b['rest']:.1f} | {b['route_texts']:.1f} | {th.get('1', float('nan')):,.0f} | "
+                         f"{list(th.values())[-1]:,.0f} |")
+        lines.append("")
     lines += ["## Goals", "", "```json", json.dumps(payload["goals"], indent=1), "```", ""]
     return "\n".join(lines)
 

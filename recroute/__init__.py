@@ -6,6 +6,14 @@ Heavy backends (torch, faiss, implicit, lightfm, sentence-transformers) load laz
 
 from __future__ import annotations
 
+import os as _os
+
+# OpenMP pools (FAISS's, torch's) that wait for work by sleeping, not spinning, unless the user says
+# otherwise: on a busy 2-core machine spinning threads made a 2-thread FAISS search 2-3x slower than
+# one thread (benchmarks/results/finetune_static.md, "Where the time goes"). Read when each library
+# loads, so it is set before any of them is imported.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from recroute.data.dataset import RoutingDataset
 from recroute.data.catalog import load_dataset, list_datasets
 from recroute.errors import DataError, RecrouteError

@@ -132,6 +132,11 @@ def get_encoder(name: str | Encoder | None = None, **kwargs: Any) -> Encoder:
             f"encoder {name!r} is a fine-tuned static encoder: give its folder (recroute encode --finetune "
             "prints it), or load it with recroute.encoders.load_encoder(path)"
         )
+    if key is None and name.strip().lower().startswith("all-minilm-l6-v2-ft-"):
+        raise ValueError(
+            f"encoder {name!r} is a fine-tuned MiniLM: give its folder (recroute encode --finetune minilm "
+            "prints it), or load it with recroute.encoders.load_encoder(path)"
+        )
     if key is None and name.strip().lower().startswith("tfidf-svd-"):
         raise ValueError(
             f"encoder {name!r} is a fitted TF-IDF encoder: load it from its saved folder with "
@@ -181,6 +186,10 @@ def load_encoder(path: str | Path) -> Encoder:
         from recroute.encoders.static import StaticEncoder
 
         return StaticEncoder.load(path)
+    if kind == "minilm-ft":
+        from recroute.encoders.minilm_finetune import TunedMiniLMEncoder
+
+        return TunedMiniLMEncoder.load(path)
     if kind == "tfidf":
         from recroute.encoders.tfidf import TfidfEncoder
 
@@ -193,7 +202,7 @@ def load_encoder(path: str | Path) -> Encoder:
         from recroute.encoders.concat import ConcatEncoder
 
         return ConcatEncoder.load(path)
-    raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected one of {list(ENCODER_KINDS)})")
+    raise SavedArtifactError(f"{path / ENCODER_FILE}: unknown encoder type {kind!r} (expected one of {[*ENCODER_KINDS, 'concat', 'minilm-ft']})")
 
 
 def read_spec(path: Path) -> dict:

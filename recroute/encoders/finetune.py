@@ -68,44 +68,23 @@ def finetune_static(
     import torch
     from torch import nn
 
-    from recroute.encoders.base import check_texts, l2_normalise
     from recroute.encoders.static import StaticEncoder
-    from recroute.routers.routerdc import (check_contrastive_params, cluster_labels, ranked_pairs,
-                                           routerdc_batch_loss)
+    from recroute.routers.routerdc import routerdc_batch_loss
     from recroute.routers.torch_base import torch_threads, train_batches
 
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown fine-tuning option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    opts = {**DEFAULTS, **options}
-    check_contrastive_params("finetune", opts["top_k"], opts["last_k"], opts["n_negatives"], opts["temperature"],
-                             opts["cluster_weight"])
-    if float(opts["anchor"]) < 0 or not float(opts["lr"]) > 0 or int(opts["epochs"]) < 1 or int(opts["batch_size"]) < 1:
-        raise ValueError(f"finetune: need anchor >= 0, lr > 0, epochs >= 1 and batch_size >= 1; got {opts}")
-    texts = check_texts(texts, "training texts")
-    Y = np.asarray(Y, dtype=np.float32)
-    if Y.ndim != 2 or Y.shape[0] != len(texts) or Y.shape[1] < 2:
-        raise DataError(f"scores must be (n_texts={len(texts)}, n_llms >= 2); got shape {Y.shape}")
-    if np.isinf(Y).any() or (np.nan_to_num(Y, nan=0.5) < 0).any() or (np.nan_to_num(Y, nan=0.5) > 1).any():
-        raise DataError("scores must lie in [0, 1] (NaN = not evaluated)")
+    opts = check_options(options, DEFAULTS)
+    texts, Y = check_training_data(texts, Y)
     seed = int(opts["random_state"])
     ids = base.token_ids(texts)
     X0 = base.encode(texts)
-    pos, neg, valid = (torch.from_numpy(a) for a in ranked_pairs(Y, opts["top_k"], opts["last_k"], seed))
-    if cluster_X is not None and np.shape(cluster_X)[0] != len(texts):
-        raise DataError(f"cluster_X has {np.shape(cluster_X)[0]} rows for {len(texts)} texts")
-    clusters = torch.from_numpy(cluster_labels(X0 if cluster_X is None else cluster_X, opts["n_clusters"], seed))
-    observed = ~np.isnan(Y)
-    good = np.where(observed, Y, 0.0)
-    bad = observed - good
-    start = (good.T @ X0) / np.maximum(good.sum(0), 1)[:, None] - (bad.T @ X0) / np.maximum(bad.sum(0), 1)[:, None]
+    pos, neg, valid, clusters, start = contrastive_targets(X0, Y, cluster_X, opts)
     V0 = torch.from_numpy(base.vectors.copy())
 
     class StaticRouterDC(nn.Module):
         def __init__(self):
             super().__init__()
             self.bag = nn.EmbeddingBag.from_pretrained(V0.clone(), freeze=False, mode="mean")
-            self.llm_embedding = nn.Parameter(torch.from_numpy(l2_normalise(start + 1e-6)))
+            self.llm_embedding = nn.Parameter(torch.from_numpy(start))
 
     net = StaticRouterDC()
     counts = np.bincount(np.fromiter((t for r in ids for t in set(r)), dtype=np.int64), minlength=len(V0))
@@ -136,6 +115,56 @@ def finetune_static(
                           batch_size=base.batch_size, name=f"{base.name}-ft-{tag}",
                           finetune={**recipe, "final_loss": info["final_loss"], "n_train": len(texts)})
     return tuned
+
+
+def check_options(options: dict, defaults: dict) -> dict:
+    """``defaults`` updated by ``options``; a ValueError names an unknown or bad option."""
+    from recroute.routers.routerdc import check_contrastive_params
+
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown fine-tuning option(s) {unknown}; known: {sorted(defaults)}")
+    opts = {**defaults, **options}
+    check_contrastive_params("finetune", opts["top_k"], opts["last_k"], opts["n_negatives"], opts["temperature"],
+                             opts["cluster_weight"])
+    if float(opts.get("anchor", 0)) < 0 or not float(opts["lr"]) > 0 or int(opts["epochs"]) < 1 or int(opts["batch_size"]) < 1:
+        raise ValueError(f"finetune: need anchor >= 0, lr > 0, epochs >= 1 and batch_size >= 1; got {opts}")
+    return opts
+
+
+def check_training_data(texts: Sequence[str], Y: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(texts as a list, Y float32 (n, n_llms >= 2) in [0, 1], NaN = not evaluated) or a DataError."""
+    from recroute.encoders.base import check_texts
+
+    texts = check_texts(texts, "training texts")
+    Y = np.asarray(Y, dtype=np.float32)
+    if Y.ndim != 2 or Y.shape[0] != len(texts) or Y.shape[1] < 2:
+        raise DataError(f"scores must be (n_texts={len(texts)}, n_llms >= 2); got shape {Y.shape}")
+    if np.isinf(Y).any() or (np.nan_to_num(Y, nan=0.5) < 0).any() or (np.nan_to_num(Y, nan=0.5) > 1).any():
+        raise DataError("scores must lie in [0, 1] (NaN = not evaluated)")
+    return texts, Y
+
+
+def contrastive_targets(X0: np.ndarray, Y: np.ndarray, cluster_X: np.ndarray | None, opts: dict):
+    """RouterDC's training targets for an encoder whose untuned encodings are X0 (n, d): (pos, neg,
+    valid, clusters) tensors (:func:`~recroute.routers.routerdc.ranked_pairs`, k-means of ``cluster_X``
+    or X0) and the LLM embeddings' start float32 (n_llms, d): the normalised difference of the mean
+    encodings of the prompts each LLM got right and wrong."""
+    import torch
+
+    from recroute.encoders.base import l2_normalise
+    from recroute.routers.routerdc import cluster_labels, ranked_pairs
+
+    seed = int(opts["random_state"])
+    pos, neg, valid = (torch.from_numpy(a) for a in ranked_pairs(Y, opts["top_k"], opts["last_k"], seed))
+    if cluster_X is not None and np.shape(cluster_X)[0] != len(X0):
+        raise DataError(f"cluster_X has {np.shape(cluster_X)[0]} rows for {len(X0)} texts")
+    clusters = torch.from_numpy(cluster_labels(X0 if cluster_X is None else cluster_X, opts["n_clusters"], seed))
+    observed = ~np.isnan(Y)
+    good = np.where(observed, Y, 0.0)
+    bad = observed - good
+    start = (good.T @ X0) / np.maximum(good.sum(0), 1)[:, None] - (bad.T @ X0) / np.maximum(bad.sum(0), 1)[:, None]
+    return pos, neg, valid, clusters, l2_normalise(start + 1e-6)
 
 
 def _data_fingerprint(texts: Sequence[str], Y: np.ndarray) -> str:

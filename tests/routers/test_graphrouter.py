@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recroute.data.dataset import RoutingDataset
+from recroute.errors import DataError
 from recroute.routers.graphrouter import llm_messages, task_centroids
 from recroute.routers.registry import make_router
 
@@ -86,3 +87,94 @@ def test_bad_parameters_are_named():
     data = _task_dataset(n=40)
     with pytest.raises(ValueError, match="n_tasks"):
         make_router("graphrouter", n_tasks=0).fit(data.dense(np.nan), data.embeddings)
+
+
+# ---------------------------------------------------------------------- cost edges and LLM text (real slice)
+@pytest.fixture(scope="module")
+def nim_slice(shared_data):
+    """300 llmrouter_nim prompts × its 9 LLMs (size, description, $/Mtok prices), static embeddings."""
+    import warnings
+
+    import recroute
+    from recroute.encoders import embed_dataset, get_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = recroute.load_dataset(shared_data / "llmrouter_nim")
+    rows = np.sort(np.random.default_rng(0).choice(data.n_prompts, 300, replace=False))
+    part = data.subset(prompts=rows)
+    embed_dataset(part, get_encoder("static"), use_cache=False)
+    return part
+
+
+def test_cost_edges_learn_the_prices_and_route_through_the_shared_cost_step(nim_slice):
+    from recroute.cost.decide import alpha_utility
+    from recroute.data.costs import count_prompt_tokens
+
+    data = nim_slice
+    C = data.costs()
+    # by hand: (prompt tokens · input $/Mtok + 256 output tokens · output $/Mtok) / 1e6
+    tokens = count_prompt_tokens(data.texts)
+    gemma = data.llm_index("gemma-2-9b-it")[0]
+    np.testing.assert_allclose(C[:, gemma], (tokens * 0.1 + 256 * 0.1) / 1e6)
+    router = make_router("graphrouter", epochs=10).fit(data)
+    assert router.predicts_costs and router.n_cost_ == 1 and router.n_meta_ == 3  # size + two prices
+    P = router.predict_costs(data.embeddings)
+    assert P.shape == C.shape and (P >= 0).all()
+    assert np.median(np.abs(P - C) / C) < 0.35  # the cost edges' scale is learned
+    cheap, dear = data.llm_index(["gemma-2-9b-it", "llama3-chatqa-1.5-70b"])
+    assert (P[:, dear] > 4 * P[:, cheap]).all()  # 0.9 vs 0.1 $/Mtok: 9x by the prices
+    # alpha = 0: cheapest only; the cheapest LLM by its prices is gemma-2-9b-it for every prompt
+    choice = alpha_utility(router.score(data.embeddings), P, 0.0).argmax(axis=1)
+    assert (choice == cheap).all()
+    # alpha = 1: quality only, the router's own argmax
+    np.testing.assert_array_equal(alpha_utility(router.score(data.embeddings), P, 1.0).argmax(axis=1),
+                                  router.route(data.embeddings)[0][:, 0])
+
+
+def test_no_costs_no_text_no_metadata_is_the_quality_graph(nim_slice):
+    from recroute.errors import NotSupportedError
+
+    Y = nim_slice.dense(np.nan)
+    bare = make_router("graphrouter", epochs=3).fit(Y, nim_slice.embeddings)
+    assert (bare.n_cost_, bare.n_text_, bare.n_meta_) == (0, 0, 0) and not bare.predicts_costs
+    with pytest.raises(NotSupportedError, match="without costs"):
+        bare.predict_costs(nim_slice.embeddings)
+    with pytest.raises(DataError, match="description"):  # text required but a bare matrix has none
+        make_router("graphrouter", epochs=3, llm_text="on").fit(Y, nim_slice.embeddings)
+    given = make_router("graphrouter", epochs=3).fit(Y, nim_slice.embeddings, costs=np.full(Y.shape, 2.0))
+    assert given.predicts_costs and given.cost_scale_ == 2.0
+    with pytest.raises(DataError, match="shape"):
+        make_router("graphrouter", epochs=3).fit(Y, nim_slice.embeddings, costs=np.ones((2, 2)))
+
+
+def test_llm_descriptions_are_encoded_and_sent_as_messages(nim_slice, tmp_path):
+    from recroute.encoders import get_encoder
+    from recroute.routers.base import Router
+
+    data = nim_slice
+    router = make_router("graphrouter", epochs=3).fit(data)
+    assert router.text_encoder_ == "minilm-static-256" and router.n_text_ == router.message_dim_ == 32
+    E = get_encoder("static").encode(data.llms["description"].tolist())
+    messages = (E - router.net_.center.numpy()) @ router.net_.basis.numpy()
+    stats = router.net_.stats.numpy()
+    first = 1 + router.n_tasks_ + router.n_meta_  # mean score, per-task means, metadata, then the text
+    np.testing.assert_allclose(stats[:, first : first + 32], messages, atol=1e-5)
+    off = make_router("graphrouter", epochs=3, llm_text="off").fit(data)
+    assert off.n_text_ == 0
+    with pytest.raises(DataError, match="encoder"):  # embeddings from an unknown encoder: text impossible
+        other = data.subset(prompts=np.arange(data.n_prompts))
+        other.set_embeddings(data.embeddings, "someone-elses-encoder")
+        make_router("graphrouter", epochs=3, llm_text="on").fit(other)
+    # inductive: a new LLM's description becomes its text message; saved and loaded without pickle
+    new_desc = data.llms["description"].iloc[2]
+    grown = router.partial_fit_llms(
+        data.embeddings[:10], data.dense(np.nan)[:10, 2], ["gemma-twin"],
+        pd.DataFrame({"llm": ["gemma-twin"], "size": ["9B"], "input_price_per_mtok": [0.1],
+                      "output_price_per_mtok": [0.1], "description": [new_desc]}))
+    np.testing.assert_allclose(grown.net_.stats.numpy()[-1, first : first + 32], messages[2], atol=1e-5)
+    grown.save(tmp_path / "g")
+    loaded = Router.load(tmp_path / "g")
+    np.testing.assert_allclose(loaded.score(data.embeddings[:5]), grown.score(data.embeddings[:5]), atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_costs(data.embeddings[:5]), grown.predict_costs(data.embeddings[:5]),
+                               rtol=1e-5)
