@@ -88,6 +88,7 @@ def _status_kib(field: str) -> int:
 
 def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
     """In a fresh process: load the arrays, reset the peak-RSS mark, fit, report."""
+    from recroute.errors import FitTooLargeError
     from recroute.routers.registry import make_router
 
     Y = np.load(y_path)
@@ -103,6 +104,9 @@ def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         router.fit(Y, X if router.needs_features else None)
+    except FitTooLargeError as exc:  # a limit checked inside the fit (sw_ranking's LLM count): what a user gets
+        queue.put({"refused": str(exc)})
+        return
     except Exception as exc:  # recorded, not raised: one router's failure does not end the run
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
         return
@@ -214,7 +218,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24_000, help="prompts at the large size (RouterEval: 24,000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest fit allowed, seconds")
     parser.add_argument("--growth", type=float, default=10.0, help="assumed fit-time growth small -> large")
-    parser.add_argument("--sizes", default="small,large", help="small,large or small (predict the large size)")
+    parser.add_argument("--sizes", default="small,large",
+                        help="small,large; small (predict the large size); or large (RouterEval's size alone)")
     parser.add_argument("--limits", action="store_true", help="fit nothing: write each family's declared limit")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fit_scale.json")
     args = parser.parse_args()
@@ -227,15 +232,20 @@ def main() -> None:
 
     sizes = {"small": args.prompts // 10, "large": args.prompts}
     run_large = "large" in args.sizes.split(",")
+    run_small = "small" in args.sizes.split(",")
     # prepared in a spawned process: this one stays small, since a child's ru_maxrss starts from
     # its parent's resident size at fork time
     with mp.get_context("spawn").Pool(1) as pool:
-        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items() if run_large or name == "small"}
+        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items()
+                 if (run_large and name == "large") or (run_small and name == "small")}
     rows = []
     for spec in specs:
         row = {"router": spec, "date": time.strftime("%Y-%m-%d")}
         refused = {name: refusal(spec, n) for name, n in sizes.items()}
-        small = {"refused": refused["small"]} if refused["small"] else run_fit(spec, paths["small"], args.timeout)
+        if not run_small:
+            small = {"skipped": "not run (--sizes large)"}
+        else:
+            small = {"refused": refused["small"]} if refused["small"] else run_fit(spec, paths["small"], args.timeout)
         row["small"] = {"n_prompts": sizes["small"], "n_llms": N_LLMS, **small}
         if refused["large"]:
             large = {"refused": refused["large"]}
@@ -246,7 +256,7 @@ def main() -> None:
         elif "fit_s" in small and small["fit_s"] * args.growth > args.timeout:
             large = {"skipped": f"predicted {small['fit_s'] * args.growth:.0f} s (small fit {small['fit_s']:.1f} s "
                                 f"× {args.growth:g}) exceeds the {args.timeout:.0f} s limit"}
-        elif "fit_s" not in small:
+        elif "fit_s" not in small and run_small:
             large = {"skipped": "the small size did not finish: " + small.get("skipped", small.get("error", ""))}
         else:
             large = run_fit(spec, paths["large"], args.timeout)
@@ -275,6 +285,31 @@ def _write(args, sizes: dict, rows: list[dict], machine: dict) -> None:
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    with atomic_file(args.out.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(payload))
+
+
+def markdown(payload: dict) -> str:
+    """One line per (router, size) of a fit_scale JSON: the outcome, seconds, CPU seconds, peak and load."""
+    machine = payload.get("machine", {})
+    lines = [f"# Fit time at RouterEval's scale ({payload['date']}, {machine.get('cores', '?')} cores "
+             f"{machine.get('cpu', '')}, {machine.get('memory_gib', '?')} GiB, shared: the load average is beside each fit)",
+             "", f"Limit: {payload['timeout_s']:.0f} s a fit. Synthetic binary low-rank results (benchmarks/fit_scale.py).", "",
+             "| router | prompts × LLMs | outcome | fit s | fit CPU s | fit peak GB | load start-end |", "|---|---|---|---|---|---|---|"]
+    for row in payload["rows"]:
+        for size in ("small", "large"):
+            r = row.get(size, {})
+            if str(r.get("skipped", "")).startswith("not run"):
+                continue
+            outcome = "fitted" if "fit_s" in r else _outcome(r) if not r.get("refused") else "refused: " + r["refused"]
+            if "fit_s" in r:
+                outcome += " within 5 min" if r["fit_s"] <= 300 else " (over 5 min)"
+            load = f"{r['load_start']:.1f}-{r['load_end']:.1f}" if "load_start" in r else "-"
+            peak = r.get("fit_peak_gb") or r.get("peak_gb")
+            lines.append(f"| {row['router']} | {r.get('n_prompts', 0):,} × {r.get('n_llms', 0):,} | {outcome} "
+                         f"| {r['fit_s']:.1f} | {r['fit_cpu_s']:.1f} | {peak:.2f} | {load} |" if "fit_s" in r else
+                         f"| {row['router']} | {r.get('n_prompts', 0):,} × {r.get('n_llms', 0):,} | {outcome} | - | - | - | {load} |")
+    return "\n".join(lines) + "\n"
 
 
 def _line(row: dict) -> str:

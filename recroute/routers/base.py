@@ -371,7 +371,8 @@ def check_fit_size(router: "Router", n_prompts: int, n_llms: int) -> None:
         f"router {router.name!r} fits at most {cells:,.0f} cells (n_prompts × n_llms) within {FIT_BUDGET_S // 60} minutes "
         f"on 2 cores, e.g. {int(cells // n_llms):,} prompts × {n_llms:,} LLMs; got {n_prompts:,} × {n_llms:,} = "
         f"{n_prompts * n_llms:,}. Subsample the prompts, use fewer LLMs or a faster family (docs/routers.md, "
-        f"'Fit size limits'), or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or {FIT_LIMIT_ENV}=off"
+        f"'Fit size limits'), or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or {FIT_LIMIT_ENV}=off",
+        can_take=f"{cells:,.0f} cells",
     )
 
 

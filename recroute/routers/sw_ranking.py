@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from recroute.errors import DataError
+from recroute.errors import FitTooLargeError
 from recroute.routers.base import Router
 
 MAX_LLMS = 300  # n_llms² pair terms per routed prompt and MM iteration: ~7 prompts/s at 300 LLMs on a loaded 2-core machine
@@ -101,9 +101,10 @@ class SWRankingRouter(Router):
             raise ValueError(f"sw_ranking: need prior >= 0 and n_iter >= 1; got {self.prior!r}, {self.n_iter!r}")
         n, m = Y.shape
         if m > MAX_LLMS:
-            raise DataError(
+            raise FitTooLargeError(
                 f"sw_ranking fits a Bradley-Terry model over every LLM pair for each routed prompt "
-                f"(n_llms² work); it takes at most {MAX_LLMS} LLMs, got {m}: fit it on a candidate subset of the pool"
+                f"(n_llms² work); it takes at most {MAX_LLMS} LLMs, got {m}: fit it on a candidate subset of the pool",
+                can_take=f"{MAX_LLMS} LLMs",
             )
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         self.train_ = (X / np.where(norms > 0, norms, 1.0)).astype(np.float32)
