@@ -171,18 +171,26 @@ def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Pat
     from recroute.atomic import atomic_file
     from recroute.routers.registry import make_router
 
-    measured = {}  # every recorded fit_scale*.json run (other branches record theirs beside this one's)
-    for path in sorted(measured_path.parent.glob("fit_scale*.json")):
-        for r in json.loads(path.read_text()).get("rows", []):
-            measured.setdefault(r["router"], {**r, "source": path.name})
+    measured: dict[tuple[str, str], tuple] = {}  # (router, size) -> (date, file, run): the latest recorded fit
+    for path in sorted(measured_path.parent.glob("fit_scale*.json")):  # other branches record theirs beside this one's
+        doc = json.loads(path.read_text())
+        for r in doc.get("rows", []):
+            for size in ("small", "large"):
+                run = r.get(size)
+                if run is None or str(run.get("skipped", "")).startswith("not run"):
+                    continue
+                seen = measured.get((r["router"], size))
+                if seen is None or (r.get("date", doc.get("date", "")), path.name) > seen[:2]:
+                    measured[(r["router"], size)] = (r.get("date", doc.get("date", "")), path.name, run)
     rows = []
     for spec in specs:
         limit = make_router(spec).fit_cell_limit()
         message = refusal(spec, n_prompts)
-        seen = measured.get(spec, {})
-        fits = {size: _outcome(seen[size]) for size in ("small", "large") if size in seen}
+        seen = {size: measured[(spec, size)] for size in ("small", "large") if (spec, size) in measured}
+        fits = {size: _outcome(run) for size, (_, _, run) in seen.items()}
+        sources = sorted({name for _, name, _ in seen.values()})
         rows.append({"router": spec, "max_fit_cells": limit, "accepts_routereval_size": message is None,
-                     "refusal": message, "measured": fits, "measured_in": seen.get("source")})
+                     "refusal": message, "measured": fits, "measured_in": ", ".join(sources) or None})
     payload = {"benchmark": "fit_limits", "size": [n_prompts, N_LLMS], "rows": rows, "machine": describe_machine(),
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(out.with_suffix(".json")) as tmp:

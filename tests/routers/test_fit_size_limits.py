@@ -119,9 +119,15 @@ def test_each_family_refusing_routereval_size_names_the_size_it_takes(name, monk
     assert info.value.can_take == f"{limit:,.0f} cells"
 
 
-def test_sw_ranking_refuses_routereval_pool_naming_its_llm_limit():
-    from recroute.routers.sw_ranking import MAX_LLMS
-
-    with pytest.raises(FitTooLargeError, match=f"at most {MAX_LLMS} LLMs, got 8500") as info:
-        make_router("sw_ranking").fit(np.zeros((3, 8_500), dtype=np.float32), np.eye(3, dtype=np.float32))
+def test_an_llm_count_limit_refuses_before_any_work_and_scales_with_the_environment(monkeypatch):
+    monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
+    with pytest.raises(FitTooLargeError, match="router 'sw_ranking' takes at most 300 LLMs .*; got 8,500") as info:
+        check_fit_size(make_router("sw_ranking"), 24_000, 8_500)  # RouterEval's pool
     assert info.value.can_take == "300 LLMs"
+    check_fit_size(make_router("sw_ranking"), 24_000, 300)
+    monkeypatch.setenv(FIT_LIMIT_ENV, "4")  # n_llms² work: 4 × the budget takes 2 × the LLMs
+    check_fit_size(make_router("sw_ranking"), 24_000, 600)
+    with pytest.raises(FitTooLargeError, match="at most 600 LLMs"):
+        check_fit_size(make_router("sw_ranking"), 24_000, 601)
+    monkeypatch.setenv(FIT_LIMIT_ENV, "off")
+    check_fit_size(make_router("sw_ranking"), 24_000, 8_500)
