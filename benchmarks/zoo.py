@@ -160,6 +160,41 @@ def error_lines(errors: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _is_seeded(spec: str) -> bool:
+    """Whether a registered family takes a random_state (an unknown name: no)."""
+    try:
+        return seeded(spec, 0) is not None
+    except Exception:
+        return False
+
+
+README_SETS = {"mmlu_pro": "MMLU-Pro", "llmrouter_nim": "llmrouter_nim", "open_llm_leaderboard_v1_arc": "v1 ARC",
+               "open_llm_leaderboard_v1_gsm8k": "v1 GSM8K", "open_llm_leaderboard_v2": "OLLB v2"}
+
+
+def board_lines(summary: pd.DataFrame, names: dict[str, str] | None = None) -> list[str]:
+    """The leaderboard as a markdown table: family × set (``names``: the sets to show, as column titles)."""
+    board = leaderboard(summary)
+    names = names or {d: d for d in board.columns}
+    board = board[[d for d in names if d in board.columns]]
+    recorded = {(r.router, r.dataset) for r in summary.itertuples() if r.source != "this run"}
+    refused = {(r.router, r.dataset) for r in summary.itertuples() if r.m in BOARD_M and _is_refused(r.refused)}
+    seeds = summary[summary.m.isin(BOARD_M)].groupby(["router", "dataset"]).seeds.min().to_dict()
+    few = {1: " ¹", 2: " ²"}
+
+    def cell(router: str, dataset: str, value: float) -> str:
+        if pd.isna(value):
+            return "refused" if (router, dataset) in refused else "-"
+        mark = "†" if (router, dataset) in recorded else ""
+        if _is_seeded(router):
+            mark += few.get(int(seeds.get((router, dataset), 3)), "")
+        return f"{value:.4f}{mark}"
+
+    lines = ["| family | " + " | ".join(names[d] for d in board.columns) + " |", "|---" * (len(board.columns) + 1) + "|"]
+    return lines + [f"| {router} | " + " | ".join(cell(router, d, v) for d, v in row.items()) + " |"
+                    for router, row in board.iterrows()]
+
+
 def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict, errors: list[dict] = ()) -> str:
     lines = ["# Leaderboard: every family in RouterEval's protocol", "",
              f"{meta.get('date', '')}, {meta.get('machine', {}).get('cores', '?')} cores "
@@ -168,16 +203,10 @@ def markdown(summary: pd.DataFrame, tradeoff: list[dict], meta: dict, errors: li
              f"Seeds: {meta.get('seeds')}; {meta.get('note', '')}", "",
              "## Mean V_B over m = 3, 5, 10 (easy m = 3, 5 and hard m = 10 where the pool has them)", ""]
     board = leaderboard(summary)
-    recorded = {(r.router, r.dataset) for r in summary.itertuples() if r.source != "this run"}
-    refused = {(r.router, r.dataset) for r in summary.itertuples() if r.m in BOARD_M and _is_refused(r.refused)}
-    lines += ["| family | " + " | ".join(board.columns) + " |", "|---" * (len(board.columns) + 1) + "|"]
-    for router, row in board.iterrows():
-        lines.append(f"| {router} | " + " | ".join(
-            ("refused" if (router, d) in refused else "-") if pd.isna(v)
-            else f"{v:.4f}" + ("†" if (router, d) in recorded else "") for d, v in row.items()) + " |")
-    lines += ["", "† recorded earlier under the same protocol (quality.py, zoo_a.py; source column below), "
-              "not rerun in this run; - = not run; refused = the family refused one of the pools by its declared "
-              "fit limit (listed below).", ""]
+    lines += board_lines(summary) + [
+        "", "† recorded earlier under the same protocol (quality.py, zoo_a.py; source column below), "
+        "not rerun in this run; ¹ ² = the seeds of a seeded family where fewer than three ran; - = not run; "
+        "refused = the family refused one of the pools by its declared fit limit (listed below).", ""]
     lines += stack_lines(board)
     lines += refused_lines(summary)
     lines += error_lines(list(errors))
@@ -371,11 +400,15 @@ def main() -> None:
                              "--render reads their union")
     parser.add_argument("--retry-errors", action="store_true", help="run again the runs checkpointed as failed")
     parser.add_argument("--render", action="store_true", help="only re-render OUT.md / OUT.json from the checkpoints")
+    parser.add_argument("--readme", action="store_true", help="with --render: also print the README's table")
     args = parser.parse_args()
     checkpoints = [Path(c.strip()) for c in args.checkpoints.split(",") if c.strip()]
     if args.render:
         render(checkpoints, args.out)
         print(f"written to {args.out.with_suffix('.md')}")
+        if args.readme:
+            summary = pd.DataFrame(json.loads(args.out.with_suffix(".json").read_text())["summary"])
+            print("\n".join(board_lines(summary, README_SETS)))
         return
 
     from machine import describe_machine
@@ -421,7 +454,8 @@ def main() -> None:
         if out_of_time:
             break
     if args.tradeoff and not out_of_time:  # this run's families replace their earlier rows, the others stay
-        append(checkpoints[0], [{"kind": "tradeoff", **r} for r in run_tradeoffs(specs)])
+        append(checkpoints[0], [{"kind": "tradeoff", "dataset": TRADEOFF_SET, "seed": None, **r}
+                                for r in run_tradeoffs(specs)])
     if args.tradeoff and out_of_time:
         print("out of time: the tradeoff study was not run", flush=True)
     write_results(read_checkpoint(checkpoints), None, args.out, meta)

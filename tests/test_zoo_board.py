@@ -38,6 +38,7 @@ def board(tmp_path, monkeypatch):
         _row("knn", "s1", 0, 3, 1.00), _row("knn", "s1", 0, 5, 1.02), _row("knn", "s1", 0, 10, 0.96),
         _row("sw_ranking", "s2", 0, 3, 1.00), _row("sw_ranking", "s2", 0, 10, 1.10),
         _row("sw_ranking", "s2", 0, 1000, 0.0, refused=REFUSAL),
+        _row("linear", "s1", 0, 3, 1.01), _row("linear", "s1", 0, 5, 1.03),  # seeded, one seed so far
         _row("lim", "s1", 0, 3, 1.04), _row("lim", "s1", 0, 5, 0.0, refused="takes at most 1,000 cells"),
         {"dataset": "s2", "router": "mlp", "seed": 0, "error": "RuntimeError: boom"},
         {"kind": "tradeoff", "router": "knn", "aiq": 0.5, "zero_aiq": 0.4, "aiq_ratio": 1.25,
@@ -59,7 +60,8 @@ def test_the_union_of_checkpoints_counts_each_run_once(board):
     assert "| knn | 0.9900 | - |" in md
     assert "| knn | 0.9900 ±0.014 | 1.0300 ±0.014 | 0.9500 ±0.014 |" in md  # std over seeds of (1.00, 0.98)
     assert doc["seeds"] == [0, 1]
-    assert len(doc["rows"]) == 3 + 3 + 3 + 2  # knn (2 seeds × 3 m), sw_ranking (3 m), lim (2 m)
+    assert len(doc["rows"]) == 3 + 3 + 3 + 2 + 2  # knn (2 seeds × 3 m), sw_ranking (3 m), linear, lim (2 m)
+    assert "| linear | 1.0200 ¹ | - |" in md  # a seeded family with one of its three seeds is marked
 
 
 def test_a_refused_pool_shows_its_reason_and_the_rest_is_measured(board):
