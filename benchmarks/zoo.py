@@ -88,6 +88,8 @@ def run_one(data, spec: str, seed: int, backend: str) -> list[dict]:
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, router, m): metrics averaged over seeds, V_B's std over seeds, the load range."""
     keys = ["dataset", "router", "setting", "m"]
+    if "refused" not in rows:
+        rows = rows.assign(refused=None)
     out = rows.groupby(keys, sort=False).agg(
         v_b=("v_b", "mean"), v_b_std=("v_b", "std"), v_r=("v_r", "mean"), e_p=("e_p", "mean"), auc=("auc", "mean"),
         fit_seconds=("fit_seconds", "mean"), route_seconds=("route_seconds", "mean"), seeds=("seed", "nunique"),
@@ -296,12 +298,16 @@ def recorded_rows(results: Path = HERE / "results") -> list[dict]:
 
 
 def with_recorded(frame: pd.DataFrame) -> pd.DataFrame:
-    """This run's rows plus the recorded rows of the (dataset, family) pairs it has not run."""
+    """Per (dataset, family): this run's rows, or the recorded ones where this run has none or fewer seeds
+    (a family rerun with one seed so far keeps showing its recorded three-seed mean until it has as many)."""
     recorded = pd.DataFrame(recorded_rows())
     if recorded.empty:
         return frame.assign(source="this run")
-    ran = set(zip(frame.dataset, frame.router))
-    recorded = recorded[[(d, r) not in ran for d, r in zip(recorded.dataset, recorded.router)]]
+    ran = frame.groupby(["dataset", "router"]).seed.nunique().to_dict()
+    kept = recorded.groupby(["dataset", "router"]).seed.nunique().to_dict()
+    use_recorded = {key for key, n in kept.items() if n > ran.get(key, 0)}
+    frame = frame[[(d, r) not in use_recorded for d, r in zip(frame.dataset, frame.router)]]
+    recorded = recorded[[(d, r) in use_recorded for d, r in zip(recorded.dataset, recorded.router)]]
     return pd.concat([frame.assign(source="this run"), recorded], ignore_index=True)
 
 

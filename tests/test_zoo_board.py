@@ -76,6 +76,17 @@ def test_a_refused_pool_shows_its_reason_and_the_rest_is_measured(board):
     assert "| lim | s1 | 5 | takes at most 1,000 cells |" in md
 
 
+def test_a_recorded_row_with_more_seeds_stays_until_the_rerun_has_as_many(monkeypatch):
+    recorded = [{**_row("knn", "s1", seed, 3, v_b), "source": "quality.json"} for seed, v_b in ((0, 1.1), (1, 1.3))]
+    monkeypatch.setattr(zoo, "recorded_rows", lambda: recorded)
+    one = zoo.pd.DataFrame([_row("knn", "s1", 0, 3, 1.0)])
+    shown = zoo.summarise(zoo.with_recorded(one))
+    assert shown.v_b.tolist() == [pytest.approx(1.2)] and shown.source.tolist() == ["quality.json"]
+    two = zoo.pd.DataFrame([_row("knn", "s1", 0, 3, 1.0), _row("knn", "s1", 1, 3, 0.9)])
+    shown = zoo.summarise(zoo.with_recorded(two))
+    assert shown.v_b.tolist() == [pytest.approx(0.95)] and shown.source.tolist() == ["this run"]
+
+
 def test_failed_runs_are_listed_unless_a_later_run_measured_them(board):
     md, doc = board
     assert [(e["router"], e["dataset"]) for e in doc["errors"]] == [("mlp", "s2")]
