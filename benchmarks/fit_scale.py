@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SCRATCH = HERE / "_scratch"
 N_LLMS, N_SKILLS, DIM = 8500, 20, 384
+FULL_RERUN = "fit_scale_full.json"  # RouterEval's size alone, rerun for every family that accepts it (--sizes large)
 
 
 def prepare(n_prompts: int, n_llms: int = N_LLMS) -> tuple[Path, Path]:
@@ -171,41 +172,49 @@ def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Pat
     from recroute.atomic import atomic_file
     from recroute.routers.registry import make_router
 
-    measured: dict[tuple[str, str], tuple] = {}  # (router, size) -> (date, file, run): the latest recorded fit
-    for path in sorted(measured_path.parent.glob("fit_scale*.json")):  # other branches record theirs beside this one's
-        doc = json.loads(path.read_text())
-        for r in doc.get("rows", []):
-            for size in ("small", "large"):
-                run = r.get(size)
-                if run is None or str(run.get("skipped", "")).startswith("not run"):
-                    continue
-                seen = measured.get((r["router"], size))
-                if seen is None or (r.get("date", doc.get("date", "")), path.name) > seen[:2]:
-                    measured[(r["router"], size)] = (r.get("date", doc.get("date", "")), path.name, run)
+    measured = {}  # every recorded fit_scale*.json run (other branches record theirs beside this one's)
+    for path in sorted(measured_path.parent.glob("fit_scale*.json")):
+        if path.name != FULL_RERUN:
+            for r in json.loads(path.read_text()).get("rows", []):
+                measured.setdefault(r["router"], {**r, "source": path.name})
+    full_path = measured_path.parent / FULL_RERUN
+    full = {r["router"]: r["large"] for r in json.loads(full_path.read_text())["rows"]} if full_path.exists() else {}
     rows = []
     for spec in specs:
         limit = make_router(spec).fit_cell_limit()
         message = refusal(spec, n_prompts)
-        seen = {size: measured[(spec, size)] for size in ("small", "large") if (spec, size) in measured}
-        fits = {size: _outcome(run) for size, (_, _, run) in seen.items()}
-        sources = sorted({name for _, name, _ in seen.values()})
-        rows.append({"router": spec, "max_fit_cells": limit, "accepts_routereval_size": message is None,
-                     "refusal": message, "measured": fits, "measured_in": ", ".join(sources) or None})
+        seen = measured.get(spec, {})
+        fits = {size: _outcome(seen[size]) for size in ("small", "large") if size in seen}
+        rows.append({"router": spec, "max_fit_cells": limit, "max_fit_llms": type(make_router(spec)).max_fit_llms,
+                     "accepts_routereval_size": message is None, "refusal": message, "measured": fits,
+                     "measured_in": seen.get("source"), "full_rerun": _full_outcome(full.get(spec))})
     payload = {"benchmark": "fit_limits", "size": [n_prompts, N_LLMS], "rows": rows, "machine": describe_machine(),
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     lines = [f"# Fit size limits at RouterEval's size ({n_prompts:,} prompts × {N_LLMS:,} LLMs = {n_prompts * N_LLMS:,} cells)",
              "", "| family | declared limit (cells, 5 min on 2 cores) | the size check at RouterEval's size "
-             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in |", "|---|---|---|---|---|"]
+             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in "
+             f"| rerun at 24,000 × 8,500 ({FULL_RERUN}: wall s, CPU s, load) |", "|---|---|---|---|---|---|"]
     for r in rows:
         limit = "none" if r["max_fit_cells"] is None else f"{r['max_fit_cells']:.3g}"
+        if r.get("max_fit_llms"):
+            limit += f"; {r['max_fit_llms']:,} LLMs"
         verdict = "accepts" if r["accepts_routereval_size"] else "refuses (FitTooLargeError)"
         fit = " / ".join(r["measured"].get(k, "-") for k in ("small", "large"))
-        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} |")
+        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} | {r['full_rerun']} |")
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _full_outcome(run: dict | None) -> str:
+    """'426 s wall, 52 CPU-s, load 17-18', 'refused' or the reason it did not finish, for a full-size rerun."""
+    if run is None:
+        return "-"
+    if "fit_s" in run:
+        return f"{run['fit_s']:.0f} s wall, {run['fit_cpu_s']:.0f} CPU-s, load {run['load_start']:.0f}-{run['load_end']:.0f}"
+    return _outcome(run)
 
 
 def _outcome(run: dict) -> str:
