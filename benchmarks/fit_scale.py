@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SCRATCH = HERE / "_scratch"
 N_LLMS, N_SKILLS, DIM = 8500, 20, 384
+FULL_RERUN = "fit_scale_full.json"  # RouterEval's size alone, rerun for every family that accepts it (--sizes large)
 
 
 def prepare(n_prompts: int, n_llms: int = N_LLMS) -> tuple[Path, Path]:
@@ -88,6 +89,7 @@ def _status_kib(field: str) -> int:
 
 def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
     """In a fresh process: load the arrays, reset the peak-RSS mark, fit, report."""
+    from recroute.errors import FitTooLargeError
     from recroute.routers.registry import make_router
 
     Y = np.load(y_path)
@@ -103,6 +105,9 @@ def _fit_child(spec: str, y_path: str, x_path: str, queue) -> None:
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         router.fit(Y, X if router.needs_features else None)
+    except FitTooLargeError as exc:  # a limit checked inside the fit (sw_ranking's LLM count): what a user gets
+        queue.put({"refused": str(exc)})
+        return
     except Exception as exc:  # recorded, not raised: one router's failure does not end the run
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
         return
@@ -169,31 +174,47 @@ def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Pat
 
     measured = {}  # every recorded fit_scale*.json run (other branches record theirs beside this one's)
     for path in sorted(measured_path.parent.glob("fit_scale*.json")):
-        for r in json.loads(path.read_text()).get("rows", []):
-            measured.setdefault(r["router"], {**r, "source": path.name})
+        if path.name != FULL_RERUN:
+            for r in json.loads(path.read_text()).get("rows", []):
+                measured.setdefault(r["router"], {**r, "source": path.name})
+    full_path = measured_path.parent / FULL_RERUN
+    full = {r["router"]: r["large"] for r in json.loads(full_path.read_text())["rows"]} if full_path.exists() else {}
     rows = []
     for spec in specs:
         limit = make_router(spec).fit_cell_limit()
         message = refusal(spec, n_prompts)
         seen = measured.get(spec, {})
         fits = {size: _outcome(seen[size]) for size in ("small", "large") if size in seen}
-        rows.append({"router": spec, "max_fit_cells": limit, "accepts_routereval_size": message is None,
-                     "refusal": message, "measured": fits, "measured_in": seen.get("source")})
+        rows.append({"router": spec, "max_fit_cells": limit, "max_fit_llms": type(make_router(spec)).max_fit_llms,
+                     "accepts_routereval_size": message is None, "refusal": message, "measured": fits,
+                     "measured_in": seen.get("source"), "full_rerun": _full_outcome(full.get(spec))})
     payload = {"benchmark": "fit_limits", "size": [n_prompts, N_LLMS], "rows": rows, "machine": describe_machine(),
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     lines = [f"# Fit size limits at RouterEval's size ({n_prompts:,} prompts × {N_LLMS:,} LLMs = {n_prompts * N_LLMS:,} cells)",
              "", "| family | declared limit (cells, 5 min on 2 cores) | the size check at RouterEval's size "
-             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in |", "|---|---|---|---|---|"]
+             "| recorded fit (2,400 / 24,000 prompts × 8,500 LLMs) | recorded in "
+             f"| rerun at 24,000 × 8,500 ({FULL_RERUN}: wall s, CPU s, load) |", "|---|---|---|---|---|---|"]
     for r in rows:
         limit = "none" if r["max_fit_cells"] is None else f"{r['max_fit_cells']:.3g}"
+        if r.get("max_fit_llms"):
+            limit += f"; {r['max_fit_llms']:,} LLMs"
         verdict = "accepts" if r["accepts_routereval_size"] else "refuses (FitTooLargeError)"
         fit = " / ".join(r["measured"].get(k, "-") for k in ("small", "large"))
-        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} |")
+        lines.append(f"| {r['router']} | {limit} | {verdict} | {fit} | {r['measured_in'] or '-'} | {r['full_rerun']} |")
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _full_outcome(run: dict | None) -> str:
+    """'426 s wall, 52 CPU-s, load 17-18', 'refused' or the reason it did not finish, for a full-size rerun."""
+    if run is None:
+        return "-"
+    if "fit_s" in run:
+        return f"{run['fit_s']:.0f} s wall, {run['fit_cpu_s']:.0f} CPU-s, load {run['load_start']:.0f}-{run['load_end']:.0f}"
+    return _outcome(run)
 
 
 def _outcome(run: dict) -> str:
@@ -214,7 +235,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24_000, help="prompts at the large size (RouterEval: 24,000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest fit allowed, seconds")
     parser.add_argument("--growth", type=float, default=10.0, help="assumed fit-time growth small -> large")
-    parser.add_argument("--sizes", default="small,large", help="small,large or small (predict the large size)")
+    parser.add_argument("--sizes", default="small,large",
+                        help="small,large; small (predict the large size); or large (RouterEval's size alone)")
     parser.add_argument("--limits", action="store_true", help="fit nothing: write each family's declared limit")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fit_scale.json")
     args = parser.parse_args()
@@ -227,15 +249,20 @@ def main() -> None:
 
     sizes = {"small": args.prompts // 10, "large": args.prompts}
     run_large = "large" in args.sizes.split(",")
+    run_small = "small" in args.sizes.split(",")
     # prepared in a spawned process: this one stays small, since a child's ru_maxrss starts from
     # its parent's resident size at fork time
     with mp.get_context("spawn").Pool(1) as pool:
-        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items() if run_large or name == "small"}
+        paths = {name: pool.apply(prepare, (n,)) for name, n in sizes.items()
+                 if (run_large and name == "large") or (run_small and name == "small")}
     rows = []
     for spec in specs:
         row = {"router": spec, "date": time.strftime("%Y-%m-%d")}
         refused = {name: refusal(spec, n) for name, n in sizes.items()}
-        small = {"refused": refused["small"]} if refused["small"] else run_fit(spec, paths["small"], args.timeout)
+        if not run_small:
+            small = {"skipped": "not run (--sizes large)"}
+        else:
+            small = {"refused": refused["small"]} if refused["small"] else run_fit(spec, paths["small"], args.timeout)
         row["small"] = {"n_prompts": sizes["small"], "n_llms": N_LLMS, **small}
         if refused["large"]:
             large = {"refused": refused["large"]}
@@ -246,7 +273,7 @@ def main() -> None:
         elif "fit_s" in small and small["fit_s"] * args.growth > args.timeout:
             large = {"skipped": f"predicted {small['fit_s'] * args.growth:.0f} s (small fit {small['fit_s']:.1f} s "
                                 f"× {args.growth:g}) exceeds the {args.timeout:.0f} s limit"}
-        elif "fit_s" not in small:
+        elif "fit_s" not in small and run_small:
             large = {"skipped": "the small size did not finish: " + small.get("skipped", small.get("error", ""))}
         else:
             large = run_fit(spec, paths["large"], args.timeout)
@@ -275,6 +302,36 @@ def _write(args, sizes: dict, rows: list[dict], machine: dict) -> None:
                "date": time.strftime("%Y-%m-%d")}
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    with atomic_file(args.out.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(payload))
+
+
+def markdown(payload: dict) -> str:
+    """One line per (router, size) of a fit_scale JSON: the outcome, seconds, CPU seconds, peak and load."""
+    machine = payload.get("machine", {})
+    lines = [f"# Fit time at RouterEval's scale ({payload['date']}, {machine.get('cores', '?')} cores "
+             f"{machine.get('cpu', '')}, {machine.get('memory_gib', '?')} GiB, shared: the load average is beside each fit)",
+             "", f"Wall-clock limit: {payload['timeout_s']:.0f} s a fit. Synthetic binary low-rank results "
+             "(benchmarks/fit_scale.py). On a shared machine the wall seconds grow with the load average; the fit's "
+             "CPU seconds (all its threads) do much less, and a fit of at most 300 CPU seconds takes at most "
+             "5 minutes on 2 idle cores.", "",
+             "| router | prompts × LLMs | outcome | fit s (wall) | fit CPU s | fit peak GB | load start-end |",
+             "|---|---|---|---|---|---|---|"]
+    for row in payload["rows"]:
+        for size in ("small", "large"):
+            r = row.get(size, {})
+            if str(r.get("skipped", "")).startswith("not run"):
+                continue
+            outcome = "fitted" if "fit_s" in r else _outcome(r) if not r.get("refused") else "refused: " + r["refused"]
+            if "fit_s" in r:
+                outcome += (" within 5 min" if r["fit_s"] <= 300 else " within 5 CPU-min" if r["fit_cpu_s"] <= 300
+                            else " over 5 min")
+            load = f"{r['load_start']:.1f}-{r['load_end']:.1f}" if "load_start" in r else "-"
+            peak = r.get("fit_peak_gb") or r.get("peak_gb")
+            lines.append(f"| {row['router']} | {r.get('n_prompts', 0):,} × {r.get('n_llms', 0):,} | {outcome} "
+                         f"| {r['fit_s']:.1f} | {r['fit_cpu_s']:.1f} | {peak:.2f} | {load} |" if "fit_s" in r else
+                         f"| {row['router']} | {r.get('n_prompts', 0):,} × {r.get('n_llms', 0):,} | {outcome} | - | - | - | {load} |")
+    return "\n".join(lines) + "\n"
 
 
 def _line(row: dict) -> str:

@@ -12,7 +12,14 @@ class DataError(RecrouteError, ValueError):
 
 
 class FitTooLargeError(DataError):
-    """A training set larger than a router family fits within the fit budget (see ``Router.max_fit_cells``)."""
+    """A training set larger than a router family fits within the fit budget (see ``Router.max_fit_cells``).
+
+    ``can_take``: the size the family does fit, in words ("90,000,000 cells", "300 LLMs"), for reports.
+    """
+
+    def __init__(self, message: str, can_take: str | None = None) -> None:
+        super().__init__(message)
+        self.can_take = can_take
 
 
 class UnsafePickleError(DataError):

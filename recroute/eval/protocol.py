@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from recroute.encoders.base import DEFAULT_ENCODER  # re-exported here: one default for every layer
-from recroute.errors import DataError
+from recroute.errors import DataError, FitTooLargeError
 from recroute.eval import metrics
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ MEAN = "mean"
 METRICS = ("mu_o", "v_r", "v_b", "e_p", "auc")
 ROW_KEYS = ("router", "setting", "m", "group", *METRICS)
 TARGETS = ("auto", "score", "label")
+REFUSALS = ("raise", "record")
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ def evaluate_router_dataset(
     quiet: bool = True,
     backend: str = "serial",
     n_workers: int | None = None,
+    refusals: str = "raise",
 ) -> pd.DataFrame:
     """Evaluate router specs (``"knn"``, ``"r_o:p=0.5"``) on a RouterEval router_dataset dict.
 
@@ -267,6 +269,9 @@ def evaluate_router_dataset(
     A router that fails on a group raises (with a note naming the router and group).
     ``backend``: where the (router × group) grid runs, "serial" (default), "process" (a local spawn
     pool of ``n_workers``) or "ray" (see :mod:`recroute.eval.backends`); the rows are the same.
+    ``refusals``: "raise" (default) or "record": a group whose fit the router refuses by its declared
+    size limit (FitTooLargeError, e.g. sw_ranking above 300 LLMs) becomes a row with NaN metrics and
+    the error message in a ``refused`` column (None on the other rows), and the other groups go on.
     """
     from recroute.eval.backends import check_backend, map_work
     from recroute.routers.registry import make_router, spec_label
@@ -286,15 +291,21 @@ def evaluate_router_dataset(
         raise DataError(f"the router dataset has no candidate group for setting(s) {', '.join(settings)}")
     check_router_features(specs, groups)
     check_backend(backend)
+    if refusals not in REFUSALS:
+        raise DataError(f"refusals must be one of {', '.join(REFUSALS)}; got {refusals!r}")
     items = [(spec, label, g) for g in range(len(groups)) for spec, label in zip(specs, labels)]
-    shared = {"groups": groups, "reference": ref, "monte_carlo_runs": monte_carlo_runs, "seed": seed}
+    shared = {"groups": groups, "reference": ref, "monte_carlo_runs": monte_carlo_runs, "seed": seed,
+              "refusals": refusals}
     with progress_steps(quiet, len(items)) as progress:
         rows = map_work(
             _evaluate_item, items, shared, backend, n_workers,
             on_start=lambda i: progress.start(f"{items[i][1]} on {groups[items[i][2]].where}"),
             on_done=lambda i: progress.done(),
         )
-    return _with_means(pd.DataFrame(rows), labels)
+    df = pd.DataFrame(rows)
+    if refusals == "record":
+        df["refused"] = _none_for_missing(df["refused"]) if "refused" in df else None
+    return _with_means(df, labels)
 
 
 def _evaluate_item(shared: dict[str, Any], item: tuple[str, str, int]) -> dict[str, Any]:
@@ -305,6 +316,12 @@ def _evaluate_item(shared: dict[str, Any], item: tuple[str, str, int]) -> dict[s
     gd = shared["groups"][g]
     try:
         result = evaluate_group(make_router(spec), gd, shared["reference"], shared["monte_carlo_runs"], shared["seed"])
+    except FitTooLargeError as exc:
+        if shared.get("refusals") != "record":
+            exc.add_note(f"while evaluating router {label!r} on {gd.where}")
+            raise
+        result = {**dict.fromkeys(("mu_o", "v_r", "v_b", "e_p", "auc", "fit_seconds", "route_seconds"), float("nan")),
+                  "share": None, "llms": [str(x) for x in gd.llms], "refused": str(exc)}
     except Exception as exc:
         exc.add_note(f"while evaluating router {label!r} on {gd.where}")
         raise
@@ -331,10 +348,14 @@ def _with_means(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     keys = ["router", "setting", "m"]
     agg = {"mu_o": plain_mean, "v_r": plain_mean, "v_b": plain_mean, "e_p": plain_mean, "auc": "mean",
            "fit_seconds": "mean", "route_seconds": "mean"}
+    if "refused" in df:  # a (router, setting, m) mean is refused when one of its groups was
+        agg["refused"] = "first"
     means = df.groupby(keys, sort=False)[list(agg)].agg(agg).reset_index()
     means["group"] = MEAN
     means["share"] = None
     means["llms"] = None
+    if "refused" in df:
+        means["refused"] = _none_for_missing(means["refused"])
     out = pd.concat([df, means[df.columns]], ignore_index=True)
     order = {label: i for i, label in enumerate(labels)}
     group_rank = {g: i for i, g in enumerate((*GROUP_ORDER, MEAN))}
@@ -344,6 +365,11 @@ def _with_means(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     out = out.sort_values(["_r", "_s", "m", "_g"], kind="stable").drop(columns=["_r", "_s", "_g"])
     out["m"] = out["m"].astype(int)
     return out.reset_index(drop=True)
+
+
+def _none_for_missing(values: pd.Series) -> pd.Series:
+    """An object column with None (not NaN) where a value is missing."""
+    return values.astype(object).where(values.notna(), None)
 
 
 def plain_mean(values: pd.Series) -> float:

@@ -69,6 +69,8 @@ class Router:
     validation_share: ClassVar[float] = 0.1    # held out of the training prompts when none is given
     max_fit_cells: ClassVar[float | None] = None  # n_prompts × n_llms fitted in FIT_BUDGET_S; None = no limit
     fit_cost_parameter: ClassVar[str | None] = None  # the parameter fit time is linear in ("epochs")
+    max_fit_llms: ClassVar[int | None] = None  # the most LLMs a pool may hold (work in n_llms², not cells)
+    fit_llms_reason: ClassVar[str] = ""  # why, in the FitTooLargeError above max_fit_llms
 
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
@@ -362,8 +364,17 @@ def fit_limit_scale() -> float | None:
 
 
 def check_fit_size(router: "Router", n_prompts: int, n_llms: int) -> None:
-    """FitTooLargeError when n_prompts × n_llms exceeds ``router.fit_cell_limit()`` (scaled by the env)."""
+    """FitTooLargeError when n_prompts × n_llms exceeds ``router.fit_cell_limit()`` or n_llms exceeds the
+    family's ``max_fit_llms`` (scaled by the env: cells × the multiplier, LLMs × its square root)."""
     limit, scale = router.fit_cell_limit(), fit_limit_scale()
+    max_llms = type(router).max_fit_llms
+    if max_llms is not None and scale is not None and n_llms > int(max_llms * np.sqrt(scale)):
+        most = int(max_llms * np.sqrt(scale))
+        raise FitTooLargeError(
+            f"router {router.name!r} takes at most {most:,} LLMs ({router.fit_llms_reason}); got {n_llms:,}: fit it "
+            f"on a candidate subset of the pool, or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or "
+            f"{FIT_LIMIT_ENV}=off", can_take=f"{most:,} LLMs",
+        )
     if limit is None or scale is None or n_prompts * n_llms <= limit * scale:
         return
     cells = limit * scale
@@ -371,7 +382,8 @@ def check_fit_size(router: "Router", n_prompts: int, n_llms: int) -> None:
         f"router {router.name!r} fits at most {cells:,.0f} cells (n_prompts × n_llms) within {FIT_BUDGET_S // 60} minutes "
         f"on 2 cores, e.g. {int(cells // n_llms):,} prompts × {n_llms:,} LLMs; got {n_prompts:,} × {n_llms:,} = "
         f"{n_prompts * n_llms:,}. Subsample the prompts, use fewer LLMs or a faster family (docs/routers.md, "
-        f"'Fit size limits'), or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or {FIT_LIMIT_ENV}=off"
+        f"'Fit size limits'), or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or {FIT_LIMIT_ENV}=off",
+        can_take=f"{cells:,.0f} cells",
     )
 
 

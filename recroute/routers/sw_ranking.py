@@ -23,7 +23,8 @@ finite optimum when an LLM never loses; the prior also fixes the scale: xi = 0 i
 Cost: fit stores the unit-normalised training embeddings and the (n_prompts, n_llms) win and
 observation matrices (memory like kNN's index); routing n prompts is O(n · n_prompts · (d + n_llms) +
 n · n_llms² · iterations): about 7 routed prompts/s at 300 LLMs and 0.8 at 1,000 on the loaded 2-core
-machine, so pools above ``MAX_LLMS`` = 300 are refused at fit with a clear error naming that limit.
+machine, so pools above ``MAX_LLMS`` = 300 are refused at fit (``max_fit_llms``: the shared size check's
+FitTooLargeError, naming that limit, before any work).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from recroute.errors import DataError
 from recroute.routers.base import Router
 
 MAX_LLMS = 300  # n_llms² pair terms per routed prompt and MM iteration: ~7 prompts/s at 300 LLMs on a loaded 2-core machine
@@ -88,6 +88,8 @@ class SWRankingRouter(Router):
 
     name = "sw_ranking"
     score_scale = "raw"
+    max_fit_llms = MAX_LLMS  # the shared size check refuses a larger pool (FitTooLargeError) before any work
+    fit_llms_reason = "it fits a Bradley-Terry model over every LLM pair for each routed prompt: n_llms² work"
 
     def __init__(self, gamma: float = 10.0, prior: float = 1.0, n_iter: int = 200) -> None:
         self.gamma = gamma
@@ -99,12 +101,6 @@ class SWRankingRouter(Router):
             raise ValueError(f"sw_ranking: gamma must be >= 1 (1 = no similarity weighting); got {self.gamma!r}")
         if not float(self.prior) >= 0 or int(self.n_iter) < 1:
             raise ValueError(f"sw_ranking: need prior >= 0 and n_iter >= 1; got {self.prior!r}, {self.n_iter!r}")
-        n, m = Y.shape
-        if m > MAX_LLMS:
-            raise DataError(
-                f"sw_ranking fits a Bradley-Terry model over every LLM pair for each routed prompt "
-                f"(n_llms² work); it takes at most {MAX_LLMS} LLMs, got {m}: fit it on a candidate subset of the pool"
-            )
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         self.train_ = (X / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         self.wins_ = average_win_counts(Y)

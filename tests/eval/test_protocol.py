@@ -138,10 +138,18 @@ class FailingRouter(SpyRouter):
         raise RuntimeError("boom")
 
 
+class LimitedRouter(SpyRouter):
+    """Declares a fit limit of 1,000 cells: a pool of 3 LLMs × 240 training prompts fits, 5 LLMs do not."""
+
+    name = "limited"
+    max_fit_cells = 1000.0
+
+
 @pytest.fixture
 def spy_routers(monkeypatch):
     monkeypatch.setitem(registry.ROUTERS, "spy", (__name__, "SpyRouter"))
     monkeypatch.setitem(registry.ROUTERS, "failing", (__name__, "FailingRouter"))
+    monkeypatch.setitem(registry.ROUTERS, "limited", (__name__, "LimitedRouter"))
     SpyRouter.seen.clear()
     yield
 
@@ -205,6 +213,30 @@ def test_a_failing_router_raises_and_names_the_group(spy_routers, synthetic):
     with pytest.raises(RuntimeError, match="boom") as info:
         evaluate_router_dataset(rd, ["oracle", "failing"], settings="easy")
     assert any("failing" in note and "easy/m=3/all_strong" in note for note in info.value.__notes__)
+
+
+def test_a_refused_pool_is_recorded_and_the_other_pools_go_on(spy_routers, synthetic, monkeypatch):
+    from recroute.errors import FitTooLargeError
+
+    monkeypatch.delenv("RECROUTE_FIT_LIMIT", raising=False)
+    rd = build_router_dataset(synthetic(), {"easy": (3, 5)})
+    n_train = len(rd["easy"][5]["all_strong"]["data"]["train_score"])
+    assert n_train * 3 <= 1000 < n_train * 5  # 240 training prompts: 720 cells fit, 1,200 do not
+    with pytest.raises(FitTooLargeError, match="at most 1,000 cells") as info:
+        evaluate_router_dataset(rd, ["limited"], settings="easy")  # the default raises
+    assert any("easy/m=5/all_strong" in note for note in info.value.__notes__)
+    df = evaluate_router_dataset(rd, ["limited", "spy"], settings="easy", refusals="record")
+    limited, spy = df[df.router == "limited"], df[df.router == "spy"]
+    assert len(limited) == 8  # m = 3 and 5, three groups and the mean each
+    refused = limited[limited.m == 5]
+    assert refused.refused.str.contains(f"got {n_train} × 5 = {n_train * 5:,}").all()
+    assert refused[["mu_o", "v_b", "e_p", "auc"]].isna().all().all()
+    fitted = limited[limited.m == 3]
+    assert fitted.refused.isna().all() and spy.refused.isna().all()
+    # the pool that fits: the same numbers as the unlimited spy router (same scores, same groups)
+    np.testing.assert_allclose(fitted.v_b.to_numpy(), spy[spy.m == 3].v_b.to_numpy())
+    with pytest.raises(DataError, match="refusals must be one of"):
+        evaluate_router_dataset(rd, ["spy"], settings="easy", refusals="skip")
 
 
 def test_bad_inputs_give_clear_errors(synthetic):

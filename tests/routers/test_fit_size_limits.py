@@ -27,8 +27,9 @@ class _Tiny(Router):
 def test_refuses_a_training_matrix_above_the_limit_naming_the_size_it_can_take(monkeypatch):
     monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
     _Tiny().fit(np.ones((4, 3)))  # 12 cells: at the limit
-    with pytest.raises(FitTooLargeError, match=r"at most 12 cells .* e\.g\. 4 prompts × 3 LLMs; got 5 × 3 = 15"):
+    with pytest.raises(FitTooLargeError, match=r"at most 12 cells .* e\.g\. 4 prompts × 3 LLMs; got 5 × 3 = 15") as info:
         _Tiny().fit(np.ones((5, 3)))
+    assert info.value.can_take == "12 cells"
     assert issubclass(FitTooLargeError, DataError)
 
 
@@ -99,3 +100,34 @@ def test_a_refusing_family_refuses_before_any_work(monkeypatch):
 def test_every_family_declares_a_positive_limit_or_none(name):
     limit = make_router(name).fit_cell_limit()
     assert limit is None or limit > 0
+
+
+@pytest.mark.parametrize("name", [n for n in available_routers() if make_router(n).fit_cell_limit() is not None])
+def test_each_family_refusing_routereval_size_names_the_size_it_takes(name, monkeypatch):
+    """At 24,000 prompts × 8,500 LLMs a family either accepts or says how many cells it fits, as
+    prompts of that pool (its limit // 8,500), before any work."""
+    monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
+    router = make_router(name)
+    limit = router.fit_cell_limit()
+    if limit >= 24_000 * 8_500:
+        check_fit_size(router, 24_000, 8_500)
+        return
+    with pytest.raises(FitTooLargeError) as info:
+        check_fit_size(router, 24_000, 8_500)
+    assert f"at most {limit:,.0f} cells" in str(info.value)
+    assert f"e.g. {int(limit // 8_500):,} prompts × 8,500 LLMs; got 24,000 × 8,500 = 204,000,000" in str(info.value)
+    assert info.value.can_take == f"{limit:,.0f} cells"
+
+
+def test_an_llm_count_limit_refuses_before_any_work_and_scales_with_the_environment(monkeypatch):
+    monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
+    with pytest.raises(FitTooLargeError, match="router 'sw_ranking' takes at most 300 LLMs .*; got 8,500") as info:
+        check_fit_size(make_router("sw_ranking"), 24_000, 8_500)  # RouterEval's pool
+    assert info.value.can_take == "300 LLMs"
+    check_fit_size(make_router("sw_ranking"), 24_000, 300)
+    monkeypatch.setenv(FIT_LIMIT_ENV, "4")  # n_llms² work: 4 × the budget takes 2 × the LLMs
+    check_fit_size(make_router("sw_ranking"), 24_000, 600)
+    with pytest.raises(FitTooLargeError, match="at most 600 LLMs"):
+        check_fit_size(make_router("sw_ranking"), 24_000, 601)
+    monkeypatch.setenv(FIT_LIMIT_ENV, "off")
+    check_fit_size(make_router("sw_ranking"), 24_000, 8_500)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from recroute.errors import DataError
-from recroute.routers import sw_ranking
+from recroute.errors import DataError, FitTooLargeError
 from recroute.routers.sw_ranking import SWRankingRouter, average_win_counts, bradley_terry_mm
 
 
@@ -67,9 +66,11 @@ def test_pair_counts_exact_with_missing_cells():
 
 
 def test_refuses_pools_above_its_limit_and_needs_features(monkeypatch):
-    monkeypatch.setattr(sw_ranking, "MAX_LLMS", 4)
-    with pytest.raises(DataError, match="at most 4 LLMs, got 5"):
+    monkeypatch.setattr(SWRankingRouter, "max_fit_llms", 4)
+    monkeypatch.delenv("RECROUTE_FIT_LIMIT", raising=False)
+    with pytest.raises(FitTooLargeError, match=r"takes at most 4 LLMs \(.*n_llms² work\); got 5") as info:  # a DataError
         SWRankingRouter().fit(np.zeros((3, 5)), np.eye(3, dtype=np.float32))
+    assert info.value.can_take == "4 LLMs"  # the size it takes, for the zoo's refused rows
     with pytest.raises(DataError, match="needs prompt features"):
         SWRankingRouter().fit(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="gamma"):
