@@ -76,11 +76,10 @@ class Onboarding:
 @dataclass
 class PlacementPrompts:
     """X float32 (n, d) features; F float64 (n, m) the existing LLMs' results (anchor: known, NaN at the
-    prompt's mean; further prompts: the live router's scores); the first ``n_anchor`` rows are the anchor's."""
+    prompt's mean; further prompts: the live router's scores); the anchor's prompts first, in its order."""
 
     X: np.ndarray
     F: np.ndarray
-    n_anchor: int
 
 
 def placement_prompts(router, known: Anchor, extra_X: np.ndarray | None = None) -> PlacementPrompts:
@@ -92,7 +91,7 @@ def placement_prompts(router, known: Anchor, extra_X: np.ndarray | None = None) 
         extra_X = np.asarray(extra_X, dtype=np.float32)
         X = np.vstack([X, extra_X])
         F = np.vstack([F, router.score(extra_X).astype(np.float64)])
-    return PlacementPrompts(X, F, len(known.Y))
+    return PlacementPrompts(X, F)
 
 
 def place(router, prompts: PlacementPrompts, rows: np.ndarray, results: np.ndarray, llm: str):
