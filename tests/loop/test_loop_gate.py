@@ -155,3 +155,23 @@ def test_conservative_shadow_leaves_live_only_by_more_than_tau():
     assert Conservative(refit, live, 0.1).score(None, n=2).argmax(axis=1).tolist() == [1, 1]  # 0.6 < 0.65: b
     with pytest.raises(DataError):
         Conservative(refit, live, -0.1)
+
+
+def test_the_stream_simulator_explores_its_shadow_within_the_budget_and_records_each_gate():
+    from recroute.data.synthetic import make_synthetic
+    from recroute.loop.runner import LoopSettings
+    from recroute.loop.schedule import Schedule
+    from recroute.loop.simulate import StreamConfig, simulate_stream
+
+    data = make_synthetic(1300, 4, 3, embedding_dim=8, random_state=1)
+    settings = LoopSettings(schedule=Schedule(300), min_outcomes=300)
+    config = StreamConfig(start_share=0.05, explore="shadow", shadow_tau=0.1, explore_budget=0.05, window=300,
+                          bucket=300, settings=settings)
+    out = simulate_stream(data, data.embeddings, config, seed=0)
+    assert out["n_decisions"] == 1235 and out["off_greedy_share"] <= 0.05 + 0.03  # ε·d = the budget, in expectation
+    assert [g["at"] for g in out["gated"]] == [600, 900, 1200] and [g["look"] for g in out["gated"]][:1] == [1]
+    for g in out["gated"]:  # each look by the design interval; expected support ≈ budget × window (ε set on recent prompts)
+        assert g["se"] >= g["se_empirical"] and 0 < g["expected_support"] <= 2 * 0.05 * g["n"]
+        assert g["unsupported"] == 0  # the shadow's differing choices are always explorable
+    for p in out["promotions"]:
+        assert p["kind"] == "refit" and p["lower"] > 0 and "true_delta" in p
