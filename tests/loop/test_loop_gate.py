@@ -175,3 +175,29 @@ def test_the_stream_simulator_explores_its_shadow_within_the_budget_and_records_
         assert g["unsupported"] == 0  # the shadow's differing choices are always explorable
     for p in out["promotions"]:
         assert p["kind"] == "refit" and p["lower"] > 0 and "true_delta" in p
+
+
+def test_the_log_tail_parses_only_new_complete_lines_and_joins_late_outcomes(tmp_path):
+    from recroute.feedback.logs import DecisionLogWriter, read_decision_log
+    from recroute.loop.refit import LogTail
+
+    path = tmp_path / "log.jsonl"
+    writer = DecisionLogWriter(path)
+    writer.append([{"decision_id": "d0", "prompt_text": "p0", "candidates": ["a", "b"], "chosen": "a", "propensity": 0.9}])
+    tail = LogTail(path)
+    first = tail.read()
+    assert list(first["decision_id"]) == ["d0"] and first["outcome"].isna().all()
+    offset = tail.offset
+    writer.append_outcome("d0", 1.0)
+    writer.append([{"decision_id": "d1", "prompt_text": "p1", "candidates": ["a", "b"], "chosen": "b", "propensity": 0.1}])
+    with open(path, "a") as fh:
+        fh.write('{"event": "outcome", "decision_id": "d1", "outc')  # a line still being written
+    second = tail.read()
+    assert tail.offset > offset and list(second["outcome"].fillna(-1)) == [1.0, -1.0]
+    with open(path, "a") as fh:
+        fh.write('ome": 0.0, "timestamp": 1.0}\n')
+    third = tail.read()
+    assert list(third["outcome"]) == [1.0, 0.0]
+    assert third[["decision_id", "outcome"]].equals(read_decision_log(path)[["decision_id", "outcome"]])
+    path.write_text(path.read_text().splitlines(keepends=True)[0])  # replaced by a shorter file: read again
+    assert list(tail.read()["decision_id"]) == ["d0"]
