@@ -4,8 +4,10 @@ traffic, are promotions safe, does a new LLM get its share?
 Each seed replays a dataset's prompts once each, in a random order, as traffic to a live router
 trained with full information on 5 % of them (the anchor), exploring by ε-greedy within a budget;
 every outcome comes back from the stored results; the loop refits every ``--every`` outcomes by DR
-completion, gates each candidate by DR on the most recent 30 % of decisions and promotes when the
-lower bound of candidate - live is above 0 (with support); ``--new-llm`` is held out of the pool
+completion and promotes when the lower bound of candidate - live is above 0 (recroute.loop.gate's design
+interval): with ``--explore shadow`` (default) the last refit, made conservative by ``--shadow-tau``, is
+explored within the budget and gated on the decisions since (results/loop_gate.md); with ``--explore
+epsilon`` ε-greedy over the top k and a gate on the most recent 30 %; ``--new-llm`` is held out of the pool
 until halfway, then onboarded: probed on the anchor (at most 200 probes), placed by regression and gated
 (recroute.loop.onboard); its share is reported against the full-information router's three ways
 (dataset order, new LLM last, ties split evenly: recroute.loop.simulate._new_llm_share).
@@ -252,10 +254,12 @@ def main() -> None:
     parser.add_argument("--encoder", default=None, help="default: stored embeddings (fast), static (process)")
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
-    parser.add_argument("--explore", choices=("epsilon", "shadow"), default="epsilon",
-                        help="fast mode: ε-greedy over the top k, or shadow exploration of the last candidate")
+    parser.add_argument("--explore", choices=("epsilon", "shadow"), default="shadow",
+                        help="fast mode: shadow exploration of the last (conservative) refit (recroute.loop.shadow), "
+                             "or ε-greedy over the top k (process mode: always the gateway's ε-greedy)")
     parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
-    parser.add_argument("--shadow-tau", type=float, default=0.0, help="--explore shadow: the refit leaves live's choice only by more than tau")
+    parser.add_argument("--shadow-tau", type=float, default=0.2,
+                        help="--explore shadow: the refit leaves live's choice only by more than tau (0: plain refit)")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)

@@ -42,7 +42,7 @@ def run_command(
     min_outcomes: int = typer.Option(500, "--min-outcomes", min=2, help="Outcomes needed before the first refit."),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - the interval's level (split over the families)."),
     margin: float = typer.Option(0.0, "--margin", help="Promote when the lower bound of candidate - live is above this."),
-    min_support: int = typer.Option(3, "--min-support", min=0, help="Logged decisions that must have taken the candidate's differing choice."),
+    min_support: int = typer.Option(3, "--min-support", min=0, help="Logged decisions that must have taken the candidate's differing choice, where the logging probabilities cannot be recomputed (otherwise the design interval decides)."),
     reward_router: str = typer.Option("linear", "--reward-router", help="The DR reward model's router spec."),
     explore_budget: Optional[float] = typer.Option(None, "--explore-budget", min=0.0, max=1.0, help="Journal the off-greedy share against this budget."),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),

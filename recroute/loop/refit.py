@@ -15,6 +15,7 @@ results the live router started from (optional), so a refit never knows less tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,48 @@ class LogData:
     decision_ids: np.ndarray
     bundle_checksums: np.ndarray | None = None
     logging: np.ndarray | None = None
+
+
+class LogTail:
+    """A JSONL decision log read incrementally: each :meth:`read` parses only the complete lines
+    appended since the last one (a line still being written waits for the next read) and returns the
+    whole validated DecisionLog (``recroute.feedback.logs.decision_log_from_records``: outcomes joined,
+    the last one wins). A file that shrank (replaced or rotated) is read again from its start."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.records: list[dict] = []
+        self.where: list[str] = []
+
+    def read(self) -> pd.DataFrame:
+        import json
+
+        from recroute.feedback.logs import decision_log_from_records
+
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: no such decision log")
+        size = self.path.stat().st_size
+        if size < self.offset:
+            self.offset, self.records, self.where = 0, [], []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        line_no = len(self.where) + 1
+        for raw in complete.decode("utf-8", errors="surrogateescape").splitlines():
+            if raw.strip():
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{self.path} record {line_no}: not valid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{self.path} record {line_no}: expected a JSON object; got {type(rec).__name__}")
+                self.records.append(rec)
+                self.where.append(f"{self.path} record {line_no}")
+                line_no += 1
+        self.offset += len(complete)
+        return decision_log_from_records(self.records, self.where, source=str(self.path))
 
 
 def log_data(log: pd.DataFrame, bundle, llm_names: list[str] | None = None, routers: dict | None = None) -> LogData:

@@ -29,6 +29,7 @@ from recroute.loop.promote import Promote, PromotionError, Serving
 from recroute.loop.refit import (
     Anchor,
     LogData,
+    LogTail,
     fit_candidate,
     holdout_reward,
     log_data,
@@ -152,6 +153,7 @@ class LoopRunner:
         self.seed = seed
         self.serving = serving
         self._bundles: dict[str, object] = {}
+        self._tail = None if self.log_path.suffix.lower() == ".parquet" else LogTail(self.log_path)  # new lines only
 
     def start(self, live_bundle: str | Path, **settings) -> None:
         """Journal the start (once: a restarted loop keeps its journal's live bundle)."""
@@ -189,7 +191,7 @@ class LoopRunner:
                 state = self.journal.state()
         if not self.log_path.is_file():
             return events
-        log = read_decision_log(self.log_path)
+        log = self._tail.read() if self._tail is not None else read_decision_log(self.log_path)
         n_outcomes = int(log["outcome"].notna().sum())
         s = self.settings
         if n_outcomes < s.min_outcomes or not s.schedule.due(n_outcomes, state.last_refit_outcomes, now,

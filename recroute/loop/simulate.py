@@ -8,6 +8,10 @@ Setting: the live router starts fitted with full information on ``start_share`` 
 anchor); the other prompts arrive in a random order (``seed``), ``decisions`` of them, never repeated.
 A ``new_llm`` is left out of the pool until ``new_llm_at`` (a share of the stream), then onboarded by
 probing the anchor. At each decision the candidates are the pool's LLMs whose result was observed.
+``explore``: "epsilon" (ε-greedy over the top k, each refit gated on the most recent ``holdout``) or
+"shadow" (``recroute.loop.shadow``: the last refit, conservative by ``shadow_tau``, explored within the
+budget and gated on the decisions since it became the shadow, up to ``shadow_looks`` times). The
+logging probabilities of every decision are kept, so the gate's design interval applies.
 
 Every gated candidate is recorded with its estimate and its true delta (``gated``), promoted or not.
 True mu_o of a router on a set of prompts: the mean stored score of its top allowed LLM.

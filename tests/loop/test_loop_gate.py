@@ -155,3 +155,49 @@ def test_conservative_shadow_leaves_live_only_by_more_than_tau():
     assert Conservative(refit, live, 0.1).score(None, n=2).argmax(axis=1).tolist() == [1, 1]  # 0.6 < 0.65: b
     with pytest.raises(DataError):
         Conservative(refit, live, -0.1)
+
+
+def test_the_stream_simulator_explores_its_shadow_within_the_budget_and_records_each_gate():
+    from recroute.data.synthetic import make_synthetic
+    from recroute.loop.runner import LoopSettings
+    from recroute.loop.schedule import Schedule
+    from recroute.loop.simulate import StreamConfig, simulate_stream
+
+    data = make_synthetic(1300, 4, 3, embedding_dim=8, random_state=1)
+    settings = LoopSettings(schedule=Schedule(300), min_outcomes=300)
+    config = StreamConfig(start_share=0.05, explore="shadow", shadow_tau=0.1, explore_budget=0.05, window=300,
+                          bucket=300, settings=settings)
+    out = simulate_stream(data, data.embeddings, config, seed=0)
+    assert out["n_decisions"] == 1235 and out["off_greedy_share"] <= 0.05 + 0.03  # ε·d = the budget, in expectation
+    assert [g["at"] for g in out["gated"]] == [600, 900, 1200] and [g["look"] for g in out["gated"]][:1] == [1]
+    for g in out["gated"]:  # each look by the design interval; expected support ≈ budget × window (ε set on recent prompts)
+        assert g["se"] >= g["se_empirical"] and 0 < g["expected_support"] <= 2 * 0.05 * g["n"]
+        assert g["unsupported"] == 0  # the shadow's differing choices are always explorable
+    for p in out["promotions"]:
+        assert p["kind"] == "refit" and p["lower"] > 0 and "true_delta" in p
+
+
+def test_the_log_tail_parses_only_new_complete_lines_and_joins_late_outcomes(tmp_path):
+    from recroute.feedback.logs import DecisionLogWriter, read_decision_log
+    from recroute.loop.refit import LogTail
+
+    path = tmp_path / "log.jsonl"
+    writer = DecisionLogWriter(path)
+    writer.append([{"decision_id": "d0", "prompt_text": "p0", "candidates": ["a", "b"], "chosen": "a", "propensity": 0.9}])
+    tail = LogTail(path)
+    first = tail.read()
+    assert list(first["decision_id"]) == ["d0"] and first["outcome"].isna().all()
+    offset = tail.offset
+    writer.append_outcome("d0", 1.0)
+    writer.append([{"decision_id": "d1", "prompt_text": "p1", "candidates": ["a", "b"], "chosen": "b", "propensity": 0.1}])
+    with open(path, "a") as fh:
+        fh.write('{"event": "outcome", "decision_id": "d1", "outc')  # a line still being written
+    second = tail.read()
+    assert tail.offset > offset and list(second["outcome"].fillna(-1)) == [1.0, -1.0]
+    with open(path, "a") as fh:
+        fh.write('ome": 0.0, "timestamp": 1.0}\n')
+    third = tail.read()
+    assert list(third["outcome"]) == [1.0, 0.0]
+    assert third[["decision_id", "outcome"]].equals(read_decision_log(path)[["decision_id", "outcome"]])
+    path.write_text(path.read_text().splitlines(keepends=True)[0])  # replaced by a shorter file: read again
+    assert list(tail.read()["decision_id"]) == ["d0"]
