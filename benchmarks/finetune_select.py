@@ -106,6 +106,26 @@ def select_routerdc(payload: dict, save) -> None:
         save()
 
 
+def choose_routerdc_default(payload: dict, save) -> None:
+    """One default temperature for every set: the best mean over the sets of the validation means; its
+    test V_B on each set (computed once here where the per-set choice was another temperature)."""
+    blocks = payload["routerdc"]
+    temperatures = [r["temperature"] for r in next(iter(blocks.values()))["grid"]]
+    means = {t: float(np.mean([next(r["validation"]["mean"] for r in b["grid"] if r["temperature"] == t)
+                               for b in blocks.values()])) for t in temperatures}
+    chosen = max(temperatures, key=lambda t: means[t])
+    tests = {}
+    for name, block in blocks.items():
+        if block["chosen_temperature"] == chosen:
+            tests[name] = block["test_chosen"]
+        else:
+            data = resolve(name)
+            tests[name] = mean_v_b(router_datasets(data, minilm(data))[1], f"routerdc:temperature={chosen}")
+    payload["routerdc_default"] = {"validation_mean_over_sets": {str(t): round(v, 4) for t, v in means.items()},
+                                   "chosen_temperature": chosen, "test": tests, "load": load()}
+    save()
+
+
 def select_static(payload: dict, save, name: str = "mmlu_pro") -> None:
     from recroute.encoders import get_encoder
     from recroute.encoders.finetune import DEFAULTS, finetune_for_dataset
@@ -154,6 +174,13 @@ def markdown(payload: dict) -> str:
         if "chosen_temperature" in block:
             lines += ["", f"Chosen: temperature = {block['chosen_temperature']}; test mean V_B "
                       f"{block['test_chosen']['mean']} (per m {block['test_chosen']['per_m']}; load {block['load_test']}).", ""]
+    default = payload.get("routerdc_default")
+    if default:
+        lines += ["## RouterDC's default temperature (one for every set)", "",
+                  f"Validation mean V_B averaged over the sets, per temperature: {default['validation_mean_over_sets']}. "
+                  f"Chosen: **{default['chosen_temperature']}**. Test mean V_B with it (once): "
+                  + ", ".join(f"{k} {v['mean']} (per m {v['per_m']})" for k, v in default["test"].items())
+                  + f" (load {default['load']}).", ""]
     st = payload.get("static_finetune")
     if st:
         lines += [f"## Fine-tuned static encoder, kNN (k=5) on {st['dataset']}", "",
@@ -176,7 +203,9 @@ def markdown(payload: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["routerdc", "static", "all"], default="all")
+    parser.add_argument("--part", choices=["routerdc", "static", "all", "merge"], default="all",
+                        help="merge: read --merge-from's RouterDC part into --out and choose one default temperature")
+    parser.add_argument("--merge-from", type=Path, default=HERE / "results" / "finetune_select_routerdc")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_select")
     args = parser.parse_args()
     from machine import describe_machine
@@ -194,9 +223,13 @@ def main() -> None:
             with atomic_file(args.out.with_suffix(suffix)) as tmp:
                 tmp.write_text(text)
 
+    if args.part == "merge":
+        payload["routerdc"] = json.loads(args.merge_from.with_suffix(".json").read_text())["routerdc"]
+        choose_routerdc_default(payload, save)
     if args.part in ("routerdc", "all"):
         payload["routerdc"] = {}
         select_routerdc(payload, save)
+        choose_routerdc_default(payload, save)
     if args.part in ("static", "all"):
         select_static(payload, save)
     print(f"written to {args.out}.json/.md")
