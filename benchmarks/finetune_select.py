@@ -157,6 +157,11 @@ def select_static(payload: dict, save, name: str = "mmlu_pro") -> None:
     save()
 
 
+def at_m(per_m: dict, m: int):
+    """A per-m value whether the keys are ints (fresh) or strings (read back from JSON)."""
+    return per_m.get(m, per_m.get(str(m), float("nan")))
+
+
 def markdown(payload: dict) -> str:
     lines = ["# Selection on RouterEval's validation part (never test)", "",
              f"Machine: {payload['machine'].get('cpu')}, {payload['machine'].get('cores')} cores, shared with other "
@@ -169,8 +174,8 @@ def markdown(payload: dict) -> str:
                   "| temperature | val V_B m=3 | m=5 | m=10 | val mean | load |", "|---|---|---|---|---|---|"]
         for r in block["grid"]:
             pm = r["validation"]["per_m"]
-            lines.append(f"| {r['temperature']} | {pm.get(3, float('nan'))} | {pm.get(5, float('nan'))} | "
-                         f"{pm.get(10, float('nan'))} | {r['validation']['mean']} | {r['load']} |")
+            lines.append(f"| {r['temperature']} | {at_m(pm, 3)} | {at_m(pm, 5)} | {at_m(pm, 10)} | "
+                         f"{r['validation']['mean']} | {r['load']} |")
         if "chosen_temperature" in block:
             lines += ["", f"Chosen: temperature = {block['chosen_temperature']}; test mean V_B "
                       f"{block['test_chosen']['mean']} (per m {block['test_chosen']['per_m']}; load {block['load_test']}).", ""]
@@ -191,7 +196,7 @@ def markdown(payload: dict) -> str:
         for r in st["grid"]:
             pm = r["validation"]["per_m"]
             gap = r["validation"]["mean"] - st["minilm_validation"]["mean"]
-            lines.append(f"| `{json.dumps(r['change'])}` | {pm.get(3)} | {pm.get(5)} | {pm.get(10)} | "
+            lines.append(f"| `{json.dumps(r['change'])}` | {at_m(pm, 3)} | {at_m(pm, 5)} | {at_m(pm, 10)} | "
                          f"{r['validation']['mean']} | {gap:+.4f} | {r['finetune_seconds_or_cached']} | {r['load']} |")
         if "chosen" in st:
             lines += ["", f"Chosen: `{json.dumps(st['chosen'])}`. Test (once): tuned static kNN mean V_B "
