@@ -214,8 +214,8 @@ def markdown(payload: dict) -> str:
             if not isinstance(r, dict) or "breakdown_s_per_1000" not in r:
                 continue
             b, th = r["breakdown_s_per_1000"], r["faiss_search_prompts_per_s_by_threads"]
-            lines.append(f"| {label} | {b['tokenize']:.1f} | {b['pool']:.1f} | {b['faiss_search']:.1f} | "
-                         f"{b['rest']:.1f} | {b['route_texts']:.1f} | {th.get('1', float('nan')):,.0f} | "
+            lines.append(f"| {label} | {b['tokenize']:.3f} | {b['pool']:.3f} | {b['faiss_search']:.3f} | "
+                         f"{b['rest']:.3f} | {b['route_texts']:.3f} | {th.get('1', float('nan')):,.0f} | "
                          f"{list(th.values())[-1]:,.0f} |")
         lines.append("")
     lines += ["## Goals", "", "```json", json.dumps(payload["goals"], indent=1), "```", ""]
