@@ -7,7 +7,9 @@ eval``, and is measured on the validation prompts instead of the test prompts: V
 LLM is then the validation part's); the setting with the best validation mean is chosen, and only
 then is test V_B computed, once, for the chosen setting (and for the previous default, for the record).
 
-- RouterDC (``routerdc:temperature=t``) on MiniLM embeddings, MMLU-Pro and llmrouter_nim.
+- RouterDC (``routerdc:temperature=t``) on MiniLM embeddings, every shared set with text (MMLU-Pro,
+  llmrouter_nim, Open LLM Leaderboard v1 ARC and GSM8K); one default for all: the best mean over the
+  sets of the validation means (the v1 sets' validation parts hold only 10-24 prompts).
 - Fine-tuned static encoder (``finetune_for_dataset``, trained on RouterEval's training part only),
   scored by kNN (k=5) on MMLU-Pro: a coordinate grid around the recorded defaults.
 
@@ -35,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from bench_data import resolve  # noqa: E402
 
 ROUTERDC_TEMPERATURES = (0.05, 0.1, 0.3, 1.0)
-ROUTERDC_SETS = ("mmlu_pro", "llmrouter_nim")
+ROUTERDC_SETS = ("mmlu_pro", "llmrouter_nim", "open_llm_leaderboard_v1_arc", "open_llm_leaderboard_v1_gsm8k")
 # one option changed at a time from the recorded defaults (encoders/finetune.py DEFAULTS)
 STATIC_GRID = ({}, {"temperature": 0.1}, {"anchor": 0.3}, {"anchor": 3.0}, {"n_clusters": 5}, {"epochs": 2})
 
@@ -87,7 +89,10 @@ def minilm(data) -> np.ndarray:
 
 
 def select_routerdc(payload: dict, save) -> None:
+    """Every temperature on every shared set with text; a set already recorded is kept (resume)."""
     for name in ROUTERDC_SETS:
+        if "chosen_temperature" in payload["routerdc"].get(name, {}):
+            continue
         data = resolve(name)
         val, test = router_datasets(data, minilm(data))
         rows = []
@@ -232,7 +237,6 @@ def main() -> None:
         payload["routerdc"] = json.loads(args.merge_from.with_suffix(".json").read_text())["routerdc"]
         choose_routerdc_default(payload, save)
     if args.part in ("routerdc", "all"):
-        payload["routerdc"] = {}
         select_routerdc(payload, save)
         choose_routerdc_default(payload, save)
     if args.part in ("static", "all"):
