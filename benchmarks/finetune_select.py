@@ -9,7 +9,7 @@ then is test V_B computed, once, for the chosen setting (and for the previous de
 
 - RouterDC (``routerdc:temperature=t``) on MiniLM embeddings, every shared set with text (MMLU-Pro,
   llmrouter_nim, Open LLM Leaderboard v1 ARC and GSM8K); one default for all: the best mean over the
-  sets of the validation means (the v1 sets' validation parts hold only 10-24 prompts).
+  sets of the validation means (the v1 sets' validation parts hold only 14 and 24 prompts).
 - Fine-tuned static encoder (``finetune_for_dataset``, trained on RouterEval's training part only),
   scored by kNN (k=5) on MMLU-Pro: a coordinate grid around the recorded defaults.
 
