@@ -7,7 +7,9 @@ eval``, and is measured on the validation prompts instead of the test prompts: V
 LLM is then the validation part's); the setting with the best validation mean is chosen, and only
 then is test V_B computed, once, for the chosen setting (and for the previous default, for the record).
 
-- RouterDC (``routerdc:temperature=t``) on MiniLM embeddings, MMLU-Pro and llmrouter_nim.
+- RouterDC (``routerdc:temperature=t``) on MiniLM embeddings, every shared set with text (MMLU-Pro,
+  llmrouter_nim, Open LLM Leaderboard v1 ARC and GSM8K); one default for all: the best mean over the
+  sets of the validation means (the v1 sets' validation parts hold only 14 and 24 prompts).
 - Fine-tuned static encoder (``finetune_for_dataset``, trained on RouterEval's training part only),
   scored by kNN (k=5) on MMLU-Pro: a coordinate grid around the recorded defaults.
 
@@ -35,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from bench_data import resolve  # noqa: E402
 
 ROUTERDC_TEMPERATURES = (0.05, 0.1, 0.3, 1.0)
-ROUTERDC_SETS = ("mmlu_pro", "llmrouter_nim")
+ROUTERDC_SETS = ("mmlu_pro", "llmrouter_nim", "open_llm_leaderboard_v1_arc", "open_llm_leaderboard_v1_gsm8k")
 # one option changed at a time from the recorded defaults (encoders/finetune.py DEFAULTS)
 STATIC_GRID = ({}, {"temperature": 0.1}, {"anchor": 0.3}, {"anchor": 3.0}, {"n_clusters": 5}, {"epochs": 2})
 
@@ -87,7 +89,10 @@ def minilm(data) -> np.ndarray:
 
 
 def select_routerdc(payload: dict, save) -> None:
+    """Every temperature on every shared set with text; a set already recorded is kept (resume)."""
     for name in ROUTERDC_SETS:
+        if "chosen_temperature" in payload["routerdc"].get(name, {}):
+            continue
         data = resolve(name)
         val, test = router_datasets(data, minilm(data))
         rows = []
@@ -104,6 +109,26 @@ def select_routerdc(payload: dict, save) -> None:
                                           "test_chosen": mean_v_b(test, f"routerdc:temperature={chosen}"),
                                           "load_test": load()})
         save()
+
+
+def choose_routerdc_default(payload: dict, save) -> None:
+    """One default temperature for every set: the best mean over the sets of the validation means; its
+    test V_B on each set (computed once here where the per-set choice was another temperature)."""
+    blocks = payload["routerdc"]
+    temperatures = [r["temperature"] for r in next(iter(blocks.values()))["grid"]]
+    means = {t: float(np.mean([next(r["validation"]["mean"] for r in b["grid"] if r["temperature"] == t)
+                               for b in blocks.values()])) for t in temperatures}
+    chosen = max(temperatures, key=lambda t: means[t])
+    tests = {}
+    for name, block in blocks.items():
+        if block["chosen_temperature"] == chosen:
+            tests[name] = block["test_chosen"]
+        else:
+            data = resolve(name)
+            tests[name] = mean_v_b(router_datasets(data, minilm(data))[1], f"routerdc:temperature={chosen}")
+    payload["routerdc_default"] = {"validation_mean_over_sets": {str(t): round(v, 4) for t, v in means.items()},
+                                   "chosen_temperature": chosen, "test": tests, "load": load()}
+    save()
 
 
 def select_static(payload: dict, save, name: str = "mmlu_pro") -> None:
@@ -137,6 +162,11 @@ def select_static(payload: dict, save, name: str = "mmlu_pro") -> None:
     save()
 
 
+def at_m(per_m: dict, m: int):
+    """A per-m value whether the keys are ints (fresh) or strings (read back from JSON)."""
+    return per_m.get(m, per_m.get(str(m), float("nan")))
+
+
 def markdown(payload: dict) -> str:
     lines = ["# Selection on RouterEval's validation part (never test)", "",
              f"Machine: {payload['machine'].get('cpu')}, {payload['machine'].get('cores')} cores, shared with other "
@@ -149,11 +179,18 @@ def markdown(payload: dict) -> str:
                   "| temperature | val V_B m=3 | m=5 | m=10 | val mean | load |", "|---|---|---|---|---|---|"]
         for r in block["grid"]:
             pm = r["validation"]["per_m"]
-            lines.append(f"| {r['temperature']} | {pm.get(3, float('nan'))} | {pm.get(5, float('nan'))} | "
-                         f"{pm.get(10, float('nan'))} | {r['validation']['mean']} | {r['load']} |")
+            lines.append(f"| {r['temperature']} | {at_m(pm, 3)} | {at_m(pm, 5)} | {at_m(pm, 10)} | "
+                         f"{r['validation']['mean']} | {r['load']} |")
         if "chosen_temperature" in block:
             lines += ["", f"Chosen: temperature = {block['chosen_temperature']}; test mean V_B "
                       f"{block['test_chosen']['mean']} (per m {block['test_chosen']['per_m']}; load {block['load_test']}).", ""]
+    default = payload.get("routerdc_default")
+    if default:
+        lines += ["## RouterDC's default temperature (one for every set)", "",
+                  f"Validation mean V_B averaged over the sets, per temperature: {default['validation_mean_over_sets']}. "
+                  f"Chosen: **{default['chosen_temperature']}**. Test mean V_B with it (once): "
+                  + ", ".join(f"{k} {v['mean']} (per m {v['per_m']})" for k, v in default["test"].items())
+                  + f" (load {default['load']}).", ""]
     st = payload.get("static_finetune")
     if st:
         lines += [f"## Fine-tuned static encoder, kNN (k=5) on {st['dataset']}", "",
@@ -164,7 +201,7 @@ def markdown(payload: dict) -> str:
         for r in st["grid"]:
             pm = r["validation"]["per_m"]
             gap = r["validation"]["mean"] - st["minilm_validation"]["mean"]
-            lines.append(f"| `{json.dumps(r['change'])}` | {pm.get(3)} | {pm.get(5)} | {pm.get(10)} | "
+            lines.append(f"| `{json.dumps(r['change'])}` | {at_m(pm, 3)} | {at_m(pm, 5)} | {at_m(pm, 10)} | "
                          f"{r['validation']['mean']} | {gap:+.4f} | {r['finetune_seconds_or_cached']} | {r['load']} |")
         if "chosen" in st:
             lines += ["", f"Chosen: `{json.dumps(st['chosen'])}`. Test (once): tuned static kNN mean V_B "
@@ -176,7 +213,9 @@ def markdown(payload: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["routerdc", "static", "all"], default="all")
+    parser.add_argument("--part", choices=["routerdc", "static", "all", "merge"], default="all",
+                        help="merge: read --merge-from's RouterDC part into --out and choose one default temperature")
+    parser.add_argument("--merge-from", type=Path, default=HERE / "results" / "finetune_select_routerdc")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_select")
     args = parser.parse_args()
     from machine import describe_machine
@@ -194,9 +233,12 @@ def main() -> None:
             with atomic_file(args.out.with_suffix(suffix)) as tmp:
                 tmp.write_text(text)
 
+    if args.part == "merge":
+        payload["routerdc"] = json.loads(args.merge_from.with_suffix(".json").read_text())["routerdc"]
+        choose_routerdc_default(payload, save)
     if args.part in ("routerdc", "all"):
-        payload["routerdc"] = {}
         select_routerdc(payload, save)
+        choose_routerdc_default(payload, save)
     if args.part in ("static", "all"):
         select_static(payload, save)
     print(f"written to {args.out}.json/.md")

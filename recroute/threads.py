@@ -20,6 +20,11 @@ process) one of the two is descheduled. Measured on the shared 2-core machine (l
 one short prompt through torch MiniLM p50 125 ms with 1 thread vs 1,249 ms with 2; int8 MiniLM
 18.7 vs 30.8 ms, and 64-prompt batches 170 vs 94 prompts/s.
 
+OpenMP pools wait passively: ``import recroute`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set,
+before FAISS or torch load. libgomp's default spins its idle threads; on the busy 2-core machine that
+made a 2-thread FAISS search slower than one thread (688 vs 1,040 queries/s at load ~22) and the
+static encoder's end-to-end routing 2.4-2.8x slower (benchmarks/results/finetune_speed*.md).
+
 :func:`apply_threads` sets torch's and FAISS's pools at once; ONNX Runtime takes its count when a
 session is created, and encoders fix their count when they are made: they read
 :func:`current_threads` (the applied settings, else as resolved now), so apply the settings before

@@ -6,8 +6,10 @@ initialised from the distilled vectors) and are trained as RouterDC's prompt enc
 (:mod:`recroute.routers.routerdc`, arXiv 2409.19886): learned LLM embeddings in the same space, the
 sample-LLM loss over each training prompt's best and worst LLMs and the sample-sample loss over
 k-means clusters of the training prompts (by default of their MiniLM embeddings, so the tuned
-static space inherits MiniLM's neighbourhoods: kNN's mean V_B on MMLU-Pro 0.9265 with 30 MiniLM
-clusters against 0.9224 with 5 clusters of the untuned static encodings, MiniLM's own 0.9282). A squared-distance penalty (``anchor``) keeps
+static space inherits MiniLM's neighbourhoods). The defaults were chosen on RouterEval's validation
+part of MMLU-Pro, never its test part (``benchmarks/finetune_select.py``: kNN's validation mean V_B
+0.8866 at the defaults, against 0.8828-0.8858 with temperature 0.1, anchor 0.3 or 3, 5 clusters or 2
+epochs; MiniLM's own 0.8899). A squared-distance penalty (``anchor``) keeps
 the vectors near the distilled ones, and word pieces found in fewer than ``min_count`` training
 prompts stay frozen where MiniLM put them (so a rare piece cannot memorise its prompt's results). The result is a plain :class:`~recroute.encoders.static.StaticEncoder` (same tokenizer and
 speed) named ``minilm-static-<dim>-ft-<recipe hash>``: its cache key differs from the untuned

@@ -285,7 +285,7 @@ class GraphRouter(TorchRouter):
             tasks = self.net_.assign_tasks(Xt).numpy()
             messages = self._messages(X)
             self.y_prior_ = float(np.nanmean(Y)) if np.isfinite(Y).any() else 0.5
-            S = None if C is None else (np.log1p(C / self.cost_scale_) - self.cost_mean_) / self.cost_std_
+            S = None if C is None else ((np.log1p(C / self.cost_scale_) - self.cost_mean_) / self.cost_std_).astype(np.float32)
             half = np.random.default_rng(0 if self.random_state is None else int(self.random_state)).random(len(X)) < 0.5
             # each half is supervised against LLM nodes built from the other half's edges
             fold_nodes = [self._node_tensors(messages[other], Y[other], tasks[other], meta, self.text_messages_,

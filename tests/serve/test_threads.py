@@ -54,3 +54,18 @@ def test_apply_sets_torch_and_faiss_and_remembers_onnx(monkeypatch):
     finally:
         torch.set_num_threads(before[0])
         faiss.omp_set_num_threads(before[1])
+
+
+def test_import_sets_a_passive_openmp_wait_policy_unless_one_is_set():
+    """Spinning OpenMP threads made 2-thread FAISS searches slower than 1 on a busy machine; the user's
+    own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, recroute; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    unset = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    given = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                           capture_output=True, text=True, check=True)
+    assert (unset.stdout.strip(), given.stdout.strip()) == ("PASSIVE", "ACTIVE")
