@@ -163,9 +163,13 @@ def error_lines(errors: list[dict]) -> list[str]:
 
 
 def _is_seeded(spec: str) -> bool:
-    """Whether a registered family takes a random_state (an unknown name: no)."""
+    """Whether a family's results depend on its seed here: it takes a random_state and is not measured by
+    the protocol's exact expectation (random, oracle, r_o); an unknown name: no."""
+    from recroute.eval.protocol import is_expected_router
+    from recroute.routers.registry import make_router
+
     try:
-        return seeded(spec, 0) is not None
+        return seeded(spec, 0) is not None and not is_expected_router(make_router(spec))
     except Exception:
         return False
 
@@ -439,8 +443,8 @@ def main() -> None:
             for spec in specs:
                 if not runnable(spec, has_text):
                     continue
-                if seed != seeds[0] and seeded(spec, seed) is None:
-                    continue  # deterministic: one run is every seed's run
+                if seed != seeds[0] and not _is_seeded(spec):
+                    continue  # deterministic (or an exact expectation): one run is every seed's run
                 if (name, spec, seed) in done():
                     continue  # done here or by another zoo process
                 if args.budget_min is not None and time.perf_counter() - started > 60 * args.budget_min:
