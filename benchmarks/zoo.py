@@ -302,14 +302,15 @@ def recorded_rows(results: Path = HERE / "results") -> list[dict]:
 
 
 def with_recorded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, family): this run's rows, or the recorded ones where this run has none or fewer seeds
-    (a family rerun with one seed so far keeps showing its recorded three-seed mean until it has as many)."""
+    """Per (dataset, family): this run's rows, or the recorded ones where this run has none, or one seed
+    against the record's several (a family rerun with one seed so far keeps showing its recorded
+    three-seed mean; from two seeds on, this code's runs are shown)."""
     recorded = pd.DataFrame(recorded_rows())
     if recorded.empty:
         return frame.assign(source="this run")
     ran = frame.groupby(["dataset", "router"]).seed.nunique().to_dict()
     kept = recorded.groupby(["dataset", "router"]).seed.nunique().to_dict()
-    use_recorded = {key for key, n in kept.items() if n > ran.get(key, 0)}
+    use_recorded = {key for key, n in kept.items() if n > ran.get(key, 0) and ran.get(key, 0) < 2}
     frame = frame[[(d, r) not in use_recorded for d, r in zip(frame.dataset, frame.router)]]
     recorded = recorded[[(d, r) in use_recorded for d, r in zip(recorded.dataset, recorded.router)]]
     return pd.concat([frame.assign(source="this run"), recorded], ignore_index=True)

@@ -76,7 +76,7 @@ def test_a_refused_pool_shows_its_reason_and_the_rest_is_measured(board):
     assert "| lim | s1 | 5 | takes at most 1,000 cells |" in md
 
 
-def test_a_recorded_row_with_more_seeds_stays_until_the_rerun_has_as_many(monkeypatch):
+def test_a_recorded_row_with_more_seeds_stays_while_the_rerun_has_one_seed(monkeypatch):
     recorded = [{**_row("knn", "s1", seed, 3, v_b), "source": "quality.json"} for seed, v_b in ((0, 1.1), (1, 1.3))]
     monkeypatch.setattr(zoo, "recorded_rows", lambda: recorded)
     one = zoo.pd.DataFrame([_row("knn", "s1", 0, 3, 1.0)])
