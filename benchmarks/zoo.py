@@ -23,7 +23,8 @@ quality–cost study (``recroute tradeoff``) on llmrouter_nim: AIQ and its ratio
 Runs are checkpointed (benchmarks/_scratch/zoo_runs.jsonl, or the first of ``--checkpoints``) and
 skipped when already in any of them, so an interrupted leaderboard resumes, and several zoo processes
 may work on different sets at once; every finished run rewrites benchmarks/results/zoo.json and zoo.md
-from the checkpoints. A run appears once however many checkpoints hold it (the first file's copy).
+from the checkpoints. A run appears once however many checkpoints hold it: the last copy (a later line,
+a later file of ``--checkpoints``) wins.
 A family that refuses a pool by its declared fit limit (``FitTooLargeError``: sw_ranking above 300
 LLMs, a cell limit) is recorded as refused for that (family, set, m), with the message naming the size
 it takes, and its other pools are measured; any other failure is recorded as an error of the whole
@@ -338,8 +339,8 @@ def split_rows(rows: list[dict]) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     the last per family: a rerun replaces it) from the checkpoint lines of one or several files."""
     runs = [r for r in rows if not is_tradeoff(r)]
     frame = pd.DataFrame([r for r in runs if "error" not in r])
-    if not frame.empty:  # a run two zoo processes (or two merged checkpoints) both made counts once
-        frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="first")
+    if not frame.empty:  # a run made twice counts once: the later line (a rerun, a later checkpoint file) wins
+        frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="last")
         if "refused" not in frame:
             frame["refused"] = None
     measured = {run_key(r) for r in runs if "error" not in r}
