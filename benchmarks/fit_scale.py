@@ -154,6 +154,7 @@ def _run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
         except Exception:
             if not proc.is_alive():
                 break
+    cpu_s = _cpu_seconds(proc.pid)  # what a stopped fit used: on a shared machine, far less than its wall time
     proc.join(timeout=10)
     if proc.is_alive():
         proc.kill()
@@ -161,8 +162,20 @@ def _run_fit(spec: str, paths: tuple[Path, Path], timeout: float) -> dict:
     if result is None:
         if proc.exitcode not in (0, None) and time.perf_counter() < deadline:
             return {"skipped": f"the fit process died (exit code {proc.exitcode}; out of memory?)"}
-        return {"skipped": f"stopped after {timeout:.0f} s (too slow at this size)"}
+        used = {} if cpu_s is None else {"cpu_s_when_stopped": cpu_s}
+        return {"skipped": f"stopped after {timeout:.0f} s (too slow at this size)", **used}
     return result
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads), from /proc; None if gone."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_limits(specs: list[str], n_prompts: int, measured_path: Path, out: Path) -> None:
@@ -212,8 +225,11 @@ def _full_outcome(run: dict | None) -> str:
     """'426 s wall, 52 CPU-s, load 17-18', 'refused' or the reason it did not finish, for a full-size rerun."""
     if run is None:
         return "-"
+    load = f"load {run['load_start']:.0f}-{run['load_end']:.0f}" if "load_start" in run else ""
     if "fit_s" in run:
-        return f"{run['fit_s']:.0f} s wall, {run['fit_cpu_s']:.0f} CPU-s, load {run['load_start']:.0f}-{run['load_end']:.0f}"
+        return f"{run['fit_s']:.0f} s wall, {run['fit_cpu_s']:.0f} CPU-s, {load}"
+    if "cpu_s_when_stopped" in run:
+        return f"{_outcome(run)} wall, {run['cpu_s_when_stopped']:.0f} CPU-s used by then, {load}"
     return _outcome(run)
 
 
@@ -323,6 +339,8 @@ def markdown(payload: dict) -> str:
             if str(r.get("skipped", "")).startswith("not run"):
                 continue
             outcome = "fitted" if "fit_s" in r else _outcome(r) if not r.get("refused") else "refused: " + r["refused"]
+            if "cpu_s_when_stopped" in r:
+                outcome += f" wall, {r['cpu_s_when_stopped']:.0f} CPU-s used by then"
             if "fit_s" in r:
                 outcome += (" within 5 min" if r["fit_s"] <= 300 else " within 5 CPU-min" if r["fit_cpu_s"] <= 300
                             else " over 5 min")

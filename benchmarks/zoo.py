@@ -23,7 +23,8 @@ quality–cost study (``recroute tradeoff``) on llmrouter_nim: AIQ and its ratio
 Runs are checkpointed (benchmarks/_scratch/zoo_runs.jsonl, or the first of ``--checkpoints``) and
 skipped when already in any of them, so an interrupted leaderboard resumes, and several zoo processes
 may work on different sets at once; every finished run rewrites benchmarks/results/zoo.json and zoo.md
-from the checkpoints. A run appears once however many checkpoints hold it (the first file's copy).
+from the checkpoints. A run appears once however many checkpoints hold it: the last copy (a later line,
+a later file of ``--checkpoints``) wins.
 A family that refuses a pool by its declared fit limit (``FitTooLargeError``: sw_ranking above 300
 LLMs, a cell limit) is recorded as refused for that (family, set, m), with the message naming the size
 it takes, and its other pools are measured; any other failure is recorded as an error of the whole
@@ -165,9 +166,13 @@ def error_lines(errors: list[dict]) -> list[str]:
 
 
 def _is_seeded(spec: str) -> bool:
-    """Whether a registered family takes a random_state (an unknown name: no)."""
+    """Whether a family's results depend on its seed here: it takes a random_state and is not measured by
+    the protocol's exact expectation (random, oracle, r_o); an unknown name: no."""
+    from recroute.eval.protocol import is_expected_router
+    from recroute.routers.registry import make_router
+
     try:
-        return seeded(spec, 0) is not None
+        return seeded(spec, 0) is not None and not is_expected_router(make_router(spec))
     except Exception:
         return False
 
@@ -300,14 +305,15 @@ def recorded_rows(results: Path = HERE / "results") -> list[dict]:
 
 
 def with_recorded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, family): this run's rows, or the recorded ones where this run has none or fewer seeds
-    (a family rerun with one seed so far keeps showing its recorded three-seed mean until it has as many)."""
+    """Per (dataset, family): this run's rows, or the recorded ones where this run has none, or one seed
+    against the record's several (a family rerun with one seed so far keeps showing its recorded
+    three-seed mean; from two seeds on, this code's runs are shown)."""
     recorded = pd.DataFrame(recorded_rows())
     if recorded.empty:
         return frame.assign(source="this run")
     ran = frame.groupby(["dataset", "router"]).seed.nunique().to_dict()
     kept = recorded.groupby(["dataset", "router"]).seed.nunique().to_dict()
-    use_recorded = {key for key, n in kept.items() if n > ran.get(key, 0)}
+    use_recorded = {key for key, n in kept.items() if n > ran.get(key, 0) and ran.get(key, 0) < 2}
     frame = frame[[(d, r) not in use_recorded for d, r in zip(frame.dataset, frame.router)]]
     recorded = recorded[[(d, r) in use_recorded for d, r in zip(recorded.dataset, recorded.router)]]
     return pd.concat([frame.assign(source="this run"), recorded], ignore_index=True)
@@ -335,8 +341,8 @@ def split_rows(rows: list[dict]) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     the last per family: a rerun replaces it) from the checkpoint lines of one or several files."""
     runs = [r for r in rows if not is_tradeoff(r)]
     frame = pd.DataFrame([r for r in runs if "error" not in r])
-    if not frame.empty:  # a run two zoo processes (or two merged checkpoints) both made counts once
-        frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="first")
+    if not frame.empty:  # a run made twice counts once: the later line (a rerun, a later checkpoint file) wins
+        frame = frame.drop_duplicates(subset=["dataset", "router", "seed", "setting", "m"], keep="last")
         if "refused" not in frame:
             frame["refused"] = None
     measured = {run_key(r) for r in runs if "error" not in r}
@@ -443,8 +449,8 @@ def main() -> None:
                 label = spec if args.encoder is None else f"{spec} [{args.encoder}]"
                 if not runnable(spec, has_text):
                     continue
-                if seed != seeds[0] and seeded(spec, seed) is None:
-                    continue  # deterministic: one run is every seed's run
+                if seed != seeds[0] and not _is_seeded(spec):
+                    continue  # deterministic (or an exact expectation): one run is every seed's run
                 if (name, label, seed) in done():
                     continue  # done here or by another zoo process
                 if args.budget_min is not None and time.perf_counter() - started > 60 * args.budget_min:
