@@ -118,3 +118,15 @@ def test_a_bundle_keeps_a_concatenated_encoder(tmp_path):
     assert bundle.encoder_name == enc.name
     idx = [d.llm for d in bundle.route_texts(["What is 7 + 7? Explain the sum.", "Which planet is number 3?\nA. Mars"])]
     assert idx == ["llm_0", "llm_1"]
+
+
+def test_a_reencoded_pickle_fits_the_lexical_part_on_its_training_prompts_only():
+    from recroute.eval.protocol import reembed_router_dataset
+
+    rd = {"prompt": {"train_prompt": np.array([f"train word{i}" for i in range(6)], dtype=object),
+                     "val_prompt": np.array(["val onlyval"], dtype=object),
+                     "test_prompt": np.array(["test onlytest"], dtype=object)}}
+    enc = LexicalEncoder(tfidf_dim=2)
+    out = reembed_router_dataset(rd, enc)
+    assert not {"onlyval", "onlytest", "val", "test"} & set(enc.tfidf_.vocabulary_)
+    assert [out["embedding"][f"{p}_embed"].shape[0] for p in ("train", "val", "test")] == [6, 1, 1]
