@@ -363,13 +363,19 @@ def fit_limit_scale() -> float | None:
     return value
 
 
+def llm_limit(router: "Router") -> int | None:
+    """The most LLMs the router's family takes in one pool (``max_fit_llms`` × the square root of the env's
+    multiplier), or None for no limit."""
+    max_llms, scale = type(router).max_fit_llms, fit_limit_scale()
+    return None if max_llms is None or scale is None else int(max_llms * np.sqrt(scale))
+
+
 def check_fit_size(router: "Router", n_prompts: int, n_llms: int) -> None:
     """FitTooLargeError when n_prompts × n_llms exceeds ``router.fit_cell_limit()`` or n_llms exceeds the
     family's ``max_fit_llms`` (scaled by the env: cells × the multiplier, LLMs × its square root)."""
     limit, scale = router.fit_cell_limit(), fit_limit_scale()
-    max_llms = type(router).max_fit_llms
-    if max_llms is not None and scale is not None and n_llms > int(max_llms * np.sqrt(scale)):
-        most = int(max_llms * np.sqrt(scale))
+    most = llm_limit(router)
+    if most is not None and n_llms > most:
         raise FitTooLargeError(
             f"router {router.name!r} takes at most {most:,} LLMs ({router.fit_llms_reason}); got {n_llms:,}: fit it "
             f"on a candidate subset of the pool, or on a larger machine set {FIT_LIMIT_ENV}=<multiplier> or "

@@ -134,15 +134,19 @@ class StackRouter(Router):
             return None
         return max(limits) / (1 + bool(self.refit))
 
-    def members_within_budget(self, n_cells: int) -> list[str]:
+    def members_within_budget(self, n_cells: int, n_llms: int | None = None) -> list[str]:
         """The members, in order, whose fits one after another stay within the fit budget for ``n_cells``
-        (n_prompts × n_llms, validation included): at RouterEval's scale the slow families drop out."""
-        from recroute.routers.base import fit_limit_scale
+        (n_prompts × n_llms, validation included) and that take a pool of ``n_llms``: at RouterEval's scale
+        the slow families drop out, and a family with an LLM limit (sw_ranking) drops out of larger pools."""
+        from recroute.routers.base import fit_limit_scale, llm_limit
+        from recroute.routers.registry import make_router
 
         scale = fit_limit_scale()
         specs = self.member_list()
         if scale is None:
             return specs
+        if n_llms is not None:
+            specs = [s for s in specs if (most := llm_limit(make_router(s))) is None or n_llms <= most]
         kept, used = [], 0.0
         for spec in specs:
             limit = self._bagged(spec).fit_cell_limit()
@@ -164,7 +168,7 @@ class StackRouter(Router):
         if int(self.n_seeds) < 1 or int(self.steps) < 1:
             raise DataError(f"stack: n_seeds and steps must be at least 1; got {self.n_seeds!r}, {self.steps!r}")
         n_val = validation.Y.shape[0]
-        specs = self.members_within_budget((Y.shape[0] + n_val) * Y.shape[1])
+        specs = self.members_within_budget((Y.shape[0] + n_val) * Y.shape[1], Y.shape[1])
         self.skipped_ = [spec for spec in self.member_list() if spec not in specs]
         fitted = [self._bagged(spec).fit(Y, X) for spec in specs]
         P = np.stack([np.asarray(r.score(validation.X, n=n_val), dtype=np.float64) for r in fitted])

@@ -87,6 +87,17 @@ def test_the_stack_keeps_the_members_that_fit_the_budget(monkeypatch):
     assert len(stack.members_within_budget(10**12)) == 4
 
 
+def test_the_stack_leaves_out_a_member_whose_llm_limit_the_pool_exceeds(monkeypatch):
+    """sw_ranking takes at most 300 LLMs (its max_fit_llms): a 1,000-LLM pool keeps the others, 300 keeps it."""
+    monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
+    stack = make_router("stack:members=sw_ranking+best_single,n_seeds=1,refit=False")
+    assert router_class("sw_ranking").max_fit_llms == 300
+    assert stack.members_within_budget(100 * 1000, n_llms=1000) == ["best_single"]
+    assert stack.members_within_budget(100 * 300, n_llms=300) == ["sw_ranking", "best_single"]
+    monkeypatch.setenv(FIT_LIMIT_ENV, "4")  # LLM limits scale by the square root: 600
+    assert stack.members_within_budget(100 * 600, n_llms=600) == ["sw_ranking", "best_single"]
+
+
 def test_a_refusing_family_refuses_before_any_work(monkeypatch):
     monkeypatch.delenv(FIT_LIMIT_ENV, raising=False)
     limit = make_router("mlp").fit_cell_limit()
