@@ -193,6 +193,19 @@ def training_prompts(data: "RoutingDataset", train_part: str = "routereval", see
     raise ValueError(f"train_part must be one of {TRAIN_PARTS}; got {train_part!r}")
 
 
+def training_data(data: "RoutingDataset", train_part: str = "routereval",
+                  seed: int = 42) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(rows int64 (n,), texts (n,), Y (n, n_llms), NaN unobserved) of the prompts a fine-tune may use
+    (``training_prompts``); at least 2 of them."""
+    from recroute.encoders.embed import dataset_texts
+
+    rows = training_prompts(data, train_part, seed)
+    if len(rows) < 2:
+        raise DataError(f"fine-tuning needs at least 2 training prompts; {data.name or 'the dataset'} has {len(rows)}")
+    texts = dataset_texts(data)
+    return rows, [texts[i] for i in rows], data.dense(np.nan)[rows]
+
+
 def cluster_embeddings(data: "RoutingDataset", rows: np.ndarray, texts: list[str], clusters_from: str) -> np.ndarray | None:
     """float32 (len(rows), d) embeddings of the training prompts for the sample-sample clusters, or None
     (the untuned static encodings). "minilm": the dataset's stored MiniLM set when it has one, else
@@ -226,7 +239,6 @@ def finetune_for_dataset(
     by the recipe (base encoder fingerprint, the training prompts' texts and scores, the options,
     the train part, clusters_from), so the same request reuses it and another gets its own.
     """
-    from recroute.encoders.embed import dataset_texts
     from recroute.encoders.static import StaticEncoder
     from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact
 
@@ -234,12 +246,7 @@ def finetune_for_dataset(
         from recroute.encoders.base import get_encoder
 
         base = get_encoder("static")
-    rows = training_prompts(data, train_part, seed)
-    if len(rows) < 2:
-        raise DataError(f"fine-tuning needs at least 2 training prompts; {data.name or 'the dataset'} has {len(rows)}")
-    texts = dataset_texts(data)
-    train_texts = [texts[i] for i in rows]
-    Y = data.dense(np.nan)[rows]
+    rows, train_texts, Y = training_data(data, train_part, seed)
     if clusters_from not in CLUSTERS_FROM:
         raise ValueError(f"clusters_from must be one of {CLUSTERS_FROM}; got {clusters_from!r}")
     recipe = {"version": FINETUNE_VERSION, "base": base.cache_key, "options": {**DEFAULTS, **options},

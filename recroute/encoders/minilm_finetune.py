@@ -240,16 +240,10 @@ def finetune_minilm_for_dataset(
     """MiniLM's top layers fine-tuned on ``data``'s training prompts (RouterEval's seeded training part,
     or the ``split`` column's), cached in the encoder artefact store under the recipe's hash. The
     untuned embeddings come from the dataset's stored MiniLM set when it has one (else encoded once)."""
-    from recroute.encoders.embed import dataset_texts
-    from recroute.encoders.finetune import _data_fingerprint, cluster_embeddings, training_prompts
+    from recroute.encoders.finetune import _data_fingerprint, cluster_embeddings, training_data
     from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact
 
-    rows = training_prompts(data, train_part, seed)
-    if len(rows) < 2:
-        raise DataError(f"fine-tuning needs at least 2 training prompts; {data.name or 'the dataset'} has {len(rows)}")
-    texts = dataset_texts(data)
-    train_texts = [texts[i] for i in rows]
-    Y = data.dense(np.nan)[rows]
+    rows, train_texts, Y = training_data(data, train_part, seed)
     recipe = {"version": MINILM_FINETUNE_VERSION, "base": MODEL_NAME, "n_layers": int(n_layers),
               "options": {**MINILM_DEFAULTS, **options}, "data": _data_fingerprint(train_texts, Y),
               "train_part": train_part, "seed": int(seed)}

@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the HTTP tests' server helpers
-from servers import await_health, free_port  # noqa: E402
+from servers import await_health, free_port, stop  # noqa: E402
 
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.loop.journal import Journal  # noqa: E402
@@ -41,16 +41,6 @@ def start(args: list[str], output: Path, url: str | None = None, env: dict | Non
     if url is not None:
         await_health(proc, url, time.monotonic() + 90, lambda: f"{args[:3]} ({output.read_text()[-2000:]})")
     return proc
-
-
-def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_for(predicate, what: str, timeout_s: float = 90.0):

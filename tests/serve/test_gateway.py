@@ -20,6 +20,7 @@ openai = pytest.importorskip("openai", reason="the gateway tests speak through t
 pytest.importorskip("fastapi", reason="the gateway needs fastapi")
 
 from recroute.feedback.logs import read_decision_log  # noqa: E402
+from servers import stop  # noqa: E402
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
 MATH = "prove the theorem about the prime number with algebra"
@@ -64,15 +65,6 @@ def start_gateway(args: list[str], env: dict, output: Path):
             proc.kill()
             pytest.fail("the gateway did not answer /healthz within 90 s")
         time.sleep(0.2)
-
-
-def stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")

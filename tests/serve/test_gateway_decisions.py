@@ -14,21 +14,12 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="the gateway needs httpx")
 pytest.importorskip("fastapi", reason="the gateway needs fastapi")
 
-from servers import await_health, free_port  # noqa: E402
+from servers import await_health, free_port, stop  # noqa: E402
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
 NAMES = ["math-llm", "code-llm", "history-llm"]
 KEY = "client-key-explain"
 MATH = "prove the theorem about the prime number with algebra"
-
-
-def _stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +43,8 @@ def gateway(tfidf_bundle_dir, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     await_health(proc, url, time.monotonic() + 90, lambda: f"the gateway ({(folder / 'out.txt').read_text()})")
     yield url
-    _stop(proc)
-    _stop(up)
+    stop(proc)
+    stop(up)
 
 
 def _chat(url: str, model: str = "recroute") -> httpx.Response:
