@@ -106,8 +106,8 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
                  str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
                  "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
-                 "--min-support", "0", "--margin", "-1", "--explore-budget", "0.3", "--poll", "0.3",
-                 "--onboard-margin", "-1", "--onboard-min-support", "0",
+                 "--min-support", "0", "--margin", "-1000", "--explore-budget", "0.3", "--poll", "0.3",
+                 "--onboard-margin", "-1000", "--onboard-min-support", "0",
                  "--upstreams", str(loop_upstreams), "--quiet"]
     procs = {}
     try:
@@ -171,7 +171,8 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     estimates = [e for e in events if e["event"] == "estimate"]
     assert len(estimates) == len(counts) and all(e["lower"] <= e["delta"] <= e["upper"] for e in estimates)
     assert all(e["share"] is None or 0 <= e["share"] <= 1 for e in events if e["event"] == "explore")
-    # margin -1: every refit is promoted through the gateway's hot reload, and served
+    # margin -1000, far below any lower bound (worst-case bounds where a choice was never explorable can
+    # reach below -1): every refit is promoted through the gateway's hot reload, and served
     promote = [e for e in events if e["event"] == "decision" and e["action"] == "promote"]
     promoted = [e for e in events if e["event"] == "promoted"]
     assert len(promote) == len(counts) and [e["kind"] for e in promoted].count("refit") == len(promote)
