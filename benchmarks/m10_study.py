@@ -250,6 +250,15 @@ def per_llm_models(S: Setup, seeds: list[int], quick: bool = False) -> dict[str,
     for C in (0.3, 1.0, 3.0):
         add(f"logistic_C{C}", 0, lambda C=C: dict(zip(("val", "test"), fit_logistic(X[tr], Y_tr, parts(X), C))))
     add("task_prior", 0, lambda: dict(zip(("val", "test"), parts(task_prior(S)))))
+
+    def kmeans_prior(k: int = 30) -> dict:  # the same prior on k-means clusters of MiniLM: no task field needed
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            labels = KMeans(k, random_state=0, n_init="auto").fit(E[tr]).predict(E)
+        return dict(zip(("val", "test"), parts(task_prior(Setup(S.Y, S.X, labels.astype(str), S.names, tr, va, te, [])))))
+    add("kmeans30_prior", 0, kmeans_prior)
     XT = np.hstack([X, T1])
     add("logistic+task", 0, lambda: dict(zip(("val", "test"), fit_logistic(XT[tr], Y_tr, parts(XT), 1.0))))
     K = cached("knn31_features", 0, lambda: {"K": knn_means(E, tr, S.Y)})["K"]
@@ -278,14 +287,17 @@ def per_llm_models(S: Setup, seeds: list[int], quick: bool = False) -> dict[str,
 
 
 # ---------------------------------------------------------------------- group models
-def two_tower_group(S: Setup, cols: np.ndarray, key: str, seed: int) -> dict:
-    """The `two_tower` family (the stack's usual choice) fitted on one pool: P (val, test)."""
+def two_tower_group(S: Setup, cols: np.ndarray, key: str, seed: int, with_task: bool = False) -> dict:
+    """The `two_tower` family (the stack's usual choice) fitted on one pool: P (val, test).
+    ``with_task``: the features carry the category one-hot too (what an encoder could append)."""
     from recroute.routers.registry import make_router
 
+    F = np.hstack([S.X, task_onehot(S.tasks)]) if with_task else S.X
+
     def make():
-        r = make_router(f"two_tower:random_state={seed}").fit(S.Y[S.train][:, cols], X=S.X[S.train])
-        return {"val": r.score(S.X[S.val]), "test": r.score(S.X[S.test])}
-    return cached(f"two_tower_{key}", seed, make)
+        r = make_router(f"two_tower:random_state={seed}").fit(S.Y[S.train][:, cols], X=F[S.train])
+        return {"val": r.score(F[S.val]), "test": r.score(F[S.test])}
+    return cached(f"two_tower{'_task' if with_task else ''}_{key}", seed, make)
 
 
 def pairwise_group(S: Setup, cols: np.ndarray, b: int, key: str, F: np.ndarray, C: float = 1.0) -> dict:
@@ -332,6 +344,7 @@ def choose(P: np.ndarray, b: int, margin: float = 0.0) -> np.ndarray:
     return np.argmax(Q, axis=1)
 
 
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)
 MARGINS = (-0.02, 0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 
@@ -429,6 +442,15 @@ def run(S: Setup, seeds: list[int], quick: bool, families: list[str]) -> dict:
             for s in (seeds[:1] if quick else seeds):
                 o = two_tower_group(S, cols, key, s)
                 entry["models"]["two_tower"][s] = evaluate(S, o["val"], o["test"], cols, b)
+        if "two_tower" in families:  # the two-tower blended with the category prior: (1 − w)·P_tt + w·P_task
+            prior = models["task_prior"][0]
+            for w in BLEND_WEIGHTS:
+                entry["models"][f"blend_two_tower+task_prior_w{w}"] = {
+                    s: evaluate(S, (1 - w) * o["val"] + w * prior["val"][:, cols], (1 - w) * o["test"] + w * prior["test"][:, cols], cols, b)
+                    for s in entry["models"]["two_tower"] for o in [two_tower_group(S, cols, key, s)]}
+        if "two_tower_task" in families:
+            o = two_tower_group(S, cols, key, 0, with_task=True)
+            entry["models"]["two_tower+task"] = {0: evaluate(S, o["val"], o["test"], cols, b)}
         if "ceiling" in families:
             o = ceiling_group(S, cols, key)
             entry["models"]["ceiling_other_llms_true"] = {0: evaluate(S, o["val"], o["test"], cols, b)}
@@ -443,7 +465,7 @@ def run(S: Setup, seeds: list[int], quick: bool, families: list[str]) -> dict:
 
 # ---------------------------------------------------------------------- cross-validation (no test prompt)
 def cv_m10(S: Setup, folds: int = 5, families: tuple[str, ...] = ("logistic", "task_prior", "kmeans30_prior", "hgb",
-                                                                 "two_tower", "ceiling")) -> dict:
+                                                                 "two_tower", "two_tower_task", "ceiling")) -> dict:
     """m = 10 pools measured by ``folds``-fold cross-validation over the training + validation prompts
     (10,823; the test part is never touched): out-of-fold P per model, then per pool the V_B of its
     argmax over every prompt, with the paired SE against the pool's best single (best training mean).
@@ -498,7 +520,7 @@ def cv_m10(S: Setup, folds: int = 5, families: tuple[str, ...] = ("logistic", "t
             return fit_hgb(H[a], S.Y[a], [H[t]], 0)[0]
         P = oof_all("hgb", hgb)
         preds["hgb"] = {group_key(g): P[:, g[3]] for g in hard}
-    for fam in ("two_tower", "ceiling"):
+    for fam in ("two_tower", "two_tower_task", "ceiling"):
         if fam not in families:
             continue
         preds[fam] = {}
@@ -511,8 +533,9 @@ def cv_m10(S: Setup, folds: int = 5, families: tuple[str, ...] = ("logistic", "t
                     F = np.hstack([S.X, S.Y[:, others]])
                     return fit_logistic(F[a], S.Y[a][:, cols], [F[t]], 1.0)[0]
                 from recroute.routers.registry import make_router
-                r = make_router("two_tower:random_state=0").fit(S.Y[a][:, cols], X=S.X[a])
-                return r.score(S.X[t])
+                F = np.hstack([S.X, task_onehot(S.tasks)]) if fam == "two_tower_task" else S.X
+                r = make_router("two_tower:random_state=0").fit(S.Y[a][:, cols], X=F[a])
+                return r.score(F[t])
 
             def make(fit=fit):
                 P = np.zeros((len(rows_all), len(cols)))
@@ -520,6 +543,8 @@ def cv_m10(S: Setup, folds: int = 5, families: tuple[str, ...] = ("logistic", "t
                     P[fold == f] = fit(rows_all[fold != f], rows_all[fold == f])
                 return {"P": P}
             preds[fam][group_key(g)] = cached(f"cv_{fam}_{group_key(g)}", 0, make)["P"]
+    if "two_tower" in preds and "task_prior" in preds:  # the blend at a fixed w = 0.5 (not tuned here)
+        preds["blend_two_tower+task_prior_w0.5"] = {k: 0.5 * preds["two_tower"][k] + 0.5 * preds["task_prior"][k] for k in preds["two_tower"]}
     for name, per_group in preds.items():
         out[name] = {}
         for g in hard:
@@ -555,6 +580,11 @@ def summary_table(results: dict) -> list[dict]:
             if "val_log_loss" in es[0][seeds[0]]:
                 row["val_log_loss"] = mean("val_log_loss")[0]
             rows.append(row)
+    for m in (3, 5, 10):  # the blend weight chosen on validation per m (mean over seeds of the pools' mean)
+        cands = [r for r in rows if r["model"].startswith("blend_two_tower+task_prior_w") and r["m"] == m]
+        if cands:
+            best = max(cands, key=lambda r: r["val_v_b"])
+            rows.append({**best, "model": "blend_two_tower+task_prior (w on val)", "w": float(best["model"].rsplit("_w", 1)[1])})
     return rows
 
 
@@ -589,9 +619,6 @@ def main() -> None:
               f"test {r['test_v_b_margin']:.4f} | ll {r.get('val_log_loss', float('nan')):.4f} seeds {r['seeds']}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---------------------------------------------------------------------- markdown
 MODEL_NOTES = {
@@ -605,6 +632,9 @@ MODEL_NOTES = {
     "two_tower": "the `two_tower` family fitted on the pool (the stack's usual choice)",
     "pairwise_logistic": "per j: 3-class logistic of sign(y_j − y_best); route by P(win) − P(loss)",
     "pairwise_logistic+knn31": "same + kNN means of all 31 LLMs",
+    "two_tower+task": "the two-tower on the features + the category one-hot (seed 0)",
+    "kmeans30_prior": "the same prior on 30 k-means clusters of MiniLM (no category field needed)",
+    "blend_two_tower+task_prior (w on val)": "(1 − w)·two_tower + w·task_prior, w in {0.25, 0.5, 0.75} chosen on validation per m",
     "ceiling_other_llms_true": "NOT a router: logistic + the TRUE results of the 21 LLMs outside the pool on the same prompt",
 }
 
@@ -618,7 +648,9 @@ def render(raw: dict, cv: dict | None) -> tuple[str, dict]:
          "1,209 prompts), its candidate groups, V_B = mu_o / best single LLM of the pool on test. Features: "
          "`minilm-onnx+lexical` (MiniLM + TF-IDF + 9 format statistics, fitted on training prompts). Every choice was read "
          "off the validation part (or the cross-validation over training + validation); test columns only report. "
-         f"Machine: 2 shared cores, load {raw['machine']['load_start']:.0f} to {raw['machine']['load_end']:.0f}.", ""]
+         f"Machine: 2 shared cores; this evaluation at a load average of {raw['machine']['load_start']:.0f} to "
+         f"{raw['machine']['load_end']:.0f} (the cached fits ran at 6 to 16). What the numbers say: docs/zoo.md, "
+         "\"The hard pools (m = 10): what the data allow\".", ""]
     L += ["## 1. The m = 10 pools", "",
           "| pool | best single (test mean) | second | lead | oracle V_B | paired SE of a router's V_B (two_tower) |",
           "|---|---|---|---|---|---|"]
@@ -719,3 +751,7 @@ def write_report(raw_path: Path, cv_path: Path | None) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()
