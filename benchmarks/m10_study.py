@@ -568,6 +568,37 @@ def cv_m10(S: Setup, folds: int = 5, families: tuple[str, ...] = ("logistic", "t
     return out
 
 
+# ---------------------------------------------------------------------- the protocol with the category as a feature
+PROTOCOL_RUNS = RESULTS / "m10_protocol_runs.jsonl"
+
+
+def protocol_run(spec: str, seed: int, setting: str, with_task: bool) -> list[dict]:
+    """``spec`` (seeded) through RouterEval's protocol (``evaluate_dataset``) on MMLU-Pro with the
+    ``minilm-onnx+lexical`` features, plus the category one-hot when ``with_task``: the group-mean rows,
+    appended to PROTOCOL_RUNS (skipped when already there)."""
+    from bench_data import resolve
+    from quality import seeded
+    from recroute.eval.protocol import evaluate_dataset
+
+    label = f"{spec} [{ENCODER}{'+task' if with_task else ''}]"
+    done = [json.loads(line) for line in PROTOCOL_RUNS.read_text().splitlines()] if PROTOCOL_RUNS.exists() else []
+    if any(r["router"] == label and r["seed"] == seed and r["setting"] == setting for r in done):
+        return []
+    data = resolve("mmlu_pro")
+    load_setup()  # makes the cached features
+    X = np.load(SCRATCH / "features.npz")["X"]  # dataset order
+    if with_task:
+        X = np.hstack([X, task_onehot(data.prompts["task"].astype(str).to_numpy())])
+    load, start = os.getloadavg()[0], time.perf_counter()
+    df = evaluate_dataset(data, [seeded(spec, seed) or spec], settings=(setting,), X=X, quiet=True)
+    rows = [{"router": label, "seed": seed, "setting": setting, "m": int(r.m), "group": r.group, "v_b": float(r.v_b),
+             "auc": float(r.auc), "seconds": time.perf_counter() - start, "load_start": load, "load_end": os.getloadavg()[0]}
+            for r in df.itertuples()]
+    with PROTOCOL_RUNS.open("a") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 # ---------------------------------------------------------------------- report
 def summary_table(results: dict) -> list[dict]:
     """Per model × m: mean over groups (and over seeds) of val and test V_B, with and without the val margin."""
@@ -603,11 +634,19 @@ def main() -> None:
     parser.add_argument("--families", default="two_tower,pairwise,ceiling")
     parser.add_argument("--out", type=Path, default=RESULTS / "m10_study_raw.json")
     parser.add_argument("--cv", action="store_true", help="only the 5-fold cross-validation of the m = 10 pools")
+    parser.add_argument("--protocol", default=None, help="a router spec run through RouterEval's protocol with the category one-hot")
+    parser.add_argument("--settings", default="hard,easy")
     parser.add_argument("--render", nargs=2, type=Path, metavar=("RAW", "CV"), help="write m10_study.md/json from a run's JSON and the CV's")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.render:
         write_report(*args.render)
+        return
+    if args.protocol:
+        for seed in seeds:
+            for setting in args.settings.split(","):
+                for r in protocol_run(args.protocol, seed, setting, with_task=True):
+                    print(r["router"], r["seed"], r["m"], r["group"], round(r["v_b"], 4), flush=True)
         return
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -748,10 +787,38 @@ def render(raw: dict, cv: dict | None) -> tuple[str, dict]:
                      + ("-" if d is None else f"{d['mean']:+.4f} ± {d['se']:.4f}") + " | "
                      + " / ".join(f"{per[k]['se']:.4f}" for k in ks) + " |")
         L.append("")
-    compact = {"summary": raw["summary"], "needed": need, "machine": raw["machine"], "cv": cv,
+    proto = protocol_lines()
+    L += proto[0]
+    compact = {"protocol": proto[1], "summary": raw["summary"], "needed": need, "machine": raw["machine"], "cv": cv,
                "pools": {k: {f: groups[k][f] for f in ("llms", "best_single", "test_means", "oracle_v_b", "lead_over_second")} for k in hard},
                "needed_curves": {k: groups[k]["needed_signal"] for k in hard}}
     return "\n".join(L), compact
+
+
+def protocol_lines() -> tuple[list[str], list[dict]]:
+    """Markdown lines and rows: the protocol runs with the category one-hot beside the recorded stack
+    on the same features without it (benchmarks/results/zoo_runs_stack.jsonl, same seeds)."""
+    if not PROTOCOL_RUNS.exists():
+        return [], []
+    runs = [json.loads(line) for line in PROTOCOL_RUNS.read_text().splitlines() if line.strip()]
+    runs = [r for r in runs if r["group"] == "mean"]
+    ref_file = RESULTS / "zoo_runs_stack.jsonl"
+    refs = [json.loads(line) for line in ref_file.read_text().splitlines() if line.strip()] if ref_file.exists() else []
+    L = ["## 5. The stack in RouterEval's protocol with the category one-hot among its features", "",
+         "`python benchmarks/m10_study.py --protocol stack --seeds 0,1,2` (the default stack, `evaluate_dataset` "
+         "with X = the features + the category one-hot), against the recorded `stack [minilm-onnx+lexical]` of the same "
+         "seeds (zoo_runs_stack.jsonl):", "", "| router | seed | V_B m=3 | m=5 | m=10 |", "|---|---|---|---|---|"]
+    rows = []
+    for label in sorted({r["router"] for r in runs}):
+        for seed in sorted({r["seed"] for r in runs if r["router"] == label}):
+            mine = {r["m"]: r["v_b"] for r in runs if r["router"] == label and r["seed"] == seed}
+            base = label.split(" [")[0] + f" [{ENCODER}]"
+            ref = {r["m"]: r["v_b"] for r in refs if r.get("dataset") == "mmlu_pro" and r["router"] == base and r["seed"] == seed}
+            for name, vals in ((label, mine), (base, ref)):
+                if len(vals) == 3:
+                    L.append(f"| {name} | {seed} | " + " | ".join(f"{vals[m]:.4f}" for m in (3, 5, 10)) + " |")
+                    rows.append({"router": name, "seed": seed, **{f"v_b_m{m}": vals[m] for m in (3, 5, 10)}})
+    return L + [""], rows
 
 
 def write_report(raw_path: Path, cv_path: Path | None) -> None:
