@@ -7,17 +7,25 @@ any pool holding j); the models that use the *other* LLMs' results (the full tra
 RouterEval leaves unused) say so. Every choice (a regulariser, a margin, which model) is read off the
 validation part; the test part only reports.
 
-Parts:
-  diagnose   per m = 10 group: the best single's lead, per-LLM calibration (log loss, Brier, ECE,
-             AUC) of each model, where routed choices lose against the best single, and the signal a
-             router would need for V_B = 1.05 (a noisy-truth router swept until it reaches it)
-  models     per-LLM logistic (the `logistic` family), + task one-hot, + kNN means of all 31 LLMs'
-             results, a low-rank IRT of the full training matrix (factors predicted from the
+What it measures:
+  diagnose   per m = 10 pool: the best single's lead, per-LLM calibration (log loss, Brier, ECE,
+             AUC, discordant-pair AUC against the best single) of each model, where routed choices
+             win and lose against the best single, and the signal a router would need for V_B = 1.05
+             (a noisy-truth router swept until it reaches it)
+  models     per-LLM logistic (the `logistic` family), + category one-hot, + kNN means of all 31
+             LLMs' results, a low-rank IRT of the full training matrix (factors predicted from the
              features), gradient-boosted trees (HistGradientBoosting), pairwise "j beats the pool's
-             best single" models, per-task priors, two-tower (the stack's usual choice, per group)
-  report     benchmarks/results/m10_study.md / .json
+             best single" models, per-category and k-means priors, the two-tower per pool (and with
+             the category one-hot), blends, a margin for the best single chosen on validation, and a
+             ceiling that is not a router (the other LLMs' true results on the prompt)
+  --cv       the m = 10 pools by 5-fold cross-validation over training + validation (no test prompt)
+  --protocol a router spec through RouterEval's protocol with the category one-hot among its features
+  --render   benchmarks/results/m10_study.md / .json from a run's JSON and the CV's
 
-    python benchmarks/m10_study.py --parts models,diagnose,report --seeds 0,1,2
+    python benchmarks/m10_study.py --seeds 0,1,2 --out benchmarks/_scratch/m10_study_raw.json
+    python benchmarks/m10_study.py --cv --out benchmarks/_scratch/m10_cv.json
+    python benchmarks/m10_study.py --protocol stack --seeds 0,1,2      # appends m10_protocol_runs.jsonl
+    python benchmarks/m10_study.py --render benchmarks/_scratch/m10_study_raw.json benchmarks/_scratch/m10_cv.json
 
 Predictions are cached in benchmarks/_scratch/m10/ (one .npz per model and seed), so a rerun only
 evaluates. Run it niced on the shared machine.
@@ -631,8 +639,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true", help="seed-dependent models on the first seed only")
-    parser.add_argument("--families", default="two_tower,pairwise,ceiling")
-    parser.add_argument("--out", type=Path, default=RESULTS / "m10_study_raw.json")
+    parser.add_argument("--families", default="two_tower,pairwise,ceiling,two_tower_task")
+    parser.add_argument("--out", type=Path, default=HERE / "_scratch" / "m10_study_raw.json")
     parser.add_argument("--cv", action="store_true", help="only the 5-fold cross-validation of the m = 10 pools")
     parser.add_argument("--protocol", default=None, help="a router spec run through RouterEval's protocol with the category one-hot")
     parser.add_argument("--settings", default="hard,easy")
