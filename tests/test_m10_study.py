@@ -75,3 +75,20 @@ def test_task_prior_shrinks_and_falls_back_to_the_overall_mean():
     assert P[0] == pytest.approx((Y[:2].sum(0) + 2 * overall) / 4)  # (2 + 1) / 4, (0 + 1) / 4
     one_task = ms.Setup(Y, S.X, np.array(["t"] * 5), S.names, S.train, S.val, S.test, [])
     assert ms.task_prior(one_task, shrink=2.0) == pytest.approx(np.tile(overall, (5, 1)))  # the best single's means
+
+
+def test_evaluate_counts_wins_and_losses_against_the_best_single():
+    # test prompts 0..3; LLM 1 is the best single (b); the router leaves b on prompts 0 and 1
+    Y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=float)
+    S = ms.Setup(Y, np.zeros((4, 1), np.float32), np.array(["t"] * 4), np.array(["x", "y"]),
+                 np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), [])
+    P = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]])
+    out = ms.evaluate(S, P, P, np.array([0, 1]), b=1)
+    assert (out["wins"], out["losses"], out["moved_share"]) == (1, 1, 0.5)  # prompt 0 won, prompt 1 lost
+    assert out["test_v_b"] == pytest.approx((1 + 0 + 1 + 0) / 4 / 0.5)
+    assert out["per_llm"][0] == {"llm": "x", "chosen": 2, "wins": 1, "losses": 1}
+    diff = np.array([1, -1, 0, 0])
+    assert out["test_v_b_se"] == pytest.approx(diff.std() / 2 / 0.5)
+    # a margin of 0.8 ties prompt 0 (0.9 against 0.1 + 0.8): ties go to the first LLM; 0.9 keeps all on b
+    assert ms.choose(P, 1, 0.8).tolist() == [0, 1, 1, 1]
+    assert ms.v_b(Y, ms.choose(P, 1, 0.9)) == pytest.approx(1.0)
