@@ -67,6 +67,7 @@ class Onboarding:
     reason: str
     placed: object | None
     candidate: object
+    regression: ResultRegression | None = None  # the placement's regression on every probe (predicted results)
 
     @property
     def probes(self) -> int:
@@ -191,4 +192,18 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
     k = t
     rows, results = order[:k].astype(np.int64), results[:k]
     candidate = place(router, prompts, rows, results, llm)
-    return Onboarding(llm, rows, results, gate, promote, reason, candidate if promote else None, candidate)
+    return Onboarding(llm, rows, results, gate, promote, reason, candidate if promote else None, candidate,
+                      ResultRegression(prompts.F[rows], results))
+
+
+def prefill_column(router, regression: ResultRegression, X: np.ndarray, rows: np.ndarray, n_prompts: int) -> np.ndarray:
+    """float64 (n_prompts, m + 1): NaN except the last column (the new LLM) at ``rows``: its predicted results
+    there from the existing LLMs' expected results (``router``'s scores on X[rows], m LLMs), the placement's
+    regression. A refit's input for the logged prompts where the new LLM was never a candidate
+    (``recroute.loop.refit.fit_candidate``'s ``prefill``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full((int(n_prompts), len(router.llm_names_) + 1), np.nan)
+    if len(rows):
+        F = router.score(np.asarray(X, dtype=np.float32)[rows] if router.needs_features else None, n=len(rows))
+        out[rows, -1] = regression.predict(np.asarray(F, dtype=np.float64))
+    return out

@@ -120,3 +120,20 @@ def test_looks_and_the_tie_split_share():
     assert tie_split_share(scores, allowed, 0) == pytest.approx([0.5, 0.5, 0.0])
     allowed[0, 1] = False
     assert tie_split_share(scores, allowed, 0) == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_prefill_column_predicts_the_new_llm_where_it_was_never_a_candidate():
+    from recroute.loop.onboard import prefill_column
+    from recroute.routers.baselines import BestSingleRouter
+
+    router = BestSingleRouter().fit(np.array([[0.0, 1.0], [0.4, 0.2]], dtype=np.float32))
+    router.llm_names_ = np.array(["a", "b"], dtype=object)
+    mean_only = ResultRegression(np.zeros((2, 2)), np.array([0.3, 0.5]))  # < 3 probes: their mean, 0.4
+    out = prefill_column(router, mean_only, np.zeros((6, 3), np.float32), np.array([1, 4]), 6)
+    assert out.shape == (6, 3) and np.isnan(out[:, :2]).all()
+    assert out[[1, 4], 2] == pytest.approx([0.4, 0.4]) and np.isnan(out[[0, 2, 3, 5], 2]).all()
+    F = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]])
+    reg = ResultRegression(F, 0.1 + 0.5 * F[:, 0] + 0.25 * F[:, 1])
+    # best_single scores every prompt with the LLM means (0.2, 0.6): the prediction is the regression's there
+    assert prefill_column(router, reg, np.zeros((3, 3), np.float32), np.array([2]), 3)[2, 2] == pytest.approx(
+        reg.predict(np.array([[0.2, 0.6]]))[0])
