@@ -225,6 +225,9 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
     became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
     on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
     same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
+    every = settings.schedule.every_outcomes or 1000
+    if same and len(logged.bandit) - since < max(2, every // 2):  # a shadow fitted between refits (onboarding):
+        return live, shadow, since, eps, looks  # its first look waits for a window of at least half a period
     if same and since < len(logged.bandit) - 1:
         looks += 1
         level = look_alpha(settings.alpha, looks, config.shadow_looks)
