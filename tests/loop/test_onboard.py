@@ -137,3 +137,26 @@ def test_prefill_column_predicts_the_new_llm_where_it_was_never_a_candidate():
     # best_single scores every prompt with the LLM means (0.2, 0.6): the prediction is the regression's there
     assert prefill_column(router, reg, np.zeros((3, 3), np.float32), np.array([2]), 3)[2, 2] == pytest.approx(
         reg.predict(np.array([[0.2, 0.6]]))[0])
+
+
+def test_a_promoted_conservative_shadow_gets_the_llm_placed_into_both_of_its_routers():
+    from recroute.loop.onboard import base_router
+    from recroute.loop.shadow import Conservative
+
+    X, Y, router, anchor = _anchor_and_router(k=3)
+    other = KNNRouter(k=5).fit(Y.astype(np.float32), X)
+    other.llm_names_ = np.array(["a", "b"], dtype=object)
+    live = Conservative(other, router, 0.2)
+    assert base_router(live) is other and base_router(Conservative(live, router, 0.1)) is other
+    got = onboard_llm(live, anchor, "new", lambda row: float(Y[row, 1]), budget=40, min_probes=40, margin=-1.0,
+                      min_support=0)
+    assert isinstance(got.candidate, Conservative) and got.candidate.tau == 0.2
+    known = anchor.with_llms(["a", "b"])
+    for inner, plain in ((got.candidate.refit, other), (got.candidate.live, router)):  # each placed from its own prompts
+        expected = place(plain, placement_prompts(plain, known), got.rows, got.results, "new")
+        assert list(inner.llm_names_) == ["a", "b", "new"]
+        assert inner.train_scores_[:, -1] == pytest.approx(expected.train_scores_[:, -1])
+    S = got.candidate.score(X[:5])  # the refit's scores, tau added on the inner live router's choice
+    bump = np.zeros((5, 3))
+    bump[np.arange(5), got.candidate.live.score(X[:5]).argmax(axis=1)] = 0.2
+    assert S == pytest.approx(got.candidate.refit.score(X[:5]) + bump)
