@@ -12,7 +12,9 @@ expected results). ``router.partial_fit_llms`` then gets every placement prompt 
 result where probed, the prediction elsewhere. kNN thereby sets the new LLM's training column at each of its
 training prompts with per-prompt structure (where the LLM is right that the others are not), instead of a
 similarity-weighted mix of the existing columns, which regresses to the mean and rarely tops a prompt; a
-latent family (mf, two_tower, irt) fits the LLM's vector by MAP to them.
+latent family (mf, two_tower, irt) fits the LLM's vector by MAP to them. A live router that is a promoted
+conservative shadow (``recroute.loop.shadow.Conservative``, in process) gets the LLM placed into both of its
+routers (:func:`place_into`); its refit's family is the evidence's (:func:`base_router`).
 
 **Evidence** (the gate of refits: :func:`~recroute.loop.gate.promotion_decision`). On the probed prompts
 everything is known: the existing LLMs' results (anchor) and the new LLM's (probe), so the gain of placing
