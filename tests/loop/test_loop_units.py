@@ -269,3 +269,24 @@ def test_fit_candidate_with_the_anchored_reward_and_a_prefilled_column():
     assert filled.score(None, n=1)[0][1] == pytest.approx(0.76)
     with pytest.raises(DataError, match="prefill"):
         fit_candidate("best_single", late, X, anchor, reward_router="best_single", prefill=fill[:, :1])
+
+
+def test_the_anchored_shadow_gate_by_hand():
+    from recroute.loop.refit import LogData
+    from recroute.loop.shadow import gate_shadow_anchored
+
+    rng = np.random.default_rng(0)
+    b = _a_only_log()
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    data = LogData(b, X, [], np.arange(20), logging=np.tile([0.9, 0.1], (20, 1)))
+    shadow, live = FixedScores([0.0, 1.0]), FixedScores([1.0, 0.0])  # the shadow picks b, live a
+    shadow.llm_names_ = live.llm_names_ = b.llm_names
+    result, ok, _ = gate_shadow_anchored(shadow, live, data, 15, anchor, reward_router="best_single")
+    # q from decisions 0..14 (8 of 15 right with a) and the anchor: a 8 / 20 = 0.4, b 1. Every decision chose
+    # a (w_shadow 0, w_live 1 / 0.9): D = (1 - 0.4) - (r - 0.4) / 0.9; decisions 15..19 have r = 0,1,0,1,0
+    r = np.array([0, 1, 0, 1, 0], dtype=float)
+    assert result.delta == pytest.approx(np.mean(0.6 - (r - 0.4) / 0.9)) and result.n == 5
+    assert result.value_live == pytest.approx(np.mean(0.4 + (r - 0.4) / 0.9))
+    with pytest.raises(DataError, match="window"):
+        gate_shadow_anchored(shadow, live, data, 19, anchor, reward_router="best_single")
