@@ -73,7 +73,8 @@ def run_fast(args) -> list[dict]:
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           explore=args.explore, shadow_looks=args.shadow_looks,
-                          shadow_tau=args.shadow_tau,
+                          shadow_tau=args.shadow_tau, anchor_reward=args.anchor_reward,
+                          onboard_shadow=args.onboard_shadow,
                           settings=settings)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -260,6 +261,10 @@ def main() -> None:
     parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
     parser.add_argument("--shadow-tau", type=float, default=0.2,
                         help="--explore shadow: the refit leaves live's choice only by more than tau (0: plain refit)")
+    parser.add_argument("--anchor-reward", action="store_true",
+                        help="fast mode: the DR reward model (refit completion, shadow gate) fitted on the anchor too")
+    parser.add_argument("--onboard-shadow", action="store_true",
+                        help="fast mode, --explore shadow: a shadow with the new LLM fitted as soon as it is onboarded")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)

@@ -12,6 +12,11 @@ probing the anchor. At each decision the candidates are the pool's LLMs whose re
 "shadow" (``recroute.loop.shadow``: the last refit, conservative by ``shadow_tau``, explored within the
 budget and gated on the decisions since it became the shadow, up to ``shadow_looks`` times). The
 logging probabilities of every decision are kept, so the gate's design interval applies.
+``anchor_reward``: the DR reward model of the refits and of the shadow's gate is fitted on the anchor's
+full-information results too (``recroute.loop.refit.anchored_predict``). ``onboard_shadow`` (with
+"shadow"): when a new LLM is promoted, a shadow that knows it is fitted at once (its cells at the prompts
+logged before it joined prefilled by the placement's regression, ``recroute.loop.onboard.prefill_column``),
+explored from then on and first gated once its window holds half a refit period.
 
 Every gated candidate is recorded with its estimate and its true delta (``gated``), promoted or not.
 True mu_o of a router on a set of prompts: the mean stored score of its top allowed LLM.
@@ -30,12 +35,13 @@ from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit
 from recroute.feedback.policies import greedy_matrix, sample_rows
 from recroute.loop.exploration import budget_policy
-from recroute.loop.onboard import onboard_llm
+from recroute.loop.onboard import onboard_llm, prefill_column
 from recroute.loop.refit import Anchor, LogData
 from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
 from recroute.loop.shadow import (
     Conservative,
     gate_shadow,
+    gate_shadow_anchored,
     look_alpha,
     shadow_epsilon,
     shadow_probabilities,
@@ -52,6 +58,8 @@ class StreamConfig:
     explore: str = "epsilon"  # "epsilon": ε-greedy over the top k; "shadow": recroute.loop.shadow
     shadow_tau: float = 0.0  # > 0: the shadow is Conservative(refit, live, tau)
     shadow_looks: int = 3  # refits a shadow is gated at (on its growing window) before a fresh one replaces it
+    anchor_reward: bool = False  # the DR reward model (refit completion and shadow gate) fitted on the anchor too
+    onboard_shadow: bool = False  # on onboarding, a shadow with the new LLM is fitted at once (explore="shadow")
     new_llm: str | None = None
     new_llm_at: float = 0.5
     window: int = 2000
@@ -113,6 +121,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     new_tie_share = np.zeros(len(stream))  # the new LLM's share of each greedy choice with ties split evenly
     promotions, gated, probes = [], [], None
     shadow, shadow_since, shadow_eps, looks = None, 0, 0.0, 0
+    prefill = None  # the onboarded LLM's predicted results at the prompts logged before it joined
     mu_start = mu_on(live, eval_rows)
     t = 0
     while t < len(stream):
@@ -131,7 +140,15 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             if got.placed is not None:
                 anchor.Y[got.rows, col[config.new_llm]] = got.results  # probe results join the anchor
                 promotions.append(_promotion("onboard", t, got.placed, live, mu_on, eval_rows, got.gate))
+                if config.onboard_shadow and X is not None and len(seen):
+                    prefill = prefill_column(live, got.regression, X, seen, len(truth_all))
                 live, shadow = got.placed, None  # a shadow without the new LLM cannot explore for it
+                if config.onboard_shadow and config.explore == "shadow" and log_rows:
+                    logged = LogData(_bandit(log_rows, log_allowed, log_chosen, log_p, log_r, names, cols_of(live)), X,
+                                     [], np.zeros(0), logging=np.concatenate(log_P0)[:, cols_of(live)])
+                    shadow, shadow_since, shadow_eps = _fresh_shadow(live, logged, settings, anchor, seed, config,
+                                                                     feats, observed, cols_of, log_rows[-1], prefill)
+                    looks = 0
             else:  # not placed: its probe results are still known
                 anchor.Y[got.rows, col[config.new_llm]] = got.results
             if on_event:
@@ -171,7 +188,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             if config.explore == "shadow":
                 live, shadow, shadow_since, shadow_eps, looks = _shadow_step(
                     live, shadow, shadow_since, looks, logged, settings, anchor, seed, config, feats,
-                    observed, cols_of, rows, t, gated, promotions, mu_on, eval_rows, shadow_eps)
+                    observed, cols_of, rows, t, gated, promotions, mu_on, eval_rows, shadow_eps, prefill)
                 continue
             verdicts = refit_and_gate(live, logged, settings, anchor, seed)
             best = best_verdict(verdicts)
@@ -208,17 +225,22 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
 
 
 def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, feats, observed, cols_of,
-                 recent_rows, t, gated, promotions, mu_on, eval_rows, eps):
+                 recent_rows, t, gated, promotions, mu_on, eval_rows, eps, prefill=None):
     """Shadow exploration's refit (recroute.loop.shadow): gate the shadow on the decisions since it
     became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
     on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
-    from recroute.loop.refit import fit_candidate
-
     same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
+    every = settings.schedule.every_outcomes or 1000
+    if same and len(logged.bandit) - since < max(2, every // 2):  # a shadow fitted between refits (onboarding):
+        return live, shadow, since, eps, looks  # its first look waits for a window of at least half a period
     if same and since < len(logged.bandit) - 1:
         looks += 1
         level = look_alpha(settings.alpha, looks, config.shadow_looks)
-        result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed)
+        if config.anchor_reward:
+            result, ok, _ = gate_shadow_anchored(shadow, live, logged, since, anchor, level, settings.margin,
+                                                 settings.reward_router, seed)
+        else:
+            result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed)
         gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,
@@ -230,8 +252,20 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
             live = shadow
         if not ok and looks < config.shadow_looks:
             return live, shadow, since, eps, looks
+    shadow, since, eps = _fresh_shadow(live, logged, settings, anchor, seed, config, feats, observed, cols_of,
+                                       recent_rows, prefill)
+    return live, shadow, since, eps, 0
+
+
+def _fresh_shadow(live, logged, settings, anchor, seed, config, feats, observed, cols_of, recent_rows, prefill=None):
+    """(shadow, since, ε): a refit on every decision so far (``prefill``: an onboarded LLM's predicted results
+    where it was never a candidate), conservative by ``config.shadow_tau``, explored at ε from now on."""
+    from recroute.loop.refit import fit_candidate
+
     spec = (settings.families or (config.family,))[0]
-    shadow = fit_candidate(spec, logged.bandit, logged.X, anchor, settings.reward_router, seed=seed)
+    fill = prefill if prefill is not None and prefill.shape[1] == len(cols_of(live)) else None
+    shadow = fit_candidate(spec, logged.bandit, logged.X, anchor, settings.reward_router, seed=seed,
+                           anchor_reward=config.anchor_reward, prefill=fill)
     if config.shadow_tau > 0:
         shadow = Conservative(shadow, live, config.shadow_tau)
     c = cols_of(live)
@@ -239,7 +273,7 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
     eps = shadow_epsilon(live.score(X_recent if live.needs_features else None, n=len(recent_rows)),
                          shadow.score(X_recent if shadow.needs_features else None, n=len(recent_rows)),
                          observed[recent_rows][:, c], config.explore_budget)
-    return live, shadow, len(logged.bandit), eps, 0
+    return shadow, len(logged.bandit), eps
 
 
 def stream_order(observed: np.ndarray, config: StreamConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -201,3 +201,24 @@ def test_the_log_tail_parses_only_new_complete_lines_and_joins_late_outcomes(tmp
     assert third[["decision_id", "outcome"]].equals(read_decision_log(path)[["decision_id", "outcome"]])
     path.write_text(path.read_text().splitlines(keepends=True)[0])  # replaced by a shorter file: read again
     assert list(tail.read()["decision_id"]) == ["d0"]
+
+
+def test_an_onboarded_llm_gets_a_shadow_at_once_gated_at_the_next_refit():
+    from recroute.data.synthetic import make_synthetic
+    from recroute.loop.runner import LoopSettings
+    from recroute.loop.schedule import Schedule
+    from recroute.loop.simulate import StreamConfig, simulate_stream
+
+    data = make_synthetic(1300, 4, 3, embedding_dim=8, random_state=1)
+    new = str(data.llm_names[1])
+    settings = LoopSettings(schedule=Schedule(300), min_outcomes=300, probe_budget=40, min_probes=40,
+                            onboard_margin=-1.0, onboard_min_support=0)
+    config = StreamConfig(start_share=0.05, explore="shadow", shadow_tau=0.1, explore_budget=0.05, window=300,
+                          bucket=300, new_llm=new, anchor_reward=True, onboard_shadow=True, settings=settings)
+    out = simulate_stream(data, data.embeddings, config, seed=0)
+    at = out["new_llm"]["at"]
+    assert at == 617 and out["new_llm"]["placed"] and out["new_llm"]["probes"] == 40
+    first = [g for g in out["gated"] if g["at"] > at][0]
+    # the shadow with the new LLM was fitted at its arrival: gated at the next refit (900) on the 283 decisions since
+    assert first["at"] == 900 and first["look"] == 1 and first["n"] == 900 - at
+    assert out["off_greedy_share"] <= 0.05 + 0.03

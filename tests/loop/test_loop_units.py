@@ -219,3 +219,74 @@ def test_top_k_exploration_spreads_epsilon_over_the_best_allowed_llms():
     assert P == pytest.approx(np.array([[0, 0.85, 0, 0.15], [0.85, 0.15, 0, 0]]))
     with pytest.raises(ValueError, match="top_k must be a whole number"):
         parse_policy("epsilon_greedy:epsilon=0.1,top_k=0.5")
+
+
+def _a_only_log(n: int = 20, b_allowed: bool = True) -> Bandit:
+    """n decisions on prompts 0..n-1, always LLM a chosen (propensity 0.9), a right on the even prompts."""
+    allowed = np.ones((n, 2), bool)
+    allowed[:, 1] = b_allowed
+    return Bandit(np.arange(n), allowed, np.zeros(n, dtype=np.int64), np.full(n, 0.9),
+                  (np.arange(n) % 2 == 0).astype(float), np.array(["a", "b"], dtype=object))
+
+
+def test_the_anchored_reward_model_learns_the_llms_the_log_never_revealed():
+    from recroute.loop.refit import anchored_predict, anchored_reward_model, holdout_reward
+
+    rng = np.random.default_rng(0)
+    b = _a_only_log()
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    # best_single over the anchor (a 0, b 1 on 5 prompts) stacked over the log (a: 10 of 20 right; b never
+    # revealed): a = 10 / 25 = 0.4, b = 5 / 5 = 1
+    assert anchored_predict("best_single", b, X, np.array([3, 7]), anchor) == pytest.approx(np.array([[0.4, 1.0]] * 2))
+    q1 = anchored_reward_model(b, X, anchor, "best_single", folds=1)
+    assert q1 == pytest.approx(np.tile([0.4, 1.0], (20, 1)))
+    q2 = anchored_reward_model(b, X, anchor, "best_single", folds=2, seed=3)
+    fold = np.random.default_rng(3).permutation(20) % 2  # each fold from the other fold's 10 decisions + the anchor
+    other_right = [((np.arange(20) % 2 == 0) & (fold != f)).sum() for f in (0, 1)]
+    assert q2[:, 0] == pytest.approx([other_right[f] / 15 for f in fold]) and (q2[:, 1] == 1.0).all()
+    # the gate's q for decisions 15..19 from decisions 0..14 (8 right) and the anchor: a = 8 / 20
+    q = holdout_reward(b, X, np.arange(15), np.arange(15, 20), "best_single", anchor)
+    assert q == pytest.approx(np.tile([0.4, 1.0], (5, 1)))
+
+
+def test_fit_candidate_with_the_anchored_reward_and_a_prefilled_column():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    # b's completed cells are its q: 0 from the log alone (never revealed), 1 from the anchored reward model;
+    # best_single's b over the anchor and the log: (5 + 0) / 25 = 0.2, (5 + 20) / 25 = 1
+    plain = fit_candidate("best_single", _a_only_log(), X, anchor, reward_router="best_single")
+    anchored = fit_candidate("best_single", _a_only_log(), X, anchor, reward_router="best_single", anchor_reward=True)
+    assert plain.score(None, n=1)[0][1] == pytest.approx(0.2) and anchored.score(None, n=1)[0][1] == pytest.approx(1.0)
+    # b was never a candidate (it joined later): its cells stay empty unless prefilled; prefill 0.7 at the 20
+    # logged prompts: b = (5 + 20 * 0.7) / 25 = 0.76
+    late = _a_only_log(b_allowed=False)
+    assert fit_candidate("best_single", late, X, anchor, reward_router="best_single").score(None, n=1)[0][1] == pytest.approx(1.0)
+    fill = np.full((20, 2), np.nan)
+    fill[:, 1] = 0.7
+    filled = fit_candidate("best_single", late, X, anchor, reward_router="best_single", prefill=fill)
+    assert filled.score(None, n=1)[0][1] == pytest.approx(0.76)
+    with pytest.raises(DataError, match="prefill"):
+        fit_candidate("best_single", late, X, anchor, reward_router="best_single", prefill=fill[:, :1])
+
+
+def test_the_anchored_shadow_gate_by_hand():
+    from recroute.loop.refit import LogData
+    from recroute.loop.shadow import gate_shadow_anchored
+
+    rng = np.random.default_rng(0)
+    b = _a_only_log()
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    data = LogData(b, X, [], np.arange(20), logging=np.tile([0.9, 0.1], (20, 1)))
+    shadow, live = FixedScores([0.0, 1.0]), FixedScores([1.0, 0.0])  # the shadow picks b, live a
+    shadow.llm_names_ = live.llm_names_ = b.llm_names
+    result, ok, _ = gate_shadow_anchored(shadow, live, data, 15, anchor, reward_router="best_single")
+    # q from decisions 0..14 (8 of 15 right with a) and the anchor: a 8 / 20 = 0.4, b 1. Every decision chose
+    # a (w_shadow 0, w_live 1 / 0.9): D = (1 - 0.4) - (r - 0.4) / 0.9; decisions 15..19 have r = 0,1,0,1,0
+    r = np.array([0, 1, 0, 1, 0], dtype=float)
+    assert result.delta == pytest.approx(np.mean(0.6 - (r - 0.4) / 0.9)) and result.n == 5
+    assert result.value_live == pytest.approx(np.mean(0.4 + (r - 0.4) / 0.9))
+    with pytest.raises(DataError, match="window"):
+        gate_shadow_anchored(shadow, live, data, 19, anchor, reward_router="best_single")

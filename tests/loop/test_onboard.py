@@ -120,3 +120,43 @@ def test_looks_and_the_tie_split_share():
     assert tie_split_share(scores, allowed, 0) == pytest.approx([0.5, 0.5, 0.0])
     allowed[0, 1] = False
     assert tie_split_share(scores, allowed, 0) == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_prefill_column_predicts_the_new_llm_where_it_was_never_a_candidate():
+    from recroute.loop.onboard import prefill_column
+    from recroute.routers.baselines import BestSingleRouter
+
+    router = BestSingleRouter().fit(np.array([[0.0, 1.0], [0.4, 0.2]], dtype=np.float32))
+    router.llm_names_ = np.array(["a", "b"], dtype=object)
+    mean_only = ResultRegression(np.zeros((2, 2)), np.array([0.3, 0.5]))  # < 3 probes: their mean, 0.4
+    out = prefill_column(router, mean_only, np.zeros((6, 3), np.float32), np.array([1, 4]), 6)
+    assert out.shape == (6, 3) and np.isnan(out[:, :2]).all()
+    assert out[[1, 4], 2] == pytest.approx([0.4, 0.4]) and np.isnan(out[[0, 2, 3, 5], 2]).all()
+    F = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]])
+    reg = ResultRegression(F, 0.1 + 0.5 * F[:, 0] + 0.25 * F[:, 1])
+    # best_single scores every prompt with the LLM means (0.2, 0.6): the prediction is the regression's there
+    assert prefill_column(router, reg, np.zeros((3, 3), np.float32), np.array([2]), 3)[2, 2] == pytest.approx(
+        reg.predict(np.array([[0.2, 0.6]]))[0])
+
+
+def test_a_promoted_conservative_shadow_gets_the_llm_placed_into_both_of_its_routers():
+    from recroute.loop.onboard import base_router
+    from recroute.loop.shadow import Conservative
+
+    X, Y, router, anchor = _anchor_and_router(k=3)
+    other = KNNRouter(k=5).fit(Y.astype(np.float32), X)
+    other.llm_names_ = np.array(["a", "b"], dtype=object)
+    live = Conservative(other, router, 0.2)
+    assert base_router(live) is other and base_router(Conservative(live, router, 0.1)) is other
+    got = onboard_llm(live, anchor, "new", lambda row: float(Y[row, 1]), budget=40, min_probes=40, margin=-1.0,
+                      min_support=0)
+    assert isinstance(got.candidate, Conservative) and got.candidate.tau == 0.2
+    known = anchor.with_llms(["a", "b"])
+    for inner, plain in ((got.candidate.refit, other), (got.candidate.live, router)):  # each placed from its own prompts
+        expected = place(plain, placement_prompts(plain, known), got.rows, got.results, "new")
+        assert list(inner.llm_names_) == ["a", "b", "new"]
+        assert inner.train_scores_[:, -1] == pytest.approx(expected.train_scores_[:, -1])
+    S = got.candidate.score(X[:5])  # the refit's scores, tau added on the inner live router's choice
+    bump = np.zeros((5, 3))
+    bump[np.arange(5), got.candidate.live.score(X[:5]).argmax(axis=1)] = 0.2
+    assert S == pytest.approx(got.candidate.refit.score(X[:5]) + bump)
