@@ -97,31 +97,12 @@ def look_alpha(alpha: float, look: int, max_looks: int | None = None) -> float:
 
 
 def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, margin: float = 0.0,
-                reward_router: str = "linear", seed: int = 0) -> tuple[GateResult, bool, str]:
+                reward_router: str = "linear", seed: int = 0, anchor=None) -> tuple[GateResult, bool, str]:
     """(gate result, promote?, reason) of the shadow against live on the decisions at positions >= ``since``
     of ``data`` (those logged while it was the shadow; ``data.logging`` required), the reward model
-    fitted on the decisions before them."""
-    if data.logging is None:
-        raise DataError("gating a shadow needs the logging probabilities of its decisions")
-    if [str(n) for n in shadow.llm_names_] != [str(n) for n in data.bandit.llm_names]:
-        raise DataError("the shadow routes to other LLMs than the log's: refit it before gating")
-    n = len(data.bandit)
-    if not 0 < since < n - 1:
-        raise DataError(f"the shadow's window starts at decision {since} of {n}: nothing to train or to gate on")
-    train, hold = np.arange(since), np.arange(since, n)
-    q = holdout_reward(data.bandit, data.X, train, hold, reward_router)
-    recent = data.bandit.take(hold)
-    feats = None if data.X is None else data.X[recent.rows]
-    result = compare(recent, feats, shadow, live, q, alpha, seed, logging=data.logging[hold])
-    ok, reason = promotion_decision(result, margin)
-    return result, ok, reason
-
-
-def gate_shadow_anchored(shadow, live, data: LogData, since: int, anchor, alpha: float = 0.05, margin: float = 0.0,
-                         reward_router: str = "linear", seed: int = 0) -> tuple[GateResult, bool, str]:
-    """:func:`gate_shadow` with the reward model fitted on the ``anchor``'s full-information results as well
-    as the decisions before the window (``recroute.loop.refit.anchored_predict``): the anchor's prompts
-    never arrive as traffic, so q stays independent of the gated decisions."""
+    fitted on the decisions before them, and on the ``anchor``'s full-information results when one is
+    given (``recroute.loop.refit.anchored_predict``: the anchor's prompts never arrive as traffic, so q
+    stays independent of the gated decisions)."""
     if data.logging is None:
         raise DataError("gating a shadow needs the logging probabilities of its decisions")
     if [str(n) for n in shadow.llm_names_] != [str(n) for n in data.bandit.llm_names]:

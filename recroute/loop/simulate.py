@@ -41,7 +41,6 @@ from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
 from recroute.loop.shadow import (
     Conservative,
     gate_shadow,
-    gate_shadow_anchored,
     look_alpha,
     shadow_epsilon,
     shadow_probabilities,
@@ -236,11 +235,8 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
     if same and since < len(logged.bandit) - 1:
         looks += 1
         level = look_alpha(settings.alpha, looks, config.shadow_looks)
-        if config.anchor_reward:
-            result, ok, _ = gate_shadow_anchored(shadow, live, logged, since, anchor, level, settings.margin,
-                                                 settings.reward_router, seed)
-        else:
-            result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed)
+        result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed,
+                                    anchor=anchor if config.anchor_reward else None)
         gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,

@@ -273,7 +273,7 @@ def test_fit_candidate_with_the_anchored_reward_and_a_prefilled_column():
 
 def test_the_anchored_shadow_gate_by_hand():
     from recroute.loop.refit import LogData
-    from recroute.loop.shadow import gate_shadow_anchored
+    from recroute.loop.shadow import gate_shadow
 
     rng = np.random.default_rng(0)
     b = _a_only_log()
@@ -282,11 +282,11 @@ def test_the_anchored_shadow_gate_by_hand():
     data = LogData(b, X, [], np.arange(20), logging=np.tile([0.9, 0.1], (20, 1)))
     shadow, live = FixedScores([0.0, 1.0]), FixedScores([1.0, 0.0])  # the shadow picks b, live a
     shadow.llm_names_ = live.llm_names_ = b.llm_names
-    result, ok, _ = gate_shadow_anchored(shadow, live, data, 15, anchor, reward_router="best_single")
+    result, ok, _ = gate_shadow(shadow, live, data, 15, reward_router="best_single", anchor=anchor)
     # q from decisions 0..14 (8 of 15 right with a) and the anchor: a 8 / 20 = 0.4, b 1. Every decision chose
     # a (w_shadow 0, w_live 1 / 0.9): D = (1 - 0.4) - (r - 0.4) / 0.9; decisions 15..19 have r = 0,1,0,1,0
     r = np.array([0, 1, 0, 1, 0], dtype=float)
     assert result.delta == pytest.approx(np.mean(0.6 - (r - 0.4) / 0.9)) and result.n == 5
     assert result.value_live == pytest.approx(np.mean(0.4 + (r - 0.4) / 0.9))
     with pytest.raises(DataError, match="window"):
-        gate_shadow_anchored(shadow, live, data, 19, anchor, reward_router="best_single")
+        gate_shadow(shadow, live, data, 19, reward_router="best_single", anchor=anchor)
