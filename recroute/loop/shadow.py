@@ -115,3 +115,37 @@ def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, ma
     result = compare(recent, feats, shadow, live, q, alpha, seed, logging=data.logging[hold])
     ok, reason = promotion_decision(result, margin)
     return result, ok, reason
+
+
+def conservative_scores(live_scores: np.ndarray, refit_scores: np.ndarray, allowed: np.ndarray | None,
+                        tau: float) -> np.ndarray:
+    """float64 (n, m): the refit's scores plus ``tau`` on live's greedy choice among the ``allowed``
+    LLMs: :class:`Conservative`'s rule with live's choice taken among each decision's candidates, as the
+    gateway serves a shadow (its greedy choice is the refit's s only where S(s) > S(l) + tau)."""
+    if not tau >= 0:
+        raise DataError(f"tau must be >= 0; got {tau}")
+    S, A = check_scores(live_scores, allowed)
+    T, _ = check_scores(refit_scores, A)
+    T = T.copy()
+    T[np.arange(len(T)), greedy_matrix(S, A).argmax(axis=1)] += float(tau)
+    return T
+
+
+def logged_shadow_probabilities(live_choice: np.ndarray, shadow_choice: np.ndarray, allowed: np.ndarray,
+                                epsilon: np.ndarray) -> np.ndarray:
+    """float64 (n, m) logging probabilities of decisions served with a shadow, rebuilt from what the
+    gateway logged (live's choice l, the conservative shadow's choice s, both int (n,) column indices,
+    ε (n,) and the candidates ``allowed`` (n, m)): :func:`shadow_probabilities` of the one-hot choices,
+    so no rescoring (which can break a near-tie differently) enters the rebuilt design."""
+    n, m = allowed.shape
+    eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), (n,))
+    L, T = np.zeros((n, m)), np.zeros((n, m))
+    L[np.arange(n), live_choice] = 1.0
+    T[np.arange(n), shadow_choice] = 1.0
+    if not (allowed[np.arange(n), live_choice] & allowed[np.arange(n), shadow_choice]).all():
+        raise DataError("a logged live or shadow choice is not among its decision's candidates")
+    out = np.empty((n, m))
+    for e in np.unique(eps):  # one call per distinct ε (a shadow's decisions share one)
+        at = eps == e
+        out[at] = shadow_probabilities(L[at], T[at], allowed[at], float(e))
+    return out
