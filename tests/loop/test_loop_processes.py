@@ -180,3 +180,86 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     assert all(e["response"]["status"] == "reloaded" for e in promoted)
     served = {x["bundle_checksum"] for x in decisions}
     assert {e["response"]["checksum"] for e in promoted if e["kind"] == "refit"} & served  # traffic on a promoted one
+
+
+def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_survives_restarts(
+        stream_setup, tmp_path, monkeypatch):
+    """``--explore shadow``: each refit becomes the gateway's shadow, is gated on the decisions logged since
+    (logging probabilities rebuilt from the log) and promoted by hot reload; the loop and the gateway are
+    each killed mid-stream and the shadow comes back (reinstalled on the restarted gateway)."""
+    data_dir, anchor_dir, bundle, stream = stream_setup
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(data_dir)
+    replay_port, gw_port = free_port(), free_port()
+    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
+    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
+    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
+    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
+    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
+    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
+                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
+                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--poll", "0.3", "--quiet"]
+    journal = Journal(journal_path)
+
+    def shadows() -> list[dict]:
+        return [e for e in journal.events() if e["event"] == "shadow"]
+
+    def served_shadow() -> str | None:
+        return (httpx.get(gw_url + "/healthz").json()["shadow"] or {}).get("checksum")
+
+    procs = {}
+    try:
+        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
+                                tmp_path / "replay.out", replay_url)
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        sent = send_traffic(gw_url, data, stream[:120])
+        first = wait_for(shadows, "the first shadow installed")[0]
+        assert served_shadow() == first["checksum"] == bundle_checksum(Path(first["bundle"]))
+        assert 0 < first["epsilon"] <= 0.5 and first["tau"] == 0
+
+        # the loop killed and restarted: the journal says which shadow is installed; the next step gates it
+        stop(procs["loop"], signal.SIGKILL)
+        sent += send_traffic(gw_url, data, stream[120:230])
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        wait_for(lambda: len(shadows()) >= 2, "the shadow gated, promoted and a fresh one installed")
+        promoted = [e for e in journal.events() if e["event"] == "promoted" and e["kind"] == "refit"]
+        assert promoted and promoted[0]["bundle"] == first["bundle"]
+        assert httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == first["checksum"]  # the shadow is live
+
+        # the gateway killed: it comes back on its start-up bundle and no shadow; the loop restores both
+        stop(procs["gateway"], signal.SIGKILL)
+        wait_for(lambda: not answers(gw_url), "the killed gateway to stop")
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        second = shadows()[-1]
+        wait_for(lambda: served_shadow() == second["checksum"], "the shadow reinstalled on the restarted gateway")
+        wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == first["checksum"], "live restored")
+        sent += send_traffic(gw_url, data, stream[230:340])
+        wait_for(lambda: any(e["n_outcomes"] >= 300 for e in refits(journal)), "a step after the gateway's restart")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    decisions = [x for x in lines if x["event"] == "decision"]
+    outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
+    assert len(decisions) == len(sent) == 340 and set(outcomes.values()) == {1}  # nothing lost, nothing twice
+    with_shadow = [d for d in decisions if d.get("shadow_checksum")]
+    assert len(with_shadow) > 100
+    for d in with_shadow:  # each propensity is the mixture's: 1 where they agree, else ε or 1 - ε
+        eps = d["shadow_epsilon"]
+        want = 1.0 if d["live_choice"] == d["shadow_choice"] else eps if d["chosen"] == d["shadow_choice"] else 1 - eps
+        assert d["chosen"] in (d["live_choice"], d["shadow_choice"]) and d["propensity"] == pytest.approx(want)
+    events = Journal(journal_path).events()
+    gates = [e for e in events if e["event"] == "estimate"]
+    assert gates and all(e["shadow"] and e["look"] >= 1 and e["expected_support"] > 0 for e in gates)
+    assert {e["kind"] for e in events if e["event"] == "shadow"} >= {"refit", "restore"}
+    assert not [e for e in events if e["event"] in ("refused", "shadow_refused")]
+    decided = [e for e in events if e["event"] == "decision"]
+    assert decided and all(e["kind"] == "shadow" for e in decided) and decided[0]["action"] == "promote"
+    counts = [e["n_outcomes"] for e in events if e["event"] == "refit"]
+    assert counts == sorted(set(counts))  # no step twice on the same outcomes
