@@ -16,7 +16,11 @@ Modes:
 - ``--mode fast`` (default): the loop in process (recroute.loop.simulate), the many-seed runs.
 - ``--mode process``: one seed through real processes on 127.0.0.1: the replay upstreams
   (``python -m recroute.loop.replay``), ``recroute gateway`` (static encoder, ``--log-prompt-text``)
-  and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback``.
+  and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback`` (each
+  request's candidates: the LLMs with a stored result for its prompt, as in fast mode). With
+  ``--explore shadow`` the gateway runs greedy and the loop installs each refit as the gateway's shadow
+  (``POST /admin/shadow``, plain refit: tau 0) and gates it on the decisions since; with ``--explore
+  epsilon`` the gateway's ε-greedy over the top k explores and each refit is gated on the last 30 %.
 
     python benchmarks/loop.py --dataset mmlu_pro --decisions 11430 --seeds 20 --json out.json --new-llm DeepSeek-Coder-V2
     python benchmarks/loop.py --dataset mmlu_pro --decisions 2000 --seeds 1 --mode process --json proc.json
@@ -128,15 +132,19 @@ def run_process(args) -> list[dict]:
     upstreams = write_upstreams(tmp / "upstreams.toml", names, replay_url)
     env = {**os.environ, "LOOP_ADMIN_KEY": "bench-admin-key", "PYTHONUNBUFFERED": "1"}
     log, journal = tmp / "decisions.jsonl", tmp / "loop.jsonl"
+    shadow = args.explore == "shadow"
+    policy = [] if shadow else ["--policy", f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else "")]
+    explore = ["--explore", "shadow", "--shadow-looks", str(args.shadow_looks)] if shadow else ["--explore", "epsilon"]
     cmds = [
         [sys.executable, "-m", "recroute.loop.replay", "--dataset", str(args.dataset), "--port", str(ports[0])],
         [sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
-         "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", "--policy",
-         f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else ""), "--seed", "0", "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
+         "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", *policy, "--seed", "0",
+         "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
         [sys.executable, "-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
          str(journal), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", str(args.every),
          "--min-outcomes", str(args.every), "--reward-router", args.reward_router, "--anchor", str(anchor),
-         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), "--poll", "1", "--quiet"],
+         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), *explore, "--poll", "1",
+         "--quiet"],
     ]
     procs = []
     started = time.perf_counter()
@@ -146,11 +154,15 @@ def run_process(args) -> list[dict]:
         procs.append(subprocess.Popen(cmds[1], env=env))
         _wait(gw_url)
         procs.append(subprocess.Popen(cmds[2], env=env))
-        sent = send_traffic(gw_url, data, stream)
-        deadline = time.monotonic() + 600
+        sent = send_traffic(gw_url, data, stream, observed_only=True)
+        deadline, last, quiet_since = time.monotonic() + 600, None, time.monotonic()
         while time.monotonic() < deadline:  # until no refit is due: the last one saw all but < --every outcomes
-            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every
-                   for e in Journal(journal).events()):
+            events = Journal(journal).events()
+            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every for e in events):
+                break
+            if len(events) != last:
+                last, quiet_since = len(events), time.monotonic()
+            elif shadow and time.monotonic() - quiet_since > 60:  # a shadow's window too short for another look
                 break
             time.sleep(1)
     finally:
@@ -178,15 +190,35 @@ def run_process(args) -> list[dict]:
         promotions.append({"kind": ev["kind"], "bundle": ev["bundle"], "true_delta": mu_new - mu_old,
                            "checksum": (ev.get("response") or {}).get("checksum")})
         previous = new
-    return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family,
+    return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family, "explore": args.explore,
              "n_decisions": len(stream), "explore_budget": args.budget, "mu_o_live": mu_live, "mu_o_full": mu_full,
-             "ratio": mu_live / mu_full, "promotions": promotions,
+             "ratio": mu_live / mu_full, "promotions": promotions, **process_exploration(logged, events),
              "refused": [e["reason"] for e in events if e["event"] == "refused"],
              "refits": sum(e["event"] == "refit" for e in events),
              "requests_ok": sum(r["status"] == 200 for r in sent),
              "feedback_ok": sum(r.get("feedback_status") == 200 for r in sent),
              "logged_outcomes": int(logged["outcome"].notna().sum()), "logged_decisions": len(logged),
              "seconds": round(time.perf_counter() - started, 1), "load": os.getloadavg()}]
+
+
+def process_exploration(logged, events: list[dict]) -> dict:
+    """What the process run's exploration did: the served off-greedy share (a shadow decision served
+    away from live's choice; an ε-greedy one away from the logged greedy choice is not known here: NaN),
+    the shadows installed and every gate's estimate (delta, lower bound, expected support, look)."""
+    shadowed = logged["shadow_checksum"].notna() if "shadow_checksum" in logged.columns else None
+    out = {"shadows": [{"epsilon": e["epsilon"], "kind": e["kind"], "checksum": e["checksum"]}
+                       for e in events if e["event"] == "shadow"],
+           "gates": [{k: e.get(k) for k in ("n_outcomes", "look", "n", "delta", "lower", "upper", "se_design",
+                                            "expected_support", "support", "disagree")}
+                     for e in events if e["event"] == "estimate"]}
+    if shadowed is not None and shadowed.any():
+        rows = logged[shadowed]
+        differ = rows["live_choice"] != rows["shadow_choice"]
+        out.update(shadow_decisions=int(shadowed.sum()), off_greedy_share=float((rows["chosen"] != rows["live_choice"]).mean()),
+                   differ_share=float(differ.mean()),
+                   served_shadow_where_differ=float((rows.loc[differ, "chosen"] == rows.loc[differ, "shadow_choice"]).mean())
+                   if differ.any() else float("nan"))
+    return out
 
 
 def _free_port() -> int:
@@ -255,8 +287,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--explore", choices=("epsilon", "shadow"), default="shadow",
-                        help="fast mode: shadow exploration of the last (conservative) refit (recroute.loop.shadow), "
-                             "or ε-greedy over the top k (process mode: always the gateway's ε-greedy)")
+                        help="shadow exploration of the last refit (recroute.loop.shadow; fast mode: conservative by "
+                             "--shadow-tau; process mode: the gateway's shadow, tau 0), or ε-greedy over the top k")
     parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
     parser.add_argument("--shadow-tau", type=float, default=0.2,
                         help="--explore shadow: the refit leaves live's choice only by more than tau (0: plain refit)")

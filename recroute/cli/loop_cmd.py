@@ -165,10 +165,15 @@ def status_command(
     out.print(f"live bundle: {state.live_bundle}; {state.refits} refit(s), {len(state.promotions)} promotion(s)"
               + (f"; promotion of {state.pending['bundle']} pending" if state.pending else ""), highlight=False)
     if state.shadow is not None or state.shadow_pending is not None:
-        sh = state.shadow or state.shadow_pending
-        looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum"))
-        out.print(f"shadow: {sh['bundle']} (checksum {sh.get('checksum')}, epsilon {sh['epsilon']:.4g}, tau {sh['tau']:g}, "
-                  f"{looks} look(s))" + ("; install pending" if state.shadow is None else ""), highlight=False)
+        sh, pending = state.shadow, state.shadow_pending
+        line = "shadow: none"
+        if sh is not None:
+            looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum"))
+            line = (f"shadow: {sh['bundle']} (checksum {sh.get('checksum')}, epsilon {sh['epsilon']:.4g}, "
+                    f"tau {sh['tau']:g}, {looks} look(s))")
+        if pending is not None:
+            line += f"; install of {pending['bundle']} (epsilon {pending['epsilon']:.4g}) pending"
+        out.print(line, highlight=False)
     out.print(table_from_rows(f"loop journal {journal_path}", rows,
                               ["event", "n_outcomes", "family", "delta", "lower", "support", "action", "detail"]))
 

@@ -75,7 +75,7 @@ def gateway_serving(url: str, timeout_s: float = 10.0) -> Serving:
 
 class ShadowClient:
     """The gateway's shadow endpoints at ``url``: :meth:`install` (``POST /admin/shadow``), :meth:`remove`
-    (``DELETE /admin/shadow``) and :meth:`serving` (``/healthz``'s ``shadow``). A refusal (4xx) raises
+    (``DELETE /admin/shadow``) and :meth:`serving` (``/healthz``'s ``shadow_checksum``). A refusal (4xx) raises
     :class:`PromotionError` with ``refused=True``; no answer, with ``refused=False``."""
 
     def __init__(self, url: str, key: str | None = None, timeout_s: float = 120.0) -> None:
@@ -118,5 +118,4 @@ class ShadowClient:
             doc = httpx.get(self.url + "/healthz", timeout=10).json()
         except (httpx.TransportError, ValueError):
             return False, None
-        shadow = doc.get("shadow") if isinstance(doc, dict) else None
-        return True, shadow.get("checksum") if isinstance(shadow, dict) else None
+        return (True, doc.get("shadow_checksum")) if isinstance(doc, dict) else (False, None)

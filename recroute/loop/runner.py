@@ -249,12 +249,13 @@ class LoopRunner:
     # ------------------------------------------------------------------ shadow exploration
     def _shadow_step(self, log, state, n_outcomes: int) -> list[dict]:
         """Gate the installed shadow on the decisions since it first served (promote it when it passes),
-        then install a fresh refit as the shadow when there is none, it passed, or its looks are spent."""
+        then install a fresh refit as the shadow when there is none, it passed, or its looks are spent. A
+        look waits until the shadow's window holds the schedule's ``every_outcomes`` decisions with an
+        outcome (a refit that took long leaves the window short when the schedule falls due)."""
         from recroute.loop.shadow import gate_shadow, look_alpha
 
         s = self.settings
         live = self.bundle(state.live_bundle)
-        data = log_data(log, live)
         has = log["outcome"].notna().to_numpy()
         events: list[dict] = []
         current = state.shadow
@@ -263,6 +264,11 @@ class LoopRunner:
             shadow = self.bundle(current["bundle"])
             served = log.loc[has, "shadow_checksum"].to_numpy(dtype=object) if "shadow_checksum" in log.columns else None
             since = None if served is None else next((i for i, c in enumerate(served) if c == current["checksum"]), None)
+            window = 0 if since is None else int(has.sum()) - since
+            if shadow.llm_names == live.llm_names and window < (s.schedule.every_outcomes or 2):
+                return events  # too few decisions since the shadow first served: wait for them (journal nothing)
+        data = log_data(log, live)
+        if current is not None:
             if shadow.llm_names != live.llm_names:  # the pool changed (an onboarding): a fresh shadow
                 replace = True
             elif since is not None and 0 < since < len(data.bandit) - 1:

@@ -718,14 +718,16 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict:
-        """{"status": "ok" | "degraded", "bundle_checksum", + (open, or with the metrics key) selection
-        entropy, warnings, LLMs, breakers, workers}; degraded when the router collapses."""
+        """{"status": "ok" | "degraded", "bundle_checksum", "shadow_checksum", + (open, or with the metrics
+        key) selection entropy, warnings, the shadow, LLMs, breakers, workers}; degraded when the router
+        collapses."""
         health = metrics.health()
         shadow = live.shadow
         doc = {"status": health["status"], "bundle_checksum": live.checksum,
-               "shadow": None if shadow is None else shadow.describe()}
+               "shadow_checksum": None if shadow is None else shadow.checksum}
         if details_allowed(request):
             doc.update({**health, "bundle_checksum": live.checksum, "bundle": host.board.desired()[1],
+                        "shadow": None if shadow is None else shadow.describe(),
                         "llms": live.decider.llms, "breakers": host.breakers.describe(),
                         "workers": host.board.workers()})
         return doc

@@ -209,7 +209,7 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
         return [e for e in journal.events() if e["event"] == "shadow"]
 
     def served_shadow() -> str | None:
-        return (httpx.get(gw_url + "/healthz").json()["shadow"] or {}).get("checksum")
+        return httpx.get(gw_url + "/healthz").json()["shadow_checksum"]
 
     procs = {}
     try:

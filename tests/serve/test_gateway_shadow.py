@@ -113,7 +113,7 @@ def logged(log, ids: list[str]) -> list[dict]:
 def test_bad_shadow_requests_are_refused_with_their_reason_and_live_keeps_serving(gateway, shadows, topics, tmp_path):
     url, _ = gateway
     before = httpx.get(url + "/healthz").json()
-    assert before["shadow"] is None
+    assert before["shadow"] is None and before["shadow_checksum"] is None
     good = {"bundle": str(shadows["rotate"]), "epsilon": 0.2}
     assert admin(url, "POST", good, key=None).status_code == 401
     assert admin(url, "POST", good, key="wrong").status_code == 401
@@ -133,7 +133,7 @@ def test_bad_shadow_requests_are_refused_with_their_reason_and_live_keeps_servin
         r = admin(url, "POST", body)
         assert r.status_code == status and reason in r.json()["error"], (body, r.status_code, r.text)
     after = httpx.get(url + "/healthz").json()
-    assert after["shadow"] is None and after["bundle_checksum"] == before["bundle_checksum"]
+    assert after["shadow_checksum"] is None and after["bundle_checksum"] == before["bundle_checksum"]
     assert traffic(url, [topics.texts[0]])[0]["propensity"] == 1.0  # live still serves, greedy
 
 
@@ -144,7 +144,7 @@ def test_the_shadow_is_served_where_it_differs_with_probability_epsilon(gateway,
     checksum = bundle_checksum(shadows["rotate"])
     assert r.json()["shadow"]["checksum"] == checksum and r.json()["workers_swapped"] == r.json()["workers"] == 2
     health = httpx.get(url + "/healthz").json()
-    assert health["shadow"] == {"bundle": str(shadows["rotate"]), "checksum": checksum, "epsilon": EPSILON, "tau": 0.0,
+    assert health["shadow_checksum"] == checksum and health["shadow"] == {"bundle": str(shadows["rotate"]), "checksum": checksum, "epsilon": EPSILON, "tau": 0.0,
                                 "llms": 3}
     assert [w["shadow_checksum"] for w in health["workers"]] == [checksum, checksum]  # both workers serve it
 
