@@ -285,6 +285,11 @@ class LoopRunner:
                 except DataError as exc:  # the log cannot support a gate (journalled; the shadow is replaced)
                     ok, reason = False, f"cannot gate the shadow: {exc}"
                     look = s.shadow_looks
+                window_log = log.loc[has].iloc[since:]
+                with_shadow = window_log["shadow_checksum"].notna().to_numpy()
+                share = float(np.mean(window_log["chosen"].to_numpy()[with_shadow]
+                                      != window_log["live_choice"].to_numpy()[with_shadow])) if with_shadow.any() else None
+                gate_rows.append(("explore", {"share": share, "budget": s.explore_budget, "n": int(with_shadow.sum())}))
                 gate_rows.append(("decision", {"n_outcomes": n_outcomes, "action": "promote" if ok else "keep",
                                                "reason": reason, "bundle": current["bundle"], "kind": "shadow",
                                                "look": look}))

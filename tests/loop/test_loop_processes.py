@@ -257,6 +257,8 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
     events = Journal(journal_path).events()
     gates = [e for e in events if e["event"] == "estimate"]
     assert gates and all(e["shadow"] and e["look"] >= 1 and e["expected_support"] > 0 for e in gates)
+    explored = [e for e in events if e["event"] == "explore"]  # the served off-greedy share of each window
+    assert len(explored) == len(gates) and all(0 <= e["share"] < 0.5 and e["budget"] == 0.3 for e in explored)
     assert {e["kind"] for e in events if e["event"] == "shadow"} >= {"refit", "restore"}
     assert not [e for e in events if e["event"] in ("refused", "shadow_refused")]
     decided = [e for e in events if e["event"] == "decision"]
