@@ -11,8 +11,9 @@ greedy one (the shadow is the exploration; the ``--policy`` applies again once i
 
 The two bundles may route to different LLMs (a shadow that holds a newly placed LLM): the decision is
 made over the union of their LLMs (live's first, in its order, then the shadow's others), each bundle
-scoring an LLM it does not know below every LLM it knows. Every LLM of the shadow needs an upstream in
-this gateway (live's, or one declared with ``--spare-upstreams``): a shadow naming another is refused.
+scoring an LLM it does not know below every LLM it knows. An LLM the shadow adds to live's needs an
+upstream in this gateway (one declared with ``--spare-upstreams``): a shadow naming a new LLM without
+one is refused. An LLM of both bundles without an upstream is left out of routing for both, as live's is.
 
 The decision log records, beside the served choice and its propensity under this mixture,
 ``live_choice``, ``shadow_choice`` (the conservative shadow's), ``shadow_checksum``,
@@ -71,7 +72,8 @@ class Shadow:
         from recroute.serve.gateway import Decider
 
         self.epsilon, self.tau = check_shadow_settings(epsilon, tau)
-        missing = [n for n in bundle.llm_names if n not in upstreams]
+        live_names = set(live_bundle.llm_names)
+        missing = [n for n in bundle.llm_names if n not in upstreams and n not in live_names]
         if missing:
             raise DataError(f"the shadow bundle routes to LLM(s) {missing[:10]} that have no upstream in this gateway "
                             "(give them an entry in its upstreams file and start it with --spare-upstreams)")

@@ -43,8 +43,9 @@ def shadow_bundle(live_dir, topics, folder, llms: list[str], right: dict[str, st
 
 @pytest.fixture(scope="module")
 def shadows(tfidf_bundle_dir, topics, tmp_path_factory):
-    """{"rotate": every topic to another LLM, "spare": history to spare-llm, "unserved": history to the
-    generalist (no upstream), "broken": rotate with a modified file}."""
+    """{"rotate": every topic to another LLM, "spare": history to spare-llm, "unserved": history to
+    ghost-llm (a new LLM without an upstream), "generalist": history to live's generalist (no upstream
+    either: left out), "broken": rotate with a modified file}."""
     folder = tmp_path_factory.mktemp("shadows")
     llms3 = ["math-llm", "code-llm", "history-llm"]
     out = {
@@ -52,8 +53,10 @@ def shadows(tfidf_bundle_dir, topics, tmp_path_factory):
                                 {"math": "code-llm", "code": "history-llm", "history": "math-llm"}),
         "spare": shadow_bundle(tfidf_bundle_dir, topics, folder / "spare", [*llms3, "spare-llm"],
                                {"math": "math-llm", "code": "code-llm", "history": "spare-llm"}),
-        "unserved": shadow_bundle(tfidf_bundle_dir, topics, folder / "unserved", [*llms3, "generalist"],
-                                  {"math": "math-llm", "code": "code-llm", "history": "generalist"}),
+        "unserved": shadow_bundle(tfidf_bundle_dir, topics, folder / "unserved", [*llms3, "ghost-llm"],
+                                  {"math": "math-llm", "code": "code-llm", "history": "ghost-llm"}),
+        "generalist": shadow_bundle(tfidf_bundle_dir, topics, folder / "generalist", [*llms3, "generalist"],
+                                    {"math": "code-llm", "code": "code-llm", "history": "generalist"}),
     }
     out["broken"] = shutil.copytree(out["rotate"], folder / "broken")
     with open(out["broken"] / "router" / "router.json", "a") as fh:
@@ -125,7 +128,7 @@ def test_bad_shadow_requests_are_refused_with_their_reason_and_live_keeps_servin
         ({**good, "epsilon": -0.1}, 422, "must be in [0, 1]"),
         ({**good, "epsilon": "0.2"}, 422, "epsilon must be a finite number"),
         ({**good, "tau": -1}, 422, "tau (its conservative margin) must be >= 0; got -1"),
-        ({"bundle": str(shadows["unserved"]), "epsilon": 0.2}, 422, "LLM(s) ['generalist'] that have no upstream"),
+        ({"bundle": str(shadows["unserved"]), "epsilon": 0.2}, 422, "LLM(s) ['ghost-llm'] that have no upstream"),
         ({"bundle": str(shadows["rotate"])}, 400, "expected {\"bundle\""),
         ({**good, "extra": 1}, 400, "expected {\"bundle\""),
     ]
@@ -192,4 +195,14 @@ def test_a_shadow_may_route_to_a_spare_upstream_and_survives_a_live_reload(gatew
     time.sleep(1.0)
     checksum = bundle_checksum(shadows["spare"])
     assert [w["shadow_checksum"] for w in httpx.get(url + "/healthz").json()["workers"]] == [checksum, checksum]
+    assert admin(url, "DELETE").status_code == 200
+
+
+def test_an_llm_of_both_bundles_without_an_upstream_is_left_out_for_both(gateway, shadows, topics):
+    url, log = gateway
+    assert admin(url, "POST", {"bundle": str(shadows["generalist"]), "epsilon": 1.0}).status_code == 200
+    history = [str(t) for t, task in zip(topics.texts, topics.prompts["task"]) if task == "history"][:6]
+    rows = logged(log, [s["id"] for s in traffic(url, history)])
+    assert all("generalist" not in r["candidates"] and r["chosen"] != "generalist" for r in rows)
+    assert all(r["propensity"] == 1.0 for r in rows)
     assert admin(url, "DELETE").status_code == 200
