@@ -13,6 +13,8 @@
 - ``GET /v1/decisions/{decision_id}``: the explanation of one of the recent routed decisions
   (recroute.serve.recent_decisions; behind the client key).
 - ``GET /v1/models``, ``GET /healthz`` (with the selection-entropy check), ``GET /metrics`` (Prometheus).
+- ``POST /admin/reload`` (hot reload) and ``POST`` / ``DELETE /admin/shadow`` (a shadow bundle served
+  beside the live one: ``recroute.serve.shadow_serving``), behind the admin key.
 
 Forwarding (fallback, timeouts, breakers, answer rewriting) lives in ``recroute.serve.forwarding``; the
 workers, hot reload and shared host state in ``workers``, ``reload`` and ``shared``.
