@@ -202,9 +202,10 @@ def run_process(args) -> list[dict]:
 
 
 def process_exploration(logged, events: list[dict]) -> dict:
-    """What the process run's exploration did: the served off-greedy share (a shadow decision served
-    away from live's choice; an ε-greedy one away from the logged greedy choice is not known here: NaN),
-    the shadows installed and every gate's estimate (delta, lower bound, expected support, look)."""
+    """What the process run's exploration did: the shadows installed, every gate's estimate (delta, lower
+    bound, expected support, look) and, for the decisions served with a shadow, the off-greedy share
+    (served away from live's choice), the share where the two differ and the share of those served the
+    shadow's choice (≈ ε)."""
     shadowed = logged["shadow_checksum"].notna() if "shadow_checksum" in logged.columns else None
     out = {"shadows": [{"epsilon": e["epsilon"], "kind": e["kind"], "checksum": e["checksum"]}
                        for e in events if e["event"] == "shadow"],
