@@ -83,7 +83,9 @@ class Journal:
         a DataError naming it."""
         if not self.path.is_file():
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        lines = self.path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 etc. may be in a reason
+        while lines and not lines[-1].strip():
+            lines.pop()
         out = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():

@@ -115,17 +115,21 @@ class LogTail:
             chunk = fh.read(size - self.offset)
         complete = chunk[: chunk.rfind(b"\n") + 1]
         line_no = len(self.where) + 1
-        for raw in complete.decode("utf-8", errors="surrogateescape").splitlines():
+        records, where = [], []
+        # lines end at b"\n" only: str.splitlines() would also cut a logged prompt text at U+0085, U+2028, ...
+        for raw in complete.split(b"\n"):
             if raw.strip():
                 try:
-                    rec = json.loads(raw)
+                    rec = json.loads(raw.decode("utf-8", errors="surrogateescape"))
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{self.path} record {line_no}: not valid JSON ({exc.msg})") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{self.path} record {line_no}: expected a JSON object; got {type(rec).__name__}")
-                self.records.append(rec)
-                self.where.append(f"{self.path} record {line_no}")
+                records.append(rec)
+                where.append(f"{self.path} record {line_no}")
                 line_no += 1
+        self.records += records  # only once every new line parsed: a failed read adds nothing (read again later)
+        self.where += where
         self.offset += len(complete)
         return decision_log_from_records(self.records, self.where, source=str(self.path))
 
