@@ -14,7 +14,7 @@ Event lines::
     {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)
     {"event": "onboard", "time", "llm", "probes", "sd", "placed": bool, "bundle", "reason"}
     {"event": "explore", "time", "share", "budget", "n"}
-    {"event": "shadowing", "time", "bundle", "epsilon", "tau", "kind": "refit" | "restore"}  (before the install)
+    {"event": "shadowing", "time", "bundle", "epsilon", "tau", "kind": "refit" | "restore" | "retune"}  (before the install)
     {"event": "shadow", "time", "bundle", "checksum", "epsilon", "tau", "kind", "response"}  (the gateway said 200)
     {"event": "shadow_refused", "time", "bundle", "kind", "reason"}        (the gateway said no)
 

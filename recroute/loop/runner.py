@@ -259,7 +259,7 @@ class LoopRunner:
         has = log["outcome"].notna().to_numpy()
         events: list[dict] = []
         current = state.shadow
-        replace, promote, gate_rows = current is None, None, []
+        replace, promote, gate_rows, retune = current is None, None, [], None
         if current is not None:
             shadow = self.bundle(current["bundle"])
             served = log.loc[has, "shadow_checksum"].to_numpy(dtype=object) if "shadow_checksum" in log.columns else None
@@ -295,9 +295,13 @@ class LoopRunner:
                                                "look": look}))
                 promote = current["bundle"] if ok else None
                 replace = ok or look >= s.shadow_looks
+                if not replace and with_shadow.any():
+                    retune = retuned_epsilon(window_log[with_shadow], current["epsilon"], s.explore_budget, s.shadow_cap)
         events += self.journal.append_all([*gate_rows, ("refit", {
             "n_outcomes": n_outcomes, "n_train": len(data.bandit) if replace else 0, "explore": "shadow",
             "gated": bool(gate_rows), "fitted": replace})])
+        if current is not None and not replace and promote is None and gate_rows and retune is not None:
+            events += self._install_shadow(current["bundle"], retune, current["tau"], "retune")
         if promote is not None:
             events += self._promote(promote, "refit")
             state = self.journal.state()
@@ -473,6 +477,20 @@ class LoopRunner:
             return None
         log = read_decision_log(self.log_path)
         return log_data(log, live).X if log["outcome"].notna().any() else None
+
+
+def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.1) -> float | None:
+    """The shadow's ε set again from the decisions it served (``window``: log rows with ``live_choice``
+    and ``shadow_choice``): min(cap, budget / d), d the share where the two differed there; None when that
+    is within ``tolerance`` (relative) of ``epsilon``. ``shadow_epsilon`` sets ε on recent prompts the refit
+    trained on, where it differs from live less often than on new prompts (measured: 0.71 served against
+    the share ε was set on), so the served off-greedy share ε·d overshot the budget; each decision logs
+    its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    if len(window) == 0:
+        return None
+    d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
+    new = cap if d == 0 else min(cap, budget / d)
+    return None if abs(new - epsilon) <= tolerance * epsilon else new
 
 
 def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:

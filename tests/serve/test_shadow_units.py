@@ -17,7 +17,7 @@ from test_gateway_shadow import shadow_bundle  # noqa: E402
 from recroute.errors import DataError  # noqa: E402
 from recroute.feedback.bandit import Bandit  # noqa: E402
 from recroute.loop.refit import LogData  # noqa: E402
-from recroute.loop.runner import shadow_logging  # noqa: E402
+from recroute.loop.runner import retuned_epsilon, shadow_logging  # noqa: E402
 from recroute.loop.shadow import conservative_scores, logged_shadow_probabilities, shadow_probabilities  # noqa: E402
 from recroute.serve.bundle import RoutingBundle  # noqa: E402
 from recroute.serve.gateway import Decider, RouteOptions  # noqa: E402
@@ -76,6 +76,16 @@ def test_shadow_logging_rebuilds_each_decision_and_the_gate_check_accepts_it():
         check_logging(P0[1:], wrong.take(np.arange(1, 4)))
     with pytest.raises(DataError, match="stochastic policy"):  # an ε-greedy decision of an unknown bundle
         shadow_logging(log.assign(policy="epsilon_greedy:epsilon=0.1"), data, 3, {})
+
+
+def test_epsilon_is_retuned_from_the_served_disagreement():
+    window = pd.DataFrame({"live_choice": ["a", "a", "b", "b", "c"], "shadow_choice": ["b", "a", "c", "b", "a"]})
+    # d = 3/5 where they differed: ε = 0.02 / 0.6 = 1/30; set at 0.05 (d estimated 0.4), it is lowered
+    assert retuned_epsilon(window, 0.05, 0.02) == pytest.approx(1 / 30)
+    assert retuned_epsilon(window, 0.035, 0.02) is None  # within 10 % of 1/30: left as it is
+    assert retuned_epsilon(window, 0.05, 0.9) == 0.5  # the cap
+    assert retuned_epsilon(window.iloc[[1, 3]], 0.2, 0.02) == 0.5  # never differed: the cap
+    assert retuned_epsilon(window.iloc[[]], 0.2, 0.02) is None
 
 
 def upstreams(names) -> dict:
