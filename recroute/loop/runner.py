@@ -479,7 +479,7 @@ class LoopRunner:
         return log_data(log, live).X if log["outcome"].notna().any() else None
 
 
-def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.1) -> float | None:
+def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
     """The shadow's ε set again from the decisions it served (``window``: log rows with ``live_choice``
     and ``shadow_choice``): min(cap, budget / d), d the share where the two differed there; None when that
     is within ``tolerance`` (relative) of ``epsilon``. ``shadow_epsilon`` sets ε on recent prompts the refit

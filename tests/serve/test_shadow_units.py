@@ -82,7 +82,8 @@ def test_epsilon_is_retuned_from_the_served_disagreement():
     window = pd.DataFrame({"live_choice": ["a", "a", "b", "b", "c"], "shadow_choice": ["b", "a", "c", "b", "a"]})
     # d = 3/5 where they differed: ε = 0.02 / 0.6 = 1/30; set at 0.05 (d estimated 0.4), it is lowered
     assert retuned_epsilon(window, 0.05, 0.02) == pytest.approx(1 / 30)
-    assert retuned_epsilon(window, 0.035, 0.02) is None  # within 10 % of 1/30: left as it is
+    assert retuned_epsilon(window, 0.034, 0.02) is None  # within 2 % of 1/30: left as it is
+    assert retuned_epsilon(window, 0.035, 0.02) == pytest.approx(1 / 30)  # 5 % off: set again
     assert retuned_epsilon(window, 0.05, 0.9) == 0.5  # the cap
     assert retuned_epsilon(window.iloc[[1, 3]], 0.2, 0.02) == 0.5  # never differed: the cap
     assert retuned_epsilon(window.iloc[[]], 0.2, 0.02) is None
