@@ -47,6 +47,7 @@ def run_command(
     explore_budget: Optional[float] = typer.Option(None, "--explore-budget", min=0.0, max=1.0, help="The off-greedy share exploration may use: journalled against the measured share (epsilon), or the shadow's budget (shadow; default 0.02)."),
     explore: str = typer.Option("epsilon", "--explore", help="epsilon: the gateway's --policy explores, each refit gated on the last --holdout; shadow: each refit served as the gateway's shadow (POST /admin/shadow) and gated on the decisions since."),
     shadow_looks: int = typer.Option(3, "--shadow-looks", min=1, help="--explore shadow: gates of one shadow (look j at level alpha/(j(j+1))) before a fresh refit replaces it."),
+    shadow_tau: float = typer.Option(0.2, "--shadow-tau", min=0.0, help="--explore shadow: the shadow serves (and a passed gate promotes) ConservativeRouter(refit, live, tau): the refit's choice only where its score beats live's choice's by more than tau (0: the plain refit)."),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),
     upstreams: Optional[Path] = typer.Option(None, "--upstreams", "-u", help="The gateway's upstreams file: a new LLM there is onboarded."),
     probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
@@ -90,7 +91,8 @@ def run_command(
             holdout=holdout if holdout < 1 else int(holdout), min_outcomes=min_outcomes, alpha=alpha, margin=margin,
             min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
             probe_budget=probe_budget, onboard_margin=onboard_margin,
-            onboard_min_support=onboard_min_support, explore=explore, shadow_looks=shadow_looks)
+            onboard_min_support=onboard_min_support, explore=explore, shadow_looks=shadow_looks,
+            shadow_tau=shadow_tau)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
                             settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway),

@@ -76,6 +76,7 @@ class LoopSettings:
     explore: str = "epsilon"
     shadow_looks: int = 3
     shadow_cap: float = 0.5
+    shadow_tau: float = 0.2  # the shadow served and promoted is ConservativeRouter(refit, live, shadow_tau)
 
     def check(self) -> None:
         if self.explore not in ("epsilon", "shadow"):
@@ -84,6 +85,8 @@ class LoopSettings:
             raise DataError("--explore shadow needs an exploration budget in (0, 1] (--explore-budget)")
         if self.shadow_looks < 1:
             raise DataError(f"shadow_looks must be at least 1; got {self.shadow_looks}")
+        if not (np.isfinite(self.shadow_tau) and self.shadow_tau >= 0):
+            raise DataError(f"shadow_tau must be a finite number >= 0; got {self.shadow_tau}")
         if not 0 < self.alpha < 1:
             raise DataError(f"alpha must be in (0, 1); got {self.alpha}")
         if self.min_support < 0 or self.min_outcomes < 2:
@@ -114,13 +117,23 @@ def router_spec(router) -> str:
     return _spec(router)
 
 
+def refit_family(router) -> str:
+    """The spec a refit of ``router`` uses: its own, or for a promoted conservative router its refit's
+    (a conservative router is built from two fitted routers, never fitted itself)."""
+    from recroute.routers.conservative import ConservativeRouter
+
+    while isinstance(router, ConservativeRouter):
+        router = router.refit
+    return router_spec(router)
+
+
 def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: Anchor | None = None,
                    seed: int = 0) -> list[Verdict]:
     """Refit every family on all but the most recent decisions of ``data`` and gate each against
     ``live_router`` on those recent decisions."""
     bandit, X = data.bandit, data.X
     train, hold = split_recent(len(bandit), settings.holdout)
-    families = settings.families or (router_spec(live_router),)
+    families = settings.families or (refit_family(live_router),)
     q = holdout_reward(bandit, X, train, hold, settings.reward_router)
     recent = bandit.take(hold)
     feats = None if X is None else X[recent.rows]
@@ -277,8 +290,9 @@ class LoopRunner:
                 level = look_alpha(s.alpha, look, s.shadow_looks)
                 try:
                     data.logging = shadow_logging(log.loc[has], data, since, self._routers(state))
-                    result, ok, reason = gate_shadow(shadow.router, live.router, data, since, level, s.margin,
-                                                     s.reward_router, self.seed)
+                    result, ok, reason = gate_shadow(served_policy(shadow.router, live.router, current["tau"]),
+                                                     live.router, data, since, level, s.margin, s.reward_router,
+                                                     self.seed)
                     gate_rows.append(("estimate", {"family": router_spec(shadow.router), "n_outcomes": n_outcomes,
                                                    "shadow": current["checksum"], "look": look, "level": level,
                                                    "since": since, **result.to_dict()}))
@@ -294,6 +308,9 @@ class LoopRunner:
                                                "reason": reason, "bundle": current["bundle"], "kind": "shadow",
                                                "look": look}))
                 promote = current["bundle"] if ok else None
+                if ok and current["tau"] > 0:  # promote what the gate tested: the conservative shadow over live
+                    promote = str(self.save_bundle(served_policy(shadow.router, live.router, current["tau"]), live,
+                                                   f"conservative-{n_outcomes}"))
                 replace = ok or look >= s.shadow_looks
                 if not replace and with_shadow.any():
                     retune = retuned_epsilon(window_log[with_shadow], current["epsilon"], s.explore_budget, s.shadow_cap)
@@ -318,19 +335,21 @@ class LoopRunner:
         from recroute.loop.shadow import shadow_epsilon
 
         s = self.settings
-        spec = (s.families or (router_spec(live.router),))[0]
+        spec = (s.families or (refit_family(live.router),))[0]
         start = time.perf_counter()
         candidate = fit_candidate(spec, data.bandit, data.X, self._anchor(live), s.reward_router, seed=self.seed)
         fit_s = time.perf_counter() - start
         _, recent = split_recent(len(data.bandit), s.holdout)
         rows = data.bandit.rows[recent]
         X = None if data.X is None else data.X[rows]
-        eps = shadow_epsilon(live.router.score(X if live.router.needs_features else None, n=len(rows)),
-                             candidate.score(X if candidate.needs_features else None, n=len(rows)),
-                             data.bandit.allowed[recent], s.explore_budget, s.shadow_cap)
+        allowed = data.bandit.allowed[recent]
+        served = served_policy(candidate, live.router, s.shadow_tau)  # ε from where the conservative shadow differs
+        eps = shadow_epsilon(live.router.score_among(X if live.router.needs_features else None, allowed, n=len(rows)),
+                             served.score_among(X if served.needs_features else None, allowed, n=len(rows)),
+                             allowed, s.explore_budget, s.shadow_cap)
         path = str(self.save_bundle(candidate, live, f"shadow-{n_outcomes}"))
-        logger.info("shadow %s fitted in %.1f s, epsilon %.4f", path, fit_s, eps)
-        return self._install_shadow(path, eps, 0.0, "refit")
+        logger.info("shadow %s fitted in %.1f s, epsilon %.4f, tau %.3g", path, fit_s, eps, s.shadow_tau)
+        return self._install_shadow(path, eps, s.shadow_tau, "refit")
 
     def _install_shadow(self, path: str, epsilon: float, tau: float, kind: str, resumed: bool = False) -> list[dict]:
         from recroute.serve.bundle import bundle_checksum
@@ -491,6 +510,15 @@ def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tol
     d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
     new = cap if d == 0 else min(cap, budget / d)
     return None if abs(new - epsilon) <= tolerance * epsilon else new
+
+
+def served_policy(shadow_router, live_router, tau: float):
+    """The policy a shadow installed with ``tau`` serves and the gate tests: the shadow's router itself at
+    tau 0 (its greedy choice), else ``ConservativeRouter(shadow, live, tau)`` (live's choice unless the
+    shadow's beats it by more than tau, among each decision's candidates), which a passed gate promotes."""
+    from recroute.routers.conservative import ConservativeRouter
+
+    return shadow_router if tau == 0 else ConservativeRouter(shadow_router, live_router, tau)
 
 
 def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:

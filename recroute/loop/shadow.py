@@ -25,30 +25,29 @@ from recroute.errors import DataError
 from recroute.feedback.policies import check_scores, greedy_matrix
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.refit import LogData, holdout_reward
+from recroute.routers.conservative import ConservativeRouter
 
 
-class Conservative:
-    """A refitted router that leaves live's choice only where it is confident: it routes to the refit's
-    greedy choice s where S(s) > S(l) + ``tau`` (S the refit's scores, l live's greedy choice), else to l.
-    Its score (n, m) is S plus ``tau`` on l (ties at exactly tau go to the lower index, as routing).
+class Conservative(ConservativeRouter):
+    """The simulator's conservative router (``recroute.loop.simulate``): a
+    :class:`~recroute.routers.conservative.ConservativeRouter` (the refit's greedy choice s where
+    S(s) > S(l) + ``tau``, else live's l) whose score keeps the simulator's arithmetic: float64, live's
+    choice among every LLM (also under a candidate restriction: :meth:`score_among` is :meth:`score`),
+    and the same feature array scored once.
 
-    Why: the gate's power depends on the gain per *differing* decision, not on how many differ (with the
-    budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a refit that flips 70 %
-    of near-tied choices for a small total gain is hard to prove, its confident part is not. In process
-    (the simulator); a bundle holds one router, so the gateway cannot serve it yet."""
+    Why conservative: the gate's power depends on the gain per *differing* decision, not on how many
+    differ (with the budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a
+    refit that flips 70 % of near-tied choices for a small total gain is hard to prove, its confident
+    part is not. Saved, it loads as a ConservativeRouter (which takes live's choice among the candidates:
+    what the gateway's shadow serving and ``recroute loop run --explore shadow`` gate and promote)."""
 
     stochastic = False
     requires_truth = False
-    name = "conservative"
 
     def __init__(self, refit, live, tau: float) -> None:
         if not tau >= 0:
             raise DataError(f"tau must be >= 0; got {tau}")
-        if [str(n) for n in refit.llm_names_] != [str(n) for n in live.llm_names_]:
-            raise DataError("the refit and the live router route to different LLMs")
-        self.refit, self.live, self.tau = refit, live, float(tau)
-        self.llm_names_ = refit.llm_names_
-        self.needs_features = bool(refit.needs_features or live.needs_features)
+        super().__init__(refit, live, tau)
         self._last: tuple | None = None  # (X, n, scores): the same feature array is scored once
 
     def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
@@ -60,6 +59,9 @@ class Conservative:
         S[np.arange(len(S)), np.argmax(L, axis=1)] += self.tau
         self._last = (X, n, S)
         return S.copy()
+
+    def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
+        return self.score(X, n)
 
 
 def shadow_probabilities(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None,

@@ -290,6 +290,10 @@ class Decider:
         self.shadow = shadow
         self.checksum = getattr(bundle, "checksum", None)
         self.names = bundle.llm_names
+        # a conservative router's choice depends on the request's candidates: its levels' scores are kept
+        # apart ((n_parts * m,) per prompt) and combined once the candidates are known (recroute.routers.conservative)
+        self.taus = conservative_taus(bundle.router)
+        self.n_parts = len(self.taus) + 1
         self.llms = [n for n in self.names if n in upstreams]  # the configured LLMs, in the bundle's order
         self.configured = np.array([n in upstreams for n in self.names], dtype=bool)
         self.policy = load_policy(policy_spec)
@@ -318,7 +322,7 @@ class Decider:
     def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
         """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first; with a shadow,
         (column indices, live's scores then the shadow's) (n, m + m_shadow)."""
-        if self.shadow is None:
+        if self.shadow is None and self.n_parts == 1:
             return self.bundle.router.route(X, k=len(self.names), n=n)
         scores = self._both(X, n)
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
@@ -329,13 +333,21 @@ class Decider:
         router = self.bundle.router
         needs = router.needs_features or (self.shadow is not None and self.shadow.bundle.router.needs_features)
         X = self.bundle.encode(texts) if needs else None
-        if self.shadow is not None:
+        if self.shadow is not None or self.n_parts > 1:
             return self._both(X, len(texts))
         return router.score(X if router.needs_features else None, n=len(texts))
 
     def _both(self, X: np.ndarray | None, n: int) -> np.ndarray:
+        """float64 (n, n_parts * m [+ m_shadow]): live's scores (a conservative router's levels side by
+        side), then the shadow's when one is installed."""
         router = self.bundle.router
-        live = np.asarray(router.score(X if router.needs_features else None, n=n), dtype=np.float64)
+        feats = X if router.needs_features else None
+        if self.n_parts > 1:
+            live = np.hstack(router.parts(feats, n)[0])
+        else:
+            live = np.asarray(router.score(feats, n=n), dtype=np.float64)
+        if self.shadow is None:
+            return live
         return np.hstack([live, np.asarray(self.shadow.scores(X, n), dtype=np.float64)])
 
     async def start(self) -> None:
@@ -390,8 +402,9 @@ class Decider:
         finally:
             self.active -= 1
         shadow = self.shadow
+        width = self.n_parts * len(self.names)
         if shadow is not None:
-            scores, shadow_scores = scores[: len(self.names)], scores[len(self.names):]
+            scores, shadow_scores = scores[:width], scores[width:]
         wanted = self.configured.copy()
         if options.candidates is not None:
             wanted[:] = False
@@ -403,6 +416,10 @@ class Decider:
             raise RequestError(503, f"every candidate LLM is out of routing (circuit breaker open or rate-limited): "
                                f"{[n for n, on in zip(self.names, wanted) if on][:20]}; retry in {wait:.1f} s",
                                code="upstreams_unavailable", headers={"retry-after": str(max(1, math.ceil(wait)))})
+        if self.n_parts > 1:  # live's choice at each level among this request's candidates
+            from recroute.routers.conservative import combine
+
+            scores = combine(list(scores.reshape(self.n_parts, 1, -1)), self.taus, allowed[None, :])[0]
         utility = scores
         if options.cost_weight is not None or options.max_cost is not None:
             costs = await asyncio.to_thread(self.expected_costs, text, allowed)
@@ -453,6 +470,17 @@ class Decider:
         return Decision(decision_id or os.urandom(16).hex(), [names[chosen]] + [names[j] for j in rest],
                         [names[j] for j in np.flatnonzero(allowed_u)], names[chosen], _finite(score), propensity,
                         "greedy", time.perf_counter() - start, extra)
+
+
+def conservative_taus(router) -> list[float]:
+    """The margins of a conservative router's levels, outermost first ([] for any other router)."""
+    from recroute.routers.conservative import ConservativeRouter
+
+    taus = []
+    while isinstance(router, ConservativeRouter):
+        taus.append(router.tau)
+        router = router.live
+    return taus
 
 
 def check_servable(bundle, upstreams: Mapping[str, Upstream]) -> None:
