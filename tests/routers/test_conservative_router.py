@@ -1,0 +1,152 @@
+"""ConservativeRouter: the rule on hand-computed scores (with and without candidates), save/load of a
+two-level nesting of real kNN routers on MMLU-Pro (TF-IDF features of the real prompts), damaged inner
+folders, mismatched LLMs, and a bundle holding it routing as the object does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recroute.data.catalog import load_dataset
+from recroute.errors import DataError, NotSupportedError, SavedArtifactError
+from recroute.routers.base import Router
+from recroute.routers.baselines import BestSingleRouter
+from recroute.routers.conservative import ConservativeRouter
+from recroute.routers.knn import KNNRouter
+
+NAMES = ["a", "b", "c"]
+
+
+def means_router(means) -> BestSingleRouter:
+    """best_single fitted on one prompt whose results are ``means``: its score on every prompt is ``means``."""
+    router = BestSingleRouter().fit(np.asarray([means], dtype=np.float32))
+    router.llm_names_ = np.asarray(NAMES, dtype=object)
+    return router
+
+
+def test_the_rule_on_hand_computed_scores_among_the_candidates():
+    refit, live = means_router([0.5, 0.8, 0.2]), means_router([0.9, 0.3, 0.6])
+    # live's choice a; the refit's b: 0.8 > 0.5 + 0.2 -> b; at tau 0.4, 0.8 < 0.9 -> a
+    assert ConservativeRouter(refit, live, 0.2).route(None, n=1)[0].tolist() == [[1]]
+    assert ConservativeRouter(refit, live, 0.4).route(None, n=1)[0].tolist() == [[0]]
+    np.testing.assert_allclose(ConservativeRouter(refit, live, 0.4).score(None, n=1), [[0.9, 0.8, 0.2]], rtol=1e-6)
+    # among {b, c} live's choice is c (0.6): b's 0.8 > 0.2 + 0.5 at tau 0.5, not at tau 0.7
+    assert ConservativeRouter(refit, live, 0.5).route(None, n=1, candidates=["b", "c"])[0].tolist() == [[1]]
+    cons = ConservativeRouter(refit, live, 0.7)
+    assert cons.route(None, n=1, candidates=["b", "c"])[0].tolist() == [[2]]  # tau on c, not on a (no candidate)
+    np.testing.assert_allclose(cons.score_among(None, np.array([False, True, True]), n=1), [[0.5, 0.8, 0.9]], rtol=1e-6)
+    assert cons.score(None, n=1).dtype == np.float64 and not cons.needs_features
+
+
+def test_fit_refuses_and_llms_must_match():
+    with pytest.raises(NotSupportedError, match="built from two fitted routers"):
+        ConservativeRouter().fit(np.ones((3, 3)))
+    refit = means_router([0.5, 0.8, 0.2])
+    other = BestSingleRouter().fit(np.ones((1, 3), dtype=np.float32))  # llm_0, llm_1, llm_2
+    with pytest.raises(DataError, match=r"different LLMs \(refit only: \['a', 'b', 'c'\]"):
+        ConservativeRouter(refit, other, 0.2)
+    shuffled = means_router([0.5, 0.8, 0.2])
+    shuffled.llm_names_ = np.asarray(["c", "b", "a"], dtype=object)
+    with pytest.raises(DataError, match="another order"):
+        ConservativeRouter(refit, shuffled, 0.2)
+    for tau in (-0.1, float("nan"), True):
+        with pytest.raises(DataError, match="tau"):
+            ConservativeRouter(refit, means_router([0.1, 0.2, 0.3]), tau)
+    with pytest.raises(DataError, match="both"):
+        ConservativeRouter(refit, None)
+
+
+@pytest.fixture(scope="module")
+def mmlu(shared_data):
+    """(X float32 (600, 32) TF-IDF of real MMLU-Pro prompts, Y (600, 31), LLM names, the encoder)."""
+    from recroute.encoders import get_encoder
+
+    data = load_dataset(shared_data / "mmlu_pro")
+    rows = np.sort(np.random.default_rng(0).permutation(data.n_prompts)[:600])
+    part = data.subset(prompts=rows)
+    encoder = get_encoder("tfidf", dim=32)
+    X = encoder.fit_encode([str(t) for t in part.texts])
+    return X, part.dense(np.nan), [str(n) for n in part.llm_names], encoder
+
+
+def nested(mmlu) -> ConservativeRouter:
+    """Conservative(refit2, Conservative(refit1, live, 0.2), 0.1) of kNN routers on growing prompt sets."""
+    X, Y, names, _ = mmlu
+
+    def knn(k: int, n: int) -> KNNRouter:
+        router = KNNRouter(k=k).fit(Y[:n], X[:n])
+        router.llm_names_ = np.asarray(names, dtype=object)
+        return router
+
+    live, refit1, refit2 = knn(5, 150), knn(10, 300), knn(7, 400)
+    return ConservativeRouter(refit2, ConservativeRouter(refit1, live, 0.2), 0.1)
+
+
+def test_nested_rule_and_save_load_round_trip_on_mmlu_pro(mmlu, tmp_path):
+    X, Y, names, _ = mmlu
+    test = X[400:]
+    router = nested(mmlu)
+    assert router.needs_features and router.n_features_in_ == 32 and list(router.llm_names_) == names
+    # the rule, level by level, written out: the refit's choice only where it beats live's by more than tau
+    inner, outer = router.live, router
+    S1 = inner.refit.score(test).astype(np.float64)
+    L = inner.live.score(test).astype(np.float64)
+    rows = np.arange(len(test))
+    l = L.argmax(axis=1)
+    c1 = np.where(S1[rows, S1.argmax(axis=1)] > S1[rows, l] + 0.2, S1.argmax(axis=1), l)
+    assert (inner.route(test)[0][:, 0] == c1).all() and 0 < np.mean(c1 != l) < 1
+    S2 = outer.refit.score(test).astype(np.float64)
+    c2 = np.where(S2[rows, S2.argmax(axis=1)] > S2[rows, c1] + 0.1, S2.argmax(axis=1), c1)
+    assert (outer.route(test)[0][:, 0] == c2).all()
+
+    router.save(tmp_path / "cons")
+    for role in ("refit", "live", "live/refit", "live/live"):
+        assert (tmp_path / "cons" / role / "router.json").is_file()
+    assert json.loads((tmp_path / "cons" / "router.json").read_text())["params"] == {"tau": 0.1}
+    loaded = Router.load(tmp_path / "cons")
+    assert isinstance(loaded, ConservativeRouter) and isinstance(loaded.live, ConservativeRouter)
+    assert (loaded.tau, loaded.live.tau) == (0.1, 0.2) and isinstance(loaded.live.live, KNNRouter)
+    np.testing.assert_array_equal(loaded.score(test), router.score(test))
+    allowed = np.random.default_rng(1).random((len(test), len(names))) < 0.3
+    allowed[:, 0] = True
+    np.testing.assert_array_equal(loaded.score_among(test, allowed), router.score_among(test, allowed))
+    cands = names[3:12]
+    np.testing.assert_array_equal(loaded.route(test, k=3, candidates=cands)[0], router.route(test, k=3, candidates=cands)[0])
+
+
+def test_damaged_inner_routers_are_named(mmlu, tmp_path):
+    router = nested(mmlu)
+    router.save(tmp_path / "a")
+    (tmp_path / "a" / "live" / "refit" / "router.json").write_text("{ not json")
+    with pytest.raises(SavedArtifactError, match=r"live router cannot be loaded: .*refit router cannot be loaded: .*corrupt JSON"):
+        Router.load(tmp_path / "a")
+    router.save(tmp_path / "b")
+    (tmp_path / "b" / "refit" / "arrays.npz").write_bytes(b"truncated")
+    with pytest.raises(SavedArtifactError, match=r"refit router cannot be loaded"):
+        Router.load(tmp_path / "b")
+    router.save(tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "router.json").read_text())
+    doc["llm_names"] = doc["llm_names"][::-1]
+    (tmp_path / "c" / "router.json").write_text(json.dumps(doc))
+    with pytest.raises(SavedArtifactError, match="LLM names differ from its inner routers"):
+        Router.load(tmp_path / "c")
+
+
+def test_a_bundle_holding_it_routes_and_explains_as_the_object(mmlu, tmp_path):
+    from recroute.serve.bundle import RoutingBundle
+
+    X, _, names, encoder = mmlu
+    router = nested(mmlu)
+    RoutingBundle.build(router, encoder).save(tmp_path / "bundle")
+    bundle = RoutingBundle.load(tmp_path / "bundle")
+    assert isinstance(bundle.router, ConservativeRouter) and bundle.describe()["router"]["spec"] == "conservative:tau=0.1"
+    test = X[400:450]
+    for cands in (None, names[2:9]):
+        got = [d.llm for d in bundle.route_embeddings(test, candidates=cands)]
+        want = [names[j] for j in router.route(test, candidates=cands)[0][:, 0]]
+        assert got == want
+        explained = bundle.explain_embeddings(test, candidates=cands)
+        assert [e["llm"] for e in explained] == want
+        assert "conservative router" in explained[0]["uncertainty"]["note"]
