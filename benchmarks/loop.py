@@ -19,7 +19,8 @@ Modes:
   and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback`` (each
   request's candidates: the LLMs with a stored result for its prompt, as in fast mode). With
   ``--explore shadow`` the gateway runs greedy and the loop installs each refit as the gateway's shadow
-  (``POST /admin/shadow``, plain refit: tau 0) and gates it on the decisions since; with ``--explore
+  (``POST /admin/shadow`` with ``--shadow-tau``: the conservative shadow) and gates it on the decisions
+  since, promoting ConservativeRouter(refit, live, tau) (tau 0: the plain refit); with ``--explore
   epsilon`` the gateway's ε-greedy over the top k explores and each refit is gated on the last 30 %.
 
     python benchmarks/loop.py --dataset mmlu_pro --decisions 11430 --seeds 20 --json out.json --new-llm DeepSeek-Coder-V2
@@ -134,7 +135,8 @@ def run_process(args) -> list[dict]:
     log, journal = tmp / "decisions.jsonl", tmp / "loop.jsonl"
     shadow = args.explore == "shadow"
     policy = [] if shadow else ["--policy", f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else "")]
-    explore = ["--explore", "shadow", "--shadow-looks", str(args.shadow_looks)] if shadow else ["--explore", "epsilon"]
+    explore = (["--explore", "shadow", "--shadow-looks", str(args.shadow_looks), "--shadow-tau", str(args.shadow_tau)]
+               if shadow else ["--explore", "epsilon"])
     cmds = [
         [sys.executable, "-m", "recroute.loop.replay", "--dataset", str(args.dataset), "--port", str(ports[0])],
         [sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
@@ -207,7 +209,7 @@ def process_exploration(logged, events: list[dict]) -> dict:
     (served away from live's choice), the share where the two differ and the share of those served the
     shadow's choice (≈ ε)."""
     shadowed = logged["shadow_checksum"].notna() if "shadow_checksum" in logged.columns else None
-    out = {"shadows": [{"epsilon": e["epsilon"], "kind": e["kind"], "checksum": e["checksum"]}
+    out = {"shadows": [{"epsilon": e["epsilon"], "tau": e.get("tau"), "kind": e["kind"], "checksum": e["checksum"]}
                        for e in events if e["event"] == "shadow"],
            "gates": [{k: e.get(k) for k in ("n_outcomes", "look", "n", "delta", "lower", "upper", "se_design",
                                             "expected_support", "support", "disagree")}
@@ -289,7 +291,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--explore", choices=("epsilon", "shadow"), default="shadow",
                         help="shadow exploration of the last refit (recroute.loop.shadow; fast mode: conservative by "
-                             "--shadow-tau; process mode: the gateway's shadow, tau 0), or ε-greedy over the top k")
+                             "--shadow-tau; process mode: the gateway's shadow with --shadow-tau), or ε-greedy over the top k")
     parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
     parser.add_argument("--shadow-tau", type=float, default=0.2,
                         help="--explore shadow: the refit leaves live's choice only by more than tau (0: plain refit)")

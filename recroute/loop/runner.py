@@ -14,8 +14,9 @@ it decides is journalled before and after it acts, so a restarted loop picks up 
 is installed as the gateway's shadow with ε = ``shadow_epsilon`` over the recent logged prompts and the
 budget; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
 ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
-from the log (:func:`shadow_logging`) and checked against the logged propensities; it is promoted by hot
-reload when it passes, and replaced by a fresh refit on every decision when it passed or after
+from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
+the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
+promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
 ``shadow_looks`` looks. ``explore="epsilon"``: the gateway's own policy explores, each refit is gated
 on the most recent ``holdout`` decisions (:func:`refit_and_gate`).
 """

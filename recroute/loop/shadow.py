@@ -10,6 +10,11 @@ candidate takes, and the candidate's own choice possibly outside the top k, neve
 explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budget and d = 0.3, against
 0.0067 for ε-greedy over the top 3.
 
+Through the gateway the shadow bundle holds the plain refit and the gateway applies the margin tau
+(:func:`conservative_scores`); the loop gates ``ConservativeRouter(refit, live, tau)``
+(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and
+promotes a bundle holding it.
+
 At the next refit the shadow is gated against live (``recroute.loop.gate.compare`` with the logging
 probabilities, so the design interval applies) on the decisions logged since it became the shadow: it
 never trained on them, and the reward model is fitted on the decisions before them. Promoted or not,
