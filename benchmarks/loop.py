@@ -192,15 +192,46 @@ def run_process(args) -> list[dict]:
         promotions.append({"kind": ev["kind"], "bundle": ev["bundle"], "true_delta": mu_new - mu_old,
                            "checksum": (ev.get("response") or {}).get("checksum")})
         previous = new
+    shadows_true = shadow_true_deltas(events, X_all[stream], truth[stream], names)
     return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family, "explore": args.explore,
              "n_decisions": len(stream), "explore_budget": args.budget, "mu_o_live": mu_live, "mu_o_full": mu_full,
-             "ratio": mu_live / mu_full, "promotions": promotions, **process_exploration(logged, events),
+             "ratio": mu_live / mu_full, "promotions": promotions, "shadows_true": shadows_true,
+             **process_exploration(logged, events),
              "refused": [e["reason"] for e in events if e["event"] == "refused"],
              "refits": sum(e["event"] == "refit" for e in events),
              "requests_ok": sum(r["status"] == 200 for r in sent),
              "feedback_ok": sum(r.get("feedback_status") == 200 for r in sent),
              "logged_outcomes": int(logged["outcome"].notna().sum()), "logged_decisions": len(logged),
              "seconds": round(time.perf_counter() - started, 1), "load": os.getloadavg()}]
+
+
+def shadow_true_deltas(events: list[dict], X: np.ndarray, truth: np.ndarray, names: list[str]) -> list[dict]:
+    """Per shadow fitted (journal ``shadow`` events of kind refit): the true mu_o on the stream (X (n, d),
+    truth (n, m) in ``names``' order, NaN = no result: not a candidate) of the policy it served and the
+    gate tested (``served_policy``: ConservativeRouter(shadow, live, tau), tau 0: the shadow) and of the
+    plain refit, each minus the live router's at the time, with whether it was promoted."""
+    from recroute.loop.runner import served_policy
+    from recroute.loop.simulate import true_mu
+    from recroute.serve.bundle import RoutingBundle
+
+    start = next(e["live_bundle"] for e in events if e["event"] == "start")
+    live_path, out, allowed = start, [], ~np.isnan(truth)
+    passed = {e["bundle"] for e in events if e["event"] == "decision" and e.get("kind") == "shadow" and e["action"] == "promote"}
+    for ev in events:
+        if ev["event"] == "promoted":
+            live_path = ev["bundle"]
+        if ev["event"] != "shadow" or ev.get("kind") != "refit":
+            continue
+        live, shadow = RoutingBundle.load(live_path).router, RoutingBundle.load(ev["bundle"]).router
+        if [str(n) for n in shadow.llm_names_] != names or [str(n) for n in live.llm_names_] != names:
+            continue
+        mu_live = true_mu(live, X, truth, allowed)[0]
+        served = served_policy(shadow, live, float(ev.get("tau") or 0.0))
+        out.append({"bundle": ev["bundle"], "tau": ev.get("tau"), "live": live_path,
+                    "true_delta_served": true_mu(served, X, truth, allowed)[0] - mu_live,
+                    "true_delta_plain": true_mu(shadow, X, truth, allowed)[0] - mu_live,
+                    "passed": ev["bundle"] in passed})
+    return out
 
 
 def process_exploration(logged, events: list[dict]) -> dict:
