@@ -177,9 +177,9 @@ def target_probabilities(router: "Router", X: np.ndarray | None, allowed: np.nda
     allowed = np.asarray(allowed, dtype=bool)
     if getattr(router, "stochastic", False) and policy is None:
         return allowed / allowed.sum(axis=1, keepdims=True)
-    feats = X if router.needs_features else None
-    score_among = getattr(router, "score_among", None)  # a conservative router's choice depends on the candidates
-    scores = router.score(feats, n=len(allowed)) if score_among is None else score_among(feats, allowed, n=len(allowed))
+    from recroute.routers.base import scores_among
+
+    scores = scores_among(router, X if router.needs_features else None, allowed, len(allowed))
     return parse_policy(policy).probabilities(scores, allowed)
 
 

@@ -24,6 +24,7 @@ from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit, bandit_from_log
 from recroute.feedback.learn import dr_matrix
 from recroute.feedback.ope import DEFAULT_REWARD_ROUTER, fit_predict_log, reward_model
+from recroute.routers.base import scores_among
 
 
 @dataclass
@@ -176,7 +177,8 @@ def logging_probabilities(data: LogData, policies, routers: dict) -> np.ndarray 
             return None
         at = np.array([k == key for k in keys])
         rows = bandit.rows[at]
-        scores = router.score(None if data.X is None or not router.needs_features else data.X[rows], n=len(rows))
+        scores = scores_among(router, None if data.X is None or not router.needs_features else data.X[rows],
+                              bandit.allowed[at], len(rows))  # a conservative router: among the candidates
         try:
             P0[at] = parse_policy(key[1]).probabilities(scores, bandit.allowed[at])
         except ValueError:

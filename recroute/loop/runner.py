@@ -46,6 +46,7 @@ from recroute.loop.refit import (
     split_recent,
 )
 from recroute.loop.schedule import Schedule
+from recroute.routers.base import scores_among
 
 logger = logging.getLogger("recroute.loop")
 
@@ -451,7 +452,7 @@ class LoopRunner:
 
             hold = hold[data.bundle_checksums[hold] == bundle_checksum(Path(self.journal.state().live_bundle))]
         recent = data.bandit.take(hold)
-        scores = live.router.score(None if data.X is None else data.X[recent.rows], n=len(recent))
+        scores = scores_among(live.router, None if data.X is None else data.X[recent.rows], recent.allowed, len(recent))
         share = off_greedy_share(recent, scores) if len(recent) else float("nan")
         if share > self.settings.explore_budget:
             logger.warning("off-greedy share %.4f is above the exploration budget %.4f", share, self.settings.explore_budget)
@@ -564,7 +565,7 @@ def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:
         if router is None:
             raise DataError(f"decision {pos}: made by a bundle the loop does not know, under the stochastic policy {spec}")
         x = None if data.X is None or not router.needs_features else data.X[bandit.rows[pos:pos + 1]]
-        P0[pos] = policy.probabilities(router.score(x, n=1), bandit.allowed[pos:pos + 1])[0]
+        P0[pos] = policy.probabilities(scores_among(router, x, bandit.allowed[pos:pos + 1], 1), bandit.allowed[pos:pos + 1])[0]
     return P0
 
 

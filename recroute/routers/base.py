@@ -358,6 +358,14 @@ class Router:
 
 
 # ---------------------------------------------------------------------- helpers
+def scores_among(router, X: np.ndarray | None, allowed: np.ndarray, n: int) -> np.ndarray:
+    """(n, m) ``router``'s scores whose greedy choice among ``allowed`` (bool (n, m)) is its choice there:
+    ``router.score_among`` (a conservative router's live choice depends on the candidates), else
+    ``router.score`` (any object with one, e.g. a test's fixed scores)."""
+    among = getattr(router, "score_among", None)
+    return router.score(X, n=n) if among is None else among(X, allowed, n=n)
+
+
 def fit_limit_scale() -> float | None:
     """The multiplier of every size limit from ``RECROUTE_FIT_LIMIT`` (1 when unset; None = "off")."""
     import os
