@@ -110,6 +110,7 @@ def evidence(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: 
     and both choose on the fold's prompts."""
     from scipy.stats import norm
 
+    from recroute.routers.conservative import fitted_family
     from recroute.routers.registry import make_router
     from recroute.serve.bundle import _spec
 
@@ -117,7 +118,7 @@ def evidence(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: 
     fold = np.arange(k) % max(1, min(int(folds), k))
     r_new, r_live = np.zeros(k), np.zeros(k)
     pick_new, pick_live = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
-    spec = _spec(router)
+    spec = _spec(fitted_family(router))  # a conservative live: its refit's family
     for f in np.unique(fold):
         held, used = fold == f, fold != f
         keep = np.ones(n, dtype=bool)
@@ -161,7 +162,7 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
     ``extra_X`` (n, d): further prompts the router was trained on (the decision log's), placed too."""
     if llm in [str(n) for n in router.llm_names_]:
         raise DataError(f"LLM {llm!r} is already routed to")
-    if not router.supports_new_llms:
+    if not router.can_place_new_llms():
         raise DataError(f"router {router.name!r} cannot place a new LLM (no partial_fit_llms); use knn, mf or two_tower")
     known = anchor.with_llms([str(n) for n in router.llm_names_])
     budget = min(int(budget), len(known.Y))

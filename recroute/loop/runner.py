@@ -122,11 +122,9 @@ def router_spec(router) -> str:
 def refit_family(router) -> str:
     """The spec a refit of ``router`` uses: its own, or for a promoted conservative router its refit's
     (a conservative router is built from two fitted routers, never fitted itself)."""
-    from recroute.routers.conservative import ConservativeRouter
+    from recroute.routers.conservative import fitted_family
 
-    while isinstance(router, ConservativeRouter):
-        router = router.refit
-    return router_spec(router)
+    return router_spec(fitted_family(router))
 
 
 def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: Anchor | None = None,

@@ -199,6 +199,11 @@ class Router:
             new.llm_metadata_.values = np.vstack([known.values, rows]).astype(np.float32)
         return new
 
+    def can_place_new_llms(self) -> bool:
+        """Whether :meth:`partial_fit_llms` places new LLMs into this fitted router (its family's
+        ``supports_new_llms``; a conservative router: both its inner routers)."""
+        return bool(self.supports_new_llms)
+
     def _copy_for_new_llms(self) -> "Router":
         """A shallow copy; ``_add_llms`` must replace (never modify in place) what it changes."""
         return copy.copy(self)

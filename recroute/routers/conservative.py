@@ -101,6 +101,17 @@ class ConservativeRouter(Router):
         X, n = self._check_query(X, n)
         return combine(*self.parts(X, n), allowed)
 
+    # ------------------------------------------------------------------ new LLMs
+    def can_place_new_llms(self) -> bool:
+        return self.refit.can_place_new_llms() and self.live.can_place_new_llms()
+
+    def partial_fit_llms(self, X_probe, Y_probe, names, metadata=None) -> "ConservativeRouter":
+        """A conservative router over the refit and the live router with the new LLMs placed into each
+        (``Router.partial_fit_llms``; NotSupportedError naming an inner family that cannot), same tau."""
+        self._check_fitted()
+        return ConservativeRouter(self.refit.partial_fit_llms(X_probe, Y_probe, names, metadata),
+                                  self.live.partial_fit_llms(X_probe, Y_probe, names, metadata), self.tau)
+
     # ------------------------------------------------------------------ persistence
     def _saved_params(self) -> dict[str, Any]:
         return {"tau": self.tau}
@@ -127,6 +138,14 @@ class ConservativeRouter(Router):
             raise SavedArtifactError(f"{path}: {exc}") from None
         if [str(n) for n in self.llm_names_] != names:
             raise SavedArtifactError(f"{path}/router.json: its LLM names differ from its inner routers'")
+
+
+def fitted_family(router) -> Router:
+    """The router whose family a refit (or an onboarding's proxy) of ``router`` fits: ``router`` itself, or
+    for a conservative router its refit's (outermost level), never "conservative"."""
+    while isinstance(router, ConservativeRouter):
+        router = router.refit
+    return router
 
 
 def combine(parts: list[np.ndarray], taus: list[float], allowed: np.ndarray | None) -> np.ndarray:

@@ -150,3 +150,47 @@ def test_a_bundle_holding_it_routes_and_explains_as_the_object(mmlu, tmp_path):
         explained = bundle.explain_embeddings(test, candidates=cands)
         assert [e["llm"] for e in explained] == want
         assert "conservative router" in explained[0]["uncertainty"]["note"]
+
+
+def test_a_new_llm_is_placed_into_both_inner_routers_and_onboarded(mmlu, tmp_path):
+    """Onboarding after a conservative promotion: the loop's onboard_llm places a held-out real LLM into a
+    nested conservative router of kNN routers (each level's refit and the innermost live), the proxy of
+    its evidence being the refit's family."""
+    from recroute.loop.onboard import onboard_llm
+    from recroute.loop.refit import Anchor
+
+    X, Y, names, _ = mmlu
+    new = names.index("gpt-4o-2024-05-13")
+    keep = [j for j in range(len(names)) if j != new]
+    kept = [names[j] for j in keep]
+
+    def knn(k: int, n: int) -> KNNRouter:
+        router = KNNRouter(k=k).fit(Y[:n][:, keep], X[:n])
+        router.llm_names_ = np.asarray(kept, dtype=object)
+        return router
+
+    router = ConservativeRouter(knn(7, 400), ConservativeRouter(knn(10, 300), knn(5, 150), 0.2), 0.1)
+    assert router.can_place_new_llms() and not ConservativeRouter.supports_new_llms
+    rows = np.arange(0, 400, 4)
+    grown = router.partial_fit_llms(X[rows], np.nan_to_num(Y[rows, new]), [names[new]])
+    assert list(grown.llm_names_) == [*kept, names[new]] and (grown.tau, grown.live.tau) == (0.1, 0.2)
+    one = router.refit.partial_fit_llms(X[rows], np.nan_to_num(Y[rows, new]), [names[new]])
+    np.testing.assert_array_equal(grown.refit.score(X[400:]), one.score(X[400:]))
+    grown.save(tmp_path / "grown")
+    np.testing.assert_array_equal(Router.load(tmp_path / "grown").score(X[400:]), grown.score(X[400:]))
+
+    anchor = Anchor(X[:400], Y[:400][:, [*keep, new]].astype(np.float64), [*kept, names[new]])
+    result = onboard_llm(router, anchor, names[new], lambda row: float(np.nan_to_num(Y[row, new])), budget=80,
+                         margin=-1000.0, min_support=0)
+    assert result.promote and isinstance(result.placed, ConservativeRouter)
+    assert list(result.placed.llm_names_)[-1] == names[new] and result.gate.n == 80
+    with pytest.raises(NotSupportedError, match="cannot place a new LLM"):
+        ConservativeRouter(knn(7, 400), means_router_over(kept), 0.1).partial_fit_llms(
+            X[rows], np.nan_to_num(Y[rows, new]), [names[new]])
+
+
+def means_router_over(names: list[str]) -> BestSingleRouter:
+    """best_single (which cannot place new LLMs) over ``names``."""
+    router = BestSingleRouter().fit(np.full((1, len(names)), 0.5, dtype=np.float32))
+    router.llm_names_ = np.asarray(names, dtype=object)
+    return router
