@@ -107,10 +107,11 @@ class ConservativeRouter(Router):
 
     def partial_fit_llms(self, X_probe, Y_probe, names, metadata=None) -> "ConservativeRouter":
         """A conservative router over the refit and the live router with the new LLMs placed into each
-        (``Router.partial_fit_llms``; NotSupportedError naming an inner family that cannot), same tau."""
+        (``Router.partial_fit_llms``; NotSupportedError naming an inner family that cannot), same tau and
+        class (the simulator's ``recroute.loop.shadow.Conservative`` stays one)."""
         self._check_fitted()
-        return ConservativeRouter(self.refit.partial_fit_llms(X_probe, Y_probe, names, metadata),
-                                  self.live.partial_fit_llms(X_probe, Y_probe, names, metadata), self.tau)
+        return type(self)(self.refit.partial_fit_llms(X_probe, Y_probe, names, metadata),
+                          self.live.partial_fit_llms(X_probe, Y_probe, names, metadata), self.tau)
 
     # ------------------------------------------------------------------ persistence
     def _saved_params(self) -> dict[str, Any]:

@@ -194,3 +194,22 @@ def means_router_over(names: list[str]) -> BestSingleRouter:
     router = BestSingleRouter().fit(np.full((1, len(names)), 0.5, dtype=np.float32))
     router.llm_names_ = np.asarray(names, dtype=object)
     return router
+
+
+def test_the_simulators_conservative_keeps_its_class_and_arithmetic_when_an_llm_is_placed(mmlu):
+    from recroute.loop.shadow import Conservative
+
+    X, Y, names, _ = mmlu
+    keep = list(range(len(names) - 1))
+
+    def knn(k: int, n: int) -> KNNRouter:
+        router = KNNRouter(k=k).fit(Y[:n][:, keep], X[:n])
+        router.llm_names_ = np.asarray([names[j] for j in keep], dtype=object)
+        return router
+
+    sim = Conservative(knn(7, 400), knn(5, 150), 0.2)
+    grown = sim.partial_fit_llms(X[:40], np.nan_to_num(Y[:40, -1]), [names[-1]])
+    assert type(grown) is Conservative and grown.score(X[400:]).shape == (200, len(names))
+    S = grown.refit.score(X[400:]).astype(np.float64)
+    S[np.arange(200), grown.live.score(X[400:]).argmax(axis=1)] += 0.2  # live's choice among every LLM
+    np.testing.assert_array_equal(grown.score(X[400:]), S)
