@@ -9,6 +9,8 @@ Event lines::
     {"event": "estimate", "time", "family", "n_outcomes", "n", "value_candidate", "value_live", "delta",
      "lower", "upper", "se", "support"}
     {"event": "decision", "time", "n_outcomes", "action": "promote" | "keep", "reason", "bundle"}
+        (a shadow's: + "kind": "shadow", "look", and on a conservative pass "promote_bundle", the bundle
+        holding ConservativeRouter(shadow, live, tau) that is promoted)
     {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard" | "restore"}  (before the reload)
     {"event": "promoted", "time", "bundle", "kind", "response": {...}}      (after the gateway said 200)
     {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)

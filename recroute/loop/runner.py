@@ -311,6 +311,7 @@ class LoopRunner:
                 if ok and current["tau"] > 0:  # promote what the gate tested: the conservative shadow over live
                     promote = str(self.save_bundle(served_policy(shadow.router, live.router, current["tau"]), live,
                                                    f"conservative-{n_outcomes}"))
+                    gate_rows[-1][1]["promote_bundle"] = promote  # the decision names the bundle it promotes
                 replace = ok or look >= s.shadow_looks
                 if not replace and with_shadow.any():
                     retune = retuned_epsilon(window_log[with_shadow], current["epsilon"], s.explore_budget, s.shadow_cap)

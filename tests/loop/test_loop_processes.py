@@ -325,6 +325,8 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
     start_b, shadow_b = RoutingBundle.load(bundle), RoutingBundle.load(first["bundle"])
     live_b = RoutingBundle.load(promoted["bundle"])
     assert promoted["bundle"] != first["bundle"] and live_b.checksum == promoted["response"]["checksum"]
+    passed = next(e for e in events("decision") if e["action"] == "promote")
+    assert passed["bundle"] == first["bundle"] and passed["promote_bundle"] == promoted["bundle"]
     router = live_b.router
     assert isinstance(router, ConservativeRouter) and router.tau == 0.2 and not isinstance(router.live, ConservativeRouter)
     X_all = start_b.encode([str(t) for t in data.texts])
