@@ -244,10 +244,10 @@ def _outcome(run: dict) -> str:
 
 
 def main() -> None:
-    from recroute.routers.registry import available_routers
+    from recroute.routers.registry import fittable_routers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--routers", default=",".join(available_routers()), help="comma-separated router specs")
+    parser.add_argument("--routers", default=",".join(fittable_routers()), help="comma-separated router specs")
     parser.add_argument("--prompts", type=int, default=24_000, help="prompts at the large size (RouterEval: 24,000)")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest fit allowed, seconds")
     parser.add_argument("--growth", type=float, default=10.0, help="assumed fit-time growth small -> large")

@@ -16,7 +16,12 @@ Modes:
 - ``--mode fast`` (default): the loop in process (recroute.loop.simulate), the many-seed runs.
 - ``--mode process``: one seed through real processes on 127.0.0.1: the replay upstreams
   (``python -m recroute.loop.replay``), ``recroute gateway`` (static encoder, ``--log-prompt-text``)
-  and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback``.
+  and ``recroute loop run``; the traffic client posts each outcome to ``POST /v1/feedback`` (each
+  request's candidates: the LLMs with a stored result for its prompt, as in fast mode). With
+  ``--explore shadow`` the gateway runs greedy and the loop installs each refit as the gateway's shadow
+  (``POST /admin/shadow`` with ``--shadow-tau``: the conservative shadow) and gates it on the decisions
+  since, promoting ConservativeRouter(refit, live, tau) (tau 0: the plain refit); with ``--explore
+  epsilon`` the gateway's ε-greedy over the top k explores and each refit is gated on the last 30 %.
 
     python benchmarks/loop.py --dataset mmlu_pro --decisions 11430 --seeds 20 --json out.json --new-llm DeepSeek-Coder-V2
     python benchmarks/loop.py --dataset mmlu_pro --decisions 2000 --seeds 1 --mode process --json proc.json
@@ -129,15 +134,20 @@ def run_process(args) -> list[dict]:
     upstreams = write_upstreams(tmp / "upstreams.toml", names, replay_url)
     env = {**os.environ, "LOOP_ADMIN_KEY": "bench-admin-key", "PYTHONUNBUFFERED": "1"}
     log, journal = tmp / "decisions.jsonl", tmp / "loop.jsonl"
+    shadow = args.explore == "shadow"
+    policy = [] if shadow else ["--policy", f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else "")]
+    explore = (["--explore", "shadow", "--shadow-looks", str(args.shadow_looks), "--shadow-tau", str(args.shadow_tau)]
+               if shadow else ["--explore", "epsilon"])
     cmds = [
         [sys.executable, "-m", "recroute.loop.replay", "--dataset", str(args.dataset), "--port", str(ports[0])],
         [sys.executable, "-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
-         "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", "--policy",
-         f"epsilon_greedy:epsilon={args.budget}" + (f",top_k={args.top_k}" if args.top_k else ""), "--seed", "0", "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
+         "--port", str(ports[1]), "--log", str(log), "--log-prompt-text", *policy, "--seed", "0",
+         "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"],
         [sys.executable, "-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
          str(journal), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", str(args.every),
          "--min-outcomes", str(args.every), "--reward-router", args.reward_router, "--anchor", str(anchor),
-         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), "--poll", "1", "--quiet"],
+         "--explore-budget", str(args.budget), "--min-support", str(args.min_support), *explore, "--poll", "1",
+         "--quiet"],
     ]
     procs = []
     started = time.perf_counter()
@@ -147,11 +157,15 @@ def run_process(args) -> list[dict]:
         procs.append(subprocess.Popen(cmds[1], env=env))
         _wait(gw_url)
         procs.append(subprocess.Popen(cmds[2], env=env))
-        sent = send_traffic(gw_url, data, stream)
-        deadline = time.monotonic() + 600
+        sent = send_traffic(gw_url, data, stream, observed_only=True)
+        deadline, last, quiet_since = time.monotonic() + 600, None, time.monotonic()
         while time.monotonic() < deadline:  # until no refit is due: the last one saw all but < --every outcomes
-            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every
-                   for e in Journal(journal).events()):
+            events = Journal(journal).events()
+            if any(e["event"] == "refit" and e["n_outcomes"] > len(stream) - args.every for e in events):
+                break
+            if len(events) != last:
+                last, quiet_since = len(events), time.monotonic()
+            elif shadow and time.monotonic() - quiet_since > 60:  # a shadow's window too short for another look
                 break
             time.sleep(1)
     finally:
@@ -179,15 +193,67 @@ def run_process(args) -> list[dict]:
         promotions.append({"kind": ev["kind"], "bundle": ev["bundle"], "true_delta": mu_new - mu_old,
                            "checksum": (ev.get("response") or {}).get("checksum")})
         previous = new
-    return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family,
+    shadows_true = shadow_true_deltas(events, X_all[stream], truth[stream], names)
+    return [{"dataset": args.dataset, "mode": "process", "seed": 0, "family": args.family, "explore": args.explore,
              "n_decisions": len(stream), "explore_budget": args.budget, "mu_o_live": mu_live, "mu_o_full": mu_full,
-             "ratio": mu_live / mu_full, "promotions": promotions,
+             "ratio": mu_live / mu_full, "promotions": promotions, "shadows_true": shadows_true,
+             **process_exploration(logged, events),
              "refused": [e["reason"] for e in events if e["event"] == "refused"],
              "refits": sum(e["event"] == "refit" for e in events),
              "requests_ok": sum(r["status"] == 200 for r in sent),
              "feedback_ok": sum(r.get("feedback_status") == 200 for r in sent),
              "logged_outcomes": int(logged["outcome"].notna().sum()), "logged_decisions": len(logged),
              "seconds": round(time.perf_counter() - started, 1), "load": os.getloadavg()}]
+
+
+def shadow_true_deltas(events: list[dict], X: np.ndarray, truth: np.ndarray, names: list[str]) -> list[dict]:
+    """Per shadow fitted (journal ``shadow`` events of kind refit): the true mu_o on the stream (X (n, d),
+    truth (n, m) in ``names``' order, NaN = no result: not a candidate) of the policy it served and the
+    gate tested (``served_policy``: ConservativeRouter(shadow, live, tau), tau 0: the shadow) and of the
+    plain refit, each minus the live router's at the time, with whether it was promoted."""
+    from recroute.loop.runner import served_policy
+    from recroute.loop.simulate import true_mu
+    from recroute.serve.bundle import RoutingBundle
+
+    start = next(e["live_bundle"] for e in events if e["event"] == "start")
+    live_path, out, allowed = start, [], ~np.isnan(truth)
+    passed = {e["bundle"] for e in events if e["event"] == "decision" and e.get("kind") == "shadow" and e["action"] == "promote"}
+    for ev in events:
+        if ev["event"] == "promoted":
+            live_path = ev["bundle"]
+        if ev["event"] != "shadow" or ev.get("kind") != "refit":
+            continue
+        live, shadow = RoutingBundle.load(live_path).router, RoutingBundle.load(ev["bundle"]).router
+        if [str(n) for n in shadow.llm_names_] != names or [str(n) for n in live.llm_names_] != names:
+            continue
+        mu_live = true_mu(live, X, truth, allowed)[0]
+        served = served_policy(shadow, live, float(ev.get("tau") or 0.0))
+        out.append({"bundle": ev["bundle"], "tau": ev.get("tau"), "live": live_path,
+                    "true_delta_served": true_mu(served, X, truth, allowed)[0] - mu_live,
+                    "true_delta_plain": true_mu(shadow, X, truth, allowed)[0] - mu_live,
+                    "passed": ev["bundle"] in passed})
+    return out
+
+
+def process_exploration(logged, events: list[dict]) -> dict:
+    """What the process run's exploration did: the shadows installed, every gate's estimate (delta, lower
+    bound, expected support, look) and, for the decisions served with a shadow, the off-greedy share
+    (served away from live's choice), the share where the two differ and the share of those served the
+    shadow's choice (≈ ε)."""
+    shadowed = logged["shadow_checksum"].notna() if "shadow_checksum" in logged.columns else None
+    out = {"shadows": [{"epsilon": e["epsilon"], "tau": e.get("tau"), "kind": e["kind"], "checksum": e["checksum"]}
+                       for e in events if e["event"] == "shadow"],
+           "gates": [{k: e.get(k) for k in ("n_outcomes", "look", "n", "delta", "lower", "upper", "se_design",
+                                            "expected_support", "support", "disagree")}
+                     for e in events if e["event"] == "estimate"]}
+    if shadowed is not None and shadowed.any():
+        rows = logged[shadowed]
+        differ = rows["live_choice"] != rows["shadow_choice"]
+        out.update(shadow_decisions=int(shadowed.sum()), off_greedy_share=float((rows["chosen"] != rows["live_choice"]).mean()),
+                   differ_share=float(differ.mean()),
+                   served_shadow_where_differ=float((rows.loc[differ, "chosen"] == rows.loc[differ, "shadow_choice"]).mean())
+                   if differ.any() else float("nan"))
+    return out
 
 
 def _free_port() -> int:
@@ -256,8 +322,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02)
     parser.add_argument("--top-k", type=int, default=3, help="explore the top k LLMs (0: every allowed LLM)")
     parser.add_argument("--explore", choices=("epsilon", "shadow"), default="shadow",
-                        help="fast mode: shadow exploration of the last (conservative) refit (recroute.loop.shadow), "
-                             "or ε-greedy over the top k (process mode: always the gateway's ε-greedy)")
+                        help="shadow exploration of the last refit (recroute.loop.shadow; fast mode: conservative by "
+                             "--shadow-tau; process mode: the gateway's shadow with --shadow-tau), or ε-greedy over the top k")
     parser.add_argument("--shadow-looks", type=int, default=3, help="--explore shadow: looks before a fresh shadow")
     parser.add_argument("--shadow-tau", type=float, default=0.2,
                         help="--explore shadow: the refit leaves live's choice only by more than tau (0: plain refit)")

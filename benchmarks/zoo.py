@@ -56,10 +56,10 @@ METRIC_COLUMNS = ["mu_o", "v_r", "v_b", "e_p", "auc", "fit_seconds", "route_seco
 
 
 def families(names: str) -> list[str]:
-    """Every registered router ("all") or the given comma-separated specs."""
-    from recroute.routers.registry import available_routers
+    """Every registered router fitted from data ("all") or the given comma-separated specs."""
+    from recroute.routers.registry import fittable_routers
 
-    return available_routers() if names == "all" else [s.strip() for s in names.split(",") if s.strip()]
+    return fittable_routers() if names == "all" else [s.strip() for s in names.split(",") if s.strip()]
 
 
 def runnable(spec: str, has_text: bool) -> bool:

@@ -18,7 +18,8 @@ the argmax (ties to the lower LLM position).
 Uncertainty and evidence by family: kNN gives the neighbours (training rows from ``router.kneighbors``,
 their texts when the training dataset is given, each candidate's outcome on them) and a Beta(1 + wins,
 1 + losses) posterior per LLM; the ensemble gives its bagged members' spread; the cluster router its
-cluster; other routers the nearest training prompts in their own representation (two-tower prompt
+cluster; a conservative router says its rule (its scores are its refit's plus tau on live's choice among
+the candidates, float64); other routers the nearest training prompts in their own representation (two-tower prompt
 vectors, else the router's score profile) when the training dataset is given, and no uncertainty.
 
 Counterfactuals: along lambda the utilities are lines ``s_j - lambda · c_j``, so the choice flips where
@@ -191,7 +192,10 @@ def _family_view(router, X, n: int, training, n_neighbours: int):
     parts: dict[str, np.ndarray] = {}
     kind, note = None, f"router {router.name!r} gives a point estimate only (no spread over evidence or members)"
     evidence_kind = None
-    if callable(getattr(router, "kneighbors", None)) and hasattr(router, "train_scores_"):
+    if hasattr(router, "refit") and hasattr(router, "tau") and router.name == "conservative":
+        note = (f"conservative router: its refit's scores with tau = {router.tau:g} added on the live router's "
+                f"choice among the candidates (the refit's choice only where it wins by more than tau); a point estimate")
+    elif callable(getattr(router, "kneighbors", None)) and hasattr(router, "train_scores_"):
         parts = _knn_parts(router, X)
         kind, evidence_kind = "beta", "neighbours"
         note = (f"Beta(1 + wins, 1 + losses) posterior from the {parts['rows'].shape[1]} neighbours' outcomes, "
@@ -232,12 +236,13 @@ def explain_arrays(
     names = [str(x) for x in router.llm_names_]
     m = len(names)
     _check_training(router, training)
-    scores = np.asarray(router.score(X, n=n), dtype=np.float32)
+    base = candidate_mask(names, None if candidates is None else list(candidates), "this router")
+    # the router's own dtype (a conservative router's float64 keeps its margin exact) among the candidates
+    scores = np.asarray(router.score_among(X, base, n=n), dtype=getattr(router, "score_dtype", np.float32))
     if costs is not None:
         from recroute.cost.decide import as_cost_matrix
 
         costs = as_cost_matrix(costs, n, m)
-    base = candidate_mask(names, None if candidates is None else list(candidates), "this router")
     values, mask, chosen = decision_values(scores, costs, cost_weight, max_cost, base, names)
 
     parts, kind, note, evidence_kind, cluster, rep_rows = _family_view(router, X, n, training, int(n_neighbours))

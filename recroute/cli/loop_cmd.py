@@ -44,7 +44,10 @@ def run_command(
     margin: float = typer.Option(0.0, "--margin", help="Promote when the lower bound of candidate - live is above this."),
     min_support: int = typer.Option(3, "--min-support", min=0, help="Logged decisions that must have taken the candidate's differing choice, where the logging probabilities cannot be recomputed (otherwise the design interval decides)."),
     reward_router: str = typer.Option("linear", "--reward-router", help="The DR reward model's router spec."),
-    explore_budget: Optional[float] = typer.Option(None, "--explore-budget", min=0.0, max=1.0, help="Journal the off-greedy share against this budget."),
+    explore_budget: Optional[float] = typer.Option(None, "--explore-budget", min=0.0, max=1.0, help="The off-greedy share exploration may use: journalled against the measured share (epsilon), or the shadow's budget (shadow; default 0.02)."),
+    explore: str = typer.Option("epsilon", "--explore", help="epsilon: the gateway's --policy explores, each refit gated on the last --holdout; shadow: each refit served as the gateway's shadow (POST /admin/shadow) and gated on the decisions since."),
+    shadow_looks: int = typer.Option(3, "--shadow-looks", min=1, help="--explore shadow: gates of one shadow (look j at level alpha/(j(j+1))) before a fresh refit replaces it."),
+    shadow_tau: float = typer.Option(0.2, "--shadow-tau", min=0.0, help="--explore shadow: the shadow serves (and a passed gate promotes) ConservativeRouter(refit, live, tau): the refit's choice only where its score beats live's choice's by more than tau (0: the plain refit)."),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),
     upstreams: Optional[Path] = typer.Option(None, "--upstreams", "-u", help="The gateway's upstreams file: a new LLM there is onboarded."),
     probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
@@ -60,7 +63,7 @@ def run_command(
     Example: recroute loop run --log decisions.jsonl --bundle bundle/ --journal loop.jsonl --gateway http://127.0.0.1:8080 --admin-key-env ADMIN_KEY
     """
     from recroute.loop.journal import Journal
-    from recroute.loop.promote import gateway_reload, gateway_serving
+    from recroute.loop.promote import ShadowClient, gateway_reload, gateway_serving
     from recroute.loop.runner import LoopRunner, LoopSettings
     from recroute.loop.schedule import Schedule
 
@@ -78,18 +81,25 @@ def run_command(
             from recroute.data.catalog import load_dataset
 
             anchor_data = load_dataset(anchor)
+        if explore not in ("epsilon", "shadow"):
+            raise DataError(f"--explore must be epsilon or shadow; got {explore!r}")
+        if explore == "shadow" and explore_budget is None:
+            explore_budget = 0.02
         specs = tuple(s.strip() for s in families.split(";" if ";" in families else ",") if s.strip()) if families else None
         settings = LoopSettings(
             families=specs, schedule=Schedule(every_outcomes, every_seconds),
             holdout=holdout if holdout < 1 else int(holdout), min_outcomes=min_outcomes, alpha=alpha, margin=margin,
             min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
             probe_budget=probe_budget, onboard_margin=onboard_margin,
-            onboard_min_support=onboard_min_support)
+            onboard_min_support=onboard_min_support, explore=explore, shadow_looks=shadow_looks,
+            shadow_tau=shadow_tau)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
-                            settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway))
+                            settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway),
+                            shadow_client=ShadowClient(gateway, key) if explore == "shadow" else None)
         runner.start(bundle_dir, log=str(log_path), gateway=gateway, holdout=holdout, margin=margin, alpha=alpha,
-                     min_support=min_support, families=list(specs) if specs else None)
+                     min_support=min_support, families=list(specs) if specs else None, explore=explore,
+                     explore_budget=explore_budget)
     if not quiet:
         err_console.print(f"loop on {log_path} -> {gateway} (journal {journal_path})", highlight=False)
     try:
@@ -108,7 +118,8 @@ def status_rows(events: list[dict]) -> list[dict]:
             estimates.append(ev)
         elif kind == "decision":
             for est in estimates or [{}]:
-                rows.append({"event": "refit", "n_outcomes": ev.get("n_outcomes"), "family": est.get("family"),
+                rows.append({"event": "shadow gate" if ev.get("kind") == "shadow" else "refit",
+                             "n_outcomes": ev.get("n_outcomes"), "family": est.get("family"),
                              "delta": est.get("delta"), "lower": est.get("lower"), "support": est.get("support"),
                              "action": ev.get("action"), "detail": ev.get("reason")})
             estimates = []
@@ -117,8 +128,11 @@ def status_rows(events: list[dict]) -> list[dict]:
             rows.append({"event": "onboard", "family": ev.get("llm"), "action": "place" if ev.get("placed") else "hold",
                          "delta": gate.get("delta"), "lower": gate.get("lower"), "support": gate.get("support"),
                          "detail": f"{ev.get('probes')} probes" + (f": {ev['reason']}" if ev.get("reason") else "")})
-        elif kind == "refused":
-            rows.append({"event": "refused", "action": ev.get("kind"), "detail": ev.get("reason")})
+        elif kind == "shadow":
+            rows.append({"event": "shadow", "action": ev.get("kind"), "family": ev.get("checksum"),
+                         "detail": f"{ev.get('bundle')} (epsilon {ev.get('epsilon'):.4g}, tau {ev.get('tau'):g})"})
+        elif kind in ("refused", "shadow_refused"):
+            rows.append({"event": kind, "action": ev.get("kind"), "detail": ev.get("reason")})
         elif kind == "promoted":
             response = ev.get("response") or {}
             rows.append({"event": "promoted", "action": ev.get("kind"), "detail": ev.get("bundle"),
@@ -152,6 +166,16 @@ def status_command(
     out = output_console(json_path)
     out.print(f"live bundle: {state.live_bundle}; {state.refits} refit(s), {len(state.promotions)} promotion(s)"
               + (f"; promotion of {state.pending['bundle']} pending" if state.pending else ""), highlight=False)
+    if state.shadow is not None or state.shadow_pending is not None:
+        sh, pending = state.shadow, state.shadow_pending
+        line = "shadow: none"
+        if sh is not None:
+            looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum"))
+            line = (f"shadow: {sh['bundle']} (checksum {sh.get('checksum')}, epsilon {sh['epsilon']:.4g}, "
+                    f"tau {sh['tau']:g}, {looks} look(s))")
+        if pending is not None:
+            line += f"; install of {pending['bundle']} (epsilon {pending['epsilon']:.4g}) pending"
+        out.print(line, highlight=False)
     out.print(table_from_rows(f"loop journal {journal_path}", rows,
                               ["event", "n_outcomes", "family", "delta", "lower", "support", "action", "detail"]))
 

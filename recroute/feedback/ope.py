@@ -177,7 +177,9 @@ def target_probabilities(router: "Router", X: np.ndarray | None, allowed: np.nda
     allowed = np.asarray(allowed, dtype=bool)
     if getattr(router, "stochastic", False) and policy is None:
         return allowed / allowed.sum(axis=1, keepdims=True)
-    scores = router.score(X if router.needs_features else None, n=len(allowed))
+    from recroute.routers.base import scores_among
+
+    scores = scores_among(router, X if router.needs_features else None, allowed, len(allowed))
     return parse_policy(policy).probabilities(scores, allowed)
 
 

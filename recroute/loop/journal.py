@@ -9,11 +9,20 @@ Event lines::
     {"event": "estimate", "time", "family", "n_outcomes", "n", "value_candidate", "value_live", "delta",
      "lower", "upper", "se", "support"}
     {"event": "decision", "time", "n_outcomes", "action": "promote" | "keep", "reason", "bundle"}
+        (a shadow's: + "kind": "shadow", "look", and on a conservative pass "promote_bundle", the bundle
+        holding ConservativeRouter(shadow, live, tau) that is promoted)
     {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard" | "restore"}  (before the reload)
     {"event": "promoted", "time", "bundle", "kind", "response": {...}}      (after the gateway said 200)
     {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)
     {"event": "onboard", "time", "llm", "probes", "sd", "placed": bool, "bundle", "reason"}
     {"event": "explore", "time", "share", "budget", "n"}
+    {"event": "shadowing", "time", "bundle", "epsilon", "tau", "kind": "refit" | "restore" | "retune"}  (before the install)
+    {"event": "shadow", "time", "bundle", "checksum", "epsilon", "tau", "kind", "response"}  (the gateway said 200)
+    {"event": "shadow_refused", "time", "bundle", "kind", "reason"}        (the gateway said no)
+
+``--explore shadow``: the shadow installed is the last ``shadow`` event's (until a ``shadow_refused`` of a
+later install, or the promotion of its bundle); a ``shadowing`` without its ``shadow`` is installed
+again on restart (installing the same shadow twice is harmless).
 
 A ``promoting`` without its ``promoted`` (the loop died in between) is finished on restart: reloading
 the same bundle twice is harmless, so nothing is lost and nothing is counted twice.
@@ -30,7 +39,8 @@ from typing import Any
 from recroute.errors import DataError
 from recroute.feedback.logs import append_lines, dumps_line
 
-EVENTS = ("start", "refit", "estimate", "decision", "promoting", "promoted", "refused", "onboard", "explore")
+EVENTS = ("start", "refit", "estimate", "decision", "promoting", "promoted", "refused", "onboard", "explore",
+          "shadowing", "shadow", "shadow_refused")
 
 
 @dataclass
@@ -44,6 +54,8 @@ class LoopState:
     promotions: list[dict] = field(default_factory=list)
     pending: dict | None = None  # a "promoting" event not yet followed by "promoted"
     onboarded: dict[str, dict] = field(default_factory=dict)  # llm -> its last onboard event
+    shadow: dict | None = None  # the "shadow" event of the shadow installed now
+    shadow_pending: dict | None = None  # a "shadowing" event not yet followed by "shadow" / "shadow_refused"
 
 
 class Journal:
@@ -73,7 +85,9 @@ class Journal:
         a DataError naming it."""
         if not self.path.is_file():
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        lines = self.path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 etc. may be in a reason
+        while lines and not lines[-1].strip():
+            lines.pop()
         out = []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -113,6 +127,14 @@ def replay(events: list[dict]) -> LoopState:
             state.pending = None
             state.live_bundle = ev["bundle"]
             state.promotions.append(ev)
+            if state.shadow is not None and state.shadow["bundle"] == ev["bundle"]:
+                state.shadow = None  # the shadow is live now
+        elif kind == "shadowing":
+            state.shadow_pending = ev
+        elif kind == "shadow":
+            state.shadow_pending, state.shadow = None, ev
+        elif kind == "shadow_refused":
+            state.shadow_pending = None
         elif kind == "onboard":
             state.onboarded[ev["llm"]] = ev
     return state

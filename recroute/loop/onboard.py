@@ -14,7 +14,7 @@ training prompts with per-prompt structure (where the LLM is right that the othe
 similarity-weighted mix of the existing columns, which regresses to the mean and rarely tops a prompt; a
 latent family (mf, two_tower, irt) fits the LLM's vector by MAP to them. A live router that is a promoted
 conservative shadow (``recroute.loop.shadow.Conservative``, in process) gets the LLM placed into both of its
-routers (:func:`place_into`); its refit's family is the evidence's (:func:`base_router`).
+routers (:func:`place_into`); its refit's family is the evidence's (:func:`recroute.routers.conservative.fitted_family`).
 
 **Evidence** (the gate of refits: :func:`~recroute.loop.gate.promotion_decision`). On the probed prompts
 everything is known: the existing LLMs' results (anchor) and the new LLM's (probe), so the gain of placing
@@ -53,6 +53,7 @@ from recroute.errors import DataError
 from recroute.feedback.policies import greedy_matrix
 from recroute.loop.gate import GateResult, promotion_decision
 from recroute.loop.refit import Anchor
+from recroute.routers.conservative import ConservativeRouter, fitted_family
 
 
 @dataclass
@@ -97,24 +98,12 @@ def placement_prompts(router, known: Anchor, extra_X: np.ndarray | None = None) 
     return PlacementPrompts(X, F)
 
 
-def base_router(router):
-    """The router a bundle would hold: the refit inside a (nested) ``recroute.loop.shadow.Conservative``, else
-    ``router`` itself (its family is the one the evidence's proxies are fitted with)."""
-    from recroute.loop.shadow import Conservative
-
-    while isinstance(router, Conservative):
-        router = router.refit
-    return router
-
-
 def place_into(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: str,
                extra_X: np.ndarray | None = None):
     """:func:`place` into ``router``; a promoted conservative shadow gets the LLM placed into both of its
     routers (each from its own placement prompts), so it stays conservative with the new LLM in both."""
-    from recroute.loop.shadow import Conservative
-
-    if isinstance(router, Conservative):
-        return Conservative(place_into(router.refit, known, rows, results, llm, extra_X),
+    if isinstance(router, ConservativeRouter):  # the simulator's Conservative too (a subclass)
+        return type(router)(place_into(router.refit, known, rows, results, llm, extra_X),
                             place_into(router.live, known, rows, results, llm, extra_X), router.tau)
     return place(router, placement_prompts(router, known, extra_X), rows, results, llm)
 
@@ -142,7 +131,7 @@ def evidence(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: 
     fold = np.arange(k) % max(1, min(int(folds), k))
     r_new, r_live = np.zeros(k), np.zeros(k)
     pick_new, pick_live = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
-    spec = _spec(base_router(router))
+    spec = _spec(fitted_family(router))  # a conservative live: its refit's family
     for f in np.unique(fold):
         held, used = fold == f, fold != f
         keep = np.ones(n, dtype=bool)
@@ -186,13 +175,13 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
     ``extra_X`` (n, d): further prompts the router was trained on (the decision log's), placed too."""
     if llm in [str(n) for n in router.llm_names_]:
         raise DataError(f"LLM {llm!r} is already routed to")
-    if not getattr(base_router(router), "supports_new_llms", False):
-        raise DataError(f"router {base_router(router).name!r} cannot place a new LLM (no partial_fit_llms); use knn, mf or two_tower")
+    if not router.can_place_new_llms():
+        raise DataError(f"router {fitted_family(router).name!r} cannot place a new LLM (no partial_fit_llms); use knn, mf or two_tower")
     known = anchor.with_llms([str(n) for n in router.llm_names_])
     budget = min(int(budget), len(known.Y))
     if budget < 1:
         raise DataError("the probe budget must be at least 1 and the anchor must hold prompts")
-    prompts = placement_prompts(base_router(router), known, extra_X)
+    prompts = placement_prompts(fitted_family(router), known, extra_X)
     order = np.random.default_rng(seed).permutation(len(known.Y))[:budget]
     at = looks(budget, int(min_probes), int(probe_every))
     results = np.zeros(budget)
@@ -226,7 +215,7 @@ def prefill_column(router, regression: ResultRegression, X: np.ndarray, rows: np
     regression. A refit's input for the logged prompts where the new LLM was never a candidate
     (``recroute.loop.refit.fit_candidate``'s ``prefill``)."""
     rows = np.asarray(rows, dtype=np.int64)
-    router = base_router(router)  # a conservative shadow's scores carry its tau on live's choice
+    router = fitted_family(router)  # a conservative shadow's scores carry its tau on live's choice
     out = np.full((int(n_prompts), len(router.llm_names_) + 1), np.nan)
     if len(rows):
         F = router.score(np.asarray(X, dtype=np.float32)[rows] if router.needs_features else None, n=len(rows))

@@ -71,3 +71,51 @@ def gateway_serving(url: str, timeout_s: float = 10.0) -> Serving:
         return doc.get("bundle_checksum") if isinstance(doc, dict) else None
 
     return serving
+
+
+class ShadowClient:
+    """The gateway's shadow endpoints at ``url``: :meth:`install` (``POST /admin/shadow``), :meth:`remove`
+    (``DELETE /admin/shadow``) and :meth:`serving` (``/healthz``'s ``shadow_checksum``). A refusal (4xx) raises
+    :class:`PromotionError` with ``refused=True``; no answer, with ``refused=False``."""
+
+    def __init__(self, url: str, key: str | None = None, timeout_s: float = 120.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise DataError(f"--gateway must be an http(s) URL; got {url!r}")
+        self.url = url.rstrip("/")
+        self.headers = {"authorization": f"Bearer {key}"} if key else {}
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, body: dict | None = None) -> dict:
+        import httpx
+
+        endpoint = self.url + "/admin/shadow"
+        try:
+            response = httpx.request(method, endpoint, json=body, headers=self.headers, timeout=self.timeout_s)
+        except httpx.TransportError as exc:
+            raise PromotionError(f"{endpoint}: no answer ({type(exc).__name__}: {exc})") from None
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = {"error": response.text[:200]}
+        if response.status_code != 200:
+            reason = doc.get("error") if isinstance(doc, dict) else doc
+            raise PromotionError(f"{method} {endpoint} ({response.status_code}): {reason}",
+                                 refused=400 <= response.status_code < 500)
+        return doc if isinstance(doc, dict) else {"response": doc}
+
+    def install(self, bundle: str, epsilon: float, tau: float = 0.0) -> dict:
+        """Serve ``bundle`` as the shadow with ``epsilon`` and ``tau``; the gateway's answer."""
+        return self._call("POST", {"bundle": str(Path(bundle).resolve()), "epsilon": float(epsilon), "tau": float(tau)})
+
+    def remove(self) -> dict:
+        return self._call("DELETE")
+
+    def serving(self) -> tuple[bool, str | None]:
+        """(the gateway answered, the checksum of the shadow it serves or None)."""
+        import httpx
+
+        try:
+            doc = httpx.get(self.url + "/healthz", timeout=10).json()
+        except (httpx.TransportError, ValueError):
+            return False, None
+        return (True, doc.get("shadow_checksum")) if isinstance(doc, dict) else (False, None)

@@ -31,6 +31,7 @@ from recroute.errors import DataError
 from recroute.feedback.bandit import Bandit, bandit_from_log
 from recroute.feedback.learn import dr_matrix
 from recroute.feedback.ope import DEFAULT_REWARD_ROUTER, fit_predict_log, reward_model
+from recroute.routers.base import scores_among
 
 
 @dataclass
@@ -122,17 +123,21 @@ class LogTail:
             chunk = fh.read(size - self.offset)
         complete = chunk[: chunk.rfind(b"\n") + 1]
         line_no = len(self.where) + 1
-        for raw in complete.decode("utf-8", errors="surrogateescape").splitlines():
+        records, where = [], []
+        # lines end at b"\n" only: str.splitlines() would also cut a logged prompt text at U+0085, U+2028, ...
+        for raw in complete.split(b"\n"):
             if raw.strip():
                 try:
-                    rec = json.loads(raw)
+                    rec = json.loads(raw.decode("utf-8", errors="surrogateescape"))
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{self.path} record {line_no}: not valid JSON ({exc.msg})") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{self.path} record {line_no}: expected a JSON object; got {type(rec).__name__}")
-                self.records.append(rec)
-                self.where.append(f"{self.path} record {line_no}")
+                records.append(rec)
+                where.append(f"{self.path} record {line_no}")
                 line_no += 1
+        self.records += records  # only once every new line parsed: a failed read adds nothing (read again later)
+        self.where += where
         self.offset += len(complete)
         return decision_log_from_records(self.records, self.where, source=str(self.path))
 
@@ -179,7 +184,8 @@ def logging_probabilities(data: LogData, policies, routers: dict) -> np.ndarray 
             return None
         at = np.array([k == key for k in keys])
         rows = bandit.rows[at]
-        scores = router.score(None if data.X is None or not router.needs_features else data.X[rows], n=len(rows))
+        scores = scores_among(router, None if data.X is None or not router.needs_features else data.X[rows],
+                              bandit.allowed[at], len(rows))  # a conservative router: among the candidates
         try:
             P0[at] = parse_policy(key[1]).probabilities(scores, bandit.allowed[at])
         except ValueError:

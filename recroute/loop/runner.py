@@ -9,6 +9,16 @@ simulator: hold out the most recent decisions, refit each candidate family on th
 and the decision log, onboards any LLM of the upstreams file the live bundle does not know, refits
 when the schedule says so, and promotes through a ``Promote`` (the gateway's hot reload). Everything
 it decides is journalled before and after it acts, so a restarted loop picks up where it stopped.
+
+``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
+is installed as the gateway's shadow with ε = ``shadow_epsilon`` over the recent logged prompts and the
+budget; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
+``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
+from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
+the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
+promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
+``shadow_looks`` looks. ``explore="epsilon"``: the gateway's own policy explores, each refit is gated
+on the most recent ``holdout`` decisions (:func:`refit_and_gate`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from recroute.loop.refit import (
     split_recent,
 )
 from recroute.loop.schedule import Schedule
+from recroute.routers.base import scores_among
 
 logger = logging.getLogger("recroute.loop")
 
@@ -64,8 +75,20 @@ class LoopSettings:
     probe_every: int = 40
     onboard_margin: float = -0.03
     onboard_min_support: int = 10
+    explore: str = "epsilon"
+    shadow_looks: int = 3
+    shadow_cap: float = 0.5
+    shadow_tau: float = 0.2  # the shadow served and promoted is ConservativeRouter(refit, live, shadow_tau)
 
     def check(self) -> None:
+        if self.explore not in ("epsilon", "shadow"):
+            raise DataError(f"explore must be 'epsilon' or 'shadow'; got {self.explore!r}")
+        if self.explore == "shadow" and (self.explore_budget is None or not 0 < self.explore_budget <= 1):
+            raise DataError("--explore shadow needs an exploration budget in (0, 1] (--explore-budget)")
+        if self.shadow_looks < 1:
+            raise DataError(f"shadow_looks must be at least 1; got {self.shadow_looks}")
+        if not (np.isfinite(self.shadow_tau) and self.shadow_tau >= 0):
+            raise DataError(f"shadow_tau must be a finite number >= 0; got {self.shadow_tau}")
         if not 0 < self.alpha < 1:
             raise DataError(f"alpha must be in (0, 1); got {self.alpha}")
         if self.min_support < 0 or self.min_outcomes < 2:
@@ -96,13 +119,21 @@ def router_spec(router) -> str:
     return _spec(router)
 
 
+def refit_family(router) -> str:
+    """The spec a refit of ``router`` uses: its own, or for a promoted conservative router its refit's
+    (a conservative router is built from two fitted routers, never fitted itself)."""
+    from recroute.routers.conservative import fitted_family
+
+    return router_spec(fitted_family(router))
+
+
 def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: Anchor | None = None,
                    seed: int = 0) -> list[Verdict]:
     """Refit every family on all but the most recent decisions of ``data`` and gate each against
     ``live_router`` on those recent decisions."""
     bandit, X = data.bandit, data.X
     train, hold = split_recent(len(bandit), settings.holdout)
-    families = settings.families or (router_spec(live_router),)
+    families = settings.families or (refit_family(live_router),)
     q = holdout_reward(bandit, X, train, hold, settings.reward_router)
     recent = bandit.take(hold)
     feats = None if X is None else X[recent.rows]
@@ -140,7 +171,8 @@ class LoopRunner:
 
     def __init__(self, log_path: str | Path, journal: Journal, promote: Promote, workdir: str | Path,
                  settings: LoopSettings | None = None, anchor_data=None, upstreams_path: str | Path | None = None,
-                 answer: Answer | None = None, seed: int = 0, serving: Serving | None = None) -> None:
+                 answer: Answer | None = None, seed: int = 0, serving: Serving | None = None,
+                 shadow_client=None) -> None:
         self.log_path = Path(log_path)
         self.journal = journal
         self.promote_fn = promote
@@ -152,6 +184,9 @@ class LoopRunner:
         self.answer = answer
         self.seed = seed
         self.serving = serving
+        self.shadow_client = shadow_client  # recroute.loop.promote.ShadowClient (explore="shadow")
+        if self.settings.explore == "shadow" and shadow_client is None:
+            raise DataError("explore='shadow' needs the gateway's shadow endpoints (a ShadowClient)")
         self._bundles: dict[str, object] = {}
         self._tail = None if self.log_path.suffix.lower() == ".parquet" else LogTail(self.log_path)  # new lines only
 
@@ -189,14 +224,19 @@ class LoopRunner:
             for llm in self.new_llms(state):
                 events += self._onboard(llm, self.bundle(state.live_bundle))
                 state = self.journal.state()
+        s = self.settings
+        if s.explore == "shadow":
+            events += self._restore_shadow(self.journal.state())
         if not self.log_path.is_file():
             return events
         log = self._tail.read() if self._tail is not None else read_decision_log(self.log_path)
         n_outcomes = int(log["outcome"].notna().sum())
-        s = self.settings
+        state = self.journal.state()
         if n_outcomes < s.min_outcomes or not s.schedule.due(n_outcomes, state.last_refit_outcomes, now,
                                                              state.last_refit_time):
             return events
+        if s.explore == "shadow":
+            return events + self._shadow_step(log, state, n_outcomes)
         live = self.bundle(state.live_bundle)
         data = log_data(log, live, routers=self._routers(state))
         anchor = self._anchor(live)
@@ -218,6 +258,129 @@ class LoopRunner:
         if bundle_path is not None:
             events += self._promote(bundle_path, "refit")
         return events
+
+    # ------------------------------------------------------------------ shadow exploration
+    def _shadow_step(self, log, state, n_outcomes: int) -> list[dict]:
+        """Gate the installed shadow on the decisions since it first served (promote it when it passes),
+        then install a fresh refit as the shadow when there is none, it passed, or its looks are spent. A
+        look waits until the shadow's window holds the schedule's ``every_outcomes`` decisions with an
+        outcome (a refit that took long leaves the window short when the schedule falls due)."""
+        from recroute.loop.shadow import gate_shadow, look_alpha
+
+        s = self.settings
+        live = self.bundle(state.live_bundle)
+        has = log["outcome"].notna().to_numpy()
+        events: list[dict] = []
+        current = state.shadow
+        replace, promote, gate_rows, retune = current is None, None, [], None
+        if current is not None:
+            shadow = self.bundle(current["bundle"])
+            served = log.loc[has, "shadow_checksum"].to_numpy(dtype=object) if "shadow_checksum" in log.columns else None
+            since = None if served is None else next((i for i, c in enumerate(served) if c == current["checksum"]), None)
+            window = 0 if since is None else int(has.sum()) - since
+            if shadow.llm_names == live.llm_names and window < (s.schedule.every_outcomes or 2):
+                return events  # too few decisions since the shadow first served: wait for them (journal nothing)
+        data = log_data(log, live)
+        if current is not None:
+            if shadow.llm_names != live.llm_names:  # the pool changed (an onboarding): a fresh shadow
+                replace = True
+            elif since is not None and 0 < since < len(data.bandit) - 1:
+                look = 1 + sum(1 for e in self.journal.events()
+                               if e["event"] == "estimate" and e.get("shadow") == current["checksum"])
+                level = look_alpha(s.alpha, look, s.shadow_looks)
+                try:
+                    data.logging = shadow_logging(log.loc[has], data, since, self._routers(state))
+                    result, ok, reason = gate_shadow(served_policy(shadow.router, live.router, current["tau"]),
+                                                     live.router, data, since, level, s.margin, s.reward_router,
+                                                     self.seed)
+                    gate_rows.append(("estimate", {"family": router_spec(shadow.router), "n_outcomes": n_outcomes,
+                                                   "shadow": current["checksum"], "look": look, "level": level,
+                                                   "since": since, **result.to_dict()}))
+                except DataError as exc:  # the log cannot support a gate (journalled; the shadow is replaced)
+                    ok, reason = False, f"cannot gate the shadow: {exc}"
+                    look = s.shadow_looks
+                window_log = log.loc[has].iloc[since:]
+                with_shadow = window_log["shadow_checksum"].notna().to_numpy()
+                share = float(np.mean(window_log["chosen"].to_numpy()[with_shadow]
+                                      != window_log["live_choice"].to_numpy()[with_shadow])) if with_shadow.any() else None
+                gate_rows.append(("explore", {"share": share, "budget": s.explore_budget, "n": int(with_shadow.sum())}))
+                gate_rows.append(("decision", {"n_outcomes": n_outcomes, "action": "promote" if ok else "keep",
+                                               "reason": reason, "bundle": current["bundle"], "kind": "shadow",
+                                               "look": look}))
+                promote = current["bundle"] if ok else None
+                if ok and current["tau"] > 0:  # promote what the gate tested: the conservative shadow over live
+                    promote = str(self.save_bundle(served_policy(shadow.router, live.router, current["tau"]), live,
+                                                   f"conservative-{n_outcomes}"))
+                    gate_rows[-1][1]["promote_bundle"] = promote  # the decision names the bundle it promotes
+                replace = ok or look >= s.shadow_looks
+                if not replace and with_shadow.any():
+                    retune = retuned_epsilon(window_log[with_shadow], current["epsilon"], s.explore_budget, s.shadow_cap)
+        events += self.journal.append_all([*gate_rows, ("refit", {
+            "n_outcomes": n_outcomes, "n_train": len(data.bandit) if replace else 0, "explore": "shadow",
+            "gated": bool(gate_rows), "fitted": replace})])
+        if current is not None and not replace and promote is None and gate_rows and retune is not None:
+            events += self._install_shadow(current["bundle"], retune, current["tau"], "retune")
+        if promote is not None:
+            events += self._promote(promote, "refit")
+            state = self.journal.state()
+            if state.live_bundle != promote:  # refused: the shadow stays until its looks are spent
+                return events
+            live = self.bundle(state.live_bundle)
+        if replace:
+            events += self._fit_shadow(live, data, n_outcomes)
+        return events
+
+    def _fit_shadow(self, live, data: LogData, n_outcomes: int) -> list[dict]:
+        """A refit on every logged decision (the first family), saved and installed as the shadow with
+        ε = ``shadow_epsilon`` over the most recent ``holdout`` decisions' prompts."""
+        from recroute.loop.shadow import shadow_epsilon
+
+        s = self.settings
+        spec = (s.families or (refit_family(live.router),))[0]
+        start = time.perf_counter()
+        candidate = fit_candidate(spec, data.bandit, data.X, self._anchor(live), s.reward_router, seed=self.seed)
+        fit_s = time.perf_counter() - start
+        _, recent = split_recent(len(data.bandit), s.holdout)
+        rows = data.bandit.rows[recent]
+        X = None if data.X is None else data.X[rows]
+        allowed = data.bandit.allowed[recent]
+        served = served_policy(candidate, live.router, s.shadow_tau)  # ε from where the conservative shadow differs
+        eps = shadow_epsilon(live.router.score_among(X if live.router.needs_features else None, allowed, n=len(rows)),
+                             served.score_among(X if served.needs_features else None, allowed, n=len(rows)),
+                             allowed, s.explore_budget, s.shadow_cap)
+        path = str(self.save_bundle(candidate, live, f"shadow-{n_outcomes}"))
+        logger.info("shadow %s fitted in %.1f s, epsilon %.4f, tau %.3g", path, fit_s, eps, s.shadow_tau)
+        return self._install_shadow(path, eps, s.shadow_tau, "refit")
+
+    def _install_shadow(self, path: str, epsilon: float, tau: float, kind: str, resumed: bool = False) -> list[dict]:
+        from recroute.serve.bundle import bundle_checksum
+
+        events = [] if resumed else [self.journal.append("shadowing", bundle=path, epsilon=epsilon, tau=tau, kind=kind)]
+        try:
+            response = self.shadow_client.install(path, epsilon, tau)
+        except PromotionError as exc:
+            if not exc.refused:
+                raise  # no answer: still pending, retried at the next step
+            logger.warning("shadow refused: %s", exc)
+            return events + [self.journal.append("shadow_refused", bundle=path, kind=kind, reason=str(exc))]
+        checksum = (response.get("shadow") or {}).get("checksum") or bundle_checksum(Path(path))
+        events.append(self.journal.append("shadow", bundle=path, checksum=checksum, epsilon=epsilon, tau=tau,
+                                          kind=kind, response=response, resumed=resumed))
+        return events
+
+    def _restore_shadow(self, state) -> list[dict]:
+        """Finish an install the journal says was started; put the journal's shadow back on a gateway
+        that serves another (a restarted gateway serves none)."""
+        if state.shadow_pending is not None:
+            p = state.shadow_pending
+            return self._install_shadow(p["bundle"], p["epsilon"], p["tau"], p["kind"], resumed=True)
+        if state.shadow is None:
+            return []
+        answered, checksum = self.shadow_client.serving()
+        if not answered or checksum == state.shadow["checksum"]:
+            return []
+        sh = state.shadow
+        return self._install_shadow(sh["bundle"], sh["epsilon"], sh["tau"], "restore")
 
     def run(self, poll_s: float = 5.0, max_steps: int | None = None, stop: Callable[[], bool] | None = None) -> None:
         """Step every ``poll_s`` seconds until ``max_steps`` or ``stop()``; a failed step is logged, not fatal."""
@@ -288,7 +451,7 @@ class LoopRunner:
 
             hold = hold[data.bundle_checksums[hold] == bundle_checksum(Path(self.journal.state().live_bundle))]
         recent = data.bandit.take(hold)
-        scores = live.router.score(None if data.X is None else data.X[recent.rows], n=len(recent))
+        scores = scores_among(live.router, None if data.X is None else data.X[recent.rows], recent.allowed, len(recent))
         share = off_greedy_share(recent, scores) if len(recent) else float("nan")
         if share > self.settings.explore_budget:
             logger.warning("off-greedy share %.4f is above the exploration budget %.4f", share, self.settings.explore_budget)
@@ -334,6 +497,75 @@ class LoopRunner:
             return None
         log = read_decision_log(self.log_path)
         return log_data(log, live).X if log["outcome"].notna().any() else None
+
+
+def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
+    """The shadow's ε set again from the decisions it served (``window``: log rows with ``live_choice``
+    and ``shadow_choice``): min(cap, budget / d), d the share where the two differed there; None when that
+    is within ``tolerance`` (relative) of ``epsilon``. ``shadow_epsilon`` sets ε on recent prompts the refit
+    trained on, where it differs from live less often than on new prompts (measured: 0.71 served against
+    the share ε was set on), so the served off-greedy share ε·d overshot the budget; each decision logs
+    its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    if len(window) == 0:
+        return None
+    d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
+    new = cap if d == 0 else min(cap, budget / d)
+    return None if abs(new - epsilon) <= tolerance * epsilon else new
+
+
+def served_policy(shadow_router, live_router, tau: float):
+    """The policy a shadow installed with ``tau`` serves and the gate tests: the shadow's router itself at
+    tau 0 (its greedy choice), else ``ConservativeRouter(shadow, live, tau)`` (live's choice unless the
+    shadow's beats it by more than tau, among each decision's candidates), which a passed gate promotes."""
+    from recroute.routers.conservative import ConservativeRouter
+
+    return shadow_router if tau == 0 else ConservativeRouter(shadow_router, live_router, tau)
+
+
+def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:
+    """float64 (n, m) logging probabilities of the decisions at positions >= ``since`` of ``data`` (NaN
+    before: not used), rebuilt from the log (``log``: its rows with an outcome, aligned with ``data``): a
+    decision served with a shadow from its logged live and shadow choices and ε
+    (``logged_shadow_probabilities``); one without, under a deterministic policy, one-hot at its choice;
+    under a stochastic one, from its bundle's router (``routers``: checksum -> router) and its policy.
+    DataError naming the decision when it cannot be rebuilt. ``gate.check_logging`` then checks every
+    rebuilt probability of a logged choice against its logged propensity."""
+    from recroute.feedback.policies import parse_policy
+    from recroute.loop.shadow import logged_shadow_probabilities
+
+    bandit = data.bandit
+    n, m = len(bandit), bandit.n_llms
+    col = {str(name): j for j, name in enumerate(bandit.llm_names)}
+    P0 = np.full((n, m), np.nan)
+    at = np.arange(since, n)
+    frame = log.iloc[since:]
+    shadowed = frame["shadow_checksum"].notna().to_numpy() if "shadow_checksum" in frame.columns         else np.zeros(len(at), dtype=bool)
+    if shadowed.any():
+        rows = at[shadowed]
+        try:
+            live_j = np.array([col[str(v)] for v in frame.loc[shadowed, "live_choice"]])
+            shadow_j = np.array([col[str(v)] for v in frame.loc[shadowed, "shadow_choice"]])
+        except KeyError as exc:
+            raise DataError(f"a logged live or shadow choice {exc} is not an LLM of the live bundle") from None
+        P0[rows] = logged_shadow_probabilities(live_j, shadow_j, bandit.allowed[rows],
+                                               frame.loc[shadowed, "shadow_epsilon"].to_numpy(dtype=np.float64))
+    checksums = frame["bundle_checksum"].to_numpy(dtype=object) if "bundle_checksum" in frame.columns else None
+    for i in np.flatnonzero(~shadowed):
+        pos, spec = at[i], frame["policy"].iloc[i] if "policy" in frame.columns else None
+        try:
+            policy = parse_policy(None if spec is None or (isinstance(spec, float) and np.isnan(spec)) else str(spec))
+        except ValueError as exc:
+            raise DataError(f"decision {pos}: {exc}") from None
+        if policy.deterministic:
+            P0[pos] = 0.0
+            P0[pos, bandit.chosen[pos]] = 1.0
+            continue
+        router = routers.get(None if checksums is None else str(checksums[i]))
+        if router is None:
+            raise DataError(f"decision {pos}: made by a bundle the loop does not know, under the stochastic policy {spec}")
+        x = None if data.X is None or not router.needs_features else data.X[bandit.rows[pos:pos + 1]]
+        P0[pos] = policy.probabilities(scores_among(router, x, bandit.allowed[pos:pos + 1], 1), bandit.allowed[pos:pos + 1])[0]
+    return P0
 
 
 def _safe(name: str) -> str:

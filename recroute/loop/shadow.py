@@ -10,6 +10,11 @@ candidate takes, and the candidate's own choice possibly outside the top k, neve
 explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budget and d = 0.3, against
 0.0067 for ε-greedy over the top 3.
 
+Through the gateway the shadow bundle holds the plain refit and the gateway applies the margin tau
+(:func:`conservative_scores`); the loop gates ``ConservativeRouter(refit, live, tau)``
+(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and
+promotes a bundle holding it.
+
 At the next refit the shadow is gated against live (``recroute.loop.gate.compare`` with the logging
 probabilities, so the design interval applies) on the decisions logged since it became the shadow: it
 never trained on them, and the reward model is fitted on the decisions before them. Promoted or not,
@@ -25,30 +30,29 @@ from recroute.errors import DataError
 from recroute.feedback.policies import check_scores, greedy_matrix
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.refit import LogData, holdout_reward
+from recroute.routers.conservative import ConservativeRouter
 
 
-class Conservative:
-    """A refitted router that leaves live's choice only where it is confident: it routes to the refit's
-    greedy choice s where S(s) > S(l) + ``tau`` (S the refit's scores, l live's greedy choice), else to l.
-    Its score (n, m) is S plus ``tau`` on l (ties at exactly tau go to the lower index, as routing).
+class Conservative(ConservativeRouter):
+    """The simulator's conservative router (``recroute.loop.simulate``): a
+    :class:`~recroute.routers.conservative.ConservativeRouter` (the refit's greedy choice s where
+    S(s) > S(l) + ``tau``, else live's l) whose score keeps the simulator's arithmetic: float64, live's
+    choice among every LLM (also under a candidate restriction: :meth:`score_among` is :meth:`score`),
+    and the same feature array scored once.
 
-    Why: the gate's power depends on the gain per *differing* decision, not on how many differ (with the
-    budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a refit that flips 70 %
-    of near-tied choices for a small total gain is hard to prove, its confident part is not. In process
-    (the simulator); a bundle holds one router, so the gateway cannot serve it yet."""
+    Why conservative: the gate's power depends on the gain per *differing* decision, not on how many
+    differ (with the budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a
+    refit that flips 70 % of near-tied choices for a small total gain is hard to prove, its confident
+    part is not. Saved, it loads as a ConservativeRouter (which takes live's choice among the candidates:
+    what the gateway's shadow serving and ``recroute loop run --explore shadow`` gate and promote)."""
 
     stochastic = False
     requires_truth = False
-    name = "conservative"
 
     def __init__(self, refit, live, tau: float) -> None:
         if not tau >= 0:
             raise DataError(f"tau must be >= 0; got {tau}")
-        if [str(n) for n in refit.llm_names_] != [str(n) for n in live.llm_names_]:
-            raise DataError("the refit and the live router route to different LLMs")
-        self.refit, self.live, self.tau = refit, live, float(tau)
-        self.llm_names_ = refit.llm_names_
-        self.needs_features = bool(refit.needs_features or live.needs_features)
+        super().__init__(refit, live, tau)
         self._last: tuple | None = None  # (X, n, scores): the same feature array is scored once
 
     def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
@@ -60,6 +64,9 @@ class Conservative:
         S[np.arange(len(S)), np.argmax(L, axis=1)] += self.tau
         self._last = (X, n, S)
         return S.copy()
+
+    def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
+        return self.score(X, n)
 
 
 def shadow_probabilities(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None,
@@ -117,3 +124,37 @@ def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, ma
     result = compare(recent, feats, shadow, live, q, alpha, seed, logging=data.logging[hold])
     ok, reason = promotion_decision(result, margin)
     return result, ok, reason
+
+
+def conservative_scores(live_scores: np.ndarray, refit_scores: np.ndarray, allowed: np.ndarray | None,
+                        tau: float) -> np.ndarray:
+    """float64 (n, m): the refit's scores plus ``tau`` on live's greedy choice among the ``allowed``
+    LLMs: :class:`Conservative`'s rule with live's choice taken among each decision's candidates, as the
+    gateway serves a shadow (its greedy choice is the refit's s only where S(s) > S(l) + tau)."""
+    if not tau >= 0:
+        raise DataError(f"tau must be >= 0; got {tau}")
+    S, A = check_scores(live_scores, allowed)
+    T, _ = check_scores(refit_scores, A)
+    T = T.copy()
+    T[np.arange(len(T)), greedy_matrix(S, A).argmax(axis=1)] += float(tau)
+    return T
+
+
+def logged_shadow_probabilities(live_choice: np.ndarray, shadow_choice: np.ndarray, allowed: np.ndarray,
+                                epsilon: np.ndarray) -> np.ndarray:
+    """float64 (n, m) logging probabilities of decisions served with a shadow, rebuilt from what the
+    gateway logged (live's choice l, the conservative shadow's choice s, both int (n,) column indices,
+    ε (n,) and the candidates ``allowed`` (n, m)): :func:`shadow_probabilities` of the one-hot choices,
+    so no rescoring (which can break a near-tie differently) enters the rebuilt design."""
+    n, m = allowed.shape
+    eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), (n,))
+    L, T = np.zeros((n, m)), np.zeros((n, m))
+    L[np.arange(n), live_choice] = 1.0
+    T[np.arange(n), shadow_choice] = 1.0
+    if not (allowed[np.arange(n), live_choice] & allowed[np.arange(n), shadow_choice]).all():
+        raise DataError("a logged live or shadow choice is not among its decision's candidates")
+    out = np.empty((n, m))
+    for e in np.unique(eps):  # one call per distinct ε (a shadow's decisions share one)
+        at = eps == e
+        out[at] = shadow_probabilities(L[at], T[at], allowed[at], float(e))
+    return out

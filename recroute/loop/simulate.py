@@ -68,8 +68,11 @@ class StreamConfig:
 
 def true_mu(router, X: np.ndarray | None, truth: np.ndarray, allowed: np.ndarray) -> tuple[float, np.ndarray]:
     """(mean true score of the router's top allowed LLM, its picks (n,)); truth/allowed (n, m) in the
-    router's LLM order."""
-    scores = router.score(X if router.needs_features else None, n=len(truth))
+    router's LLM order. A router whose choice depends on the candidates (a promoted ConservativeRouter)
+    is scored among ``allowed``; every other router (the simulator's own Conservative included) as ever."""
+    from recroute.routers.base import scores_among
+
+    scores = scores_among(router, X if router.needs_features else None, allowed, len(truth))
     pick = greedy_matrix(scores, allowed).argmax(axis=1)
     return float(np.nan_to_num(truth[np.arange(len(truth)), pick]).mean()), pick
 

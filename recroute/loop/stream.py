@@ -35,9 +35,13 @@ def write_upstreams(path: str | Path, llms: Sequence[str], replay_url: str) -> P
 
 
 def send_traffic(gateway_url: str, data, rows: Sequence[int], key: str | None = None,
-                 timeout_s: float = 60.0, feedback: bool = True) -> list[dict]:
+                 timeout_s: float = 60.0, feedback: bool = True, observed_only: bool = False,
+                 candidates=None) -> list[dict]:
     """Route each prompt of ``rows`` once through the gateway and post its outcome (unless ``feedback``
-    is False); one dict per request: {row, decision_id, llm, outcome, status, feedback_status}."""
+    is False); one dict per request: {row, decision_id, llm, outcome, status, feedback_status}.
+    ``observed_only``: each request's ``candidates`` are the LLMs with a stored result for its prompt
+    (as the in-process simulator's), so a sparse dataset never routes to an LLM the replay cannot answer;
+    ``candidates``: a function of the row giving its request's candidate LLM names (instead)."""
     import httpx
 
     Y = data.dense(np.nan)
@@ -47,7 +51,12 @@ def send_traffic(gateway_url: str, data, rows: Sequence[int], key: str | None = 
     out = []
     with httpx.Client(base_url=gateway_url, headers=headers, timeout=timeout_s) as client:
         for row in rows:
-            body = {"model": "recroute", "messages": [{"role": "user", "content": str(texts[row])}]}
+            model = "recroute"
+            if candidates is not None:
+                model += ":candidates=" + "|".join(candidates(row))
+            elif observed_only:
+                model += ":candidates=" + "|".join(str(n) for n, j in col.items() if not np.isnan(Y[row, j]))
+            body = {"model": model, "messages": [{"role": "user", "content": str(texts[row])}]}
             r = client.post("/v1/chat/completions", json=body)
             rec = {"row": int(row), "status": r.status_code, "decision_id": r.headers.get("x-recroute-decision-id"),
                    "llm": r.headers.get("x-recroute-llm")}

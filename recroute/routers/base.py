@@ -71,6 +71,8 @@ class Router:
     fit_cost_parameter: ClassVar[str | None] = None  # the parameter fit time is linear in ("epochs")
     max_fit_llms: ClassVar[int | None] = None  # the most LLMs a pool may hold (work in n_llms², not cells)
     fit_llms_reason: ClassVar[str] = ""  # why, in the FitTooLargeError above max_fit_llms
+    built_from_routers: ClassVar[bool] = False  # built from fitted routers, never fitted from data (conservative)
+    score_dtype: ClassVar[type] = np.float32  # score()'s dtype (conservative: float64, its margin exact)
 
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
@@ -197,6 +199,11 @@ class Router:
             new.llm_metadata_.values = np.vstack([known.values, rows]).astype(np.float32)
         return new
 
+    def can_place_new_llms(self) -> bool:
+        """Whether :meth:`partial_fit_llms` places new LLMs into this fitted router (its family's
+        ``supports_new_llms``; a conservative router: both its inner routers)."""
+        return bool(self.supports_new_llms)
+
     def _copy_for_new_llms(self) -> "Router":
         """A shallow copy; ``_add_llms`` must replace (never modify in place) what it changes."""
         return copy.copy(self)
@@ -208,10 +215,16 @@ class Router:
 
     # ------------------------------------------------------------------ scoring
     def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
-        """float32 (n, n_llms) predicted scores; X may be None only for feature-free routers (give n)."""
+        """float32 (n, n_llms) predicted scores (``score_dtype``); X may be None only for feature-free routers (give n)."""
         self._check_fitted()
         X, n = self._check_query(X, n)
-        return np.asarray(self._score(X, n), dtype=np.float32)
+        return np.asarray(self._score(X, n), dtype=self.score_dtype)
+
+    def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
+        """(n, n_llms) scores whose greedy choice among each row's ``allowed`` LLMs (bool (n, m) or (m,)) is
+        the router's choice among them; :meth:`score` for every router whose scores do not depend on the
+        candidates (the conservative router's live choice does)."""
+        return self.score(X, n)
 
     def _score(self, X: np.ndarray | None, n: int) -> np.ndarray:
         raise NotImplementedError
@@ -229,8 +242,8 @@ class Router:
 
         ``candidates``: LLM positions or names to choose among (the others are never returned).
         """
-        scores = self.score(X, n)
         allowed = self._candidate_mask(candidates)
+        scores = self.score(X, n) if candidates is None else self.score_among(X, allowed, n)
         k = int(k)
         if not 1 <= k <= int(allowed.sum()):
             raise ValueError(f"k must be between 1 and the number of candidates ({int(allowed.sum())}); got {k}")
@@ -267,6 +280,11 @@ class Router:
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
         pass
 
+    def _saved_params(self) -> dict[str, Any]:
+        """The parameters router.json records (``klass(**params)`` on load): all of :meth:`get_params`
+        unless a family keeps some in its own files (the conservative router's inner routers)."""
+        return self.get_params()
+
     def _save_extra(self, path: Path) -> None:
         """Backend files (FAISS index, torch state_dict) written beside router.json."""
 
@@ -282,7 +300,7 @@ class Router:
                 "format_version": FORMAT_VERSION,
                 "router": self.name,
                 "class": type(self).__name__,
-                "params": _jsonable(self.get_params()),
+                "params": _jsonable(self._saved_params()),
                 "n_llms": int(self.n_llms_),
                 "llm_names": [str(n) for n in self.llm_names_],
                 "n_features_in": int(getattr(self, "n_features_in_", 0)),
@@ -345,6 +363,14 @@ class Router:
 
 
 # ---------------------------------------------------------------------- helpers
+def scores_among(router, X: np.ndarray | None, allowed: np.ndarray, n: int) -> np.ndarray:
+    """(n, m) ``router``'s scores whose greedy choice among ``allowed`` (bool (n, m)) is its choice there:
+    ``router.score_among`` (a conservative router's live choice depends on the candidates), else
+    ``router.score`` (any object with one, e.g. a test's fixed scores)."""
+    among = getattr(router, "score_among", None)
+    return router.score(X, n=n) if among is None else among(X, allowed, n=n)
+
+
 def fit_limit_scale() -> float | None:
     """The multiplier of every size limit from ``RECROUTE_FIT_LIMIT`` (1 when unset; None = "off")."""
     import os

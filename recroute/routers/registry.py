@@ -38,12 +38,18 @@ ROUTERS: dict[str, tuple[str, str]] = {
     "hybrid": ("recroute.routers.hybrid", "HybridRouter"),  # Hybrid LLM's quality-gap classifier, n LLMs
     "stack": ("recroute.routers.stack", "StackRouter"),  # families blended on the validation part
     "debiased": ("recroute.debias.router", "DebiasedRouter"),  # any router above with popularity remedies
+    "conservative": ("recroute.routers.conservative", "ConservativeRouter"),  # built from two fitted routers (loop)
 }
 
 
 def available_routers() -> list[str]:
     """Registered router names."""
     return list(ROUTERS)
+
+
+def fittable_routers() -> list[str]:
+    """Registered routers fitted from data: all but those built from fitted routers (conservative)."""
+    return [name for name in ROUTERS if not router_class(name).built_from_routers]
 
 
 def routers_supporting_new_llms() -> list[str]:

@@ -53,7 +53,7 @@ def learning_families() -> list[str]:
     out = []
     for name in available_routers():
         klass = router_class(name)
-        if name not in NOT_MEMBERS and not klass.requires_truth and not klass.stochastic:
+        if name not in NOT_MEMBERS and not klass.requires_truth and not klass.stochastic and not klass.built_from_routers:
             out.append(name)
     return out
 
@@ -116,9 +116,9 @@ class StackRouter(Router):
         for spec in specs:
             name = parse_router_spec(spec)[0]
             klass = router_class(name)
-            if name in NOT_MEMBERS or klass.requires_truth or klass.stochastic:
+            if name in NOT_MEMBERS or klass.requires_truth or klass.stochastic or klass.built_from_routers:
                 raise DataError(f"stack: {name!r} cannot be a member (members learn scores: not {', '.join(NOT_MEMBERS)}, "
-                                "oracle, r_o or random)")
+                                "conservative, oracle, r_o or random)")
         return specs
 
     @property

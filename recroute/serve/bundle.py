@@ -300,9 +300,9 @@ class RoutingBundle:
             return self.router.route(X, k=k, candidates=candidates, n=n)
         from recroute.cost.decide import cost_aware_scores, greedy_top_k
 
-        scores = self.router.score(X, n)
-        costs = None if cost_weight is None and max_cost is None else self.expected_costs(n, prompt_tokens)
         allowed = self.router._candidate_mask(candidates)
+        scores = self.router.score(X, n) if candidates is None else self.router.score_among(X, allowed, n)
+        costs = None if cost_weight is None and max_cost is None else self.expected_costs(n, prompt_tokens)
         values, mask = cost_aware_scores(scores, costs, cost_weight, max_cost, allowed, self.llm_names)
         if policy is None:
             idx = greedy_top_k(values, mask, k)
@@ -382,8 +382,9 @@ def _check_dims(router, encoder, where: str) -> None:
 
 
 def _spec(router) -> str:
-    """The router as a registry spec (``knn:k=5,metric=cosine,...``)."""
-    params = router.get_params()
+    """The router as a registry spec (``knn:k=5,metric=cosine,...``; a conservative router: its tau, the
+    inner routers being in its folder)."""
+    params = router._saved_params() if callable(getattr(router, "_saved_params", None)) else router.get_params()
     return router.name + (":" + ",".join(f"{k}={v!r}" for k, v in params.items()) if params else "")
 
 

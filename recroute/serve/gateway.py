@@ -13,6 +13,8 @@
 - ``GET /v1/decisions/{decision_id}``: the explanation of one of the recent routed decisions
   (recroute.serve.recent_decisions; behind the client key).
 - ``GET /v1/models``, ``GET /healthz`` (with the selection-entropy check), ``GET /metrics`` (Prometheus).
+- ``POST /admin/reload`` (hot reload) and ``POST`` / ``DELETE /admin/shadow`` (a shadow bundle served
+  beside the live one: ``recroute.serve.shadow_serving``), behind the admin key.
 
 Forwarding (fallback, timeouts, breakers, answer rewriting) lives in ``recroute.serve.forwarding``; the
 workers, hot reload and shared host state in ``workers``, ``reload`` and ``shared``.
@@ -67,6 +69,7 @@ DEFAULT_MAX_TRIES = 3
 LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16 clients: ~5 per batch, measured)
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
 LOGGED_IDS = 100_000  # decision ids of the log's last decisions that a restarted gateway still takes feedback for
+KEEP = object()  # make_decider: keep the previous decider's shadow
 
 
 class RequestError(Exception):
@@ -267,6 +270,7 @@ class Decision:
     propensity: float
     policy: str
     routing_s: float
+    shadow: dict | None = None  # with a shadow installed: live_choice, shadow_choice, shadow_checksum/_epsilon/_tau
 
 
 class Decider:
@@ -276,14 +280,20 @@ class Decider:
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto", breakers=None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, shadow=None) -> None:
         """``breakers``: the host's ``recroute.serve.shared.Breakers`` over the upstreams' LLMs (LLMs
         whose breaker is open or that are rate-limited are left out of routing); ``rng``: the policy's
-        generator (default: one seeded with ``seed``)."""
+        generator (default: one seeded with ``seed``); ``shadow``: a
+        ``recroute.serve.shadow_serving.Shadow`` served beside this bundle (None: none)."""
         check_servable(bundle, upstreams)
         self.bundle = bundle
+        self.shadow = shadow
         self.checksum = getattr(bundle, "checksum", None)
         self.names = bundle.llm_names
+        # a conservative router's choice depends on the request's candidates: its levels' scores are kept
+        # apart ((n_parts * m,) per prompt) and combined once the candidates are known (recroute.routers.conservative)
+        self.taus = conservative_taus(bundle.router)
+        self.n_parts = len(self.taus) + 1
         self.llms = [n for n in self.names if n in upstreams]  # the configured LLMs, in the bundle's order
         self.configured = np.array([n in upstreams for n in self.names], dtype=bool)
         self.policy = load_policy(policy_spec)
@@ -303,21 +313,42 @@ class Decider:
         self.decide_on = decide_on
         self.batcher = None
         if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
-            encode = self.bundle.encode if bundle.router.needs_features else None
+            encode = self.bundle.encode if bundle.router.needs_features or (
+                shadow is not None and shadow.bundle.router.needs_features) else None
             self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
         self.loop_batcher = (LoopBatcher(self._score, max_batch=max_batch, turns=LOOP_BATCH_TURNS)
                              if decide_on == "loop" else None)
 
     def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first."""
-        return self.bundle.router.route(X, k=len(self.names), n=n)
+        """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first; with a shadow,
+        (column indices, live's scores then the shadow's) (n, m + m_shadow)."""
+        if self.shadow is None and self.n_parts == 1:
+            return self.bundle.router.route(X, k=len(self.names), n=n)
+        scores = self._both(X, n)
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
 
     def _score(self, texts: list[str]) -> np.ndarray:
-        """float32 (n, m) router scores for n texts."""
+        """float32 (n, m) router scores for n texts (with a shadow: (n, m + m_shadow), live's then the
+        shadow's, from one encoding)."""
         router = self.bundle.router
-        if not router.needs_features:
-            return router.score(None, n=len(texts))
-        return router.score(self.bundle.encode(texts))
+        needs = router.needs_features or (self.shadow is not None and self.shadow.bundle.router.needs_features)
+        X = self.bundle.encode(texts) if needs else None
+        if self.shadow is not None or self.n_parts > 1:
+            return self._both(X, len(texts))
+        return router.score(X if router.needs_features else None, n=len(texts))
+
+    def _both(self, X: np.ndarray | None, n: int) -> np.ndarray:
+        """float64 (n, n_parts * m [+ m_shadow]): live's scores (a conservative router's levels side by
+        side), then the shadow's when one is installed."""
+        router = self.bundle.router
+        feats = X if router.needs_features else None
+        if self.n_parts > 1:
+            live = np.hstack(router.parts(feats, n)[0])
+        else:
+            live = np.asarray(router.score(feats, n=n), dtype=np.float64)
+        if self.shadow is None:
+            return live
+        return np.hstack([live, np.asarray(self.shadow.scores(X, n), dtype=np.float64)])
 
     async def start(self) -> None:
         if self.batcher is not None:
@@ -366,10 +397,14 @@ class Decider:
                 scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
             else:
                 ranked = await self.batcher.decide([text])
-                scores = np.empty(len(self.names), dtype=np.float64)
+                scores = np.empty(ranked.idx.shape[1], dtype=np.float64)
                 scores[ranked.idx[0]] = ranked.scores[0]
         finally:
             self.active -= 1
+        shadow = self.shadow
+        width = self.n_parts * len(self.names)
+        if shadow is not None:
+            scores, shadow_scores = scores[:width], scores[width:]
         wanted = self.configured.copy()
         if options.candidates is not None:
             wanted[:] = False
@@ -381,10 +416,17 @@ class Decider:
             raise RequestError(503, f"every candidate LLM is out of routing (circuit breaker open or rate-limited): "
                                f"{[n for n, on in zip(self.names, wanted) if on][:20]}; retry in {wait:.1f} s",
                                code="upstreams_unavailable", headers={"retry-after": str(max(1, math.ceil(wait)))})
+        if self.n_parts > 1:  # live's choice at each level among this request's candidates
+            from recroute.routers.conservative import combine
+
+            scores = combine(list(scores.reshape(self.n_parts, 1, -1)), self.taus, allowed[None, :])[0]
         utility = scores
         if options.cost_weight is not None or options.max_cost is not None:
             costs = await asyncio.to_thread(self.expected_costs, text, allowed)
             utility, allowed = cost_step(scores, costs, options, allowed, self.names)
+        if shadow is not None:
+            return await self._decide_with_shadow(shadow, text, options, scores, utility, allowed, shadow_scores,
+                                                  decision_id, start)
         chosen, propensity = choose(self.policy, utility, allowed, self.rng)
         rest = np.flatnonzero(allowed)
         rest = rest[rest != chosen][np.argsort(-utility[rest[rest != chosen]], kind="stable")]
@@ -392,6 +434,53 @@ class Decider:
         return Decision(decision_id or os.urandom(16).hex(), order, [self.names[j] for j in np.flatnonzero(allowed)],
                         self.names[chosen], _finite(scores[chosen]), propensity, self.policy_spec,
                         time.perf_counter() - start)
+
+    def shadow_candidates(self, shadow, options: RouteOptions) -> np.ndarray:
+        """bool (m_shadow,): the shadow's LLMs a request may go to: configured (an upstream), among the
+        request's ``candidates`` (a candidate the shadow does not know is no candidate of it), in routing."""
+        helper = shadow.helper
+        wanted = helper.configured.copy()
+        if options.candidates is not None:
+            wanted[:] = False
+            wanted[[helper._index[n] for n in options.candidates if n in helper._index]] = True
+        return wanted & helper.in_routing()
+
+    async def _decide_with_shadow(self, shadow, text: str, options: RouteOptions, scores: np.ndarray,
+                                  utility: np.ndarray, allowed: np.ndarray, shadow_scores: np.ndarray,
+                                  decision_id: str | None, start: float) -> Decision:
+        """The decision with a shadow installed (``recroute.serve.shadow_serving``): the shadow's candidates
+        and cost step as live's, then live's greedy choice mixed with the conservative shadow's at ε."""
+        s_allowed = self.shadow_candidates(shadow, options)
+        s_util = shadow_scores
+        if s_allowed.any() and (options.cost_weight is not None or options.max_cost is not None):
+            try:
+                costs = await asyncio.to_thread(shadow.helper.expected_costs, text, s_allowed)
+                s_util, s_allowed = cost_step(shadow_scores, costs, options, s_allowed, shadow.llm_names)
+            except RequestError:  # no priced or affordable LLM for the shadow: live decides alone
+                s_allowed = np.zeros_like(s_allowed)
+        chosen, propensity, live_j, shadow_j, allowed_u, values = shadow.decide(utility, allowed, s_util, s_allowed,
+                                                                                self.rng)
+        names = shadow.union
+        rest = np.flatnonzero(allowed_u)
+        rest = rest[rest != chosen][np.argsort(-values[rest[rest != chosen]], kind="stable")]
+        served_by_shadow = chosen >= len(self.names) or (chosen == shadow_j and chosen != live_j)
+        score = shadow_scores[list(shadow.cols).index(chosen)] if served_by_shadow else scores[chosen]
+        extra = {"live_choice": names[live_j], "shadow_choice": names[shadow_j], "shadow_checksum": shadow.checksum,
+                 "shadow_epsilon": shadow.epsilon, "shadow_tau": shadow.tau}
+        return Decision(decision_id or os.urandom(16).hex(), [names[chosen]] + [names[j] for j in rest],
+                        [names[j] for j in np.flatnonzero(allowed_u)], names[chosen], _finite(score), propensity,
+                        "greedy", time.perf_counter() - start, extra)
+
+
+def conservative_taus(router) -> list[float]:
+    """The margins of a conservative router's levels, outermost first ([] for any other router)."""
+    from recroute.routers.conservative import ConservativeRouter
+
+    taus = []
+    while isinstance(router, ConservativeRouter):
+        taus.append(router.tau)
+        router = router.live
+    return taus
 
 
 def check_servable(bundle, upstreams: Mapping[str, Upstream]) -> None:
@@ -517,9 +606,27 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         logged_ids = frozenset(recent_decision_ids(config.log_path, LOGGED_IDS))
     seed = config.seed if config.seed is None or slot == 0 else [config.seed, slot]  # each worker its own stream
 
-    def make_decider(new_bundle, previous=None) -> Decider:
+    def make_decider(new_bundle, previous=None, shadow=KEEP) -> Decider:
+        """A decider for ``new_bundle`` (the rng carried over from ``previous``); ``shadow``: (bundle, ε,
+        tau) to serve beside it, None for none, KEEP for ``previous``'s (dropped, with a warning, when it
+        no longer fits the new bundle)."""
+        kept = shadow is KEEP
+        if kept:
+            old = None if previous is None else previous.shadow
+            shadow = None if old is None else (old.bundle, old.epsilon, old.tau)
+        served = None
+        if shadow is not None:
+            from recroute.serve.shadow_serving import Shadow
+
+            try:
+                served = Shadow(shadow[0], new_bundle, upstreams, shadow[1], shadow[2], host.breakers)
+            except DataError as exc:
+                if not kept:
+                    raise
+                logger.warning("the shadow %s no longer fits the live bundle and is removed: %s",
+                               getattr(shadow[0], "checksum", None), exc)
         return Decider(new_bundle, upstreams, config.policy, decide_on=config.decide_on, breakers=host.breakers,
-                       rng=previous.rng if previous is not None else np.random.default_rng(seed))
+                       rng=previous.rng if previous is not None else np.random.default_rng(seed), shadow=served)
 
     live = LiveBundle(make_decider(bundle), make_decider, host, slot)
     from recroute.serve.peer_decisions import ask_peers, serve_peers, socket_path
@@ -608,6 +715,8 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
                "latency_ms": round(seconds * 1e3, 3), "input_tokens": inp, "output_tokens": out,
                "fallbacks": [f"{llm}:{kind}" for llm, kind in attempt.failed], "upstream": attempt.llm,
                "bundle_checksum": checksum}
+        if decision.shadow is not None:
+            row.update(decision.shadow)
         if error_note:
             row["error"] = error_note
         log.append([row])
@@ -639,12 +748,16 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict:
-        """{"status": "ok" | "degraded", "bundle_checksum", + (open, or with the metrics key) selection
-        entropy, warnings, LLMs, breakers, workers}; degraded when the router collapses."""
+        """{"status": "ok" | "degraded", "bundle_checksum", "shadow_checksum", + (open, or with the metrics
+        key) selection entropy, warnings, the shadow, LLMs, breakers, workers}; degraded when the router
+        collapses."""
         health = metrics.health()
-        doc = {"status": health["status"], "bundle_checksum": live.checksum}
+        shadow = live.shadow
+        doc = {"status": health["status"], "bundle_checksum": live.checksum,
+               "shadow_checksum": None if shadow is None else shadow.checksum}
         if details_allowed(request):
             doc.update({**health, "bundle_checksum": live.checksum, "bundle": host.board.desired()[1],
+                        "shadow": None if shadow is None else shadow.describe(),
                         "llms": live.decider.llms, "breakers": host.breakers.describe(),
                         "workers": host.board.workers()})
         return doc
@@ -706,6 +819,60 @@ def create_gateway(bundle, upstreams: Mapping[str, Upstream], config: GatewayCon
         swapped, workers = await live.wait_for_workers(checksum, config.reload_wait_s)
         return JSONResponse({"status": "reloaded", "bundle": path, "checksum": checksum,
                              "workers": workers, "workers_swapped": swapped})
+
+    def admin_refusal(request: Request) -> JSONResponse | None:
+        """The 403/401 answer of an /admin/* request without a valid admin key (None: authorized)."""
+        if not admin_keys:
+            return JSONResponse({"error": "the admin endpoints are off: start the gateway with --admin-key-env NAME"},
+                                403)
+        if not _key_matches(_bearer(request), admin_keys):
+            return JSONResponse({"error": "missing or invalid admin key (Authorization: Bearer KEY)"}, 401)
+        return None
+
+    @app.post("/admin/shadow")
+    async def admin_shadow(request: Request) -> Response:
+        """Serve ``{"bundle": PATH, "epsilon": e, "tau": t}`` as the shadow beside the live bundle on every
+        worker (``recroute.serve.shadow_serving``; tau default 0); 200 {"status": "shadow", "shadow",
+        "workers", "workers_swapped"}, or 4xx {"error": reason} with what was served still serving."""
+        refusal = admin_refusal(request)
+        if refusal is not None:
+            return refusal
+        try:
+            doc = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"the request body is not valid JSON ({exc})"}, 400)
+        if not isinstance(doc, dict) or not {"bundle", "epsilon"} <= set(doc) <= {"bundle", "epsilon", "tau"} \
+                or not isinstance(doc["bundle"], str) or not doc["bundle"].strip():
+            return JSONResponse({"error": 'expected {"bundle": "PATH", "epsilon": number in [0, 1], '
+                                          '"tau": number >= 0 (optional, default 0)}'}, 400)
+        path = doc["bundle"]
+        try:
+            checksum = await live.set_shadow(path, doc["epsilon"], doc.get("tau", 0.0))
+        except RELOAD_ERRORS as exc:
+            now = live.shadow
+            return JSONResponse({"error": f"shadow {path} refused ({exc}); still serving bundle {live.checksum} with "
+                                          f"shadow {None if now is None else now.checksum}"}, 422)
+        shadow = live.shadow.describe()
+        host.board.publish_shadow({k: shadow[k] for k in ("bundle", "checksum", "epsilon", "tau")})
+        live.shadow_generation = host.board.desired_shadow()[0]
+        poke_workers(host)
+        swapped, workers = await live.wait_for_shadow(checksum, config.reload_wait_s)
+        return JSONResponse({"status": "shadow", "shadow": shadow, "bundle_checksum": live.checksum,
+                             "workers": workers, "workers_swapped": swapped})
+
+    @app.delete("/admin/shadow")
+    async def admin_shadow_remove(request: Request) -> Response:
+        """Stop serving the shadow on every worker; 200 {"status": "removed", "was": its checksum or None}."""
+        refusal = admin_refusal(request)
+        if refusal is not None:
+            return refusal
+        was = None if live.shadow is None else live.shadow.checksum
+        await live.set_shadow(None)
+        host.board.publish_shadow(None)
+        live.shadow_generation = host.board.desired_shadow()[0]
+        poke_workers(host)
+        swapped, workers = await live.wait_for_shadow(None, config.reload_wait_s)
+        return JSONResponse({"status": "removed", "was": was, "workers": workers, "workers_swapped": swapped})
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

@@ -236,7 +236,7 @@ class Breakers:
 # ---------------------------------------------------------------------- the bundle to serve
 class ReloadBoard:
     """The bundle every worker should serve (path, checksum, generation) and the checksum each
-    worker slot serves now.
+    worker slot serves now; the same for the shadow bundle served beside it (``POST /admin/shadow``).
 
     A reload publishes a new generation; each worker notices it (its watcher polls the generation,
     and a poke signal wakes it at once), loads and verifies the bundle, swaps it in and reports its
@@ -251,6 +251,10 @@ class ReloadBoard:
         self._desired = ctx.RawArray("c", MAX_PATH_BYTES)
         self._served = ctx.RawArray("c", CHECKSUM_BYTES * self.n_slots)
         self._pids = ctx.RawArray("q", self.n_slots)
+        self._shadow_generation = ctx.RawValue("q", 0)
+        self._shadow = ctx.RawArray("c", MAX_PATH_BYTES)  # JSON {"bundle", "checksum", "epsilon", "tau"} or null
+        self._shadow_served = ctx.RawArray("c", CHECKSUM_BYTES * self.n_slots)
+        self._shadow.value = b"null"
         self.publish(path, checksum)
 
     @property
@@ -274,6 +278,28 @@ class ReloadBoard:
             doc = json.loads(self._desired.value.decode())
             return self._generation.value, doc["bundle"], doc["checksum"]
 
+    def publish_shadow(self, shadow: dict | None) -> int:
+        """Ask every worker to serve the shadow ``{"bundle", "checksum", "epsilon", "tau"}`` beside its
+        bundle (None: no shadow); returns the new shadow generation."""
+        doc = json.dumps(shadow).encode()
+        if len(doc) >= MAX_PATH_BYTES:
+            raise DataError(f"the shadow bundle path is too long ({len(doc)} bytes of JSON; at most {MAX_PATH_BYTES - 1})")
+        with self.lock:
+            self._shadow.value = doc
+            self._shadow_generation.value += 1
+            return self._shadow_generation.value
+
+    def desired_shadow(self) -> tuple[int, dict | None]:
+        """(shadow generation, the shadow to serve or None)."""
+        with self.lock:
+            return self._shadow_generation.value, json.loads(self._shadow.value.decode())
+
+    def report_shadow(self, slot: int, checksum: str | None) -> None:
+        """Worker ``slot`` now serves the shadow ``checksum`` (None: none)."""
+        raw = (checksum or "").encode()[:CHECKSUM_BYTES].ljust(CHECKSUM_BYTES, b"\0")
+        with self.lock:
+            self._shadow_served[slot * CHECKSUM_BYTES:(slot + 1) * CHECKSUM_BYTES] = raw
+
     def report(self, slot: int, checksum: str | None, pid: int | None = None) -> None:
         """Worker ``slot`` (pid ``pid``, default this process) now serves ``checksum``."""
         raw = (checksum or "").encode()[:CHECKSUM_BYTES].ljust(CHECKSUM_BYTES, b"\0")
@@ -282,14 +308,16 @@ class ReloadBoard:
             self._pids[slot] = os.getpid() if pid is None else pid
 
     def workers(self) -> list[dict]:
-        """[{"slot", "pid", "checksum"}] of the worker slots whose process is alive."""
+        """[{"slot", "pid", "checksum", "shadow_checksum"}] of the worker slots whose process is alive."""
         out = []
         with self.lock:
-            rows = [(slot, self._pids[slot], bytes(self._served[slot * CHECKSUM_BYTES:(slot + 1) * CHECKSUM_BYTES]))
+            rows = [(slot, self._pids[slot], bytes(self._served[slot * CHECKSUM_BYTES:(slot + 1) * CHECKSUM_BYTES]),
+                     bytes(self._shadow_served[slot * CHECKSUM_BYTES:(slot + 1) * CHECKSUM_BYTES]))
                     for slot in range(self.n_slots)]
-        for slot, pid, raw in rows:
+        for slot, pid, raw, shadow in rows:
             if pid > 0 and _alive(pid):
-                out.append({"slot": slot, "pid": int(pid), "checksum": raw.rstrip(b"\0").decode() or None})
+                out.append({"slot": slot, "pid": int(pid), "checksum": raw.rstrip(b"\0").decode() or None,
+                            "shadow_checksum": shadow.rstrip(b"\0").decode() or None})
         return out
 
 

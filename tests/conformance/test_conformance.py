@@ -2,7 +2,9 @@
 
 Parametrized over ``registry.ROUTERS``, so a router cannot be registered without passing it. Checks
 that do not apply to a router skip on its capability flags (``needs_features``, ``requires_truth``,
-``stochastic``) with a reason, never silently. Routers that need the true scores (oracle, r_o) run
+``stochastic``) with a reason, never silently. A router built from fitted routers rather than fitted
+from data (``conservative``, ``BUILT``) is built from routers fitted on the same data wherever a check
+fits one (:func:`fit_router`), and its own ``fit`` is checked to refuse. Routers that need the true scores (oracle, r_o) run
 the truth-based variant of each check (``route_truth`` / ``selection_probs_truth`` /
 ``expected_mu``).
 """
@@ -67,6 +69,18 @@ def new_router(name: str) -> Router:
     return registry.make_router(name, **FAST_PARAMS.get(name, {}))
 
 
+# routers built from fitted routers, never fitted from data: name -> (families of the inner routers, params)
+BUILT: dict[str, tuple[tuple[str, ...], dict]] = {"conservative": (("knn", "linear"), {"tau": 0.1})}
+
+
+def fit_router(name: str, data, X: np.ndarray | None = None) -> Router:
+    """``name`` fitted on ``data`` (and X); a router of ``BUILT`` built from its inner routers fitted so."""
+    if name in BUILT:
+        families, params = BUILT[name]
+        return registry.router_class(name)(*(fit_router(f, data, X) for f in families), **params)
+    return new_router(name).fit(data, X)
+
+
 def train_dataset(Y: np.ndarray = Y_TRAIN) -> RoutingDataset:
     data = RoutingDataset.from_wide(Y, [f"p{i:04d}" for i in range(len(Y))], LLM_NAMES)
     data.set_embeddings(X_TRAIN, "blocks")
@@ -79,7 +93,7 @@ _FITTED: dict[str, Router] = {}
 def fitted(name: str) -> Router:
     """One router per name fitted on the block dataset (cached; tests must not mutate it)."""
     if name not in _FITTED:
-        _FITTED[name] = new_router(name).fit(train_dataset())
+        _FITTED[name] = fit_router(name, train_dataset())
     return _FITTED[name]
 
 
@@ -104,6 +118,14 @@ def test_registered_under_its_name(name):
     assert router.set_params(**params) is router
     assert repr(router).startswith(type(router).__name__)
     assert 0 <= klass.entropy_floor < 1
+
+
+@pytest.mark.parametrize("name", list(BUILT))
+def test_built_router_refuses_to_fit(name):
+    from recroute.errors import NotSupportedError
+
+    with pytest.raises(NotSupportedError, match="built from two fitted routers"):
+        new_router(name).fit(train_dataset())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -132,7 +154,8 @@ def test_output_shapes_and_types(name):
             router.score(X_TEST)
     else:
         scores = router.score(X_TEST)
-        assert scores.shape == (len(X_TEST), M) and scores.dtype == np.float32
+        assert scores.shape == (len(X_TEST), M) and scores.dtype == router.score_dtype == type(router).score_dtype
+        assert router.score_dtype in (np.float32, np.float64)  # float64: conservative (its margin exact)
         assert np.isfinite(scores).all()
         idx, top = router.route(X_TEST, k=2)
         assert idx.shape == top.shape == (len(X_TEST), 2) and idx.dtype == np.int64
@@ -175,21 +198,21 @@ def scramble_global_generators(seed: int) -> None:
 def test_deterministic_under_random_state(name):
     """Two fits with the router's own seed agree exactly, whatever the global generators hold."""
     scramble_global_generators(1)
-    first = new_router(name).fit(train_dataset())
+    first = fit_router(name, train_dataset())
     scramble_global_generators(2)
-    second = new_router(name).fit(train_dataset())
+    second = fit_router(name, train_dataset())
     np.testing.assert_array_equal(scores_or_truth(first, X_TEST, Y_TEST), scores_or_truth(second, X_TEST, Y_TEST))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_save_load_and_pickle_round_trip(name, tmp_path):
-    router = new_router(name).fit(train_dataset())  # its own copy: stochastic routers advance state
+    router = fit_router(name, train_dataset())  # its own copy: stochastic routers advance state
     router.save(tmp_path / "saved")
     assert (tmp_path / "saved" / "router.json").exists()
     copies = [Router.load(tmp_path / "saved"), type(router).load(tmp_path / "saved"),
               pickle.loads(pickle.dumps(router))]
     for copy in copies:
-        assert type(copy) is type(router) and copy.get_params() == router.get_params()
+        assert type(copy) is type(router) and copy._saved_params() == router._saved_params()
         assert list(copy.llm_names_) == LLM_NAMES
     # every copy starts from the router's state at save time, so mirrored calls must agree
     if router.requires_truth:
@@ -242,14 +265,14 @@ def test_unobserved_training_cells(name):
     """NaN (not evaluated) training cells are allowed and never leak into the outputs."""
     Y = Y_TRAIN.copy()
     Y[np.random.default_rng(3).random(Y.shape) < 0.2] = np.nan
-    router = new_router(name).fit(train_dataset(Y))
+    router = fit_router(name, train_dataset(Y))
     out = router.selection_probs_truth(Y_TEST) if router.requires_truth else router.score(X_TEST)
     assert np.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fit_from_matrix_and_features(name):
-    router = new_router(name).fit(Y_TRAIN, X_TRAIN)
+    router = fit_router(name, Y_TRAIN, X_TRAIN)
     assert list(router.llm_names_) == [f"llm_{j}" for j in range(M)]
     if router.needs_features:
         assert router.n_features_in_ == D
@@ -309,7 +332,7 @@ def _onboarding_case(name: str):
     data = RoutingDataset.from_wide(Y[:, keep], [f"p{i:04d}" for i in range(len(Y))],
                                     ["alpha_twin", *LLM_NAMES[1:]])
     data.set_embeddings(X_TRAIN, "blocks")
-    router = new_router(name).fit(data)
+    router = fit_router(name, data)
     probes = np.concatenate([np.flatnonzero(np.arange(len(X_TRAIN)) % 3 == b)[:6] for b in range(3)])
     return router, X_TRAIN[probes], Y_TRAIN[probes, 0]
 

@@ -180,3 +180,189 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
     assert all(e["response"]["status"] == "reloaded" for e in promoted)
     served = {x["bundle_checksum"] for x in decisions}
     assert {e["response"]["checksum"] for e in promoted if e["kind"] == "refit"} & served  # traffic on a promoted one
+
+
+def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_survives_restarts(
+        stream_setup, tmp_path, monkeypatch):
+    """``--explore shadow --shadow-tau 0``: each refit becomes the gateway's shadow, is gated on the decisions logged since
+    (logging probabilities rebuilt from the log) and promoted by hot reload; the loop and the gateway are
+    each killed mid-stream and the shadow comes back (reinstalled on the restarted gateway)."""
+    data_dir, anchor_dir, bundle, stream = stream_setup
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(data_dir)
+    replay_port, gw_port = free_port(), free_port()
+    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
+    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
+    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
+    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
+    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
+    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
+                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
+                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--shadow-tau", "0", "--poll", "0.3",
+                 "--quiet"]
+    journal = Journal(journal_path)
+
+    def shadows() -> list[dict]:
+        return [e for e in journal.events() if e["event"] == "shadow"]
+
+    def served_shadow() -> str | None:
+        return httpx.get(gw_url + "/healthz").json()["shadow_checksum"]
+
+    procs = {}
+    try:
+        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
+                                tmp_path / "replay.out", replay_url)
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        sent = send_traffic(gw_url, data, stream[:120])
+        first = wait_for(shadows, "the first shadow installed")[0]
+        assert served_shadow() == first["checksum"] == bundle_checksum(Path(first["bundle"]))
+        assert 0 < first["epsilon"] <= 0.5 and first["tau"] == 0
+
+        # the loop killed and restarted: the journal says which shadow is installed; the next step gates it
+        stop(procs["loop"], signal.SIGKILL)
+        sent += send_traffic(gw_url, data, stream[120:230])
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        wait_for(lambda: len(shadows()) >= 2, "the shadow gated, promoted and a fresh one installed")
+        promoted = [e for e in journal.events() if e["event"] == "promoted" and e["kind"] == "refit"]
+        assert promoted and promoted[0]["bundle"] == first["bundle"]
+        assert httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == first["checksum"]  # the shadow is live
+
+        # the gateway killed: it comes back on its start-up bundle and no shadow; the loop restores both
+        stop(procs["gateway"], signal.SIGKILL)
+        wait_for(lambda: not answers(gw_url), "the killed gateway to stop")
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        second = shadows()[-1]
+        wait_for(lambda: served_shadow() == second["checksum"], "the shadow reinstalled on the restarted gateway")
+        wait_for(lambda: httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == first["checksum"], "live restored")
+        sent += send_traffic(gw_url, data, stream[230:340])
+        wait_for(lambda: any(e["n_outcomes"] >= 300 for e in refits(journal)), "a step after the gateway's restart")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    decisions = [x for x in lines if x["event"] == "decision"]
+    outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
+    assert len(decisions) == len(sent) == 340 and set(outcomes.values()) == {1}  # nothing lost, nothing twice
+    with_shadow = [d for d in decisions if d.get("shadow_checksum")]
+    assert len(with_shadow) > 100
+    for d in with_shadow:  # each propensity is the mixture's: 1 where they agree, else ε or 1 - ε
+        eps = d["shadow_epsilon"]
+        want = 1.0 if d["live_choice"] == d["shadow_choice"] else eps if d["chosen"] == d["shadow_choice"] else 1 - eps
+        assert d["chosen"] in (d["live_choice"], d["shadow_choice"]) and d["propensity"] == pytest.approx(want)
+    events = Journal(journal_path).events()
+    gates = [e for e in events if e["event"] == "estimate"]
+    assert gates and all(e["shadow"] and e["look"] >= 1 and e["expected_support"] > 0 for e in gates)
+    explored = [e for e in events if e["event"] == "explore"]  # the served off-greedy share of each window
+    assert len(explored) == len(gates) and all(0 <= e["share"] < 0.5 and e["budget"] == 0.3 for e in explored)
+    assert {e["kind"] for e in events if e["event"] == "shadow"} >= {"refit", "restore"}
+    assert not [e for e in events if e["event"] in ("refused", "shadow_refused")]
+    decided = [e for e in events if e["event"] == "decision"]
+    assert decided and all(e["kind"] == "shadow" for e in decided) and decided[0]["action"] == "promote"
+    counts = [e["n_outcomes"] for e in events if e["event"] == "refit"]
+    assert counts == sorted(set(counts))  # no step twice on the same outcomes
+
+
+def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_setup, tmp_path, monkeypatch):
+    """``--explore shadow --shadow-tau 0.2`` with requests restricted to varying candidates: the gateway serves
+    the conservative shadow (its logged choices are ConservativeRouter(refit, live, 0.2)'s among each request's
+    candidates), the gate is given that router (its disagreement share is the logged one), the forced pass
+    (margin -1000) promotes a bundle holding it, and the gateway then routes as it does; a fresh refit
+    becomes the next shadow against it."""
+    from recroute.routers.conservative import ConservativeRouter
+    from recroute.serve.bundle import RoutingBundle
+
+    data_dir, anchor_dir, bundle, stream = stream_setup
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(data_dir)
+    replay_port, gw_port = free_port(), free_port()
+    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
+    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
+    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
+    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
+    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
+    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
+                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
+                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--shadow-tau", "0.2",
+                 "--poll", "0.3", "--quiet"]
+    journal = Journal(journal_path)
+
+    def candidates(row: int) -> list[str]:  # 5 of the 8 LLMs per request, fixed by the row
+        picked = np.random.default_rng(int(row)).choice(len(known), size=5, replace=False)
+        return [known[j] for j in np.sort(picked)]
+
+    def events(kind: str) -> list[dict]:
+        return [e for e in journal.events() if e["event"] == kind]
+
+    procs = {}
+    try:
+        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
+                                tmp_path / "replay.out", replay_url)
+        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        sent = send_traffic(gw_url, data, stream[:120], candidates=candidates)
+        first = wait_for(lambda: events("shadow"), "the first shadow installed")[0]
+        assert first["tau"] == 0.2
+        sent += send_traffic(gw_url, data, stream[120:230], candidates=candidates)
+        promoted = wait_for(lambda: [e for e in events("promoted") if e["kind"] == "refit"], "the promotion")[0]
+        wait_for(lambda: len(events("shadow")) >= 2, "the next shadow installed")
+        assert httpx.get(gw_url + "/healthz").json()["bundle_checksum"] == promoted["response"]["checksum"]
+        sent += send_traffic(gw_url, data, stream[230:340], candidates=candidates)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+
+    assert all(r["status"] == 200 for r in sent)
+    start_b, shadow_b = RoutingBundle.load(bundle), RoutingBundle.load(first["bundle"])
+    live_b = RoutingBundle.load(promoted["bundle"])
+    assert promoted["bundle"] != first["bundle"] and live_b.checksum == promoted["response"]["checksum"]
+    passed = next(e for e in events("decision") if e["action"] == "promote")
+    assert passed["bundle"] == first["bundle"] and passed["promote_bundle"] == promoted["bundle"]
+    router = live_b.router
+    assert isinstance(router, ConservativeRouter) and router.tau == 0.2 and not isinstance(router.live, ConservativeRouter)
+    X_all = start_b.encode([str(t) for t in data.texts])
+    np.testing.assert_array_equal(router.refit.score(X_all), shadow_b.router.score(X_all))  # the gated shadow
+    np.testing.assert_array_equal(router.live.score(X_all), start_b.router.score(X_all))  # over the start router
+    second = events("shadow")[1]
+    assert second["tau"] == 0.2 and second["bundle"] not in (first["bundle"], promoted["bundle"])
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    decisions = [x for x in lines if x["event"] == "decision"]
+    assert len(decisions) == 340
+    names = start_b.llm_names
+
+    def choices(rtr, ds) -> list[str]:
+        """``rtr``'s greedy choice among each logged decision's candidates, on its logged prompt text."""
+        X = start_b.encode([d["prompt_text"] for d in ds])
+        allowed = np.array([[n in d["candidates"] for n in names] for d in ds])
+        C = rtr.score_among(X, allowed)
+        return [names[j] for j in np.where(allowed, C, -np.inf).argmax(axis=1)]
+
+    under_first = [d for d in decisions if d.get("shadow_checksum") == first["checksum"]]
+    conservative = ConservativeRouter(shadow_b.router, start_b.router, 0.2)
+    assert len(under_first) > 80 and all(len(d["candidates"]) == 5 for d in under_first)
+    assert [d["shadow_choice"] for d in under_first] == choices(conservative, under_first)  # the gateway's shadow
+    assert [d["live_choice"] for d in under_first] == choices(start_b.router, under_first)
+    plain = choices(shadow_b.router, under_first)
+    assert sum(p != d["live_choice"] for p, d in zip(plain, under_first)) > sum(
+        d["shadow_choice"] != d["live_choice"] for d in under_first)  # tau 0.2 leaves live more often
+    # the gate was given the conservative router: its disagreement share is the logged conservative one
+    gate = next(e for e in events("estimate") if e["shadow"] == first["checksum"])
+    window = under_first[: gate["n"]]
+    assert len(window) == gate["n"]
+    assert gate["disagree"] == pytest.approx(np.mean([d["shadow_choice"] != d["live_choice"] for d in window]))
+    # after the promotion the gateway routes as the promoted ConservativeRouter among each request's candidates
+    served = [d for d in decisions if d["bundle_checksum"] == live_b.checksum]
+    assert len(served) >= 100
+    greedy = [d["live_choice"] if d.get("shadow_checksum") else d["chosen"] for d in served]
+    assert greedy == choices(router, served)
+    assert sum(g != d for g, d in zip(greedy, choices(router.refit, served))) > 0  # not just the refit's choices

@@ -140,14 +140,14 @@ def test_prefill_column_predicts_the_new_llm_where_it_was_never_a_candidate():
 
 
 def test_a_promoted_conservative_shadow_gets_the_llm_placed_into_both_of_its_routers():
-    from recroute.loop.onboard import base_router
+    from recroute.routers.conservative import fitted_family
     from recroute.loop.shadow import Conservative
 
     X, Y, router, anchor = _anchor_and_router(k=3)
     other = KNNRouter(k=5).fit(Y.astype(np.float32), X)
     other.llm_names_ = np.array(["a", "b"], dtype=object)
     live = Conservative(other, router, 0.2)
-    assert base_router(live) is other and base_router(Conservative(live, router, 0.1)) is other
+    assert fitted_family(live) is other and fitted_family(Conservative(live, router, 0.1)) is other
     got = onboard_llm(live, anchor, "new", lambda row: float(Y[row, 1]), budget=40, min_probes=40, margin=-1.0,
                       min_support=0)
     assert isinstance(got.candidate, Conservative) and got.candidate.tau == 0.2

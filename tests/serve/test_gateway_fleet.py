@@ -285,7 +285,7 @@ def test_metrics_and_healthz_details_need_the_metrics_key(fleet):
     for key in (METRICS_KEY, ADMIN_KEY):
         assert httpx.get(url + "/metrics", headers={"authorization": f"Bearer {key}"}).status_code == 200
     public = httpx.get(url + "/healthz").json()
-    assert set(public) == {"status", "bundle_checksum"}
+    assert set(public) == {"status", "bundle_checksum", "shadow_checksum"}
     assert {"selection_entropy_bits", "breakers", "workers", "llms"} <= set(details(url))
 
 

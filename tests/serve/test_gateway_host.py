@@ -116,8 +116,15 @@ def test_reload_board_publishes_generations_and_lists_live_workers():
     assert board.desired() == (1, "/b/one", "c1") and board.workers() == []
     board.report(0, "c1")
     board.report(2, "c1", pid=2 ** 22 + 12345)  # no such process: not listed
-    assert board.workers() == [{"slot": 0, "pid": __import__("os").getpid(), "checksum": "c1"}]
+    assert board.workers() == [{"slot": 0, "pid": __import__("os").getpid(), "checksum": "c1", "shadow_checksum": None}]
     assert board.publish("/b/two", None) == 2 and board.desired() == (2, "/b/two", None)
+    # the shadow: its own generation, and each worker's shadow checksum
+    assert board.desired_shadow() == (0, None)
+    shadow = {"bundle": "/s/one", "checksum": "s1", "epsilon": 0.1, "tau": 0.0}
+    assert board.publish_shadow(shadow) == 1 and board.desired_shadow() == (1, shadow)
+    board.report_shadow(0, "s1")
+    assert board.workers()[0]["shadow_checksum"] == "s1" and board.desired()[0] == 2
+    assert board.publish_shadow(None) == 2 and board.desired_shadow() == (2, None)
 
 
 def test_decision_ids_are_recognised_by_their_host_only():
