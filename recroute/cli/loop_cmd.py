@@ -48,6 +48,7 @@ def run_command(
     explore: str = typer.Option("epsilon", "--explore", help="epsilon: the gateway's --policy explores, each refit gated on the last --holdout; shadow: each refit served as the gateway's shadow (POST /admin/shadow) and gated on the decisions since."),
     shadow_looks: int = typer.Option(3, "--shadow-looks", min=1, help="--explore shadow: gates of one shadow (look j at level alpha/(j(j+1))) before a fresh refit replaces it."),
     shadow_tau: float = typer.Option(0.2, "--shadow-tau", min=0.0, help="--explore shadow: the shadow serves (and a passed gate promotes) ConservativeRouter(refit, live, tau): the refit's choice only where its score beats live's choice's by more than tau (0: the plain refit)."),
+    anchor_reward: bool = typer.Option(False, "--anchor-reward", help="Fit the DR reward model of refits and gates on the --anchor set's full results too (docs/loop.md: the anchored reward model)."),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Dataset folder of the start set (full results; 'reference' column for probes)."),
     upstreams: Optional[Path] = typer.Option(None, "--upstreams", "-u", help="The gateway's upstreams file: a new LLM there is onboarded."),
     probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
@@ -83,6 +84,8 @@ def run_command(
             anchor_data = load_dataset(anchor)
         if explore not in ("epsilon", "shadow"):
             raise DataError(f"--explore must be epsilon or shadow; got {explore!r}")
+        if anchor_reward and anchor_data is None:
+            raise DataError("--anchor-reward fits the reward model on the anchor set: give it with --anchor")
         if explore == "shadow" and explore_budget is None:
             explore_budget = 0.02
         specs = tuple(s.strip() for s in families.split(";" if ";" in families else ",") if s.strip()) if families else None
@@ -92,7 +95,7 @@ def run_command(
             min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
             probe_budget=probe_budget, onboard_margin=onboard_margin,
             onboard_min_support=onboard_min_support, explore=explore, shadow_looks=shadow_looks,
-            shadow_tau=shadow_tau)
+            shadow_tau=shadow_tau, anchor_reward=anchor_reward)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",
                             settings, anchor_data, upstreams, seed=seed, serving=gateway_serving(gateway),

@@ -59,7 +59,9 @@ class LoopSettings:
     promotion rule (``gate.promotion_decision``); reward_router: the DR reward model; explore_budget:
     the off-greedy share the live policy may use (journalled against the measured share); probe_budget,
     min_probes, probe_every, onboard_margin, onboard_min_support: onboarding (``onboard.onboard_llm``: the
-    same gate rule at level alpha, with a non-inferiority margin and a support of its own)."""
+    same gate rule at level alpha, with a non-inferiority margin and a support of its own); anchor_reward:
+    the DR reward model of refits and gates fitted on the anchor's full results too
+    (``refit.fit_candidate``'s ``anchor_reward``; needs the anchor set)."""
 
     families: tuple[str, ...] | None = None
     schedule: Schedule = field(default_factory=Schedule)
@@ -78,6 +80,7 @@ class LoopSettings:
     explore: str = "epsilon"
     shadow_looks: int = 3
     shadow_cap: float = 0.5
+    anchor_reward: bool = False
     shadow_tau: float = 0.2  # the shadow served and promoted is ConservativeRouter(refit, live, shadow_tau)
 
     def check(self) -> None:
@@ -134,13 +137,15 @@ def refit_and_gate(live_router, data: LogData, settings: LoopSettings, anchor: A
     bandit, X = data.bandit, data.X
     train, hold = split_recent(len(bandit), settings.holdout)
     families = settings.families or (refit_family(live_router),)
-    q = holdout_reward(bandit, X, train, hold, settings.reward_router)
+    reward_anchor = anchor if settings.anchor_reward else None
+    q = holdout_reward(bandit, X, train, hold, settings.reward_router, reward_anchor)
     recent = bandit.take(hold)
     feats = None if X is None else X[recent.rows]
     out = []
     for spec in families:
         start = time.perf_counter()
-        candidate = fit_candidate(spec, bandit.take(train), X, anchor, settings.reward_router, seed=seed)
+        candidate = fit_candidate(spec, bandit.take(train), X, anchor, settings.reward_router, seed=seed,
+                                  anchor_reward=settings.anchor_reward)
         fit_s = time.perf_counter() - start
         result = compare(recent, feats, candidate, live_router, q, settings.alpha / len(families), seed,
                          logging=None if data.logging is None else data.logging[hold])
@@ -292,7 +297,7 @@ class LoopRunner:
                     data.logging = shadow_logging(log.loc[has], data, since, self._routers(state))
                     result, ok, reason = gate_shadow(served_policy(shadow.router, live.router, current["tau"]),
                                                      live.router, data, since, level, s.margin, s.reward_router,
-                                                     self.seed)
+                                                     self.seed, anchor=self._anchor(live) if s.anchor_reward else None)
                     gate_rows.append(("estimate", {"family": router_spec(shadow.router), "n_outcomes": n_outcomes,
                                                    "shadow": current["checksum"], "look": look, "level": level,
                                                    "since": since, **result.to_dict()}))
@@ -338,7 +343,8 @@ class LoopRunner:
         s = self.settings
         spec = (s.families or (refit_family(live.router),))[0]
         start = time.perf_counter()
-        candidate = fit_candidate(spec, data.bandit, data.X, self._anchor(live), s.reward_router, seed=self.seed)
+        candidate = fit_candidate(spec, data.bandit, data.X, self._anchor(live), s.reward_router, seed=self.seed,
+                                  anchor_reward=s.anchor_reward)
         fit_s = time.perf_counter() - start
         _, recent = split_recent(len(data.bandit), s.holdout)
         rows = data.bandit.rows[recent]

@@ -290,3 +290,23 @@ def test_the_anchored_shadow_gate_by_hand():
     assert result.value_live == pytest.approx(np.mean(0.4 + (r - 0.4) / 0.9))
     with pytest.raises(DataError, match="window"):
         gate_shadow(shadow, live, data, 19, reward_router="best_single", anchor=anchor)
+
+
+def test_refit_and_gate_fits_the_gates_reward_model_on_the_anchor_when_asked():
+    """LoopSettings.anchor_reward (``recroute loop run --anchor-reward``) reaches the gate's q: live's DR value
+    on decisions 15..19 uses q(a) = 8 / 15 from the log alone, 8 / 20 = 0.4 with the anchor (as above)."""
+    from recroute.loop.refit import LogData
+    from recroute.loop.runner import LoopSettings, refit_and_gate
+
+    rng = np.random.default_rng(0)
+    b = _a_only_log()
+    X = rng.normal(size=(20, 4)).astype(np.float32)
+    anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
+    live = FixedScores([1.0, 0.0])
+    live.llm_names_ = b.llm_names
+    r = np.array([0, 1, 0, 1, 0], dtype=float)
+    for anchored, q_a in ((False, 8 / 15), (True, 0.4)):
+        settings = LoopSettings(families=("best_single",), holdout=5, reward_router="best_single",
+                                anchor_reward=anchored)
+        (verdict,) = refit_and_gate(live, LogData(b, X, [], np.arange(20)), settings, anchor)
+        assert verdict.result.value_live == pytest.approx(np.mean(q_a + (r - q_a) / 0.9))
