@@ -7,24 +7,37 @@
 Each member (a registered router spec) is fitted on the training prompts as a seed-bagged
 :class:`~recroute.routers.ensemble.EnsembleRouter` (``n_seeds`` seeds when it has a ``random_state``;
 members whose scores are not probabilities, e.g. als or lightfm, are Platt-calibrated per LLM on the
-ensemble's own hold-out of the training prompts). The blend is then chosen on the **validation part**
-(a :class:`~recroute.routers.base.ValidationPart`: RouterEval's validation split under the protocol,
-else a seeded ``validation_share`` of the training prompts held out by ``Router.fit``), never on test:
-Caruana et al.'s forward ensemble selection (ICML 2004) with replacement, ``steps`` greedy steps, each
-adding the member that most lowers the mean validation log loss of the blend over observed cells
-(soft targets in [0, 1]). Weights are the members' shares of the steps; ``steps=1`` (the default)
-chooses the single best family per pool. The log loss of P(correct) over every cell is a steadier
-criterion on a thousand validation prompts than the validation V_B of the argmax; and on MMLU-Pro
-choosing by validation mu_o, calibrating per LLM on validation, or blending (10 steps) all lost
-test V_B against choosing one family (docs/zoo.md has the numbers).
+ensemble's own hold-out of the training prompts). The choice is made on held-out prompts, never on test:
+
+- **what it is scored on**: with at least ``cv_below`` (1,000) validation prompts (a
+  :class:`~recroute.routers.base.ValidationPart`: RouterEval's validation split under the protocol, else
+  a seeded ``validation_share`` of the training prompts held out by ``Router.fit``), each member bagged on
+  the training prompts and scored on the validation part (MMLU-Pro: 1,203 prompts); with fewer
+  (RouterEval's v1 sets keep 14 to 24, llmrouter_nim 611), **cross-fitted**: ``cv_folds`` (5) seeded
+  folds of training + validation, each member fitted (one seed) on four and scored on the fifth, so every
+  one of those prompts is scored out of fold and the choice rests on 5,495 prompts on llmrouter_nim and
+  130 / 213 on v1 ARC / GSM8K;
+- **the rule** (``steps=1``, ``select="one_se"``, the default): the members whose routed mu_o (the
+  target at each prompt's argmax LLM) is within one paired standard error of the best member's, and
+  among them the lowest log loss of P(correct) over every cell (:func:`one_se_choice`): the argmax
+  decides where a member routes clearly better, the steadier log loss where the difference is noise.
+  ``select="log_loss"`` is the first rule (the log loss alone). ``steps > 1``: Caruana et al.'s forward
+  ensemble selection (ICML 2004) with replacement, ``steps`` greedy steps each adding the member that most
+  lowers the blend's log loss, weights the members' shares of the steps.
+
+``selection_`` records the evidence (mode, rows, and per member log loss, mu_o, se, within), saved with
+the router; docs/zoo.md has the diagnosis per set and pool and what each rule measured.
 
 ``score(X)`` (n, n_llms) = Σ_i w_i · P_i(X) over the members with a positive weight (the others are
 dropped after fitting). ``refit=True`` (the default) refits the kept members on training + validation
-prompts (+0.006 mean V_B on llmrouter_nim, level on MMLU-Pro; ``refit=False`` keeps the first fits).
+prompts (+0.006 mean V_B on llmrouter_nim, level on MMLU-Pro; ``refit=False`` keeps the first fits);
+a cross-fitted choice always refits the kept members (bagged, ``n_seeds``) on training + validation.
 Prompt features beyond MiniLM come from the encoder: ``recroute eval --encoder minilm-onnx+lexical``
 gives every member TF-IDF and format features of the prompt (docs/zoo.md).
 Size: members are taken in order while their declared fit limits (``Router.max_fit_cells``) leave room
-in the 5-minute budget for this training matrix; the others are skipped (``skipped_``), so at
+in the 5-minute budget for this training matrix (a cross-fit is charged as ``cv_folds`` one-seed fits
+on (cv_folds - 1) / cv_folds of it plus the bagged refit; where no member fits a cross-fit, the
+validation part is used); the others are skipped (``skipped_``), so at
 RouterEval's scale the stack chooses among the families that fit it, and refuses only a matrix that
 no member fits.
 On the command line members are joined by ``+`` and a member's own parameters separated by ``;``.
