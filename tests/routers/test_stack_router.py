@@ -265,3 +265,16 @@ def test_cross_fitted_stack_never_reads_the_test_part_and_saves_its_evidence(tmp
     fitted[0].save(tmp_path / "stack")
     copy = Router.load(tmp_path / "stack")
     assert copy.selection_ == fitted[0].selection_
+
+
+def test_auto_uses_the_one_se_rule_only_on_a_cross_fitted_choice():
+    on_validation = StackRouter(members=MEMBERS, n_seeds=1, cv_below=0).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    assert on_validation.selection_["mode"] == "validation" and "se" not in on_validation.selection_
+    assert on_validation.chosen_ == [MEMBERS.split("+")[int(np.argmin(on_validation.validation_losses_))]]
+    crossed = StackRouter(members=MEMBERS, n_seeds=1).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    table = crossed.selection_
+    assert table["mode"].startswith("cross-fitted") and len(table["se"]) == 2
+    within = np.flatnonzero(table["within"])
+    assert crossed.chosen_ == [table["members"][within[np.argmin(np.asarray(table["log_loss"])[within])]]]
+    forced = StackRouter(members=MEMBERS, n_seeds=1, cv_below=0, select="one_se").fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
+    assert forced.selection_["mode"] == "validation" and "se" in forced.selection_
