@@ -41,6 +41,10 @@ def fit_command(
     logs: Optional[Path] = typer.Option(None, "--logs", help="Learn from a decision log instead (see docs/feedback.md)."),
     method: str = typer.Option("dr", "--method", help="With --logs: dr (doubly-robust completion), ips or naive."),
     reward_router: str = typer.Option("linear", "--reward-router", help="With --logs: the DR reward model's spec."),
+    costs: str = typer.Option(
+        "prices", "--costs",
+        help="Where the bundle's --cost-weight / --max-cost costs come from: prices (the dataset's), or predicted "
+             "(the router's own per-prompt predictions; a router that predicts costs, e.g. graphrouter on priced data)."),
 ) -> None:
     """Train a router on the whole dataset (or on a decision log, --logs) and save it with its encoder as a routing bundle.
 
@@ -52,6 +56,9 @@ def fit_command(
     from recroute.threads import apply_threads, resolve_threads
 
     if logs is not None:
+        if costs != "prices":
+            with user_errors():
+                raise DataError("--costs predicted needs --dataset (a log carries no costs to learn from)")
         return _fit_logs(logs, dataset, router, method, reward_router, encoder, out, json_path, quiet)
     with user_errors():
         if dataset is None:
@@ -67,7 +74,7 @@ def fit_command(
         if prices is not None and not prices.priced.all():
             note = (note + "; " if note else "") + "some LLMs have no price: the bundle carries no prices"
             prices = None
-        RoutingBundle.build(model, enc, prices).save(out)
+        RoutingBundle.build(model, enc, prices, costs=costs).save(out)
         row = {"dataset": data.name or str(dataset), "router": spec_label(router), "encoder": enc.name if enc else None,
                "n_prompts": data.n_prompts, "n_llms": data.n_llms, "fit_seconds": round(seconds, 3), "bundle": str(out)}
         if json_path:
@@ -146,7 +153,7 @@ def route_command(
     out: str = typer.Option("-", "--out", "-o", help="JSONL decisions to this file (- = stdout)."),
     batch_size: int = typer.Option(CHUNK, "--batch-size", min=1, help="Prompts routed per step."),
     cost_weight: Optional[float] = typer.Option(
-        None, "--cost-weight", min=0.0, help="Rank by score - cost_weight × expected cost (bundle with prices)."),
+        None, "--cost-weight", min=0.0, help="Rank by score - cost_weight × expected cost (bundle with prices or predicted costs)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Only LLMs expected to cost at most this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Stochastic routing: epsilon_greedy:epsilon=0.2 | "
@@ -316,7 +323,7 @@ def serve_command(
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most prompts in one request (413 beyond)."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", min=1, help="Largest request body (413 beyond)."),
     cost_weight: Optional[float] = typer.Option(
-        None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices)."),
+        None, "--cost-weight", min=0.0, help="Default cost weight for requests that give none (bundle with prices or predicted costs)."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0.0, help="Default max_cost for requests that give none."),
     micro_batch: bool = typer.Option(True, "--micro-batch/--no-micro-batch",
                                      help="Encode and route concurrent requests together."),

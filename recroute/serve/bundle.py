@@ -5,7 +5,9 @@ Layout (format version 1)::
     DIR/manifest.json   {"format": "recroute-bundle", "format_version": 1,
                          "files": {relative path: {"sha256": hex, "bytes": n}}}   (every other file)
     DIR/bundle.json     encoder (type, name, dim) or null, router (name, n_features_in), llms, versions,
-                        prices (per-LLM prices the router was fitted with, recroute.data.costs.Prices) or null
+                        prices (per-LLM prices the router was fitted with, recroute.data.costs.Prices) or null,
+                        costs ("prices": cost_weight / max_cost use the prices; "predicted": the router's
+                        predict_costs(X), for a router that predicts costs such as graphrouter; absent = prices)
     DIR/encoder/        the encoder's own save (MiniLM: encoder.json; TF-IDF: encoder.json + arrays.npz)
     DIR/router/         Router.save: router.json + arrays.npz (+ index.faiss for kNN)
 
@@ -34,6 +36,7 @@ MANIFEST_FILE = "manifest.json"
 BUNDLE_FILE = "bundle.json"
 ROUTER_DIR = "router"
 ENCODER_DIR = "encoder"
+COST_SOURCES = ("prices", "predicted")  # where a bundle's expected costs come from
 
 
 @dataclass(frozen=True)
@@ -78,23 +81,26 @@ class RoutingBundle:
     routes precomputed float32 (n, d) features. Both return one :class:`RouteDecision` per prompt.
     """
 
-    def __init__(self, router, encoder=None, prices=None) -> None:
+    def __init__(self, router, encoder=None, prices=None, costs: str = "prices") -> None:
         self.router = router
         self.encoder = encoder
         self.prices = prices  # recroute.data.costs.Prices for the router's LLMs, or None (no cost routing)
+        self.costs = costs  # "prices" or "predicted" (the router's predict_costs): see COST_SOURCES
         self.path: Path | None = None  # the folder it was loaded from (load), else None
         self.checksum: str | None = None  # sha256 of its manifest when loaded (names every file's sha256)
         self._encode_lock = threading.Lock()  # tokenizers and torch models are not re-entrant
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, router, encoder=None, prices=None) -> "RoutingBundle":
+    def build(cls, router, encoder=None, prices=None, costs: str = "prices") -> "RoutingBundle":
         """A bundle of a fitted router and the (fitted) encoder its features came from.
 
         ``encoder``: an encoder object or name ("minilm"); None for a router that needs no prompt
         features, or to route precomputed embeddings only. Its dim must equal the router's
         ``n_features_in_``. ``prices``: a :class:`~recroute.data.costs.Prices` covering the router's
-        LLMs (``RoutingDataset.prices()``), kept for ``cost_weight`` / ``max_cost`` routing.
+        LLMs (``RoutingDataset.prices()``), kept for ``cost_weight`` / ``max_cost`` routing. ``costs``: where
+        that routing's expected costs come from: "prices" (the default), or "predicted", the router's own
+        ``predict_costs(X)`` per prompt and LLM (a router fitted with costs, e.g. graphrouter on priced data).
         """
         from recroute.encoders.base import get_encoder
 
@@ -109,7 +115,8 @@ class RoutingBundle:
         if prices is not None:
             prices = prices.subset([str(n) for n in router.llm_names_])
             prices.require_all("bundle prices")
-        return cls(router, encoder, prices)
+        check_cost_source(router, costs, "")
+        return cls(router, encoder, prices, costs)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -143,6 +150,7 @@ class RoutingBundle:
                        "needs_features": bool(self.router.needs_features), "n_features_in": self.n_features},
             "llms": self.llm_names,
             "prices": None if self.prices is None else self.prices.to_dict(),
+            "costs": self.costs,
         }
 
     def __repr__(self) -> str:
@@ -209,7 +217,12 @@ class RoutingBundle:
                 raise SavedArtifactError(str(exc)) from None
             if prices.llms != meta.get("llms"):
                 raise SavedArtifactError(f"{path / BUNDLE_FILE}: its prices name other LLMs than the router")
-        bundle = cls(router, enc, prices)
+        costs = meta.get("costs", "prices")
+        try:
+            check_cost_source(router, costs, f"{path / BUNDLE_FILE}: ")
+        except DataError as exc:
+            raise SavedArtifactError(str(exc)) from None
+        bundle = cls(router, enc, prices, costs)
         bundle.path, bundle.checksum = path, checksum
         return bundle
 
@@ -249,17 +262,30 @@ class RoutingBundle:
                                 prompt_tokens=prompt_tokens, policy=policy, rng=rng)
         return decisions(*got, self.llm_names) if policy is None else decisions(got[0], got[1], self.llm_names, got[2])
 
+    @property
+    def has_costs(self) -> bool:
+        """Whether cost_weight / max_cost routing works: prices, or a router that predicts costs."""
+        return self.costs == "predicted" or self.prices is not None
+
     def prompt_tokens(self, texts: Sequence[str]) -> np.ndarray | None:
-        """float64 (n,) prompt token counts when the bundle's prices are per token, else None."""
-        if self.prices is None or not self.prices.token_based:
+        """float64 (n,) prompt token counts when the bundle's prices are per token (and used), else None."""
+        if self.costs == "predicted" or self.prices is None or not self.prices.token_based:
             return None
         from recroute.data.costs import count_prompt_tokens
 
         return count_prompt_tokens(list(texts))
 
-    def expected_costs(self, n: int, prompt_tokens: np.ndarray | None = None) -> np.ndarray:
-        """float64 (n, n_llms) expected cost per prompt and LLM from the bundle's prices; without token
+    def expected_costs(self, n: int, prompt_tokens: np.ndarray | None = None, X: np.ndarray | None = None) -> np.ndarray:
+        """float64 (n, n_llms) expected cost per prompt and LLM: with ``costs="predicted"`` the router's
+        ``predict_costs(X)`` (X (n, d) the prompts' features), else from the bundle's prices; without token
         counts a per-token price assumes ``recroute.data.costs.DEFAULT_PROMPT_TOKENS`` per prompt."""
+        if self.costs == "predicted":
+            if X is None and self.router.needs_features:
+                raise DataError("this bundle's costs are predicted from the prompts' features: give X (n, d)")
+            C = np.asarray(self.router.predict_costs(X), dtype=np.float64)
+            if C.shape != (int(n), len(self.llm_names)):
+                raise DataError(f"predicted costs of shape {C.shape}; expected {(int(n), len(self.llm_names))}")
+            return C
         if self.prices is None:
             raise DataError("this bundle was fitted without prices: cost_weight / max_cost need a dataset with "
                             "prices or per-cell costs (llms.parquet price columns, records.parquet 'cost')")
@@ -302,7 +328,7 @@ class RoutingBundle:
 
         allowed = self.router._candidate_mask(candidates)
         scores = self.router.score(X, n) if candidates is None else self.router.score_among(X, allowed, n)
-        costs = None if cost_weight is None and max_cost is None else self.expected_costs(n, prompt_tokens)
+        costs = None if cost_weight is None and max_cost is None else self.expected_costs(n, prompt_tokens, X)
         values, mask = cost_aware_scores(scores, costs, cost_weight, max_cost, allowed, self.llm_names)
         if policy is None:
             idx = greedy_top_k(values, mask, k)
@@ -338,8 +364,8 @@ class RoutingBundle:
             raise DataError("give prompt features X (n, d) or the number of prompts n")
         self.check_choice(1, candidates)
         costs = None
-        if self.prices is not None:
-            costs = self.expected_costs(int(n), prompt_tokens)
+        if self.has_costs:
+            costs = self.expected_costs(int(n), prompt_tokens, X)
         elif cost_weight is not None or max_cost is not None:
             self.expected_costs(int(n))  # the DataError naming the missing prices
         return explain_arrays(self.router, X, n=n, candidates=candidates, costs=costs, cost_weight=cost_weight,
@@ -455,3 +481,12 @@ def _sha256(file: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_cost_source(router, costs: str, where: str) -> None:
+    """DataError unless ``costs`` is one of COST_SOURCES and, for "predicted", the router predicts costs."""
+    if costs not in COST_SOURCES:
+        raise DataError(f"{where}costs must be one of {', '.join(COST_SOURCES)}; got {costs!r}")
+    if costs == "predicted" and not getattr(router, "predicts_costs", False):
+        raise DataError(f"{where}costs='predicted' needs a router that predicts costs (graphrouter fitted on data "
+                        f"with prices or per-cell costs); {router.name!r} does not")

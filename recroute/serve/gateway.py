@@ -359,9 +359,14 @@ class Decider:
             await self.batcher.close()
 
     def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
-        """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced."""
+        """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced.
+        A bundle with ``costs="predicted"`` gives its router's predicted costs for the prompt instead (the
+        prompt is encoded once more for them: the decision's own features stay inside the batcher)."""
         from recroute.data.costs import Prices, count_prompt_tokens
 
+        if getattr(self.bundle, "costs", "prices") == "predicted":
+            X = self.bundle.encode([text]) if self.bundle.router.needs_features else None
+            return np.where(allowed, self.bundle.expected_costs(1, None, X)[0], 0.0)
         if self.prices is None:
             raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams file "
                                "gives no input_price_per_mtok / output_price_per_mtok", "model")

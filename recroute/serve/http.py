@@ -113,8 +113,8 @@ def create_app(
     from recroute.feedback.logs import DecisionLogWriter
     from recroute.feedback.policies import parse_policy
 
-    if (cost_weight is not None or max_cost is not None) and bundle.prices is None:
-        raise DataError("a default cost_weight / max_cost needs a bundle fitted with prices")
+    if (cost_weight is not None or max_cost is not None) and not bundle.has_costs:
+        raise DataError("a default cost_weight / max_cost needs a bundle fitted with prices (or predicted costs)")
     default_policy = None if policy is None else parse_policy(policy).spec
     writer = log if isinstance(log, DecisionLogWriter) or log is None else DecisionLogWriter(log)
     if max_batch < 1 or max_body_bytes < 1:
