@@ -28,30 +28,35 @@ class PromotionError(RuntimeError):
         self.refused = refused
 
 
-def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -> Promote:
-    """A Promote that hot-reloads the gateway at ``url`` (``http://127.0.0.1:8080``)."""
+def admin_call(method: str, endpoint: str, body: dict | None, headers: dict, timeout_s: float, what: str) -> dict:
+    """The gateway's JSON answer to ``method endpoint`` (an /admin/* call); PromotionError on no answer
+    (``refused=False``) or a non-200 status (``refused`` for a 4xx), ``what`` naming the call."""
     import httpx
 
+    try:
+        response = httpx.request(method, endpoint, json=body, headers=headers, timeout=timeout_s)
+    except httpx.TransportError as exc:
+        raise PromotionError(f"{endpoint}: no answer ({type(exc).__name__}: {exc})") from None
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {"error": response.text[:200]}
+    if response.status_code != 200:
+        reason = doc.get("error") if isinstance(doc, dict) else doc
+        raise PromotionError(f"{what} ({response.status_code}): {reason}", refused=400 <= response.status_code < 500)
+    return doc if isinstance(doc, dict) else {"response": doc}
+
+
+def gateway_reload(url: str, key: str | None = None, timeout_s: float = 120.0) -> Promote:
+    """A Promote that hot-reloads the gateway at ``url`` (``http://127.0.0.1:8080``)."""
     if not url.startswith(("http://", "https://")):
         raise DataError(f"--gateway must be an http(s) URL; got {url!r}")
     endpoint = url.rstrip("/") + "/admin/reload"
     headers = {"authorization": f"Bearer {key}"} if key else {}
 
     def promote(bundle: str) -> dict:
-        try:
-            response = httpx.post(endpoint, json={"bundle": str(Path(bundle).resolve())}, headers=headers,
-                                  timeout=timeout_s)
-        except httpx.TransportError as exc:
-            raise PromotionError(f"{endpoint}: no answer ({type(exc).__name__}: {exc})") from None
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = {"error": response.text[:200]}
-        if response.status_code != 200:
-            reason = doc.get("error") if isinstance(doc, dict) else doc
-            raise PromotionError(f"{endpoint} refused {bundle} ({response.status_code}): {reason}",
-                                 refused=400 <= response.status_code < 500)
-        return doc if isinstance(doc, dict) else {"response": doc}
+        return admin_call("POST", endpoint, {"bundle": str(Path(bundle).resolve())}, headers, timeout_s,
+                          f"{endpoint} refused {bundle}")
 
     return promote
 
@@ -86,22 +91,8 @@ class ShadowClient:
         self.timeout_s = timeout_s
 
     def _call(self, method: str, body: dict | None = None) -> dict:
-        import httpx
-
         endpoint = self.url + "/admin/shadow"
-        try:
-            response = httpx.request(method, endpoint, json=body, headers=self.headers, timeout=self.timeout_s)
-        except httpx.TransportError as exc:
-            raise PromotionError(f"{endpoint}: no answer ({type(exc).__name__}: {exc})") from None
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = {"error": response.text[:200]}
-        if response.status_code != 200:
-            reason = doc.get("error") if isinstance(doc, dict) else doc
-            raise PromotionError(f"{method} {endpoint} ({response.status_code}): {reason}",
-                                 refused=400 <= response.status_code < 500)
-        return doc if isinstance(doc, dict) else {"response": doc}
+        return admin_call(method, endpoint, body, self.headers, self.timeout_s, f"{method} {endpoint}")
 
     def install(self, bundle: str, epsilon: float, tau: float = 0.0) -> dict:
         """Serve ``bundle`` as the shadow with ``epsilon`` and ``tau``; the gateway's answer."""

@@ -88,6 +88,32 @@ def stream_setup(tmp_path_factory, shared_data):
     return data_dir, anchor_dir, bundle, np.arange(60, 460)
 
 
+def shadow_run(stream_setup, tmp_path: Path, monkeypatch, tau: str) -> tuple:
+    """The set-up of a shadow-exploration run (``--explore shadow --shadow-tau TAU``, forced passes with
+    margin -1000): the stream, free ports, upstreams, paths, the gateway's and the loop's arguments, the
+    journal; in the order the tests unpack them."""
+    data_dir, anchor_dir, bundle, stream = stream_setup
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(data_dir)
+    replay_port, gw_port = free_port(), free_port()
+    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
+    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
+    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
+    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
+    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
+    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
+                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
+                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
+    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
+                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
+                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
+                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--shadow-tau", tau,
+                 "--poll", "0.3", "--quiet"]
+    journal = Journal(journal_path)
+    return (data_dir, bundle, stream, data, known, replay_port, replay_url, gw_url, log, journal_path, env,
+            gateway_args, loop_args, journal)
+
+
 def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, monkeypatch):
     data_dir, anchor_dir, bundle, stream = stream_setup
     monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
@@ -187,24 +213,9 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
     """``--explore shadow --shadow-tau 0``: each refit becomes the gateway's shadow, is gated on the decisions logged since
     (logging probabilities rebuilt from the log) and promoted by hot reload; the loop and the gateway are
     each killed mid-stream and the shadow comes back (reinstalled on the restarted gateway)."""
-    data_dir, anchor_dir, bundle, stream = stream_setup
-    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
-    data = load_dataset(data_dir)
-    replay_port, gw_port = free_port(), free_port()
-    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
-    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
-    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
-    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
-    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
-    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
-                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
-                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
-    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
-                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
-                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
-                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--shadow-tau", "0", "--poll", "0.3",
-                 "--quiet"]
-    journal = Journal(journal_path)
+    (data_dir, bundle, stream, data, known, replay_port, replay_url, gw_url, log, journal_path, env, gateway_args,
+     loop_args, journal) = \
+        shadow_run(stream_setup, tmp_path, monkeypatch, "0")
 
     def shadows() -> list[dict]:
         return [e for e in journal.events() if e["event"] == "shadow"]
@@ -277,24 +288,9 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
     from recroute.routers.conservative import ConservativeRouter
     from recroute.serve.bundle import RoutingBundle
 
-    data_dir, anchor_dir, bundle, stream = stream_setup
-    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "cache"))
-    data = load_dataset(data_dir)
-    replay_port, gw_port = free_port(), free_port()
-    replay_url, gw_url = f"http://127.0.0.1:{replay_port}", f"http://127.0.0.1:{gw_port}"
-    known = [str(n) for n in data.llm_names if str(n) != NEW_LLM]
-    upstreams = write_upstreams(tmp_path / "upstreams.toml", known, replay_url)
-    log, journal_path = tmp_path / "decisions.jsonl", tmp_path / "loop.jsonl"
-    env = {"LOOP_ADMIN_KEY": ADMIN_KEY, "RECROUTE_CACHE": str(tmp_path / "cache")}
-    gateway_args = ["-m", "recroute", "gateway", "--bundle", str(bundle), "--upstreams", str(upstreams),
-                    "--port", str(gw_port), "--log", str(log), "--log-prompt-text", "--seed", "0", "--workers", "1",
-                    "--admin-key-env", "LOOP_ADMIN_KEY", "--quiet"]
-    loop_args = ["-m", "recroute", "loop", "run", "--log", str(log), "--bundle", str(bundle), "--journal",
-                 str(journal_path), "--gateway", gw_url, "--admin-key-env", "LOOP_ADMIN_KEY", "--every-outcomes", "100",
-                 "--min-outcomes", "100", "--holdout", "0.3", "--reward-router", "knn", "--anchor", str(anchor_dir),
-                 "--margin", "-1000", "--explore", "shadow", "--explore-budget", "0.3", "--shadow-tau", "0.2",
-                 "--poll", "0.3", "--quiet"]
-    journal = Journal(journal_path)
+    (data_dir, bundle, stream, data, known, replay_port, replay_url, gw_url, log, journal_path, env, gateway_args,
+     loop_args, journal) = \
+        shadow_run(stream_setup, tmp_path, monkeypatch, "0.2")
 
     def candidates(row: int) -> list[str]:  # 5 of the 8 LLMs per request, fixed by the row
         picked = np.random.default_rng(int(row)).choice(len(known), size=5, replace=False)
