@@ -251,3 +251,54 @@ def encode_states(model, states: FrozenStates, rows: Sequence[int] | None = None
     finally:
         model.train(was_training)
     return out
+
+
+def states_for_texts(texts: Sequence[str], depths: Sequence[int], *, root: str | Path | None = None,
+                     n_threads: int | None = 1, show_progress: bool = False) -> FrozenStates:
+    """The frozen states of ``texts`` at ``depths``, computed once and kept in the encoder artefact store
+    (``~/.cache/recroute/encoders/minilm-states-<recipe hash>``, or ``root``), keyed by the texts' hashes,
+    the depths and the packaged weights' fingerprint, so a second call (another fine-tune, the final
+    encoding) only memory-maps them."""
+    from recroute.encoders.minilm_finetune import fresh_model
+    from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact
+
+    depths = sorted({_check_depth(d) for d in depths})
+    model = fresh_model()
+    digest = hashlib.sha256("\n".join(text_hashes(list(texts))).encode()).hexdigest()[:16]
+    recipe = {"version": STATES_VERSION, "texts": digest, "n_texts": len(texts), "depths": depths,
+              "max_length": int(model.max_seq_length),
+              "weights": {str(d): frozen_fingerprint(model, d) for d in depths}}
+    folder = artifact_dir(Path(root) if root is not None else encoder_cache_dir(), "minilm-states", recipe)
+
+    def build(tmp: Path) -> dict:
+        compute_states(model, texts, depths, n_threads=n_threads, show_progress=show_progress).save(tmp)
+        return {"n_texts": len(texts)}
+
+    ensure_artifact(folder, recipe, build)
+    return FrozenStates.load(folder)
+
+
+def cache_tuned_embeddings(encoder, states: FrozenStates, texts: Sequence[str], *, cache_dir: str | Path | None = None,
+                           batch_size: int = 64, n_threads: int | None = 1) -> np.ndarray:
+    """float32 (len(texts), 384): a :class:`~recroute.encoders.minilm_finetune.TunedMiniLMEncoder`'s
+    encodings of ``texts`` through the cached states (only its tuned layers run), written to the
+    embedding cache under the encoder's cache key, so ``--encoder FOLDER`` (and ``FOLDER+lexical``)
+    in ``recroute eval`` or ``benchmarks/zoo.py`` read them instead of running all six layers.
+    Texts already in the cache are not encoded again."""
+    from recroute.encoders.cache import EmbeddingCache, text_key
+
+    texts = list(texts)
+    depth = max((d for d in states.depths if d <= N_LAYERS - int(encoder.n_layers)), default=None)
+    if depth is None:
+        raise ValueError(f"{encoder.name} tunes {encoder.n_layers} layer(s); the states hold depths {states.depths}")
+    cache = EmbeddingCache.for_encoder(encoder, cache_dir)
+    keys = [text_key(t) for t in texts]
+    X, found = cache.lookup(keys)
+    X = np.asarray(X, dtype=np.float32).reshape(len(texts), HIDDEN)
+    todo = np.flatnonzero(~np.asarray(found, dtype=bool))
+    if len(todo):
+        rows = states.rows_of([texts[i] for i in todo])
+        X[todo] = encode_states(encoder.model, states, rows, depth=depth, batch_size=batch_size, n_threads=n_threads)
+        unique = {keys[i]: i for i in todo}
+        cache.add(list(unique), X[list(unique.values())])
+    return X

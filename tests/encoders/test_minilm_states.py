@@ -118,3 +118,37 @@ def test_fine_tune_on_states_moves_only_the_top_layers_and_encodes_through_both_
     with pytest.raises(ValueError, match="at most 4 layers"):
         finetune_minilm(train, Y, n_layers=2, states=FrozenStates({5: states.states[5]}, states.lengths, states.keys,
                                                                    256, {5: states.fingerprints[5]}), max_steps=1)
+
+
+def test_dataset_fine_tune_on_stored_states_fills_the_embedding_cache_the_protocol_reads(tmp_path, monkeypatch):
+    """20 MMLU-Pro questions: states in the artefact store (computed once, then reused), a 1-layer fine-tune on
+    RouterEval's training part (16 prompts), its encodings through the states written to the embedding cache,
+    and ``embed_dataset(data, FOLDER)`` / ``FOLDER+lexical`` reading them (no six-layer pass)."""
+    import recroute
+    from recroute.encoders import embed_dataset, load_encoder
+    from recroute.encoders.embed import dataset_texts
+    from recroute.encoders.minilm_finetune import finetune_minilm_for_dataset
+    from recroute.encoders.minilm_states import cache_tuned_embeddings, states_for_texts
+
+    monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(tmp_path / "encoders"))
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "embeddings"))
+    data = recroute.load_dataset("mmlu_pro").subset(prompts=np.arange(20), llms=[0, 1, 2])
+    texts = dataset_texts(data)
+    S = states_for_texts(texts, [5])
+    assert len(S) == 20 and S.depths == [5]
+    again = states_for_texts(texts, [5])  # reused from the store: memory-mapped, not recomputed
+    assert isinstance(again.states[5], np.memmap)
+    tuned = finetune_minilm_for_dataset(data, n_layers=1, states=S, max_steps=2, epochs=2, n_clusters=2)
+    assert tuned.finetune["n_train"] == 16 and tuned.finetune["frozen_states"] == 256
+    X = cache_tuned_embeddings(tuned, S, texts)
+    np.testing.assert_allclose(X, tuned.encode(texts), atol=ATOL)
+    folder = str(tuned.path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the embedding cache")
+
+    monkeypatch.setattr(type(tuned), "encode", refuse)
+    np.testing.assert_array_equal(embed_dataset(data, folder), X)
+    both = embed_dataset(data, f"{folder}+lexical")
+    np.testing.assert_array_equal(both[:, :384], X)
+    assert load_encoder(folder).name == tuned.name
