@@ -166,10 +166,11 @@ def evaluate(args) -> None:
 
     payload = read()
     data = dataset()
-    folder = payload["chosen"]["folder"]
-    features = {"minilm": None, "minilm-onnx+lexical": "minilm-onnx+lexical", "tuned": folder,
-                "tuned+lexical": f"{folder}+lexical"}
     wanted = [f.strip() for f in args.features.split(",")]
+    features = {"minilm": None, "minilm-onnx+lexical": "minilm-onnx+lexical"}
+    if any(f.startswith("tuned") for f in wanted):
+        folder = payload["chosen"]["folder"]  # `final` first
+        features.update({"tuned": folder, "tuned+lexical": f"{folder}+lexical"})
     for family in [f.strip() for f in args.families.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for feat in wanted:

@@ -152,3 +152,30 @@ def test_dataset_fine_tune_on_stored_states_fills_the_embedding_cache_the_protoc
     both = embed_dataset(data, f"{folder}+lexical")
     np.testing.assert_array_equal(both[:, :384], X)
     assert load_encoder(folder).name == tuned.name
+
+
+def test_cli_fine_tune_with_frozen_states(tmp_path, monkeypatch):
+    """`recroute encode --finetune minilm --frozen-states`: the output equals the tuned encoder's plain encodings
+    within the float16 tolerance, and every prompt came from the cache the states filled."""
+    import json
+
+    import recroute
+    from typer.testing import CliRunner
+
+    from recroute.cli.main import app
+    from recroute.encoders import load_encoder
+
+    monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(tmp_path / "encoders"))
+    monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "embeddings"))
+    data = recroute.load_dataset("mmlu_pro").subset(prompts=np.arange(20), llms=[0, 1, 2])
+    folder = data.save(tmp_path / "tiny")
+    result = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "minilm", "--layers", "1", "--frozen-states",
+                                      "--max-steps", "2", "--out", str(tmp_path / "t.npy"), "--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["n_from_cache"] == row["n_prompts"] == 20 and row["n_encoded"] == 0
+    tuned = load_encoder(row["encoder_saved_to"])
+    assert tuned.finetune["frozen_states"] == 256
+    np.testing.assert_allclose(np.load(tmp_path / "t.npy"), tuned.encode(data.texts), atol=ATOL)
+    bad = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "static", "--frozen-states", "--quiet"])
+    assert bad.exit_code != 0 and "--frozen-states is for --finetune minilm" in bad.output
