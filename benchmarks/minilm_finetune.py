@@ -41,6 +41,7 @@ SCRATCH = HERE / "_scratch" / "minilm_ft"
 CANDIDATES = [
     {"n_layers": 1, "lr": 5e-5, "max_steps": 150},
     {"n_layers": 1, "lr": 5e-4, "max_steps": 150},
+    {"n_layers": 2, "lr": 2e-4, "max_steps": 150},
 ]
 DEPTHS = (3, 4, 5)  # cached states: enough for n_layers 1 to 3
 
@@ -118,25 +119,29 @@ def select(args) -> None:
         payload["minilm_validation"] = knn_validation(data, base)
         write(payload)
     done = {json.dumps(c["options"], sort_keys=True) for c in payload["candidates"]}
-    for cand in CANDIDATES:
-        if json.dumps(cand, sort_keys=True) in done:
+    for i, cand in enumerate(CANDIDATES):
+        if json.dumps(cand, sort_keys=True) in done or (args.only is not None and i != args.only):
             continue
         options = {k: v for k, v in cand.items() if k != "n_layers"}
         l0, t0, c0 = load(), time.perf_counter(), time.process_time()
         tuned = finetune_minilm_for_dataset(data, n_layers=cand["n_layers"], states=S, root=SCRATCH / "encoders",
-                                            n_threads=2, **options)
+                                            n_threads=args.threads, **options)
         fit_s, fit_cpu, l1 = time.perf_counter() - t0, time.process_time() - c0, load()
         rows = np.concatenate([p["train"], p["val"]])
         t0, c0 = time.perf_counter(), time.process_time()
         X = base.copy()  # test rows keep MiniLM's vectors: the validation measurement never reads them
-        X[rows] = cache_tuned_embeddings(tuned, S, [texts[i] for i in rows], n_threads=2)
+        X[rows] = cache_tuned_embeddings(tuned, S, [texts[i] for i in rows], n_threads=args.threads)
         enc_s, enc_cpu = time.perf_counter() - t0, time.process_time() - c0
-        payload["candidates"].append({
+        record = ({
             "options": cand, "encoder": tuned.name, "folder": str(tuned.path), "final_loss": tuned.finetune["final_loss"],
             "steps": tuned.finetune["steps"], "finetune_seconds": round(fit_s, 1), "finetune_cpu_seconds": round(fit_cpu, 1),
             "load_finetune": [l0, l1], "encode_seconds": round(enc_s, 1), "encode_cpu_seconds": round(enc_cpu, 1),
             "n_encoded": int(len(rows)), "load_encode_end": load(), "validation": knn_validation(data, X)})
-        print(payload["candidates"][-1], flush=True)
+        kept = {k: payload[k] for k in ("states", "minilm_validation") if k in payload}
+        payload = read()  # another select process (--only) may have recorded its candidate meanwhile
+        payload = {**kept, **payload}
+        payload["candidates"].append(record)
+        print(record, flush=True)
         write(payload)
 
 
@@ -186,6 +191,37 @@ def evaluate(args) -> None:
                 print(family, feat, seed, [(r["m"], round(r["v_b"], 4)) for r in rows], flush=True)
 
 
+def speed(args) -> None:
+    """Routing-time cost per prompt: the tuned encoder (torch, all six layers: a new prompt has no cached
+    states) against torch MiniLM and ONNX MiniLM, on the same 128 MMLU-Pro questions, alternated 3 times
+    in one process (the ratio is what counts on a shared machine)."""
+    from recroute.encoders import get_encoder, load_encoder
+    from recroute.encoders.embed import dataset_texts
+
+    payload = read()
+    data = dataset()
+    texts = dataset_texts(data)[-128:]  # test-part or not does not matter for speed
+    encoders = {"minilm (torch)": get_encoder("minilm", n_threads=args.threads),
+                "minilm-onnx": get_encoder("minilm-onnx", n_threads=args.threads),
+                "tuned (torch)": load_encoder(payload["chosen"]["folder"])}
+    encoders["tuned (torch)"].n_threads = args.threads
+    for enc in encoders.values():
+        enc.encode(texts[:8])  # load / warm up
+    times: dict[str, list[float]] = {k: [] for k in encoders}
+    l0 = load()
+    for _ in range(3):
+        for name, enc in encoders.items():
+            t0 = time.perf_counter()
+            enc.encode(texts)
+            times[name].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    payload["speed"] = {"n_prompts": len(texts), "threads": args.threads, "load": [l0, load()],
+                        "ms_per_prompt": {k: round(1000 * v / len(texts), 2) for k, v in best.items()},
+                        "ratio_to_torch_minilm": {k: round(v / best["minilm (torch)"], 3) for k, v in best.items()}}
+    write(payload)
+    print(payload["speed"], flush=True)
+
+
 def markdown(payload: dict) -> str:
     lines = ["# MiniLM's top layers fine-tuned (RouterDC's losses), RouterEval's protocol on MMLU-Pro", "",
              "`python benchmarks/minilm_finetune.py select | final | eval` (module docstring). 2 shared cores; "
@@ -213,6 +249,12 @@ def markdown(payload: dict) -> str:
     if ch:
         lines += [f"Chosen on validation: `{json.dumps(ch['options'])}` ({ch['encoder']}); the test prompts encoded "
                   f"after the choice in {ch['test_encode_seconds']} s.", ""]
+    sp = payload.get("speed")
+    if sp:
+        lines += [f"Routing-time encoding cost ({sp['n_prompts']} MMLU-Pro questions, {sp['threads']} threads, best of 3, "
+                  f"load {sp['load'][0]} to {sp['load'][1]}): "
+                  + ", ".join(f"{k} {v} ms/prompt ({sp['ratio_to_torch_minilm'][k]}× torch MiniLM)"
+                              for k, v in sp["ms_per_prompt"].items()) + ".", ""]
     ev = payload.get("eval") or []
     if ev:
         import pandas as pd
@@ -238,15 +280,17 @@ def markdown(payload: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=["select", "final", "eval", "render"])
+    ap.add_argument("step", choices=["select", "final", "eval", "speed", "render"])
     ap.add_argument("--families", default="knn,two_tower,stack")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--features", default="minilm,minilm-onnx+lexical,tuned,tuned+lexical")
+    ap.add_argument("--only", type=int, default=None, help="select: only this candidate (an index of CANDIDATES)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of this process")
     args = ap.parse_args()
     if args.step == "render":
         write(read())
         return
-    {"select": select, "final": final, "eval": evaluate}[args.step](args)
+    {"select": select, "final": final, "eval": evaluate, "speed": speed}[args.step](args)
 
 
 if __name__ == "__main__":
