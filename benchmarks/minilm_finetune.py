@@ -275,6 +275,8 @@ def markdown(payload: dict) -> str:
             lines.append(f"| {family} | {feat} | {' | '.join(cells)} | {mean:.4f} | {int(block.seeds.max())} | "
                          f"{block.run_s.mean():.0f} | {block.lo.min():.0f}-{block.hi.max():.0f} |")
         lines.append("")
+    for note in payload.get("notes") or []:
+        lines += [f"- {note}"]
     return "\n".join(lines) + "\n"
 
 
