@@ -9,7 +9,9 @@ each LLM got right and wrong), the sample-LLM loss over each training prompt's b
 and the sample-sample loss over k-means clusters of the untuned encodings. Inputs are truncated at
 ``max_tokens`` word pieces while training (cheap on 2 cores; encoding afterwards keeps MiniLM's 256).
 Defaults: 2 layers, lr 5e-5 (the paper's), batch 32, 1 epoch capped at ``max_steps`` = 300 Adam
-steps (cosine decay), temperature 1, 30 clusters, top/last 3, H = 3.
+steps (cosine decay), temperature 1, 30 clusters, top/last 3, H = 3. With ``states``
+(:mod:`recroute.encoders.minilm_states`) the frozen layers' hidden states are cached once per prompt
+and each step runs only the tuned layers (at the encoding length; recorded in the recipe).
 
 Saved as a folder: ``encoder.json`` (type ``minilm-ft``, the recipe, a sha256 of the weights) and
 ``layers.npz`` (the tuned layers' float32 tensors, ``allow_pickle=False``); the frozen rest comes from
