@@ -47,6 +47,11 @@ def encode(
     ),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="--finetune only: passes over the training prompts."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="--finetune minilm only: Adam steps at most (default 300)."),
+    frozen_states: bool = typer.Option(
+        False, "--frozen-states",
+        help="--finetune minilm only: run MiniLM's frozen bottom layers once per prompt (float16 states cached in "
+             "the encoder store), so each step and the final encoding run only the top --layers layers.",
+    ),
     n_threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch / ONNX Runtime threads (default: CPUs, at most 4)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="float32 .npy to write (rows in prompt order). Default: ./<dataset>-<encoder>.npy"
@@ -100,8 +105,19 @@ def encode(
         data = load_dataset(dataset)
         texts = dataset_texts(data)
         if finetune is not None:
+            states = None
+            if frozen_states:
+                if canonical_name(finetune) != "minilm":
+                    raise ValueError("--frozen-states is for --finetune minilm")
+                from recroute.encoders.minilm_states import N_LAYERS, states_for_texts
+
+                states = states_for_texts(texts, [N_LAYERS - layers], n_threads=n_threads or 1)
             enc, encoder_dir = _finetuned(data, finetune, train_part, split_seed, clusters_from, epochs, n_threads,
-                                          layers, max_steps)
+                                          layers, max_steps, states)
+            if states is not None and not no_cache:  # the final encoding through the states, into the cache
+                from recroute.encoders.minilm_states import cache_tuned_embeddings
+
+                cache_tuned_embeddings(enc, states, texts, cache_dir=cache_dir, n_threads=n_threads or 1)
             kind = f"{canonical_name(finetune)}-ft"
         else:
             kind = canonical_name(encoder)
@@ -165,7 +181,7 @@ def encode(
 
 
 def _finetuned(data, base: str, train_part: str, seed: int, clusters_from: str, epochs: int | None,
-               n_threads: int | None, layers: int = 2, max_steps: int | None = None):
+               n_threads: int | None, layers: int = 2, max_steps: int | None = None, states=None):
     """(the fine-tuned encoder, its folder in the artefact store), trained now or reused."""
     from recroute.encoders.base import canonical_name, get_encoder
     from recroute.encoders.finetune import TRAIN_PARTS, finetune_for_dataset
@@ -183,7 +199,7 @@ def _finetuned(data, base: str, train_part: str, seed: int, clusters_from: str, 
         if max_steps is not None:
             options["max_steps"] = int(max_steps)
         tuned = finetune_minilm_for_dataset(data, n_layers=layers, train_part=train_part, seed=seed,
-                                            n_threads=threads, **options)
+                                            n_threads=threads, states=states, **options)
         return tuned, tuned.path
     tuned = finetune_for_dataset(data, get_encoder("static"), train_part=train_part, seed=seed,
                                  clusters_from=clusters_from, n_threads=threads, **options)

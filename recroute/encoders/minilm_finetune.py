@@ -9,7 +9,9 @@ each LLM got right and wrong), the sample-LLM loss over each training prompt's b
 and the sample-sample loss over k-means clusters of the untuned encodings. Inputs are truncated at
 ``max_tokens`` word pieces while training (cheap on 2 cores; encoding afterwards keeps MiniLM's 256).
 Defaults: 2 layers, lr 5e-5 (the paper's), batch 32, 1 epoch capped at ``max_steps`` = 300 Adam
-steps (cosine decay), temperature 1, 30 clusters, top/last 3, H = 3.
+steps (cosine decay), temperature 1, 30 clusters, top/last 3, H = 3. With ``states``
+(:mod:`recroute.encoders.minilm_states`) the frozen layers' hidden states are cached once per prompt
+and each step runs only the tuned layers (at the encoding length; recorded in the recipe).
 
 Saved as a folder: ``encoder.json`` (type ``minilm-ft``, the recipe, a sha256 of the weights) and
 ``layers.npz`` (the tuned layers' float32 tensors, ``allow_pickle=False``); the frozen rest comes from
@@ -34,6 +36,7 @@ from recroute.errors import DataError, SavedArtifactError
 
 if TYPE_CHECKING:
     from recroute.data.dataset import RoutingDataset
+    from recroute.encoders.minilm_states import FrozenStates
 
 KIND = "minilm-ft"
 LAYERS_FILE = "layers.npz"
@@ -165,13 +168,20 @@ class TunedMiniLMEncoder(MiniLMEncoder):
 
 
 def finetune_minilm(texts: Sequence[str], Y: np.ndarray, *, n_layers: int = 2, base_X: np.ndarray | None = None,
-                    cluster_X: np.ndarray | None = None, n_threads: int | None = 1, **options) -> TunedMiniLMEncoder:
+                    cluster_X: np.ndarray | None = None, n_threads: int | None = 1,
+                    states: "FrozenStates | None" = None, **options) -> TunedMiniLMEncoder:
     """MiniLM with its top ``n_layers`` trained by RouterDC's losses on (texts, Y).
 
     texts: n training prompts; Y float (n, n_llms) their scores in [0, 1], NaN = not evaluated.
     ``base_X`` (n, 384): the untuned MiniLM embeddings of ``texts`` when known (e.g. a dataset's stored
     set), else they are encoded here; ``cluster_X`` (n, d'): what the sample-sample clusters come from
     (default ``base_X``). ``options`` override :data:`MINILM_DEFAULTS`. Deterministic under random_state.
+
+    ``states`` (:class:`~recroute.encoders.minilm_states.FrozenStates` holding every text, at a depth
+    of at most 6 − n_layers): each step runs only the layers above the cached depth, on the cached
+    hidden states (computed at MiniLM's encoding length, 256 word pieces, so ``max_tokens`` does not
+    apply and the frozen layers run without dropout); the recipe records it, so the name differs
+    from the plain path's.
     """
     import torch
     from torch import nn
@@ -207,10 +217,32 @@ def finetune_minilm(texts: Sequence[str], Y: np.ndarray, *, n_layers: int = 2, b
     model.max_seq_length = int(opts["max_tokens"])
     temperature, weight, h = float(opts["temperature"]), float(opts["cluster_weight"]), int(opts["n_negatives"])
 
+    top = N_LAYERS - int(n_layers)
+    state_rows, depth = None, None
+    if states is not None:
+        from recroute.encoders.minilm_states import frozen_fingerprint, run_layers, top_forward
+
+        depth = max((d for d in states.depths if d <= top), default=None)
+        if depth is None:
+            raise ValueError(f"tuning the top {n_layers} layer(s) needs states after at most {top} layers; "
+                             f"the cache holds depths {states.depths}")
+        if frozen_fingerprint(model, depth) != states.fingerprints[depth]:
+            raise ValueError("the cached MiniLM states come from other weights than the packaged model's")
+        state_rows = states.rows_of(texts)
+
+    def embed_batch(rows):
+        if state_rows is None:
+            batch = [texts[i] for i in rows.tolist()]
+            features = model.preprocess(batch) if hasattr(model, "preprocess") else model.tokenize(batch)
+            return nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
+        hidden, mask = states.batch(state_rows[rows.numpy()], depth)
+        if depth < top:  # frozen layers between the cached depth and the tuned ones
+            with torch.no_grad():
+                hidden = run_layers(model, hidden, mask, depth, top)
+        return top_forward(model, hidden, mask, top)
+
     def batch_loss(rows):
-        batch = [texts[i] for i in rows.tolist()]
-        features = model.preprocess(batch) if hasattr(model, "preprocess") else model.tokenize(batch)
-        E = nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
+        E = embed_batch(rows)
         return routerdc_batch_loss(E, net.llm_embedding, pos[rows], neg[rows], valid[rows], clusters[rows],
                                    temperature, weight, h)
 
@@ -226,6 +258,7 @@ def finetune_minilm(texts: Sequence[str], Y: np.ndarray, *, n_layers: int = 2, b
     model.eval()
     recipe = {"version": MINILM_FINETUNE_VERSION, "base": MODEL_NAME, "n_layers": int(n_layers), "options": opts,
               "data": _data_fingerprint(texts, Y),
+              **({"frozen_states": states.max_length} if states is not None else {}),
               "clusters_from": None if cluster_X is None else hashlib.sha256(
                   np.ascontiguousarray(cluster_X, dtype=np.float32).tobytes()).hexdigest()[:16]}
     tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
@@ -235,24 +268,27 @@ def finetune_minilm(texts: Sequence[str], Y: np.ndarray, *, n_layers: int = 2, b
 
 def finetune_minilm_for_dataset(
     data: "RoutingDataset", *, n_layers: int = 2, train_part: str = "routereval", seed: int = 42,
-    root: str | Path | None = None, n_threads: int | None = 1, **options,
+    root: str | Path | None = None, n_threads: int | None = 1, states: "FrozenStates | None" = None, **options,
 ) -> TunedMiniLMEncoder:
     """MiniLM's top layers fine-tuned on ``data``'s training prompts (RouterEval's seeded training part,
     or the ``split`` column's), cached in the encoder artefact store under the recipe's hash. The
-    untuned embeddings come from the dataset's stored MiniLM set when it has one (else encoded once)."""
+    untuned embeddings come from the dataset's stored MiniLM set when it has one (else encoded once).
+    ``states``: cached frozen-layer states of the dataset's texts (:func:`finetune_minilm`)."""
     from recroute.encoders.finetune import _data_fingerprint, cluster_embeddings, training_data
     from recroute.encoders.store import artifact_dir, encoder_cache_dir, ensure_artifact
 
     rows, train_texts, Y = training_data(data, train_part, seed)
     recipe = {"version": MINILM_FINETUNE_VERSION, "base": MODEL_NAME, "n_layers": int(n_layers),
               "options": {**MINILM_DEFAULTS, **options}, "data": _data_fingerprint(train_texts, Y),
-              "train_part": train_part, "seed": int(seed)}
+              "train_part": train_part, "seed": int(seed),
+              **({"frozen_states": states.max_length} if states is not None else {})}
     root = Path(root) if root is not None else encoder_cache_dir()
     folder = artifact_dir(root, f"minilm-ft-{int(n_layers)}", recipe)
 
     def build(tmp: Path) -> dict:
         base_X = cluster_embeddings(data, rows, train_texts, "minilm")
-        tuned = finetune_minilm(train_texts, Y, n_layers=n_layers, base_X=base_X, n_threads=n_threads, **options)
+        tuned = finetune_minilm(train_texts, Y, n_layers=n_layers, base_X=base_X, n_threads=n_threads, states=states,
+                                **options)
         tuned.save(tmp)
         return {"name": tuned.name, "n_train": len(rows), "dataset": data.name}
 
