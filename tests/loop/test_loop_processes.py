@@ -88,6 +88,13 @@ def stream_setup(tmp_path_factory, shared_data):
     return data_dir, anchor_dir, bundle, np.arange(60, 460)
 
 
+def read_log(log: Path) -> tuple[list[dict], Counter]:
+    """(the gateway log's decision records in order, outcome records per decision id)."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return ([x for x in lines if x["event"] == "decision"],
+            Counter(x["decision_id"] for x in lines if x["event"] == "outcome"))
+
+
 def shadow_run(stream_setup, tmp_path: Path, monkeypatch, tau: str) -> tuple:
     """The set-up of a shadow-exploration run (``--explore shadow --shadow-tau TAU``, forced passes with
     margin -1000): the stream, free ports, upstreams, paths, the gateway's and the loop's arguments, the
@@ -183,9 +190,7 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
         for proc in procs.values():
             stop(proc)
 
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    decisions = [x for x in lines if x["event"] == "decision"]
-    outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
+    decisions, outcomes = read_log(log)
     assert len(decisions) == len(sent) == 400  # every request logged once
     assert NEW_LLM not in decisions[0]["candidates"] and NEW_LLM in decisions[-1]["candidates"]
     assert all(NEW_LLM in d["candidates"] for d in decisions[seen:])  # in the pool since its promotion
@@ -256,9 +261,7 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
         for proc in procs.values():
             stop(proc)
 
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    decisions = [x for x in lines if x["event"] == "decision"]
-    outcomes = Counter(x["decision_id"] for x in lines if x["event"] == "outcome")
+    decisions, outcomes = read_log(log)
     assert len(decisions) == len(sent) == 340 and set(outcomes.values()) == {1}  # nothing lost, nothing twice
     with_shadow = [d for d in decisions if d.get("shadow_checksum")]
     assert len(with_shadow) > 100
@@ -331,8 +334,7 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
     second = events("shadow")[1]
     assert second["tau"] == 0.2 and second["bundle"] not in (first["bundle"], promoted["bundle"])
 
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    decisions = [x for x in lines if x["event"] == "decision"]
+    decisions, _ = read_log(log)
     assert len(decisions) == 340
     names = start_b.llm_names
 
