@@ -58,10 +58,7 @@ class Conservative(ConservativeRouter):
     def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
         if self._last is not None and self._last[0] is X and self._last[1] == n:
             return self._last[2].copy()
-        S = np.asarray(self.refit.score(X if self.refit.needs_features else None, n=n), dtype=np.float64)
-        L = self.live.score(X, n=n) if isinstance(self.live, Conservative) else \
-            self.live.score(X if self.live.needs_features else None, n=n)
-        S[np.arange(len(S)), np.argmax(L, axis=1)] += self.tau
+        S = super().score(X, n)  # ConservativeRouter's levels among every LLM
         self._last = (X, n, S)
         return S.copy()
 
