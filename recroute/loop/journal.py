@@ -9,8 +9,9 @@ Event lines::
     {"event": "estimate", "time", "family", "n_outcomes", "n", "value_candidate", "value_live", "delta",
      "lower", "upper", "se", "support"}
     {"event": "decision", "time", "n_outcomes", "action": "promote" | "keep", "reason", "bundle"}
-        (a shadow's: + "kind": "shadow", "look", and on a conservative pass "promote_bundle", the bundle
-        holding ConservativeRouter(shadow, live, tau) that is promoted)
+        (a shadow's: + "kind": "shadow", "look", "retire" (its looks are spent or it passed: a fresh shadow
+        follows), and on a conservative pass "promote_bundle", the bundle holding ConservativeRouter(shadow,
+        live, tau) that is promoted)
     {"event": "promoting", "time", "bundle", "kind": "refit" | "onboard" | "restore"}  (before the reload)
     {"event": "promoted", "time", "bundle", "kind", "response": {...}}      (after the gateway said 200)
     {"event": "refused", "time", "bundle", "kind", "reason"}                (the gateway said no: not retried)
@@ -20,9 +21,10 @@ Event lines::
     {"event": "shadow", "time", "bundle", "checksum", "epsilon", "tau", "kind", "response"}  (the gateway said 200)
     {"event": "shadow_refused", "time", "bundle", "kind", "reason"}        (the gateway said no)
 
-``--explore shadow``: the shadow installed is the last ``shadow`` event's (until a ``shadow_refused`` of a
-later install, or the promotion of its bundle); a ``shadowing`` without its ``shadow`` is installed
-again on restart (installing the same shadow twice is harmless).
+``--explore shadow``: the shadow in force is the last ``shadow`` event's until a shadow ``decision`` retires
+it (so a loop that stops between that decision and the next install fits a fresh shadow instead of gating
+a spent one again); a ``shadowing`` without its ``shadow`` is installed again on restart (installing the
+same shadow twice is harmless).
 
 A ``promoting`` without its ``promoted`` (the loop died in between) is finished on restart: reloading
 the same bundle twice is harmless, so nothing is lost and nothing is counted twice.
@@ -128,7 +130,9 @@ def replay(events: list[dict]) -> LoopState:
             state.live_bundle = ev["bundle"]
             state.promotions.append(ev)
             if state.shadow is not None and state.shadow["bundle"] == ev["bundle"]:
-                state.shadow = None  # the shadow is live now
+                state.shadow = None  # the shadow is live now (journals written before "retire")
+        elif kind == "decision" and ev.get("kind") == "shadow" and ev.get("retire"):
+            state.shadow = None  # passed or its looks spent: the next step fits a fresh one
         elif kind == "shadowing":
             state.shadow_pending = ev
         elif kind == "shadow":

@@ -287,11 +287,14 @@ class LoopRunner:
                 return events  # too few decisions since the shadow first served: wait for them (journal nothing)
         data = log_data(log, live)
         if current is not None:
+            gateable = since is not None and 0 < since < len(data.bandit) - 1
+            look = 1 + sum(1 for e in self.journal.events()
+                           if e["event"] == "estimate" and e.get("shadow") == current["checksum"]) if gateable else 0
             if shadow.llm_names != live.llm_names:  # the pool changed (an onboarding): a fresh shadow
                 replace = True
-            elif since is not None and 0 < since < len(data.bandit) - 1:
-                look = 1 + sum(1 for e in self.journal.events()
-                               if e["event"] == "estimate" and e.get("shadow") == current["checksum"])
+            elif gateable and look > s.shadow_looks:  # its looks spent (a journal from before "retire")
+                replace = True
+            elif gateable:
                 level = look_alpha(s.alpha, look, s.shadow_looks)
                 try:
                     data.logging = shadow_logging(log.loc[has], data, since, self._routers(state))
@@ -318,6 +321,7 @@ class LoopRunner:
                                                    f"conservative-{n_outcomes}"))
                     gate_rows[-1][1]["promote_bundle"] = promote  # the decision names the bundle it promotes
                 replace = ok or look >= s.shadow_looks
+                gate_rows[-1][1]["retire"] = replace  # the decision: the next step fits a fresh shadow
                 if not replace and with_shadow.any():
                     retune = retuned_epsilon(window_log[with_shadow], current["epsilon"], s.explore_budget, s.shadow_cap)
         events += self.journal.append_all([*gate_rows, ("refit", {

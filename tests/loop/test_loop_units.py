@@ -310,3 +310,20 @@ def test_refit_and_gate_fits_the_gates_reward_model_on_the_anchor_when_asked():
                                 anchor_reward=anchored)
         (verdict,) = refit_and_gate(live, LogData(b, X, [], np.arange(20)), settings, anchor)
         assert verdict.result.value_live == pytest.approx(np.mean(q_a + (r - q_a) / 0.9))
+
+
+def test_a_shadow_decision_that_retires_the_shadow_ends_it_in_the_journal_state():
+    """A loop stopped between a shadow's last decision and the next install must not gate the spent shadow
+    again: the decision's ``retire`` ends it (a kept shadow stays; a conservative promotion's bundle is not
+    the shadow's, so only ``retire`` can end it)."""
+    from recroute.loop.journal import replay
+
+    shadow = {"event": "shadow", "time": 1.0, "bundle": "s1", "checksum": "c1", "epsilon": 0.1, "tau": 0.2}
+    keep = {"event": "decision", "time": 2.0, "kind": "shadow", "action": "keep", "bundle": "s1", "look": 1,
+            "retire": False}
+    passed = {"event": "decision", "time": 3.0, "kind": "shadow", "action": "promote", "bundle": "s1", "look": 2,
+              "retire": True, "promote_bundle": "conservative-9"}
+    assert replay([shadow, keep]).shadow == shadow
+    state = replay([shadow, keep, passed, {"event": "promoted", "time": 4.0, "bundle": "conservative-9"}])
+    assert state.shadow is None and state.live_bundle == "conservative-9"
+    assert replay([shadow, keep, passed]).shadow is None  # stopped before the promotion and the next install
