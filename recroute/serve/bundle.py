@@ -410,7 +410,7 @@ def _check_dims(router, encoder, where: str) -> None:
 def _spec(router) -> str:
     """The router as a registry spec (``knn:k=5,metric=cosine,...``; a conservative router: its tau, the
     inner routers being in its folder)."""
-    params = router._saved_params() if callable(getattr(router, "_saved_params", None)) else router.get_params()
+    params = router._saved_params()
     return router.name + (":" + ",".join(f"{k}={v!r}" for k, v in params.items()) if params else "")
 
 
