@@ -242,6 +242,9 @@ class StackRouter(Router):
             raise DataError(f"stack: n_seeds and steps must be at least 1; got {self.n_seeds!r}, {self.steps!r}")
         if self.select not in SELECTS:
             raise DataError(f"stack: select must be one of {', '.join(SELECTS)}; got {self.select!r}")
+        if self.select == "one_se" and int(self.steps) > 1:
+            raise DataError(f"stack: select='one_se' keeps one member; steps={self.steps!r} blends members by forward "
+                            "selection on the log loss: use steps=1, or select='log_loss' / 'auto' with steps > 1")
         if int(self.cv_folds) < 2 or int(self.cv_below) < 0:
             raise DataError(f"stack: cv_folds must be at least 2 and cv_below at least 0; got {self.cv_folds!r}, {self.cv_below!r}")
 

@@ -194,6 +194,16 @@ def test_one_se_rule_by_hand():
     overconfident[0] = [0.0001, 0.9999]  # right on rows 1 to 3, confidently wrong on row 0
     index, table = one_se_choice(np.stack([overconfident, calibrated]), Y_)
     assert table["mu_o"] == [0.75, 0.75] and table["log_loss"][1] < table["log_loss"][0] and index == 1
+    # a member with strictly lower mu_o, within one se of the best, wins on its lower log loss: hesitant
+    # routes all four right at 0.51 (log loss -ln 0.51 = 0.673); steady is right on three at 0.9 and wrong on
+    # row 3 at 0.55 / 0.45 (log loss (3 * -ln 0.9 + -ln 0.45) / 4 = 0.279); paired differences (0, 0, 0, 1)
+    hesitant = np.where(Y_ == 1, 0.51, 0.49)
+    steady = np.where(Y_ == 1, 0.9, 0.1)
+    steady[3] = [0.55, 0.45]
+    index, table = one_se_choice(np.stack([hesitant, steady]), Y_)
+    np.testing.assert_allclose(table["mu_o"], [1.0, 0.75])
+    np.testing.assert_allclose(table["log_loss"], [-math.log(0.51), (3 * -math.log(0.9) - math.log(0.45)) / 4])
+    assert table["within"] == [1.0, 1.0] and index == 1
     # fewer than two observed rows: no standard error, the log loss alone decides
     index, table = one_se_choice(np.stack([soft[:1], sharp[:1]]), Y_[:1])
     assert index == 1 and table["within"] == [1.0, 1.0] and table["se"] == [math.inf, math.inf]
@@ -241,7 +251,8 @@ def test_cross_fit_is_charged_against_the_fit_budget():
 
 
 @pytest.mark.parametrize("params, message", [({"select": "mu_o"}, "select must be one of"),
-                                             ({"cv_folds": 1}, "cv_folds must be at least 2")])
+                                             ({"cv_folds": 1}, "cv_folds must be at least 2"),
+                                             ({"select": "one_se", "steps": 10}, "keeps one member")])
 def test_bad_selection_settings(params, message):
     with pytest.raises(DataError, match=message):
         StackRouter(members=MEMBERS, n_seeds=1, **params).fit(Y, X, validation=ValidationPart(Y_VAL, X_VAL))
