@@ -183,8 +183,14 @@ def target_probabilities(router: "Router", X: np.ndarray | None, allowed: np.nda
     return parse_policy(policy).probabilities(scores, allowed)
 
 
-def fit_predict_log(router_spec: "str | Router", bandit: Bandit, X: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-    """float64 (len(rows), m): a router fitted on the log's observed cells, scoring the prompts ``rows``."""
+def fit_predict_log(router_spec: "str | Router", bandit: Bandit, X: np.ndarray | None, rows: np.ndarray,
+                    prior: "tuple[np.ndarray, np.ndarray | None] | None" = None) -> np.ndarray:
+    """float64 (len(rows), m): a router fitted on the log's observed cells, scoring the prompts ``rows``.
+
+    ``prior`` (Y (k, m) float, NaN = unobserved; X (k, d) or None): full-information results on prompts
+    that are not in the log, in the bandit's LLM order, stacked over the log's cells in the fit (the
+    routing loop's anchored reward model, ``recroute.loop.refit``).
+    """
     from recroute.routers.registry import make_router
 
     rtr = make_router(router_spec) if isinstance(router_spec, str) else _fresh(router_spec)
@@ -193,9 +199,25 @@ def fit_predict_log(router_spec: "str | Router", bandit: Bandit, X: np.ndarray |
     if rtr.needs_features:
         if X is None:
             raise DataError(f"router {rtr.name!r} needs prompt features X for the logged prompts")
-        feats = np.asarray(X, dtype=np.float32)
-    rtr.fit(Y, None if feats is None else feats[uniq])
-    return rtr.score(None if feats is None else feats[rows], n=len(rows)).astype(np.float64)
+        feats = np.asarray(X, dtype=np.float32)[uniq]
+    if prior is not None:
+        Y, feats = _with_prior(Y, feats, prior, rtr)
+    rtr.fit(Y, feats)
+    return rtr.score(None if feats is None else np.asarray(X, dtype=np.float32)[rows], n=len(rows)).astype(np.float64)
+
+
+def _with_prior(Y: np.ndarray, feats: np.ndarray | None, prior: tuple, rtr: "Router") -> tuple:
+    """(Y, feats) with the prior's rows on top, its prompts without any observed cell dropped."""
+    Y_p, X_p = np.asarray(prior[0], dtype=np.float64), prior[1]
+    if Y_p.ndim != 2 or Y_p.shape[1] != Y.shape[1]:
+        raise DataError(f"prior results of shape {Y_p.shape}; expected (k, {Y.shape[1]}) in the log's LLM order")
+    keep = ~np.isnan(Y_p).all(axis=1)
+    Y = np.vstack([Y_p[keep], Y])
+    if feats is not None:
+        if X_p is None:
+            raise DataError(f"router {rtr.name!r} needs prompt features for the prior's prompts too")
+        feats = np.vstack([np.asarray(X_p, dtype=np.float32)[keep], feats])
+    return Y, feats
 
 
 def _fresh(router: "Router") -> "Router":
@@ -203,7 +225,8 @@ def _fresh(router: "Router") -> "Router":
 
 
 def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = DEFAULT_REWARD_ROUTER,
-                 folds: int = 2, seed: int = 0, repeats: bool = True) -> np.ndarray:
+                 folds: int = 2, seed: int = 0, repeats: bool = True,
+                 prior: "tuple[np.ndarray, np.ndarray | None] | None" = None) -> np.ndarray:
     """float64 (n, m) q(x_i, ·) per decision from ``router`` fitted on the log itself.
 
     ``folds`` >= 2 cross-fits: the decisions are split at random into folds and each fold's q comes from a
@@ -211,6 +234,7 @@ def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = 
     ``folds=1`` fits once on all decisions (in-sample). ``repeats``: where the same prompt was logged
     again and another of its decisions revealed the cell, q is that revealed mean instead (leave-one-out:
     a decision never sees its own outcome), exact when outcomes are a function of (prompt, LLM).
+    ``prior``: full-information results stacked into every fit (:func:`fit_predict_log`).
     """
     folds = int(folds)
     if folds < 1:
@@ -218,14 +242,14 @@ def reward_model(bandit: Bandit, X: np.ndarray | None, router: "str | Router" = 
     n = len(bandit)
     if folds == 1:
         uniq, inv = np.unique(bandit.rows, return_inverse=True)
-        q = fit_predict_log(router, bandit, X, uniq)[inv]
+        q = fit_predict_log(router, bandit, X, uniq, prior)[inv]
     else:
         fold = np.random.default_rng(seed).permutation(n) % folds
         q = np.empty((n, bandit.n_llms))
         for f in range(folds):
             test = fold == f
             uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
-            q[test] = fit_predict_log(router, bandit.take(~test), X, uniq)[inv]
+            q[test] = fit_predict_log(router, bandit.take(~test), X, uniq, prior)[inv]
     return repeat_means(bandit, q) if repeats else q
 
 

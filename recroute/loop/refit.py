@@ -11,7 +11,8 @@ cross-fitted reward model), clipped to [0, 1], stacked under the **anchor**: the
 results the live router started from (optional), so a refit never knows less than the start.
 :func:`split_recent` keeps the most recent decisions out of training: the gate evaluates there.
 
-**Anchored reward model** (``anchor_reward=True``; :func:`anchored_predict`): the reward model q of the DR
+**Anchored reward model** (``anchor_reward=True``; :meth:`Anchor.prior` as the ``prior`` of
+``recroute.feedback.ope.reward_model``): the reward model q of the DR
 completion and of the gate is fitted on the anchor's full-information results stacked over the log's
 observed cells, instead of on the log alone. A log at a 2 % exploration budget reveals the greedy LLM's
 outcome on almost every prompt and any other LLM's on a few: a reward model fitted on it knows little
@@ -51,6 +52,12 @@ class Anchor:
             if n in col:
                 Y[:, j] = self.Y[:, col[n]]
         return Anchor(self.X, Y, list(names))
+
+    def prior(self, names: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Y float64 (k, len(names)), X (k, d) or None): the anchor over ``names`` as the ``prior`` of
+        ``recroute.feedback.ope.reward_model`` / ``fit_predict_log`` (the anchored reward model)."""
+        known = self if list(self.llm_names) == list(names) else self.with_llms(list(names))
+        return np.asarray(known.Y, dtype=np.float64), known.X
 
 
 def anchor_from_dataset(data, bundle) -> Anchor:
@@ -220,10 +227,8 @@ def fit_candidate(spec: str, bandit: Bandit, X: np.ndarray | None, anchor: Ancho
     router = make_router(spec)
     if len(bandit) < max(2, folds):
         raise DataError(f"a refit needs at least {max(2, folds)} decisions with an outcome; got {len(bandit)}")
-    if anchor_reward and anchor is not None:
-        q = anchored_reward_model(bandit, X, anchor, reward_router, folds, seed)
-    else:
-        q = reward_model(bandit, X, reward_router, folds, seed)
+    prior = anchor.prior([str(n) for n in bandit.llm_names]) if anchor_reward and anchor is not None else None
+    q = reward_model(bandit, X, reward_router, folds, seed, prior=prior)
     uniq, Y = dr_matrix(bandit, q, clip=(0.0, 1.0))
     if prefill is not None:
         fill = np.asarray(prefill, dtype=np.float64)
@@ -251,47 +256,5 @@ def holdout_reward(bandit: Bandit, X: np.ndarray | None, train: np.ndarray, hold
     full-information results when one is given (module docstring)."""
     rows = bandit.rows[hold]
     uniq, inv = np.unique(rows, return_inverse=True)
-    if anchor is not None:
-        return anchored_predict(reward_router, bandit.take(train), X, uniq, anchor)[inv]
-    return fit_predict_log(reward_router, bandit.take(train), X, uniq)[inv]
-
-
-def anchored_predict(spec: str, bandit: Bandit, X: np.ndarray | None, rows: np.ndarray, anchor: Anchor) -> np.ndarray:
-    """float64 (len(rows), m): a router of ``spec`` fitted on the anchor's results (k, m; NaN unobserved)
-    stacked over the log's observed cells (``log_matrix``: one mean per revealed cell, NaN elsewhere),
-    scoring the prompts X[rows]; the columns are the bandit's LLMs (an LLM the anchor lacks is NaN there)."""
-    from recroute.feedback.bandit import log_matrix
-    from recroute.routers.registry import make_router
-
-    names = [str(n) for n in bandit.llm_names]
-    known = anchor if list(anchor.llm_names) == names else anchor.with_llms(names)
-    uniq, Y = log_matrix(bandit)
-    Y = np.vstack([np.asarray(known.Y, dtype=np.float64), Y])
-    router = make_router(spec)
-    feats = None
-    if router.needs_features:
-        if X is None or known.X is None:
-            raise DataError(f"reward router {spec!r} needs prompt features for the anchor and the log")
-        feats = np.vstack([np.asarray(known.X, dtype=np.float32), np.asarray(X, dtype=np.float32)[uniq]])
-    observed = ~np.isnan(Y).all(axis=1)
-    router.fit(Y[observed].astype(np.float32), None if feats is None else feats[observed])
-    query = None if feats is None else np.asarray(X, dtype=np.float32)[rows]
-    return router.score(query, n=len(rows)).astype(np.float64)
-
-
-def anchored_reward_model(bandit: Bandit, X: np.ndarray | None, anchor: Anchor,
-                          reward_router: str = DEFAULT_REWARD_ROUTER, folds: int = 2, seed: int = 0) -> np.ndarray:
-    """float64 (n, m) q per decision, cross-fitted as ``recroute.feedback.ope.reward_model`` (each fold's q
-    from the other folds' decisions, repeats by their revealed means) with the anchor in every fit."""
-    from recroute.feedback.ope import repeat_means
-
-    n = len(bandit)
-    folds = max(1, int(folds))
-    fold = np.random.default_rng(seed).permutation(n) % folds if folds > 1 else np.zeros(n, dtype=np.int64)
-    q = np.empty((n, bandit.n_llms))
-    for f in range(folds):
-        test = fold == f
-        train = ~test if folds > 1 else test
-        uniq, inv = np.unique(bandit.rows[test], return_inverse=True)
-        q[test] = anchored_predict(reward_router, bandit.take(train), X, uniq, anchor)[inv]
-    return repeat_means(bandit, q)
+    prior = None if anchor is None else anchor.prior([str(n) for n in bandit.llm_names])
+    return fit_predict_log(reward_router, bandit.take(train), X, uniq, prior)[inv]

@@ -105,7 +105,7 @@ def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, ma
     """(gate result, promote?, reason) of the shadow against live on the decisions at positions >= ``since``
     of ``data`` (those logged while it was the shadow; ``data.logging`` required), the reward model
     fitted on the decisions before them, and on the ``anchor``'s full-information results when one is
-    given (``recroute.loop.refit.anchored_predict``: the anchor's prompts never arrive as traffic, so q
+    given (``recroute.loop.refit.Anchor.prior``: the anchor's prompts never arrive as traffic, so q
     stays independent of the gated decisions)."""
     if data.logging is None:
         raise DataError("gating a shadow needs the logging probabilities of its decisions")

@@ -13,7 +13,7 @@ probing the anchor. At each decision the candidates are the pool's LLMs whose re
 budget and gated on the decisions since it became the shadow, up to ``shadow_looks`` times). The
 logging probabilities of every decision are kept, so the gate's design interval applies.
 ``anchor_reward``: the DR reward model of the refits and of the shadow's gate is fitted on the anchor's
-full-information results too (``recroute.loop.refit.anchored_predict``). ``onboard_shadow`` (with
+full-information results too (``recroute.loop.refit.Anchor.prior``). ``onboard_shadow`` (with
 "shadow"): when a new LLM is promoted, a shadow that knows it is fitted at once (its cells at the prompts
 logged before it joined prefilled by the placement's regression, ``recroute.loop.onboard.prefill_column``),
 explored from then on and first gated once its window holds half a refit period.

@@ -230,7 +230,8 @@ def _a_only_log(n: int = 20, b_allowed: bool = True) -> Bandit:
 
 
 def test_the_anchored_reward_model_learns_the_llms_the_log_never_revealed():
-    from recroute.loop.refit import anchored_predict, anchored_reward_model, holdout_reward
+    from recroute.feedback.ope import fit_predict_log, reward_model
+    from recroute.loop.refit import holdout_reward
 
     rng = np.random.default_rng(0)
     b = _a_only_log()
@@ -238,16 +239,31 @@ def test_the_anchored_reward_model_learns_the_llms_the_log_never_revealed():
     anchor = Anchor(rng.normal(size=(5, 4)).astype(np.float32), np.array([[0.0, 1.0]] * 5), ["a", "b"])
     # best_single over the anchor (a 0, b 1 on 5 prompts) stacked over the log (a: 10 of 20 right; b never
     # revealed): a = 10 / 25 = 0.4, b = 5 / 5 = 1
-    assert anchored_predict("best_single", b, X, np.array([3, 7]), anchor) == pytest.approx(np.array([[0.4, 1.0]] * 2))
-    q1 = anchored_reward_model(b, X, anchor, "best_single", folds=1)
+    prior = anchor.prior(["a", "b"])
+    assert fit_predict_log("best_single", b, X, np.array([3, 7]), prior) == pytest.approx(np.array([[0.4, 1.0]] * 2))
+    q1 = reward_model(b, X, "best_single", folds=1, prior=prior)
     assert q1 == pytest.approx(np.tile([0.4, 1.0], (20, 1)))
-    q2 = anchored_reward_model(b, X, anchor, "best_single", folds=2, seed=3)
+    q2 = reward_model(b, X, "best_single", folds=2, seed=3, prior=prior)
     fold = np.random.default_rng(3).permutation(20) % 2  # each fold from the other fold's 10 decisions + the anchor
     other_right = [((np.arange(20) % 2 == 0) & (fold != f)).sum() for f in (0, 1)]
     assert q2[:, 0] == pytest.approx([other_right[f] / 15 for f in fold]) and (q2[:, 1] == 1.0).all()
     # the gate's q for decisions 15..19 from decisions 0..14 (8 right) and the anchor: a = 8 / 20
     q = holdout_reward(b, X, np.arange(15), np.arange(15, 20), "best_single", anchor)
     assert q == pytest.approx(np.tile([0.4, 1.0], (5, 1)))
+    # an anchor over other LLMs is aligned by name (b missing: NaN, so b is learnt from the log alone)
+    Y_p, _ = Anchor(anchor.X, np.array([[0.0]] * 5), ["a"]).prior(["a", "b"])
+    assert np.isnan(Y_p[:, 1]).all()
+
+
+def test_a_prior_of_the_wrong_width_or_without_features_is_named():
+    from recroute.errors import DataError
+    from recroute.feedback.ope import fit_predict_log
+
+    b, X = _a_only_log(), np.zeros((20, 4), np.float32)
+    with pytest.raises(DataError, match=r"prior results of shape \(5, 3\)"):
+        fit_predict_log("best_single", b, X, np.array([0]), (np.zeros((5, 3)), None))
+    with pytest.raises(DataError, match="features for the prior"):
+        fit_predict_log("knn", b, X, np.array([0]), (np.zeros((5, 2)), None))
 
 
 def test_fit_candidate_with_the_anchored_reward_and_a_prefilled_column():
