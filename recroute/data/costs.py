@@ -179,6 +179,22 @@ class Prices:
         return Prices([self.llms[i] for i in pos], self.input_per_mtok[pos], self.output_per_mtok[pos],
                       self.per_prompt[pos], self.output_tokens[pos])
 
+    def over(self, names: Sequence[str], fallback: "Prices | None" = None) -> "Prices":
+        """Prices of ``names`` in that order: this table's where it prices the LLM, else ``fallback``'s
+        where that does, else unpriced (NaN)."""
+        names = [str(n) for n in names]
+        out = Prices(names, *(np.full(len(names), np.nan) for _ in range(3)), np.full(len(names), DEFAULT_OUTPUT_TOKENS))
+        for table in (fallback, self):  # self last: its prices win
+            if table is None:
+                continue
+            row = {n: i for i, n in enumerate(table.llms)}
+            for j, n in enumerate(names):
+                i = row.get(n)
+                if i is not None and table.priced[i]:
+                    out.input_per_mtok[j], out.output_per_mtok[j] = table.input_per_mtok[i], table.output_per_mtok[i]
+                    out.per_prompt[j], out.output_tokens[j] = table.per_prompt[i], table.output_tokens[i]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (NaN as None); :meth:`from_dict` restores it."""
         def plain(a):

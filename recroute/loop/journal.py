@@ -20,6 +20,7 @@ Event lines::
     {"event": "shadowing", "time", "bundle", "epsilon", "tau", "kind": "refit" | "restore" | "retune"}  (before the install)
     {"event": "shadow", "time", "bundle", "checksum", "epsilon", "tau", "kind", "response"}  (the gateway said 200)
     {"event": "shadow_refused", "time", "bundle", "kind", "reason"}        (the gateway said no)
+    {"event": "costs", "time", "bundle", "live_costs", "costs", "reason"}  (a bundle's cost source differs from live's)
 
 ``--explore shadow``: the shadow in force is the last ``shadow`` event's until a shadow ``decision`` retires
 it (so a loop that stops between that decision and the next install fits a fresh shadow instead of gating
@@ -42,7 +43,7 @@ from recroute.errors import DataError
 from recroute.feedback.logs import append_lines, dumps_line
 
 EVENTS = ("start", "refit", "estimate", "decision", "promoting", "promoted", "refused", "onboard", "explore",
-          "shadowing", "shadow", "shadow_refused")
+          "shadowing", "shadow", "shadow_refused", "costs")
 
 
 @dataclass

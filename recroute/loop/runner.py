@@ -405,15 +405,42 @@ class LoopRunner:
 
     # ------------------------------------------------------------------ pieces
     def save_bundle(self, router, live, name: str) -> Path:
-        """The router saved as a bundle with the live bundle's encoder under workdir/bundles/NAME."""
+        """The router saved as a bundle with the live bundle's encoder under workdir/bundles/NAME.
+
+        Its prices are live's, and for an LLM live has no price for (one onboarded) the upstreams
+        file's (none when some LLM is left unpriced); its costs stay "predicted" when live's were and the router predicts costs, else they
+        come from those prices (a refit from the log learns no cost edges: journalled as ``costs``)."""
         from recroute.serve.bundle import RoutingBundle
 
-        prices = live.prices
-        if prices is not None and not set(map(str, router.llm_names_)) <= set(prices.llms):
-            prices = None
+        names = [str(n) for n in router.llm_names_]
+        fallback = self.upstream_prices(names)
+        prices = fallback if live.prices is None else live.prices.over(names, fallback)
+        if prices is not None and not prices.priced.all():
+            prices = None  # a bundle prices every LLM or none: the gateway then takes the upstreams file's
+        costs = "predicted" if live.costs == "predicted" and getattr(router, "predicts_costs", False) else "prices"
+        if costs != live.costs:
+            self.journal.append("costs", bundle=name, live_costs=live.costs, costs=costs,
+                                reason="the router does not predict costs: its costs come from the prices")
         path = self.workdir / "bundles" / name
-        RoutingBundle.build(router, live.encoder, prices).save(path)
+        RoutingBundle.build(router, live.encoder, prices, costs).save(path)
         return path.resolve()
+
+    def upstream_prices(self, names: list[str]):
+        """The upstreams file's per-token prices over ``names`` (None without a file or any price)."""
+        import os
+        import tomllib
+
+        from recroute.serve.gateway import upstream_prices
+        from recroute.serve.upstreams import parse_upstreams
+
+        if self.upstreams_path is None or not self.upstreams_path.is_file():
+            return None
+        try:
+            doc = tomllib.loads(self.upstreams_path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(f"{self.upstreams_path}: cannot read the upstreams file ({exc})") from None
+        upstreams, _ = parse_upstreams(doc, list(doc.get("upstreams") or {}), str(self.upstreams_path), os.environ)
+        return upstream_prices(names, upstreams)
 
     def _routers(self, state) -> dict:
         """bundle checksum -> router of every bundle the loop served (the start and each promotion): the

@@ -244,11 +244,17 @@ def open_decision_log(path):
 def routing_prices(bundle, upstreams: Mapping[str, Upstream]):
     """The prices cost-aware routing uses: the bundle's (those the router was fitted with), else the
     upstreams file's per-token prices (NaN where an LLM has none); None when neither has any."""
-    from recroute.data.costs import DEFAULT_OUTPUT_TOKENS, Prices
-
     if getattr(bundle, "prices", None) is not None:
         return bundle.prices
-    names = bundle.llm_names
+    return upstream_prices(bundle.llm_names, upstreams)
+
+
+def upstream_prices(names: Sequence[str], upstreams: Mapping[str, Upstream]):
+    """Prices over ``names`` from the upstreams file's per-token prices (NaN where an LLM has none, or no
+    entry); None when none has any."""
+    from recroute.data.costs import DEFAULT_OUTPUT_TOKENS, Prices
+
+    names = [str(n) for n in names]
     table = [(upstreams[n].input_price_per_mtok, upstreams[n].output_price_per_mtok) if n in upstreams else (None, None)
              for n in names]
     if all(a is None and b is None for a, b in table):

@@ -343,3 +343,35 @@ def test_a_shadow_decision_that_retires_the_shadow_ends_it_in_the_journal_state(
     state = replay([shadow, keep, passed, {"event": "promoted", "time": 4.0, "bundle": "conservative-9"}])
     assert state.shadow is None and state.live_bundle == "conservative-9"
     assert replay([shadow, keep, passed]).shadow is None  # stopped before the promotion and the next install
+
+
+def test_a_saved_refit_keeps_lives_prices_and_prices_an_onboarded_llm_from_the_upstreams_file(tmp_path):
+    """Live prices a and b (flat); c is onboarded and priced only in the upstreams file (per token)."""
+    from types import SimpleNamespace
+
+    from recroute.data.costs import Prices
+    from recroute.loop.runner import LoopRunner
+    from recroute.routers.baselines import BestSingleRouter
+    from recroute.serve.bundle import RoutingBundle
+
+    (tmp_path / "up.toml").write_text(
+        '[upstreams."a"]\nbase_url = "http://127.0.0.1:9"\ninput_price_per_mtok = 99.0\noutput_price_per_mtok = 99.0\n'
+        '[upstreams."c"]\nbase_url = "http://127.0.0.1:9"\ninput_price_per_mtok = 2.0\noutput_price_per_mtok = 8.0\n')
+    journal = Journal(tmp_path / "loop.jsonl")
+    runner = LoopRunner(tmp_path / "log.jsonl", journal, lambda path: {}, tmp_path / "work",
+                        upstreams_path=tmp_path / "up.toml")
+    router = BestSingleRouter().fit(np.array([[1.0, 0.0, 0.5]], np.float32))
+    router.llm_names_ = np.array(["a", "b", "c"], dtype=object)
+    live = SimpleNamespace(prices=Prices.flat(["a", "b"], [0.01, 0.02]), costs="prices", encoder=None)
+    saved = RoutingBundle.load(runner.save_bundle(router, live, "refit-1"))
+    p = saved.prices
+    assert p.llms == ["a", "b", "c"] and saved.costs == "prices"
+    assert p.per_prompt[:2] == pytest.approx([0.01, 0.02])  # live's own price wins over the file's 99
+    assert np.isnan(p.per_prompt[2]) and (p.input_per_mtok[2], p.output_per_mtok[2]) == (2.0, 8.0)
+    assert not journal.events()  # same cost source as live: nothing to say
+    # a live bundle with predicted costs and a refit that predicts none: its costs come from the prices, journalled
+    live = SimpleNamespace(prices=None, costs="predicted", encoder=None)
+    saved = RoutingBundle.load(runner.save_bundle(router, live, "refit-2"))
+    assert saved.costs == "prices" and saved.prices is None  # b has no price anywhere: the gateway takes the file's
+    (event,) = journal.events()
+    assert event["event"] == "costs" and (event["live_costs"], event["costs"], event["bundle"]) == ("predicted", "prices", "refit-2")
