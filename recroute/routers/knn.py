@@ -262,8 +262,11 @@ class KNNRouter(Router):
             raise ValueError(f"knn: metric must be one of {_METRICS}; got {self.metric!r}")
         if self.index not in _INDEXES:
             raise ValueError(f"knn: index {self.index!r} is not implemented yet; available: {_INDEXES}")
-        if self.k != AUTO and (isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1):
-            raise ValueError(f"knn: k must be a positive integer or 'auto'; got {self.k!r}")
+        if self.k != AUTO:
+            if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
+                raise ValueError(f"knn: k must be a positive integer or 'auto'; got {self.k!r}")
+            if self.k < 1:
+                raise ValueError(f"knn: k must be at least 1 (or 'auto'); got {self.k!r}")
         for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

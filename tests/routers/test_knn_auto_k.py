@@ -104,9 +104,11 @@ def test_saved_with_the_router_and_read_back(tmp_path):
 def test_default_stays_five_and_bad_k_is_named():
     router = KNNRouter().fit(Y6, X=X6)
     assert router.k == 5 and router.n_neighbours() == 5 and not hasattr(router, "k_")
-    for bad in (0, "five", True, 2.5):
+    for bad in ("five", True, 2.5):
         with pytest.raises(ValueError, match="k must be a positive integer or 'auto'"):
             KNNRouter(k=bad).fit(Y6, X=X6)
+    with pytest.raises(ValueError, match=r"k must be at least 1 \(or 'auto'\); got 0"):
+        KNNRouter(k=0).fit(Y6, X=X6)
     auto = KNNRouter(k="auto", metric="l2").fit(Y6, X=X6)
     auto.set_params(k=3)  # an explicit k takes over at once
     assert auto.n_neighbours() == 3
