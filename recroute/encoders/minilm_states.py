@@ -93,7 +93,10 @@ def frozen_fingerprint(model, depth: int) -> str:
 
 
 def text_hashes(texts: Sequence[str]) -> list[str]:
-    return [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+    """The embedding cache's key of each text (sha256 hex of its UTF-8 bytes)."""
+    from recroute.encoders.cache import text_key
+
+    return [text_key(t) for t in texts]
 
 
 class FrozenStates:
