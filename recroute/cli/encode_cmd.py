@@ -104,6 +104,7 @@ def encode(
             raise ValueError("give a dataset (NAME|PATH) to encode, or --make ENCODER to only build an encoder")
         data = load_dataset(dataset)
         texts = dataset_texts(data)
+        encode_missing = None  # how texts not in the cache are encoded: enc.encode unless states serve them
         if finetune is not None:
             states = None
             if frozen_states:
@@ -114,10 +115,10 @@ def encode(
                 states = states_for_texts(texts, [N_LAYERS - layers], n_threads=n_threads or 1)
             enc, encoder_dir = _finetuned(data, finetune, train_part, split_seed, clusters_from, epochs, n_threads,
                                           layers, max_steps, states)
-            if states is not None and not no_cache:  # the final encoding through the states, into the cache
-                from recroute.encoders.minilm_states import cache_tuned_embeddings
+            if states is not None:  # the final encoding runs only the tuned layers, on the states
+                from recroute.encoders.minilm_states import states_encoder
 
-                cache_tuned_embeddings(enc, states, texts, cache_dir=cache_dir, n_threads=n_threads or 1)
+                encode_missing = states_encoder(enc, states, batch_size=batch_size, n_threads=n_threads or 1)
             kind = f"{canonical_name(finetune)}-ft"
         else:
             kind = canonical_name(encoder)
@@ -134,7 +135,8 @@ def encode(
             enc.fit(texts)
             encoder_dir = enc.save(out.with_suffix(".encoder"))
         X, stats = encode_cached_with_stats(
-            enc, texts, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size, show_progress=not quiet
+            enc, texts, cache_dir=cache_dir, use_cache=not no_cache, show_progress=not quiet,
+            batch_size=batch_size if encode_missing is None else None, encode_missing=encode_missing,
         )
         if not np.isfinite(X).all():
             raise ValueError("encoding produced NaN or inf values")
@@ -172,7 +174,8 @@ def encode(
     table.add_row("from cache", f"{stats.n_cached:,}" + ("" if not no_cache else " (cache off)"))
     rate = f", {row['texts_per_second']:,} texts/s" if row["texts_per_second"] else ""
     load = f" (+{stats.seconds_loading:.1f}s loading the encoder)" if stats.seconds_loading >= 0.05 else ""
-    table.add_row("encoded", f"{stats.n_encoded:,} in {stats.seconds_encoding:.1f}s{rate}{load}")
+    route = " through the frozen states" if encode_missing is not None and stats.n_encoded else ""
+    table.add_row("encoded", f"{stats.n_encoded:,}{route} in {stats.seconds_encoding:.1f}s{rate}{load}")
     table.add_row("wrote", f"{out} float32 {X.shape[0]}×{X.shape[1]} ({row['bytes'] / 2**20:.1f} MiB)")
     if encoder_dir:
         table.add_row("encoder saved", str(encoder_dir))

@@ -24,7 +24,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,8 @@ CACHE_ENV = "RECROUTE_CACHE"
 FORMAT_VERSION = 1
 SHARD_ROWS = 2048  # texts encoded (and written) per shard, so an interrupted run resumes
 PROGRESS_ROWS = 256  # texts per encoder call within a shard (progress bar granularity)
+
+EncodeFn = Callable[[list[str]], np.ndarray]  # texts -> float32 (len(texts), dim)
 
 
 class CacheWarning(UserWarning):
@@ -248,9 +250,19 @@ class EmbeddingCache:
         return removed
 
 
-def _encode_checked(encoder: Encoder, chunk: list[str], kwargs: dict) -> np.ndarray:
-    """``encoder.encode(chunk)`` as float32 (len(chunk), dim), refusing a wrong shape or NaN/inf."""
-    X = np.asarray(encoder.encode(chunk, show_progress=False, **kwargs), dtype=np.float32)
+def _plain_encode(encoder: Encoder, batch_size: int | None) -> EncodeFn:
+    """``encoder.encode`` without its progress bar (and at ``batch_size`` when given)."""
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+
+    def encode(chunk: list[str]) -> np.ndarray:
+        return encoder.encode(chunk, show_progress=False, **kwargs)
+
+    return encode
+
+
+def _encode_checked(encoder: Encoder, encode: EncodeFn, chunk: list[str]) -> np.ndarray:
+    """``encode(chunk)`` as float32 (len(chunk), dim), refusing a wrong shape or NaN/inf."""
+    X = np.asarray(encode(chunk), dtype=np.float32)
     if X.shape != (len(chunk), encoder.dim):
         raise ValueError(
             f"encoder {encoder.name!r} returned shape {X.shape} for {len(chunk)} texts; "
@@ -270,8 +282,11 @@ def encode_cached_with_stats(
     batch_size: int | None = None,
     show_progress: bool = False,
     shard_rows: int = SHARD_ROWS,
+    encode_missing: EncodeFn | None = None,
 ) -> tuple[np.ndarray, CacheStats]:
     """Like :func:`encode_cached`, also returning what was read from the cache and what was encoded."""
+    if encode_missing is not None and batch_size is not None:
+        raise ValueError("batch_size is for encoder.encode; an encode_missing function batches by itself")
     texts = check_texts(texts)
     stats = CacheStats(n_texts=len(texts))
     keys = [text_key(t) for t in texts]
@@ -292,11 +307,12 @@ def encode_cached_with_stats(
         missing = missing[np.argsort([-len(texts[first[unique_keys[j]]]) for j in missing], kind="stable")]
         from tqdm.auto import tqdm
 
-        kwargs = {} if batch_size is None else {"batch_size": batch_size}
         started = time.perf_counter()
-        prepare = getattr(encoder, "prepare", None)
-        if callable(prepare):  # load weights now, so the encoding time below is pure encoding
-            prepare()
+        if encode_missing is None:
+            encode_missing = _plain_encode(encoder, batch_size)
+            prepare = getattr(encoder, "prepare", None)
+            if callable(prepare):  # load weights now, so the encoding time below is pure encoding
+                prepare()
         stats.seconds_loading = time.perf_counter() - started
         started = time.perf_counter()
         with tqdm(total=int(missing.size), unit="text", desc=f"encoding ({encoder.name})",
@@ -307,7 +323,7 @@ def encode_cached_with_stats(
                 part = missing[start : start + shard_rows]
                 for sub in range(0, part.size, step):
                     rows = part[sub : sub + step]
-                    U[rows] = _encode_checked(encoder, [texts[first[unique_keys[j]]] for j in rows], kwargs)
+                    U[rows] = _encode_checked(encoder, encode_missing, [texts[first[unique_keys[j]]] for j in rows])
                     bar.update(rows.size)
                 if cache is not None:
                     cache.add([unique_keys[j] for j in part], U[part])
@@ -326,15 +342,23 @@ def encode_cached(
     use_cache: bool = True,
     batch_size: int | None = None,
     show_progress: bool = False,
+    encode_missing: EncodeFn | None = None,
 ) -> np.ndarray:
     """float32 (len(texts), encoder.dim): cached rows are read, only the misses are encoded.
 
     Texts are keyed by sha256 under the encoder's cache key; repeated texts are encoded once.
     ``cache_dir`` is the cache root (default ``$RECROUTE_CACHE`` or ``~/.cache/recroute/embeddings``);
     ``use_cache=False`` encodes everything and writes nothing.
+
+    ``encode_missing(texts) -> float32 (len(texts), encoder.dim)``: how the texts not found are
+    encoded (default ``encoder.encode``; ``batch_size`` goes to that only). Another route to the same
+    encoder's vectors, such as a tuned MiniLM through cached frozen states
+    (:func:`recroute.encoders.minilm_states.states_encoder`), shares this lookup, the cache key and
+    the writes; the caller vouches that it gives ``encoder``'s vectors.
     """
     X, _ = encode_cached_with_stats(
-        encoder, texts, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size, show_progress=show_progress
+        encoder, texts, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size, show_progress=show_progress,
+        encode_missing=encode_missing,
     )
     return X
 

@@ -220,14 +220,13 @@ def finetune_minilm(texts: Sequence[str], Y: np.ndarray, *, n_layers: int = 2, b
     top = N_LAYERS - int(n_layers)
     state_rows, depth = None, None
     if states is not None:
-        from recroute.encoders.minilm_states import frozen_fingerprint, run_layers, top_forward
+        from recroute.encoders.minilm_states import check_weights, run_layers, top_forward
 
         depth = max((d for d in states.depths if d <= top), default=None)
         if depth is None:
             raise ValueError(f"tuning the top {n_layers} layer(s) needs states after at most {top} layers; "
-                             f"the cache holds depths {states.depths}")
-        if frozen_fingerprint(model, depth) != states.fingerprints[depth]:
-            raise ValueError("the cached MiniLM states come from other weights than the packaged model's")
+                             f"{states.where} hold depths {states.depths}")
+        check_weights(model, states, depth)
         state_rows = states.rows_of(texts)
 
     def embed_batch(rows):

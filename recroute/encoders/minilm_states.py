@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -93,7 +93,10 @@ def frozen_fingerprint(model, depth: int) -> str:
 
 
 def text_hashes(texts: Sequence[str]) -> list[str]:
-    return [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+    """The embedding cache's key of each text (sha256 hex of its UTF-8 bytes)."""
+    from recroute.encoders.cache import text_key
+
+    return [text_key(t) for t in texts]
 
 
 class FrozenStates:
@@ -101,7 +104,8 @@ class FrozenStates:
     text i at ``offsets[i] : offsets[i + 1]`` (its real tokens, [CLS] .. [SEP], at most ``max_length``)."""
 
     def __init__(self, states: dict[int, np.ndarray], lengths: np.ndarray, keys: list[str], max_length: int,
-                 fingerprints: dict[int, str]) -> None:
+                 fingerprints: dict[int, str], path: Path | None = None) -> None:
+        self.path = path  # the folder it was loaded from (named in errors), None when computed in memory
         self.states = {int(d): s for d, s in states.items()}
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
@@ -121,13 +125,19 @@ class FrozenStates:
     def depths(self) -> list[int]:
         return sorted(self.states)
 
+    @property
+    def where(self) -> str:
+        """How errors name these states: their folder, or "in memory"."""
+        return f"the MiniLM states in {self.path}" if self.path is not None else "the MiniLM states (in memory)"
+
     def rows_of(self, texts: Sequence[str]) -> np.ndarray:
         """int64 rows of ``texts`` (each must have been computed); a ValueError names a missing one."""
         where = {k: i for i, k in enumerate(self.keys)}
         rows = []
         for pos, key in enumerate(text_hashes(texts)):
             if key not in where:
-                raise ValueError(f"text {pos} ({texts[pos][:40]!r}...) has no cached MiniLM states")
+                raise ValueError(f"text {pos} ({texts[pos][:40]!r}...) is not among {self.where} "
+                                 f"({len(self)} texts)")
             rows.append(where[key])
         return np.asarray(rows, dtype=np.int64)
 
@@ -165,15 +175,24 @@ class FrozenStates:
     def load(cls, path: str | Path) -> "FrozenStates":
         """Read a folder written by :meth:`save` (the states memory-mapped, read-only)."""
         path = Path(path)
+        reading = path / INDEX_FILE  # the file an error names
         try:
-            index = json.loads((path / INDEX_FILE).read_text())
-            states = {int(d): np.load(path / f"states_{int(d)}.npy", mmap_mode="r", allow_pickle=False)
-                      for d in index["depths"]}
-            lengths = np.load(path / "lengths.npy", allow_pickle=False)
+            index = json.loads(reading.read_text())
+            if index.get("version") != STATES_VERSION:
+                raise ValueError(f"version {index.get('version')!r}, expected {STATES_VERSION}")
+            states = {}
+            for d in index["depths"]:
+                reading = path / f"states_{int(d)}.npy"
+                states[int(d)] = np.load(reading, mmap_mode="r", allow_pickle=False)
+                if states[int(d)].dtype != np.float16:
+                    raise ValueError(f"dtype {states[int(d)].dtype}, expected float16")
+            reading = path / "lengths.npy"
+            lengths = np.load(reading, allow_pickle=False)
+            reading = path  # the files disagree with each other
             return cls(states, lengths, index["keys"], index["max_length"],
-                       {int(d): f for d, f in index["fingerprints"].items()})
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SavedArtifactError(f"{path}: cannot read cached MiniLM states ({type(exc).__name__}: {exc})") from None
+                       {int(d): f for d, f in index["fingerprints"].items()}, path=path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SavedArtifactError(f"{reading}: cannot read cached MiniLM states ({type(exc).__name__}: {exc})") from None
 
 
 def compute_states(model, texts: Sequence[str], depths: Sequence[int], *, batch_size: int = 32,
@@ -231,13 +250,26 @@ def encode_states(model, states: FrozenStates, rows: Sequence[int] | None = None
                   batch_size: int = 64, n_threads: int | None = 1) -> np.ndarray:
     """float32 (len(rows), 384) unit-norm encodings of cached texts (all of them by default): only
     layers ``depth .. 5`` run. ``model``'s layers below ``depth`` must be those the states came from."""
+    check_weights(model, states, depth)
+    rows = np.arange(len(states)) if rows is None else np.asarray(rows, dtype=np.int64)
+    return _encode_rows(model, states, rows, depth, batch_size, n_threads)
+
+
+def check_weights(model, states: FrozenStates, depth: int) -> None:
+    """A ValueError naming ``states`` unless they hold ``depth`` and ``model``'s frozen weights made them."""
+    if depth not in states.states:
+        raise ValueError(f"no states after {depth} layers in {states.where} (have {states.depths})")
+    if frozen_fingerprint(model, depth) != states.fingerprints.get(depth):
+        raise ValueError(f"the model's embeddings or bottom {depth} layers differ from those {states.where} came from")
+
+
+def _encode_rows(model, states: FrozenStates, rows: np.ndarray, depth: int, batch_size: int,
+                 n_threads: int | None) -> np.ndarray:
+    """:func:`encode_states` after its weight check: float32 (len(rows), 384)."""
     import torch
 
     from recroute.routers.torch_base import torch_threads
 
-    if frozen_fingerprint(model, depth) != states.fingerprints.get(depth):
-        raise ValueError(f"the model's embeddings or bottom {depth} layers differ from those the states came from")
-    rows = np.arange(len(states)) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.zeros((len(rows), HIDDEN), dtype=np.float32)
     order = np.argsort(-states.lengths[rows], kind="stable")  # similar lengths together: little padding
     was_training = model.training
@@ -275,30 +307,36 @@ def states_for_texts(texts: Sequence[str], depths: Sequence[int], *, root: str |
         return {"n_texts": len(texts)}
 
     ensure_artifact(folder, recipe, build)
-    return FrozenStates.load(folder)
+    try:
+        return FrozenStates.load(folder)
+    except SavedArtifactError as exc:
+        raise SavedArtifactError(f"{exc}; delete {folder} and they are computed again") from None
+
+
+def states_encoder(encoder, states: FrozenStates, *, batch_size: int = 64,
+                   n_threads: int | None = 1) -> Callable[[Sequence[str]], np.ndarray]:
+    """``texts -> float32 (len(texts), 384)``: a :class:`~recroute.encoders.minilm_finetune.TunedMiniLMEncoder`'s
+    encodings through the cached states (only the layers above the deepest cached depth ≤ 6 − n_layers
+    run; every text must be among the states). The ``encode_missing`` of
+    :func:`~recroute.encoders.cache.encode_cached`, so these vectors go through the same cache lookup,
+    key and writes as ``encoder.encode``'s. The frozen weights are checked here, once."""
+    depth = max((d for d in states.depths if d <= N_LAYERS - int(encoder.n_layers)), default=None)
+    if depth is None:
+        raise ValueError(f"{encoder.name} tunes {encoder.n_layers} layer(s); {states.where} hold depths {states.depths}")
+    check_weights(encoder.model, states, depth)
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return _encode_rows(encoder.model, states, states.rows_of(list(texts)), depth, batch_size, n_threads)
+
+    return encode
 
 
 def cache_tuned_embeddings(encoder, states: FrozenStates, texts: Sequence[str], *, cache_dir: str | Path | None = None,
-                           batch_size: int = 64, n_threads: int | None = 1) -> np.ndarray:
-    """float32 (len(texts), 384): a :class:`~recroute.encoders.minilm_finetune.TunedMiniLMEncoder`'s
-    encodings of ``texts`` through the cached states (only its tuned layers run), written to the
-    embedding cache under the encoder's cache key, so ``--encoder FOLDER`` (and ``FOLDER+lexical``)
-    in ``recroute eval`` or ``benchmarks/zoo.py`` read them instead of running all six layers.
-    Texts already in the cache are not encoded again."""
-    from recroute.encoders.cache import EmbeddingCache, text_key
+                           use_cache: bool = True, batch_size: int = 64, n_threads: int | None = 1) -> np.ndarray:
+    """float32 (len(texts), 384): ``encode_cached(encoder, texts)`` with the missing texts encoded through
+    the states (:func:`states_encoder`), so ``--encoder FOLDER`` (and ``FOLDER+lexical``) in
+    ``recroute eval`` or ``benchmarks/zoo.py`` read them instead of running all six layers."""
+    from recroute.encoders.cache import encode_cached
 
-    texts = list(texts)
-    depth = max((d for d in states.depths if d <= N_LAYERS - int(encoder.n_layers)), default=None)
-    if depth is None:
-        raise ValueError(f"{encoder.name} tunes {encoder.n_layers} layer(s); the states hold depths {states.depths}")
-    cache = EmbeddingCache.for_encoder(encoder, cache_dir)
-    keys = [text_key(t) for t in texts]
-    X, found = cache.lookup(keys)
-    X = np.asarray(X, dtype=np.float32).reshape(len(texts), HIDDEN)
-    todo = np.flatnonzero(~np.asarray(found, dtype=bool))
-    if len(todo):
-        rows = states.rows_of([texts[i] for i in todo])
-        X[todo] = encode_states(encoder.model, states, rows, depth=depth, batch_size=batch_size, n_threads=n_threads)
-        unique = {keys[i]: i for i in todo}
-        cache.add(list(unique), X[list(unique.values())])
-    return X
+    return encode_cached(encoder, texts, cache_dir=cache_dir, use_cache=use_cache,
+                         encode_missing=states_encoder(encoder, states, batch_size=batch_size, n_threads=n_threads))

@@ -22,6 +22,11 @@ Index choices (``index``): "flat" (exact; the default, RouterEval's numbers), "i
 links per node, ``ef_construction`` / ``ef_search`` candidate lists). Approximate indexes trade
 recall for speed (measure it with :func:`index_recall`); they return k + 1 candidates and the same
 tie rule picks k of them.
+``k="auto"`` (``knn:k=auto``, opt-in; RouterEval's k = 5 stays the default) picks k from
+:data:`K_GRID` at fit time by leave-one-out on the training data alone: each training prompt is
+routed by its k nearest *other* training prompts (the same tie rule, its own row left out) and scored
+by its own training target in the routed LLM's cell; the k with the highest mean wins, the smaller k
+on equal means (:func:`loo_routed_means`). The chosen k and the whole curve are saved with the router.
 Every index is saved with ``faiss.write_index`` beside router.json and read back with
 ``faiss.read_index``; the search-time settings (``nprobe``, ``ef_search``) are applied from the
 router's parameters at every search, so ``set_params(nprobe=64)`` on a fitted router takes effect.
@@ -44,10 +49,15 @@ _IVF_TRAIN_PER_CELL = 64  # IVF k-means trains on at most this many prompts per 
 TIE_TOL = 1e-5           # distances this close are equal: the lower training position wins
 _MAX_CELLS = 1 << 24     # cells per chunk when gathering neighbours or full distance rows
 _SMALL_BATCH = 64        # fewer queries than this search on one FAISS thread
+K_GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)  # k="auto" chooses among these (at most n_train - 1)
+AUTO = "auto"
 
 
 class KNNRouter(Router):
     """kNN router: score (n, n_llms) = nan-mean of the k nearest training prompts' scores.
+
+    ``k``: neighbours per query (RouterEval's 5), or "auto": chosen from :data:`K_GRID` when fitting by
+    leave-one-out on the training data (``k_`` the choice, ``k_loo_`` {k: routed mean target}).
 
     ``metric``: "cosine" (inner product on L2-normalised float32 vectors, sklearn's cosine
     distance) or "l2". ``index``: "flat" (exact search), "ivf" (``nlist`` cells, None = about
@@ -72,7 +82,7 @@ class KNNRouter(Router):
 
     def __init__(
         self,
-        k: int = 5,
+        k: int | str = 5,
         metric: str = "cosine",
         index: str = "flat",
         nlist: int | None = None,
@@ -99,6 +109,19 @@ class KNNRouter(Router):
         self._check_params()
         self.index_ = self._build_index(self._prepare(X))
         self.train_scores_ = np.asarray(Y, dtype=np.float32)
+        if self.k == AUTO:
+            self.k_loo_ = loo_routed_means(self, K_GRID)
+            self.k_ = auto_k(self.k_loo_)
+
+    def n_neighbours(self) -> int:
+        """The k in use: ``k``, or with ``k="auto"`` the one chosen at fit time (``k_``)."""
+        if self.k != AUTO:
+            return int(self.k)
+        if not hasattr(self, "k_"):
+            from recroute.errors import NotFittedError
+
+            raise NotFittedError("knn: k='auto' is chosen when fitting; fit the router first")
+        return int(self.k_)
 
     def _score(self, X: np.ndarray, n: int) -> np.ndarray:
         return neighbour_mean_scores(self.train_scores_, self._neighbours(X))
@@ -165,7 +188,7 @@ class KNNRouter(Router):
     def _search_neighbours(self, X: np.ndarray) -> np.ndarray:
         Q = self._prepare(X)
         n_train = self.index_.ntotal
-        k = min(int(self.k), n_train)
+        k = min(self.n_neighbours(), n_train)
         if self.index != "flat":
             self._apply_search_params()
             sims, rows = self.index_.search(Q, min(k + 1, n_train))
@@ -214,7 +237,7 @@ class KNNRouter(Router):
             raise ValueError("knn: tied_neighbours needs the exact (flat) index")
         X, _ = self._check_query(X, None)
         Q, n_train = self._prepare(X), self.index_.ntotal
-        k = min(int(self.k), n_train)
+        k = min(self.n_neighbours(), n_train)
         if k >= n_train:
             return []
         sims, _ = self.index_.search(Q, k + 1)
@@ -239,8 +262,11 @@ class KNNRouter(Router):
             raise ValueError(f"knn: metric must be one of {_METRICS}; got {self.metric!r}")
         if self.index not in _INDEXES:
             raise ValueError(f"knn: index {self.index!r} is not implemented yet; available: {_INDEXES}")
-        if int(self.k) < 1:
-            raise ValueError(f"knn: k must be at least 1; got {self.k!r}")
+        if self.k != AUTO:
+            if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
+                raise ValueError(f"knn: k must be a positive integer or 'auto'; got {self.k!r}")
+            if self.k < 1:
+                raise ValueError(f"knn: k must be at least 1 (or 'auto'); got {self.k!r}")
         for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -292,7 +318,10 @@ class KNNRouter(Router):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"n_train": int(self.index_.ntotal)}, {"train_scores": self.train_scores_}
+        meta: dict[str, Any] = {"n_train": int(self.index_.ntotal)}
+        if self.k == AUTO:
+            meta.update(k_chosen=int(self.k_), k_loo={str(k): v for k, v in self.k_loo_.items()})
+        return meta, {"train_scores": self.train_scores_}
 
     def _save_extra(self, path: Path) -> None:
         import faiss
@@ -306,6 +335,11 @@ class KNNRouter(Router):
 
         self._check_params()
         self.train_scores_ = np.asarray(arrays["train_scores"], dtype=np.float32)
+        if self.k == AUTO:
+            if not isinstance(meta.get("k_chosen"), int) or meta["k_chosen"] < 1:
+                raise SavedArtifactError(f"{path}: k='auto' but router.json records no chosen k (state.k_chosen)")
+            self.k_ = int(meta["k_chosen"])
+            self.k_loo_ = {int(k): float("nan") if v is None else float(v) for k, v in (meta.get("k_loo") or {}).items()}
         index_path = Path(path) / _INDEX_FILE
         if not index_path.exists():
             raise SavedArtifactError(f"{path}: missing {_INDEX_FILE}")
@@ -355,6 +389,64 @@ def neighbour_mean_scores(Y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         count = observed.sum(axis=1)
         out[start : start + step] = total / np.maximum(count, 1)
     return out
+
+
+def loo_neighbours(router: KNNRouter, ks) -> dict[int, np.ndarray]:
+    """{k: int64 (n_train, k)} for each k of ``ks`` in 1 .. n_train − 1: each training prompt's k nearest
+    *other* training prompts under the router's index and tie rule (its own row left out, so a
+    duplicate of it still counts), each row in ascending training position (one search for all k).
+    A fitted router; -1 where an approximate index finds fewer."""
+    Q = router._train_vectors() if router.index == "flat" else router._train_vectors_any()
+    n = len(Q)
+    ks = sorted({int(k) for k in ks if 1 <= int(k) <= n - 1})
+    if not ks:
+        return {}
+    with _faiss_threads_for(n):
+        if router.index != "flat":
+            router._apply_search_params()
+        sims, rows = router.index_.search(Q, min(ks[-1] + 2, n))
+    rows = rows.astype(np.int64)
+    dist = router._distances(sims).astype(np.float64)
+    left_out = (rows == np.arange(n, dtype=np.int64)[:, None]) | (rows < 0)
+    dist, rows = np.where(left_out, np.inf, dist), np.where(left_out, -1, rows)
+    order = np.argsort(dist, axis=1, kind="stable")  # the left-out row (inf) last
+    dist, rows = np.take_along_axis(dist, order, 1), np.take_along_axis(rows, order, 1)
+    out = {}
+    for k in ks:
+        if router.index != "flat":  # k + 1 candidates or more: the rule picks k, as when routing
+            out[k] = np.sort(choose_neighbours(dist, rows, k), axis=1)
+            continue
+        chosen = rows[:, :k].copy()
+        if k < n - 1:  # a tie at the k-th place: the rule on the full distance row, own row excluded
+            tied = np.flatnonzero(dist[:, k] - dist[:, k - 1] <= TIE_TOL)
+            for start, full, positions in router._distance_rows(Q[tied], Q):
+                part = tied[start : start + len(full)]
+                chosen[part] = choose_neighbours(full, np.where(positions == part[:, None], -1, positions), k)
+        out[k] = np.sort(chosen, axis=1)
+    return out
+
+
+def loo_routed_means(router: KNNRouter, grid=K_GRID) -> dict[int, float]:
+    """{k: mean over training prompts of their own target in the LLM that their k nearest other
+    training prompts route to} for each k of ``grid`` below n_train: the argmax of the neighbour means
+    (the first LLM on ties); prompts whose routed cell is unobserved are left out (NaN if all are).
+    Neighbour rows in position order, so sums never depend on the order of tied items."""
+    Y = router.train_scores_
+    out: dict[int, float] = {}
+    for k, neighbours in loo_neighbours(router, grid).items():
+        choice = np.argmax(neighbour_mean_scores(Y, neighbours), axis=1)
+        got = Y[np.arange(len(Y)), choice].astype(np.float64)
+        out[k] = float(np.mean(got[~np.isnan(got)])) if (~np.isnan(got)).any() else float("nan")
+    return out
+
+
+def auto_k(loo: dict[int, float]) -> int:
+    """The k of the highest leave-one-out mean (the smaller k on equal means); 1 when none is finite."""
+    finite = [(k, v) for k, v in sorted(loo.items()) if np.isfinite(v)]
+    if not finite:
+        return 1
+    best = max(v for _, v in finite)
+    return min(k for k, v in finite if v == best)
 
 
 def choose_neighbours(dist: np.ndarray, rows: np.ndarray, k: int, tol: float = TIE_TOL) -> np.ndarray:
@@ -438,7 +530,7 @@ def index_recall(router: KNNRouter, X_train: np.ndarray, Q: np.ndarray) -> float
     router._check_fitted()
     if len(X_train) != router.index_.ntotal:
         raise ValueError(f"X_train has {len(X_train)} rows but the router's index holds {router.index_.ntotal}")
-    exact = exact_neighbours(X_train, Q, int(router.k), router.metric)
+    exact = exact_neighbours(X_train, Q, router.n_neighbours(), router.metric)
     return recall_at_k(router.kneighbors(Q), exact)
 
 

@@ -43,6 +43,34 @@ def test_stats_and_empty_input(counting_encoder):
     assert X.shape == (0, 8)
 
 
+def test_encode_missing_gets_only_the_missing_texts_under_the_same_key(counting_encoder, private_cache):
+    """Another route to an encoder's vectors shares the lookup, the counts, the key and the writes."""
+    enc = counting_encoder
+    encode_cached(enc, ["a", "b"])  # the plain route caches a and b
+    seen: list[list[str]] = []
+
+    def other_route(chunk):
+        seen.append(list(chunk))
+        return np.stack([enc.vector(t) for t in chunk])
+
+    X, stats = encode_cached_with_stats(enc, ["b", "c", "a", "c", "d"], encode_missing=other_route)
+    assert sorted(t for call in seen for t in call) == ["c", "d"]  # each missing text once, nothing else
+    assert enc.n_encoded == 2  # encoder.encode was not called again
+    assert (stats.n_texts, stats.n_unique, stats.n_cached, stats.n_encoded) == (5, 4, 2, 2)
+    np.testing.assert_array_equal(X, np.stack([enc.vector(t) for t in "bcacd"]))
+    _, again = encode_cached_with_stats(enc, list("abcd"))  # the plain route finds the route's writes
+    assert (again.n_cached, again.n_encoded, enc.n_encoded) == (4, 0, 2)
+    assert {p.parent.name for p in shards(private_cache)} == {"fake-encoder"}
+    n_shards = len(shards(private_cache))
+    _, off = encode_cached_with_stats(enc, ["a", "e"], use_cache=False, encode_missing=other_route)
+    assert (off.n_cached, off.n_encoded) == (0, 2) and seen[-1] == ["a", "e"]
+    assert len(shards(private_cache)) == n_shards  # no cache: nothing written
+    with pytest.raises(ValueError, match="batch_size is for encoder.encode"):
+        encode_cached_with_stats(enc, ["f"], batch_size=4, encode_missing=other_route)
+    with pytest.raises(ValueError, match=r"'fake-encoder' returned shape \(1, 3\)"):
+        encode_cached_with_stats(enc, ["f"], encode_missing=lambda chunk: np.zeros((len(chunk), 3)))
+
+
 def test_keyed_by_encoder_name(make_encoder, private_cache):
     first, second = make_encoder("enc-one"), make_encoder("enc-two")
     a = encode_cached(first, ["same text"])

@@ -7,6 +7,9 @@ exercised) and two short hand-written texts; one fine-tune of 2 Adam steps on 6 
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -52,7 +55,7 @@ def test_ragged_layout_holds_each_texts_real_tokens(states, model, texts):
     assert states.offsets[-1] == states.lengths.sum() == states.states[3].shape[0]
     assert states.states[3].dtype == np.float16 and states.states[3].shape[1] == 384
     assert list(states.rows_of(["hello", texts[0]])) == [texts.index("hello"), 0]
-    with pytest.raises(ValueError, match="no cached MiniLM states"):
+    with pytest.raises(ValueError, match=r"text 0 \('a text never cached'\.\.\.\) is not among the MiniLM states \(in memory\)"):
         states.rows_of(["a text never cached"])
 
 
@@ -154,28 +157,145 @@ def test_dataset_fine_tune_on_stored_states_fills_the_embedding_cache_the_protoc
     assert load_encoder(folder).name == tuned.name
 
 
-def test_cli_fine_tune_with_frozen_states(tmp_path, monkeypatch):
-    """`recroute encode --finetune minilm --frozen-states`: the output equals the tuned encoder's plain encodings
-    within the float16 tolerance, and every prompt came from the cache the states filled."""
-    import json
+@pytest.fixture
+def spy_rows(monkeypatch):
+    """Counts the rows the states route encodes (``minilm_states._encode_rows``), per call, with the depth."""
+    from recroute.encoders import minilm_states
 
+    calls: list[tuple[int, int]] = []
+    real = minilm_states._encode_rows
+
+    def spy(model, states, rows, depth, batch_size, n_threads):
+        calls.append((len(rows), depth))
+        return real(model, states, rows, depth, batch_size, n_threads)
+
+    monkeypatch.setattr(minilm_states, "_encode_rows", spy)
+    return calls
+
+
+@pytest.mark.parametrize("n_layers, depth", [(1, 5), (2, 3)])
+def test_states_route_goes_through_the_embedding_cache(states, model, texts, plain, spy_rows, tmp_path, monkeypatch,
+                                                       n_layers, depth):
+    """An untuned TunedMiniLMEncoder through the states (depths 3 and 5 cached): the six-layer vectors within ATOL,
+    counted, written under the encoder's key, read back, and re-encoded after a damaged shard is discarded."""
+    from recroute.encoders.cache import CacheWarning, EmbeddingCache, encode_cached_with_stats, text_key
+    from recroute.encoders.minilm import MODEL_NAME
+    from recroute.encoders.minilm_finetune import TunedMiniLMEncoder
+    from recroute.encoders.minilm_states import states_encoder
+
+    enc = TunedMiniLMEncoder(model, n_layers, f"{MODEL_NAME}-ft-test")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ran all six layers instead of the states")
+
+    monkeypatch.setattr(TunedMiniLMEncoder, "encode", refuse)
+    route = states_encoder(enc, states, batch_size=4)
+    X, stats = encode_cached_with_stats(enc, texts + texts[:2], cache_dir=tmp_path, encode_missing=route)
+    assert (stats.n_texts, stats.n_unique, stats.n_cached, stats.n_encoded) == (12, 10, 0, 10)
+    assert sum(n for n, _ in spy_rows) == 10 and {d for _, d in spy_rows} == {depth}  # deepest cached depth <= 6 - N
+    np.testing.assert_allclose(X[:10], plain, atol=ATOL)
+    np.testing.assert_array_equal(X[10:], X[:2])
+    cache = EmbeddingCache.for_encoder(enc, tmp_path)
+    (index,) = cache.directory.glob("*.json")  # the key the plain route uses: encoder's cache_key, sha256 of text
+    assert cache.directory.name == enc.cache_key
+    assert sorted(json.loads(index.read_text())["keys"]) == sorted(text_key(t) for t in texts)
+    spy_rows.clear()
+    Y, again = encode_cached_with_stats(enc, texts, cache_dir=tmp_path, encode_missing=route)
+    assert (again.n_cached, again.n_encoded, spy_rows) == (10, 0, [])
+    np.testing.assert_array_equal(Y, X[:10])
+    npy = index.with_suffix(".npy")
+    raw = bytearray(npy.read_bytes())
+    raw[-5] ^= 0xFF
+    npy.write_bytes(bytes(raw))
+    with pytest.warns(CacheWarning, match=f"{npy.stem}: {npy.name} is corrupted"):
+        Z, fixed = encode_cached_with_stats(enc, texts, cache_dir=tmp_path, encode_missing=route)
+    assert (fixed.n_cached, fixed.n_encoded) == (0, 10) and sum(n for n, _ in spy_rows) == 10
+    np.testing.assert_allclose(Z, X[:10], atol=1e-6)
+
+
+def test_bad_or_other_states_are_refused_naming_them(states, model, tmp_path):
+    import torch
+
+    from recroute.encoders.minilm import MODEL_NAME
+    from recroute.encoders.minilm_finetune import TunedMiniLMEncoder
+    from recroute.encoders.minilm_states import states_encoder
+    from recroute.errors import SavedArtifactError
+
+    folder = states.save(tmp_path / "states")
+    loaded = FrozenStates.load(folder)
+    assert loaded.path == folder
+    other = fresh_model()
+    with torch.no_grad():
+        other[0].auto_model.encoder.layer[1].output.dense.bias.add_(0.1)  # a frozen layer: other states
+    with pytest.raises(ValueError, match=f"bottom 3 layers differ from those the MiniLM states in {re.escape(str(folder))} came from"):
+        states_encoder(TunedMiniLMEncoder(other, 2, f"{MODEL_NAME}-ft-other"), loaded)
+    with pytest.raises(ValueError, match=f"tunes 6 layer.*the MiniLM states in {re.escape(str(folder))} hold depths \\[3, 5\\]"):
+        states_encoder(TunedMiniLMEncoder(model, 6, f"{MODEL_NAME}-ft-all"), loaded)
+    route = states_encoder(TunedMiniLMEncoder(model, 1, f"{MODEL_NAME}-ft-one"), loaded)
+    with pytest.raises(ValueError, match=f"text 0 \\('not computed'...\\) is not among the MiniLM states in {re.escape(str(folder))}"):
+        route(["not computed"])
+    npy = folder / "states_5.npy"
+    npy.write_bytes(npy.read_bytes()[:1000])  # truncated
+    with pytest.raises(SavedArtifactError, match=f"{re.escape(str(npy))}: cannot read cached MiniLM states"):
+        FrozenStates.load(folder)
+    states.save(folder)
+    np.save(folder / "lengths.npy", states.lengths[:-1])  # 9 lengths for 10 texts
+    with pytest.raises(SavedArtifactError, match=f"{re.escape(str(folder))}: cannot read cached MiniLM states .*10 text keys for 9"):
+        FrozenStates.load(folder)
+
+
+def test_cli_fine_tune_with_frozen_states(tmp_path, monkeypatch, spy_rows):
+    """`recroute encode --finetune minilm --frozen-states` on 20 MMLU-Pro questions: --no-cache encodes all 20 through
+    the states and writes no embedding; then a cached run encodes 20 (found 0), a third finds 20 (encoded 0); the
+    output equals the tuned encoder's six-layer encodings within ATOL; a damaged states file is named."""
     import recroute
     from typer.testing import CliRunner
 
     from recroute.cli.main import app
     from recroute.encoders import load_encoder
+    from recroute.encoders.cache import EmbeddingCache
+    from recroute.encoders.minilm_finetune import TunedMiniLMEncoder
 
     monkeypatch.setenv("RECROUTE_ENCODER_CACHE", str(tmp_path / "encoders"))
     monkeypatch.setenv("RECROUTE_CACHE", str(tmp_path / "embeddings"))
     data = recroute.load_dataset("mmlu_pro").subset(prompts=np.arange(20), llms=[0, 1, 2])
     folder = data.save(tmp_path / "tiny")
-    result = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "minilm", "--layers", "1", "--frozen-states",
-                                      "--max-steps", "2", "--out", str(tmp_path / "t.npy"), "--json", "-", "--quiet"])
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.output)
-    assert row["n_from_cache"] == row["n_prompts"] == 20 and row["n_encoded"] == 0
+    args = ["encode", str(folder), "--finetune", "minilm", "--layers", "1", "--frozen-states", "--max-steps", "2"]
+
+    def run(name, *extra):
+        out = tmp_path / f"{name}.npy"
+        result = CliRunner().invoke(app, [*args, "--out", str(out), "--json", str(tmp_path / f"{name}.json"), *extra])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads((tmp_path / f"{name}.json").read_text())
+        return row, np.load(out), result.output
+
+    def refuse(*a, **k):
+        raise AssertionError("the tuned encoder ran all six layers instead of the states")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TunedMiniLMEncoder, "encode", refuse)
+        row, X_off, _ = run("off", "--no-cache", "--quiet")
+        assert (row["n_prompts"], row["n_unique_texts"], row["n_from_cache"], row["n_encoded"]) == (20, 20, 0, 20)
+        assert sum(n for n, _ in spy_rows) == 20 and {d for _, d in spy_rows} == {5}
+        assert not (tmp_path / "embeddings").exists()  # --no-cache: no embedding written
+        spy_rows.clear()
+        row, X_on, output = run("on")
+        assert (row["n_from_cache"], row["n_encoded"]) == (0, 20) and sum(n for n, _ in spy_rows) == 20
+        assert "20 through the frozen states" in output
+        spy_rows.clear()
+        row, X_again, _ = run("again", "--quiet")
+        assert (row["n_from_cache"], row["n_encoded"], spy_rows) == (20, 0, [])
     tuned = load_encoder(row["encoder_saved_to"])
     assert tuned.finetune["frozen_states"] == 256
-    np.testing.assert_allclose(np.load(tmp_path / "t.npy"), tuned.encode(data.texts), atol=ATOL)
+    assert len(EmbeddingCache.for_encoder(tuned, tmp_path / "embeddings")) == 20
+    np.testing.assert_allclose(X_on, X_off, atol=1e-6)
+    np.testing.assert_array_equal(X_again, X_on)
+    np.testing.assert_allclose(X_on, tuned.encode(data.texts), atol=ATOL)
+    (store,) = (tmp_path / "encoders").glob("minilm-states-*")
+    npy = store / "states_5.npy"
+    npy.write_bytes(npy.read_bytes()[:1000])
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad.npy"), "--quiet"])
+    assert bad.exit_code == 2 and "cannot read cached MiniLM states" in bad.output and "Traceback" not in bad.output
+    assert str(npy) in bad.output.replace("\n", "") and f"delete {store}" in bad.output.replace("\n", "")
     bad = CliRunner().invoke(app, ["encode", str(folder), "--finetune", "static", "--frozen-states", "--quiet"])
     assert bad.exit_code != 0 and "--frozen-states is for --finetune minilm" in bad.output
