@@ -11,8 +11,8 @@ when the schedule says so, and promotes through a ``Promote`` (the gateway's hot
 it decides is journalled before and after it acts, so a restarted loop picks up where it stopped.
 
 ``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
-is installed as the gateway's shadow with ε = ``shadow_epsilon`` over the recent logged prompts and the
-budget; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
+is installed as the gateway's shadow with ε = ``shadow.first_epsilon`` (the budget over the refit's
+disagreement with live estimated on the recent logged prompts before it serves), retuned after each look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
 ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
 from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
 the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
@@ -518,10 +518,9 @@ class LoopRunner:
 def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
     """The shadow's ε set again from the decisions it served (``window``: log rows with ``live_choice``
     and ``shadow_choice``): min(cap, budget / d), d the share where the two differed there; None when that
-    is within ``tolerance`` (relative) of ``epsilon``. ``shadow_epsilon`` sets ε on recent prompts the refit
-    trained on, where it differs from live less often than on new prompts (measured: 0.71 served against
-    the share ε was set on), so the served off-greedy share ε·d overshot the budget; each decision logs
-    its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    is within ``tolerance`` (relative) of ``epsilon``. The first ε (``shadow.first_epsilon``) is set before
+    the shadow serves, from estimates of d on recent logged prompts; this sets it from what was served.
+    Each decision logs its own ε, so a new ε mid-window keeps the rebuilt design exact."""
     if len(window) == 0:
         return None
     d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))

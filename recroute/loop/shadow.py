@@ -3,9 +3,12 @@ the candidate gated on exactly the decisions that explored it.
 
 After a refit the candidate becomes the **shadow**: it serves nobody by itself, but on a prompt where
 its choice s differs from live's l the live policy serves s with probability ε and l otherwise; where
-they agree it serves l (greedy). With d the share of recent prompts where they differ,
-``shadow_epsilon`` sets ε = min(cap, budget / d), so the expected off-greedy share ε·d stays within the
-budget. Compared with ε-greedy over the top k (each explored choice ε/k, many of them choices no
+they agree it serves l (greedy). With d the share of prompts where they differ, ε = min(cap, budget / d)
+(``epsilon_for``) keeps the expected off-greedy share ε·d within the budget. d is only known once the
+shadow has served, so its first ε comes from estimates on recent logged decisions
+(:func:`first_disagreement`: the shadow itself there, which trained on them, and the same form refitted
+without them; :func:`first_epsilon`: the larger plus one standard error), and the loop retunes ε from
+the served d after each look. Compared with ε-greedy over the top k (each explored choice ε/k, many of them choices no
 candidate takes, and the candidate's own choice possibly outside the top k, never explorable), every
 explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budget and d = 0.3, against
 0.0067 for ε-greedy over the top 3.

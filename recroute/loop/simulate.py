@@ -71,8 +71,8 @@ class StreamConfig:
 
 def true_mu(router, X: np.ndarray | None, truth: np.ndarray, allowed: np.ndarray) -> tuple[float, np.ndarray]:
     """(mean true score of the router's top allowed LLM, its picks (n,)); truth/allowed (n, m) in the
-    router's LLM order. A router whose choice depends on the candidates (a promoted ConservativeRouter)
-    is scored among ``allowed``; every other router (the simulator's own Conservative included) as ever."""
+    router's LLM order. A router whose choice depends on the candidates (a conservative router: live's
+    choice at each level among ``allowed``, as the gateway takes it) is scored among them (``scores_among``)."""
     from recroute.routers.base import scores_among
 
     scores = scores_among(router, X if router.needs_features else None, allowed, len(truth))
@@ -107,7 +107,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     def cols_of(router) -> np.ndarray:
         return np.array([col[str(n)] for n in router.llm_names_], dtype=np.int64)
 
-    X_stream = feats(stream)  # one array: a Conservative shadow scores it once (recroute.loop.shadow)
+    X_stream = feats(stream)  # one array: a Conservative's levels score it once (recroute.loop.shadow)
     on_stream: dict[int, tuple[object, float]] = {}  # id(router) -> (router, its true mu_o on the stream)
 
     def mu_on(router, rows) -> float:
