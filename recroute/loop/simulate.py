@@ -251,8 +251,7 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,
                       "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
-                      "look": looks, "since": int(since), "epsilon": eps,  # set at install from d = budget / ε (below the cap)
-
+                      "look": looks, "since": int(since), "epsilon": eps,  # the served exploration of its window:
                       **({} if window is None else window(since, int(t))), **(notes or {}),
                       "true_delta": mu_on(shadow, eval_rows) - mu_on(live, eval_rows)})
         if ok:
@@ -289,7 +288,7 @@ def _fresh_shadow(live, logged, settings, anchor, seed, config, cols_of, prefill
     if notes is not None:
         notes.clear()
         notes.update(est)
-    z = 0.0 if config.first_epsilon == "trained" else FIRST_Z  # "trained": the rule before, exactly
+    z = 0.0 if config.first_epsilon == "trained" else FIRST_Z  # "trained": the runner's rule before (z = 0)
     return shadow, len(logged.bandit), first_epsilon(est, config.explore_budget, z=z)
 
 
