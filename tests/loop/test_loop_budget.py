@@ -159,3 +159,63 @@ def test_the_simulators_decisions_are_the_gateways_among_each_requests_candidate
     old_shadow = greedy_matrix(shadow.score(X[q], n=len(q)), allowed).argmax(axis=1)
     new_shadow = np.where(differ, greedy_matrix(shadow.score_among(X[q], allowed, n=len(q)), allowed).argmax(axis=1), g_live)
     assert (old_live != g_live).any() or (old_shadow != new_shadow).any()
+
+
+class TableRouter:
+    """A router whose scores are a fixed table row per prompt (feature 0 = the prompt's row); it records
+    the rows it was asked to score."""
+
+    needs_features = True
+    stochastic = False
+    requires_truth = False
+    n_features_in_ = 1
+
+    def __init__(self, table):
+        self.table = np.asarray(table, dtype=np.float64)
+        self.llm_names_ = NAMES[: self.table.shape[1]]
+        self.asked: list[list[int]] = []
+
+    def score(self, X, n=None):
+        rows = np.asarray(X)[:, 0].astype(int)
+        self.asked.append(rows.tolist())
+        return self.table[rows]
+
+
+def test_a_nested_conservative_router_scores_inner_levels_only_where_they_can_change_its_choice():
+    from recroute.routers.conservative import ConservativeRouter, combine
+
+    outer = TableRouter([[0.5, 0.4, 0.3]] * 4)
+    middle = TableRouter([[0.9, 0.5, 0.1],    # margin 0.4 > tau: its choice a whatever live chose
+                          [0.6, 0.5, 0.1],    # margin 0.1: live's choice decides
+                          [0.3, 0.2, 0.8],    # c by 0.5
+                          [0.1, 0.2, 0.3]])   # one candidate (b) below: decided
+    inner = TableRouter([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    router = ConservativeRouter(outer, ConservativeRouter(middle, inner, 0.2), 0.2)
+    X = np.arange(4, dtype=np.float32)[:, None]
+    allowed = np.array([[True, True, True]] * 3 + [[False, True, False]])
+    got = router.score_among(X, allowed)
+    # middle's choices: a, b (0.6 < 0.5 + 0.2 on live's b), c, b; the outer scores plus 0.2 there
+    assert np.allclose(got, [[0.7, 0.4, 0.3], [0.5, 0.6, 0.3], [0.5, 0.4, 0.5], [0.5, 0.6, 0.3]])
+    assert inner.asked == [[1]] and middle.asked == [[0, 1, 2, 3]] and outer.asked == [[0, 1, 2, 3]]
+    assert np.array_equal(got, combine(*router.parts(X, 4), allowed))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_the_lazy_nested_scores_are_the_eager_ones(depth):
+    """score_among / score of a nested conservative router equal combine() of every level's scores, bit for
+    bit, with near-ties at exactly tau, single-candidate rows and every-LLM rows."""
+    from recroute.routers.conservative import ConservativeRouter, combine
+
+    rng = np.random.default_rng(depth)
+    n, m, tau = 300, 3, 0.25
+    tables = [np.round(rng.random((n, m)) * 4) / 4 for _ in range(depth + 1)]  # quarters: many gaps of exactly tau
+    router = TableRouter(tables[0])
+    for table in tables[1:]:
+        router = ConservativeRouter(TableRouter(table), router, tau)
+    X = np.arange(n, dtype=np.float32)[:, None]
+    allowed = rng.random((n, m)) < 0.7
+    allowed[np.arange(n), rng.integers(0, m, n)] = True
+    eager = combine(*router.parts(X, n), allowed)
+    assert np.array_equal(router.score_among(X, allowed), eager)
+    assert np.array_equal(router.score(X), combine(*router.parts(X, n), None))
+    assert np.array_equal(router.score_among(X, allowed[0]), combine(*router.parts(X, n), allowed[0]))
