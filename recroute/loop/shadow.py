@@ -33,7 +33,7 @@ from recroute.errors import DataError
 from recroute.feedback.policies import check_scores, greedy_matrix
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.refit import LogData, holdout_reward, split_recent
-from recroute.routers.conservative import ConservativeRouter, combine
+from recroute.routers.conservative import ConservativeRouter
 
 
 class Conservative(ConservativeRouter):
@@ -41,8 +41,8 @@ class Conservative(ConservativeRouter):
     :class:`~recroute.routers.conservative.ConservativeRouter` (the refit's greedy choice s where
     S(s) > S(l) + ``tau``, else live's l, l taken among each decision's candidates by
     :meth:`score_among`, as the gateway takes it) whose levels' scores are kept for the last feature
-    array scored (:meth:`parts`) and combined from there: the same array scored again (the live router
-    inside a shadow, a router's true mu_o on the stream) costs no second scoring of any level.
+    array scored (:meth:`parts`): the same array scored again (the live router inside a shadow, a
+    router's true mu_o on the stream) costs no second scoring of any level.
 
     Why conservative: the gate's power depends on the gain per *differing* decision, not on how many
     differ (with the budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a
@@ -65,16 +65,6 @@ class Conservative(ConservativeRouter):
         S, taus = super().parts(X, n)  # ConservativeRouter's levels (an inner Conservative keeps its own)
         self._last = (X, n, S, taus)
         return list(S), list(taus)
-
-    def _score(self, X: np.ndarray | None, n: int) -> np.ndarray:
-        return combine(*self.parts(X, n), None)
-
-    def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
-        """ConservativeRouter.score_among's numbers from every level's kept scores (``combine``), not
-        :func:`~recroute.routers.conservative.lazy_combine`: a shadow over live reuses live's levels."""
-        self._check_fitted()
-        X, n = self._check_query(X, n)
-        return combine(*self.parts(X, n), allowed)
 
 
 def shadow_probabilities(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None,

@@ -92,16 +92,14 @@ class ConservativeRouter(Router):
         return [S, *inner], [self.tau, *taus]
 
     def _score(self, X: np.ndarray | None, n: int) -> np.ndarray:
-        return lazy_combine(self, X, n, None)
+        return combine(*self.parts(X, n), None)
 
     def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
         """float64 (n, m): the scores with live's choice taken among each row's ``allowed`` (n, m) LLMs
-        (bool; (m,) for every row), at every level: their greedy choice among ``allowed`` is this router's.
-        The same numbers as ``combine(*parts(X, n), allowed)``, with the levels below the second scored
-        only on the rows whose choice they can change (:func:`lazy_combine`)."""
+        (bool; (m,) for every row), at every level: their greedy choice among ``allowed`` is this router's."""
         self._check_fitted()
         X, n = self._check_query(X, n)
-        return lazy_combine(self, X, n, allowed)
+        return combine(*self.parts(X, n), allowed)
 
     # ------------------------------------------------------------------ new LLMs
     def can_place_new_llms(self) -> bool:
@@ -149,72 +147,6 @@ def fitted_family(router) -> Router:
     while isinstance(router, ConservativeRouter):
         router = router.refit
     return router
-
-
-def levels(router) -> tuple[list[Router], list[float]]:
-    """([each level's refit, ..., the innermost live router], [tau per level]), outermost first."""
-    routers, taus = [], []
-    while isinstance(router, ConservativeRouter):
-        routers.append(router.refit)
-        taus.append(router.tau)
-        router = router.live
-    return [*routers, router], taus
-
-
-def lazy_combine(router: ConservativeRouter, X: np.ndarray | None, n: int, allowed: np.ndarray | None) -> np.ndarray:
-    """float64 (n, m): ``combine(*router.parts(X, n), allowed)``, computed level by level from the outside
-    in, each inner level scored only on the rows whose choice it can change.
-
-    The scores are the outermost refit's S plus tau on l, the next level's choice among ``allowed``; l is
-    that level's own greedy choice s wherever S'(s) > S'(y) + tau' for every other allowed y (then no
-    choice of the level below can move it: the same float64 sum and tie rule as ``conservative_scores``),
-    so the level below is scored, recursively, only on the other rows. After k promotions a request
-    scores the two outer routers and the inner ones only where the margins are close."""
-    from recroute.feedback.policies import check_scores
-
-    routers, taus = levels(router)
-    A = None if allowed is None else np.asarray(allowed)
-    if A is not None and A.ndim == 1:
-        A = np.broadcast_to(A[None, :], (n, router.n_llms_))
-    rows = np.arange(n)
-    S, A_all = check_scores(_level_scores(routers[0], X, rows, n), A)
-    return _bump(S, _choice(routers, taus, 1, X, rows, n, A_all), taus[0])
-
-
-def _level_scores(router, X: np.ndarray | None, rows: np.ndarray, n: int) -> np.ndarray:
-    """float64 (len(rows), m): ``router``'s scores of the prompts ``rows`` of the batch (n prompts)."""
-    if not router.needs_features:
-        return np.asarray(router.score(None, n=len(rows)), dtype=np.float64)
-    return np.asarray(router.score(X if len(rows) == n else X[rows], n=len(rows)), dtype=np.float64)
-
-
-def _bump(S: np.ndarray, choice: np.ndarray, tau: float) -> np.ndarray:
-    out = S.copy()
-    out[np.arange(len(out)), choice] += float(tau)
-    return out
-
-
-def _choice(routers: list, taus: list[float], j: int, X, rows: np.ndarray, n: int, A: np.ndarray) -> np.ndarray:
-    """int (len(rows),): the greedy choice among ``A[rows]`` of level j's conservative scores (routers[j]
-    with the levels inside it; the last: the innermost live router's own)."""
-    from recroute.feedback.policies import check_scores
-
-    S, Ar = check_scores(_level_scores(routers[j], X, rows, n), A[rows])
-    masked = np.where(Ar, S, -np.inf)
-    own = masked.argmax(axis=1)
-    if j == len(routers) - 1 or not len(rows):
-        return own
-    at = np.arange(len(rows))
-    best = masked[at, own]
-    masked[at, own] = -np.inf
-    tau = float(taus[j])
-    undecided = ~(best > masked.max(axis=1) + tau)  # -inf + tau: one candidate, decided
-    out = own.copy()
-    if undecided.any():
-        below = _choice(routers, taus, j + 1, X, rows[undecided], n, A)
-        C = _bump(S[undecided], below, tau)
-        out[undecided] = np.where(Ar[undecided], C, -np.inf).argmax(axis=1)
-    return out
 
 
 def combine(parts: list[np.ndarray], taus: list[float], allowed: np.ndarray | None) -> np.ndarray:
