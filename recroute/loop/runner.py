@@ -12,8 +12,8 @@ it decides is journalled before and after it acts, so a restarted loop picks up 
 
 ``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
 is installed as the gateway's shadow with ε = ``shadow.first_epsilon`` (the budget over the refit's
-disagreement with live estimated on the recent logged prompts before it serves), retuned after each look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
-``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
+disagreement with live estimated on the recent logged prompts before it serves), retuned after each
+look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
 from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
 the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
 promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
@@ -560,7 +560,8 @@ def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:
     if shadowed.any():
         rows = at[shadowed]
         names = pd.Index([str(name) for name in bandit.llm_names])
-        live_j, shadow_j = (names.get_indexer(frame.loc[shadowed, key].astype(str)) for key in ("live_choice", "shadow_choice"))
+        live_j, shadow_j = (names.get_indexer(frame.loc[shadowed, key].astype(str))
+                            for key in ("live_choice", "shadow_choice"))
         unknown = np.flatnonzero((live_j < 0) | (shadow_j < 0))
         if len(unknown):
             i = unknown[0]
