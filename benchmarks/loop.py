@@ -249,6 +249,13 @@ def process_exploration(logged, events: list[dict]) -> dict:
     if shadowed is not None and shadowed.any():
         rows = logged[shadowed]
         differ = rows["live_choice"] != rows["shadow_choice"]
+        kinds = {(e["checksum"], float(e["epsilon"])): e["kind"] for e in events if e["event"] == "shadow"}
+        out["per_epsilon"] = [  # each shadow's decisions per ε in log order: the first is the refit's (its first window)
+            {"checksum": c, "epsilon": float(eps), "set_by": kinds.get((c, float(eps))), "decisions": len(g),
+             "differ": float((g["live_choice"] != g["shadow_choice"]).mean()),
+             "expected_off_greedy": float(eps) * float((g["live_choice"] != g["shadow_choice"]).mean()),
+             "served_off_greedy": float((g["chosen"] != g["live_choice"]).mean())}
+            for (c, eps), g in rows.groupby(["shadow_checksum", "shadow_epsilon"], sort=False)]
         out.update(shadow_decisions=int(shadowed.sum()), off_greedy_share=float((rows["chosen"] != rows["live_choice"]).mean()),
                    differ_share=float(differ.mean()),
                    served_shadow_where_differ=float((rows.loc[differ, "chosen"] == rows.loc[differ, "shadow_choice"]).mean())

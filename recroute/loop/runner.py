@@ -11,9 +11,9 @@ when the schedule says so, and promotes through a ``Promote`` (the gateway's hot
 it decides is journalled before and after it acts, so a restarted loop picks up where it stopped.
 
 ``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
-is installed as the gateway's shadow with ε = ``shadow_epsilon`` over the recent logged prompts and the
-budget; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level
-``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
+is installed as the gateway's shadow with ε = ``shadow.first_epsilon`` (the budget over the refit's
+disagreement with live estimated on the recent logged prompts before it serves), retuned after each
+look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
 from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
 the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
 promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
@@ -341,31 +341,37 @@ class LoopRunner:
 
     def _fit_shadow(self, live, data: LogData, n_outcomes: int) -> list[dict]:
         """A refit on every logged decision (the first family), saved and installed as the shadow with
-        ε = ``shadow_epsilon`` over the most recent ``holdout`` decisions' prompts."""
-        from recroute.loop.shadow import shadow_epsilon
+        ε = ``shadow.first_epsilon``: budget / d (at most cap), d the larger of the served policy's
+        disagreement with live on the most recent ``holdout`` decisions and that of the same form refitted
+        without them, plus one standard error (``shadow.first_disagreement``: the shadow trained on them)."""
+        from recroute.loop.shadow import first_disagreement, first_epsilon
 
         s = self.settings
         spec = (s.families or (refit_family(live.router),))[0]
-        start = time.perf_counter()
-        candidate = fit_candidate(spec, data.bandit, data.X, self._anchor(live), s.reward_router, seed=self.seed,
-                                  anchor_reward=s.anchor_reward)
-        fit_s = time.perf_counter() - start
-        _, recent = split_recent(len(data.bandit), s.holdout)
-        rows = data.bandit.rows[recent]
-        X = None if data.X is None else data.X[rows]
-        allowed = data.bandit.allowed[recent]
-        served = served_policy(candidate, live.router, s.shadow_tau)  # ε from where the conservative shadow differs
-        eps = shadow_epsilon(live.router.score_among(X if live.router.needs_features else None, allowed, n=len(rows)),
-                             served.score_among(X if served.needs_features else None, allowed, n=len(rows)),
-                             allowed, s.explore_budget, s.shadow_cap)
-        path = str(self.save_bundle(candidate, live, f"shadow-{n_outcomes}"))
-        logger.info("shadow %s fitted in %.1f s, epsilon %.4f, tau %.3g", path, fit_s, eps, s.shadow_tau)
-        return self._install_shadow(path, eps, s.shadow_tau, "refit")
+        anchor = self._anchor(live)
 
-    def _install_shadow(self, path: str, epsilon: float, tau: float, kind: str, resumed: bool = False) -> list[dict]:
+        def fit(bandit):
+            return fit_candidate(spec, bandit, data.X, anchor, s.reward_router, seed=self.seed,
+                                 anchor_reward=s.anchor_reward)
+
+        start = time.perf_counter()
+        candidate = fit(data.bandit)
+        fit_s = time.perf_counter() - start
+        d = first_disagreement(live.router, served_policy(candidate, live.router, s.shadow_tau), data.bandit, data.X,
+                               s.holdout, lambda bandit: served_policy(fit(bandit), live.router, s.shadow_tau))
+        eps = first_epsilon(d, s.explore_budget, s.shadow_cap)
+        path = str(self.save_bundle(candidate, live, f"shadow-{n_outcomes}"))
+        logger.info("shadow %s fitted in %.1f s, epsilon %.4f (disagreement %s), tau %.3g", path, fit_s, eps, d,
+                    s.shadow_tau)
+        return self._install_shadow(path, eps, s.shadow_tau, "refit", disagreement=d)
+
+    def _install_shadow(self, path: str, epsilon: float, tau: float, kind: str, resumed: bool = False,
+                        disagreement: dict | None = None) -> list[dict]:
         from recroute.serve.bundle import bundle_checksum
 
-        events = [] if resumed else [self.journal.append("shadowing", bundle=path, epsilon=epsilon, tau=tau, kind=kind)]
+        extra = {} if disagreement is None else {"disagreement": disagreement}  # the estimates ε was set from
+        events = [] if resumed else [self.journal.append("shadowing", bundle=path, epsilon=epsilon, tau=tau, kind=kind,
+                                                         **extra)]
         try:
             response = self.shadow_client.install(path, epsilon, tau)
         except PromotionError as exc:
@@ -539,10 +545,9 @@ class LoopRunner:
 def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
     """The shadow's ε set again from the decisions it served (``window``: log rows with ``live_choice``
     and ``shadow_choice``): min(cap, budget / d), d the share where the two differed there; None when that
-    is within ``tolerance`` (relative) of ``epsilon``. ``shadow_epsilon`` sets ε on recent prompts the refit
-    trained on, where it differs from live less often than on new prompts (measured: 0.71 served against
-    the share ε was set on), so the served off-greedy share ε·d overshot the budget; each decision logs
-    its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    is within ``tolerance`` (relative) of ``epsilon``. The first ε (``shadow.first_epsilon``) is set before
+    the shadow serves, from estimates of d on recent logged prompts; this sets it from what was served.
+    Each decision logs its own ε, so a new ε mid-window keeps the rebuilt design exact."""
     if len(window) == 0:
         return None
     d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
@@ -567,41 +572,59 @@ def shadow_logging(log, data: LogData, since: int, routers: dict) -> np.ndarray:
     under a stochastic one, from its bundle's router (``routers``: checksum -> router) and its policy.
     DataError naming the decision when it cannot be rebuilt. ``gate.check_logging`` then checks every
     rebuilt probability of a logged choice against its logged propensity."""
+    import pandas as pd
+
     from recroute.feedback.policies import parse_policy
     from recroute.loop.shadow import logged_shadow_probabilities
 
     bandit = data.bandit
     n, m = len(bandit), bandit.n_llms
-    col = {str(name): j for j, name in enumerate(bandit.llm_names)}
     P0 = np.full((n, m), np.nan)
     at = np.arange(since, n)
     frame = log.iloc[since:]
-    shadowed = frame["shadow_checksum"].notna().to_numpy() if "shadow_checksum" in frame.columns         else np.zeros(len(at), dtype=bool)
+    shadowed = (frame["shadow_checksum"].notna().to_numpy() if "shadow_checksum" in frame.columns
+                else np.zeros(len(at), dtype=bool))
     if shadowed.any():
         rows = at[shadowed]
-        try:
-            live_j = np.array([col[str(v)] for v in frame.loc[shadowed, "live_choice"]])
-            shadow_j = np.array([col[str(v)] for v in frame.loc[shadowed, "shadow_choice"]])
-        except KeyError as exc:
-            raise DataError(f"a logged live or shadow choice {exc} is not an LLM of the live bundle") from None
+        names = pd.Index([str(name) for name in bandit.llm_names])
+        live_j, shadow_j = (names.get_indexer(frame.loc[shadowed, key].astype(str))
+                            for key in ("live_choice", "shadow_choice"))
+        unknown = np.flatnonzero((live_j < 0) | (shadow_j < 0))
+        if len(unknown):
+            i = unknown[0]
+            bad = frame.loc[shadowed, "live_choice" if live_j[i] < 0 else "shadow_choice"].iloc[i]
+            raise DataError(f"decision {rows[i]}: a logged live or shadow choice {str(bad)!r} is not an LLM of the live "
+                            "bundle")
         P0[rows] = logged_shadow_probabilities(live_j, shadow_j, bandit.allowed[rows],
                                                frame.loc[shadowed, "shadow_epsilon"].to_numpy(dtype=np.float64))
-    checksums = frame["bundle_checksum"].to_numpy(dtype=object) if "bundle_checksum" in frame.columns else None
-    for i in np.flatnonzero(~shadowed):
-        pos, spec = at[i], frame["policy"].iloc[i] if "policy" in frame.columns else None
+    rest = np.flatnonzero(~shadowed)
+    if not len(rest):
+        return P0
+    specs = frame["policy"].to_numpy(dtype=object)[rest] if "policy" in frame.columns else np.full(len(rest), None)
+    specs = np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in specs], dtype=object)
+    checksums = (frame["bundle_checksum"].to_numpy(dtype=object)[rest] if "bundle_checksum" in frame.columns
+                 else np.full(len(rest), None, dtype=object))
+    for spec in dict.fromkeys(specs):  # one parse per policy, one scoring per (policy, bundle)
+        group = rest[specs == spec]
         try:
-            policy = parse_policy(None if spec is None or (isinstance(spec, float) and np.isnan(spec)) else str(spec))
+            policy = parse_policy(spec)
         except ValueError as exc:
-            raise DataError(f"decision {pos}: {exc}") from None
+            raise DataError(f"decision {at[group[0]]}: {exc}") from None
         if policy.deterministic:
+            pos = at[group]
             P0[pos] = 0.0
             P0[pos, bandit.chosen[pos]] = 1.0
             continue
-        router = routers.get(None if checksums is None else str(checksums[i]))
-        if router is None:
-            raise DataError(f"decision {pos}: made by a bundle the loop does not know, under the stochastic policy {spec}")
-        x = None if data.X is None or not router.needs_features else data.X[bandit.rows[pos:pos + 1]]
-        P0[pos] = policy.probabilities(scores_among(router, x, bandit.allowed[pos:pos + 1], 1), bandit.allowed[pos:pos + 1])[0]
+        keys = np.array([None if c is None else str(c) for c in checksums[specs == spec]], dtype=object)
+        for key in dict.fromkeys(keys):
+            pos = at[group[keys == key]]
+            router = routers.get(key)
+            if router is None:
+                raise DataError(f"decision {pos[0]}: made by a bundle the loop does not know, under the stochastic "
+                                f"policy {spec}")
+            x = None if data.X is None or not router.needs_features else data.X[bandit.rows[pos]]
+            allowed = bandit.allowed[pos]
+            P0[pos] = policy.probabilities(scores_among(router, x, allowed, len(pos)), allowed)
     return P0
 
 

@@ -3,9 +3,12 @@ the candidate gated on exactly the decisions that explored it.
 
 After a refit the candidate becomes the **shadow**: it serves nobody by itself, but on a prompt where
 its choice s differs from live's l the live policy serves s with probability ε and l otherwise; where
-they agree it serves l (greedy). With d the share of recent prompts where they differ,
-``shadow_epsilon`` sets ε = min(cap, budget / d), so the expected off-greedy share ε·d stays within the
-budget. Compared with ε-greedy over the top k (each explored choice ε/k, many of them choices no
+they agree it serves l (greedy). With d the share of prompts where they differ, ε = min(cap, budget / d)
+(``epsilon_for``) keeps the expected off-greedy share ε·d within the budget. d is only known once the
+shadow has served, so its first ε comes from estimates on recent logged decisions
+(:func:`first_disagreement`: the shadow itself there, which trained on them, and the same form refitted
+without them; :func:`first_epsilon`: the larger plus one standard error), and the loop retunes ε from
+the served d after each look. Compared with ε-greedy over the top k (each explored choice ε/k, many of them choices no
 candidate takes, and the candidate's own choice possibly outside the top k, never explorable), every
 explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budget and d = 0.3, against
 0.0067 for ε-greedy over the top 3.
@@ -29,22 +32,23 @@ import numpy as np
 from recroute.errors import DataError
 from recroute.feedback.policies import check_scores, greedy_matrix
 from recroute.loop.gate import GateResult, compare, promotion_decision
-from recroute.loop.refit import LogData, holdout_reward
+from recroute.loop.refit import LogData, holdout_reward, split_recent
 from recroute.routers.conservative import ConservativeRouter
 
 
 class Conservative(ConservativeRouter):
     """The simulator's conservative router (``recroute.loop.simulate``): a
     :class:`~recroute.routers.conservative.ConservativeRouter` (the refit's greedy choice s where
-    S(s) > S(l) + ``tau``, else live's l) whose score keeps the simulator's arithmetic: float64, live's
-    choice among every LLM (also under a candidate restriction: :meth:`score_among` is :meth:`score`),
-    and the same feature array scored once.
+    S(s) > S(l) + ``tau``, else live's l, l taken among each decision's candidates by
+    :meth:`score_among`, as the gateway takes it) whose levels' scores are kept for the last feature
+    array scored (:meth:`parts`): the same array scored again (the live router inside a shadow, a
+    router's true mu_o on the stream) costs no second scoring of any level.
 
     Why conservative: the gate's power depends on the gain per *differing* decision, not on how many
     differ (with the budget spread over the n_d differing decisions, z ≈ δ_d sqrt(budget n / m2)); a
     refit that flips 70 % of near-tied choices for a small total gain is hard to prove, its confident
-    part is not. Saved, it loads as a ConservativeRouter (which takes live's choice among the candidates:
-    what the gateway's shadow serving and ``recroute loop run --explore shadow`` gate and promote)."""
+    part is not. Saved, it loads as a ConservativeRouter (the same scores: what the gateway's shadow
+    serving and ``recroute loop run --explore shadow`` gate and promote)."""
 
     stochastic = False
     requires_truth = False
@@ -53,17 +57,14 @@ class Conservative(ConservativeRouter):
         if not tau >= 0:
             raise DataError(f"tau must be >= 0; got {tau}")
         super().__init__(refit, live, tau)
-        self._last: tuple | None = None  # (X, n, scores): the same feature array is scored once
+        self._last: tuple | None = None  # (X, n, parts, taus): the same feature array is scored once
 
-    def score(self, X: np.ndarray | None, n: int | None = None) -> np.ndarray:
+    def parts(self, X: np.ndarray | None, n: int) -> tuple[list[np.ndarray], list[float]]:
         if self._last is not None and self._last[0] is X and self._last[1] == n:
-            return self._last[2].copy()
-        S = super().score(X, n)  # ConservativeRouter's levels among every LLM
-        self._last = (X, n, S)
-        return S.copy()
-
-    def score_among(self, X: np.ndarray | None, allowed: np.ndarray, n: int | None = None) -> np.ndarray:
-        return self.score(X, n)
+            return list(self._last[2]), list(self._last[3])
+        S, taus = super().parts(X, n)  # ConservativeRouter's levels (an inner Conservative keeps its own)
+        self._last = (X, n, S, taus)
+        return list(S), list(taus)
 
 
 def shadow_probabilities(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None,
@@ -78,16 +79,87 @@ def shadow_probabilities(live_scores: np.ndarray, shadow_scores: np.ndarray, all
     return np.where((G_l != G_s).any(axis=1, keepdims=True), (1.0 - epsilon) * G_l + epsilon * G_s, G_l)
 
 
+def disagreement(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None) -> float:
+    """The share of rows (n, m scores) where the two greedy choices among ``allowed`` differ."""
+    S, A = check_scores(live_scores, allowed)
+    T, _ = check_scores(shadow_scores, A)
+    return float(np.mean(greedy_matrix(S, A).argmax(axis=1) != greedy_matrix(T, A).argmax(axis=1)))
+
+
 def shadow_epsilon(live_scores: np.ndarray, shadow_scores: np.ndarray, allowed: np.ndarray | None, budget: float,
                    cap: float = 0.5) -> float:
     """ε = min(cap, budget / d), d the share of these (recent) prompts where the two greedy choices
     differ: the expected off-greedy share ε·d is at most ``budget``; ``cap`` when they never differ."""
+    return epsilon_for(disagreement(live_scores, shadow_scores, allowed), budget, cap)
+
+
+def epsilon_for(d: float, budget: float, cap: float = 0.5) -> float:
+    """min(cap, budget / d) (``cap`` at d = 0): the shadow's ε for a disagreement share d."""
     if not 0.0 <= budget <= 1.0 or not 0.0 <= cap <= 1.0:
         raise DataError(f"budget and cap must be shares in [0, 1]; got {budget}, {cap}")
-    S, A = check_scores(live_scores, allowed)
-    T, _ = check_scores(shadow_scores, A)
-    d = float(np.mean(greedy_matrix(S, A).argmax(axis=1) != greedy_matrix(T, A).argmax(axis=1)))
+    if not 0.0 <= d <= 1.0:
+        raise DataError(f"a disagreement share must be in [0, 1]; got {d}")
     return cap if d == 0 else min(cap, budget / d)
+
+
+def heldout_disagreement(live, probe, X: np.ndarray | None, allowed: np.ndarray) -> float:
+    """d: the share of logged decisions (features ``X`` (n, d) or None, their own candidates ``allowed``
+    bool (n, m)) where ``probe``'s greedy choice differs from ``live``'s, both scored among those
+    candidates (``scores_among``: a conservative router's live choice as the gateway takes it).
+
+    The first ε of a shadow is set from it with ``probe`` the *served* policy (conservative over live) of
+    a refit fitted on the decisions before these (the shadow itself trained on them: there it agrees
+    with live more often than on the new prompts it will serve, and ε = budget / d overshot the budget
+    by 7–10 % until the first retune)."""
+    from recroute.routers.base import scores_among
+
+    A = np.asarray(allowed, dtype=bool)
+    n = len(A)
+    if n == 0:
+        raise DataError("no logged decision to estimate the shadow's disagreement with live on")
+    live_scores = scores_among(live, X if live.needs_features else None, A, n)
+    return disagreement(live_scores, scores_among(probe, X if probe.needs_features else None, A, n), A)
+
+
+def first_disagreement(live, shadow, bandit, X: np.ndarray | None, holdout: float, served,
+                       which: tuple[str, ...] = ("trained", "heldout")) -> dict[str, float]:
+    """Estimates of a fresh shadow's disagreement d with ``live`` on new prompts, before it serves: on the
+    most recent ``holdout`` decisions of ``bandit`` (``split_recent``; features ``X`` (n_rows, d) or None
+    indexed by ``bandit.rows``), each among its own logged candidates (``heldout_disagreement``):
+
+    - ``d_trained``: ``shadow`` (the served policy, fitted on every decision) there: it trained on them;
+    - ``d_heldout``: ``served(bandit.take(train))``, the same form refitted on the decisions before them.
+
+    Each is biased, in opposite directions seen so far: on its own training prompts a refit agreed with
+    live less often than on new ones in the stream simulator, more often through the gateway (tau 0); the
+    held-out refit has fewer decisions and departed from live less often. :func:`first_epsilon` sets the
+    first ε from the larger, plus its sampling error; ``n_recent``: the number of recent decisions."""
+    train, recent = split_recent(len(bandit), holdout)
+    part = bandit.take(recent)
+    feats = None if X is None else X[part.rows]
+    out: dict[str, float] = {"n_recent": len(recent)}
+    if "trained" in which:
+        out["d_trained"] = heldout_disagreement(live, shadow, feats, part.allowed)
+    if "heldout" in which:
+        out["d_heldout"] = heldout_disagreement(live, served(bandit.take(train)), feats, part.allowed)
+    if len(out) == 1:
+        raise DataError(f"which names no estimate (trained, heldout): {which!r}")
+    return out
+
+
+FIRST_Z = 1.0  # the first ε's margin in standard errors of d (chosen on the stream simulator's seeds 0-2)
+
+
+def first_epsilon(estimates: dict[str, float], budget: float, cap: float = 0.5, z: float = FIRST_Z) -> float:
+    """A fresh shadow's first ε from :func:`first_disagreement`'s ``estimates``: ``epsilon_for`` of
+    d + z sqrt(d (1 - d) / n) (at most 1), d the larger estimate, n (``n_recent``) the decisions it was measured on, so
+    the expected off-greedy share ε·d of its first look stays within ``budget`` unless d is more than z
+    standard errors above both estimates (seeds 0-2: z = 0 left it 1.5 % over at tau 0)."""
+    ds = [v for k, v in estimates.items() if k.startswith("d_")]
+    if not ds or not estimates.get("n_recent", 0) > 0:
+        raise DataError(f"no disagreement estimate with its number of decisions: {estimates!r}")
+    d = max(ds)
+    return epsilon_for(min(1.0, d + z * float(np.sqrt(d * (1.0 - d) / estimates["n_recent"]))), budget, cap)
 
 
 def look_alpha(alpha: float, look: int, max_looks: int | None = None) -> float:

@@ -39,10 +39,12 @@ from recroute.loop.onboard import onboard_llm, prefill_column
 from recroute.loop.refit import Anchor, LogData
 from recroute.loop.runner import LoopSettings, best_verdict, refit_and_gate
 from recroute.loop.shadow import (
+    FIRST_Z,
     Conservative,
+    first_disagreement,
+    first_epsilon,
     gate_shadow,
     look_alpha,
-    shadow_epsilon,
     shadow_probabilities,
 )
 
@@ -59,6 +61,7 @@ class StreamConfig:
     shadow_looks: int = 3  # refits a shadow is gated at (on its growing window) before a fresh one replaces it
     anchor_reward: bool = False  # the DR reward model (refit completion and shadow gate) fitted on the anchor too
     onboard_shadow: bool = False  # on onboarding, a shadow with the new LLM is fitted at once (explore="shadow")
+    first_epsilon: str = "max"  # a fresh shadow's d (its ε): "max" of "trained" and "heldout" (shadow.first_disagreement)
     new_llm: str | None = None
     new_llm_at: float = 0.5
     window: int = 2000
@@ -68,8 +71,8 @@ class StreamConfig:
 
 def true_mu(router, X: np.ndarray | None, truth: np.ndarray, allowed: np.ndarray) -> tuple[float, np.ndarray]:
     """(mean true score of the router's top allowed LLM, its picks (n,)); truth/allowed (n, m) in the
-    router's LLM order. A router whose choice depends on the candidates (a promoted ConservativeRouter)
-    is scored among ``allowed``; every other router (the simulator's own Conservative included) as ever."""
+    router's LLM order. A router whose choice depends on the candidates (a conservative router: live's
+    choice at each level among ``allowed``, as the gateway takes it) is scored among them (``scores_among``)."""
     from recroute.routers.base import scores_among
 
     scores = scores_among(router, X if router.needs_features else None, allowed, len(truth))
@@ -104,7 +107,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     def cols_of(router) -> np.ndarray:
         return np.array([col[str(n)] for n in router.llm_names_], dtype=np.int64)
 
-    X_stream = feats(stream)  # one array: a Conservative shadow scores it once (recroute.loop.shadow)
+    X_stream = feats(stream)  # one array: a Conservative's levels score it once (recroute.loop.shadow)
     on_stream: dict[int, tuple[object, float]] = {}  # id(router) -> (router, its true mu_o on the stream)
 
     def mu_on(router, rows) -> float:
@@ -120,10 +123,18 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     log_rows, log_allowed, log_chosen, log_p, log_r, log_P0 = [], [], [], [], [], []
     greedy_true, greedy_llm = np.zeros(len(stream)), np.empty(len(stream), dtype=object)
     served_llm = np.empty(len(stream), dtype=object)
+    p_greedy = np.ones(len(stream))  # the probability of live's greedy choice at each decision
+    shadow_differs = np.zeros(len(stream), dtype=bool)  # the served shadow's choice differs from live's there
+
+    def window(a: int, b: int) -> dict:  # the served exploration of decisions a..b-1 (a shadow's window)
+        return {"off_greedy_expected": float(np.mean(1.0 - p_greedy[a:b])),
+                "off_greedy_served": float(np.mean(served_llm[a:b] != greedy_llm[a:b])),
+                "differ_served": float(np.mean(shadow_differs[a:b]))}
     new_tie_share = np.zeros(len(stream))  # the new LLM's share of each greedy choice with ties split evenly
     promotions, gated, probes = [], [], None
     shadow, shadow_since, shadow_eps, looks = None, 0, 0.0, 0
     prefill = None  # the onboarded LLM's predicted results at the prompts logged before it joined
+    notes: dict = {}  # the current shadow's disagreement estimates at install (d_heldout, d_trained)
     mu_start = mu_on(live, eval_rows)
     t = 0
     while t < len(stream):
@@ -149,7 +160,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
                     logged = LogData(_bandit(log_rows, log_allowed, log_chosen, log_p, log_r, names, cols_of(live)), X,
                                      [], np.zeros(0), logging=np.concatenate(log_P0)[:, cols_of(live)])
                     shadow, shadow_since, shadow_eps = _fresh_shadow(live, logged, settings, anchor, seed, config,
-                                                                     feats, observed, cols_of, log_rows[-1], prefill)
+                                                                     cols_of, prefill, notes)
                     looks = 0
             else:  # not placed: its probe results are still known
                 anchor.Y[got.rows, col[config.new_llm]] = got.results
@@ -160,16 +171,12 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         rows = stream[t:stop]
         c = cols_of(live)
         allowed = observed[rows][:, c]
-        scores = live.score(feats(rows) if live.needs_features else None, n=len(rows))
-        if shadow is None:
-            P = policy.probabilities(scores, allowed)
-        else:
-            P = shadow_probabilities(scores, shadow.score(feats(rows) if shadow.needs_features else None, n=len(rows)),
-                                     allowed, shadow_eps)
+        scores, P, differ = decision_probabilities(live, shadow, feats(rows), allowed, shadow_eps, policy)
         chosen = sample_rows(P, rng)
         prop = P[np.arange(len(rows)), chosen]
         truth = truth_all[rows][:, c]
         pick = greedy_matrix(scores, allowed).argmax(axis=1)
+        p_greedy[t:stop], shadow_differs[t:stop] = P[np.arange(len(rows)), pick], differ
         greedy_true[t:stop] = np.nan_to_num(truth[np.arange(len(rows)), pick])
         live_names = np.asarray(live.llm_names_, dtype=object)
         greedy_llm[t:stop], served_llm[t:stop] = live_names[pick], live_names[chosen]
@@ -189,8 +196,8 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             logged = LogData(bandit, X, [], np.zeros(0), logging=np.concatenate(log_P0)[:, cols_of(live)])
             if config.explore == "shadow":
                 live, shadow, shadow_since, shadow_eps, looks = _shadow_step(
-                    live, shadow, shadow_since, looks, logged, settings, anchor, seed, config, feats,
-                    observed, cols_of, rows, t, gated, promotions, mu_on, eval_rows, shadow_eps, prefill)
+                    live, shadow, shadow_since, looks, logged, settings, anchor, seed, config, cols_of, t, gated,
+                    promotions, mu_on, eval_rows, shadow_eps, prefill, window, notes)
                 continue
             verdicts = refit_and_gate(live, logged, settings, anchor, seed)
             best = best_verdict(verdicts)
@@ -226,8 +233,8 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
     return out
 
 
-def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, feats, observed, cols_of,
-                 recent_rows, t, gated, promotions, mu_on, eval_rows, eps, prefill=None):
+def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, cols_of, t, gated, promotions,
+                 mu_on, eval_rows, eps, prefill=None, window=None, notes=None):
     """Shadow exploration's refit (recroute.loop.shadow): gate the shadow on the decisions since it
     became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
     on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
@@ -244,35 +251,63 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
                       "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
                       "se_empirical": result.se_empirical, "expected_support": result.expected_support,
                       "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
-                      "look": looks,
+                      "look": looks, "since": int(since), "epsilon": eps,  # the served exploration of its window:
+                      **({} if window is None else window(since, int(t))), **(notes or {}),
                       "true_delta": mu_on(shadow, eval_rows) - mu_on(live, eval_rows)})
         if ok:
             promotions.append(_promotion("refit", t, shadow, live, mu_on, eval_rows, result))
             live = shadow
         if not ok and looks < config.shadow_looks:
             return live, shadow, since, eps, looks
-    shadow, since, eps = _fresh_shadow(live, logged, settings, anchor, seed, config, feats, observed, cols_of,
-                                       recent_rows, prefill)
+    shadow, since, eps = _fresh_shadow(live, logged, settings, anchor, seed, config, cols_of, prefill, notes)
     return live, shadow, since, eps, 0
 
 
-def _fresh_shadow(live, logged, settings, anchor, seed, config, feats, observed, cols_of, recent_rows, prefill=None):
+def _fresh_shadow(live, logged, settings, anchor, seed, config, cols_of, prefill=None, notes=None):
     """(shadow, since, ε): a refit on every decision so far (``prefill``: an onboarded LLM's predicted results
-    where it was never a candidate), conservative by ``config.shadow_tau``, explored at ε from now on."""
+    where it was never a candidate), conservative by ``config.shadow_tau``, explored at ε from now on:
+    ε = ``shadow.first_epsilon`` of ``shadow.first_disagreement`` on the most recent ``settings.holdout``
+    decisions (``config.first_epsilon``: "max" of both estimates, or only "trained" (the shadow on the
+    prompts it trained on: the rule before this change, at z = 0 below) or "heldout"); ``notes`` gets the
+    estimates."""
     from recroute.loop.refit import fit_candidate
 
     spec = (settings.families or (config.family,))[0]
     fill = prefill if prefill is not None and prefill.shape[1] == len(cols_of(live)) else None
-    shadow = fit_candidate(spec, logged.bandit, logged.X, anchor, settings.reward_router, seed=seed,
-                           anchor_reward=config.anchor_reward, prefill=fill)
-    if config.shadow_tau > 0:
-        shadow = Conservative(shadow, live, config.shadow_tau)
-    c = cols_of(live)
-    X_recent = feats(recent_rows)
-    eps = shadow_epsilon(live.score(X_recent if live.needs_features else None, n=len(recent_rows)),
-                         shadow.score(X_recent if shadow.needs_features else None, n=len(recent_rows)),
-                         observed[recent_rows][:, c], config.explore_budget)
-    return shadow, len(logged.bandit), eps
+
+    def served(bandit):
+        refit = fit_candidate(spec, bandit, logged.X, anchor, settings.reward_router, seed=seed,
+                              anchor_reward=config.anchor_reward, prefill=fill)
+        return Conservative(refit, live, config.shadow_tau) if config.shadow_tau > 0 else refit
+
+    shadow = served(logged.bandit)
+    which = {"max": ("trained", "heldout"), "trained": ("trained",), "heldout": ("heldout",)}.get(config.first_epsilon)
+    if which is None:
+        raise DataError(f"first_epsilon must be 'max', 'trained' or 'heldout'; got {config.first_epsilon!r}")
+    est = first_disagreement(live, shadow, logged.bandit, logged.X, settings.holdout, served, which)
+    if notes is not None:
+        notes.clear()
+        notes.update(est)
+    z = 0.0 if config.first_epsilon == "trained" else FIRST_Z  # "trained": the runner's rule before (z = 0)
+    return shadow, len(logged.bandit), first_epsilon(est, config.explore_budget, z=z)
+
+
+def decision_probabilities(live, shadow, X: np.ndarray | None, allowed: np.ndarray, epsilon: float, policy):
+    """(live's scores (n, m), logging probabilities P (n, m), bool (n,) the served shadow's choice differs
+    from live's) of one batch (features ``X`` or None, candidates ``allowed`` bool (n, m)): without a
+    shadow live's ``policy``; with one the gateway's rule (``recroute.serve.shadow_serving``): live's
+    choice among the candidates, the shadow's (conservative over live) among the same, mixed at ε. One
+    feature array for both: a conservative shadow over live scores live's levels once."""
+    from recroute.routers.base import scores_among
+
+    n = len(allowed)
+    scores = scores_among(live, X if live.needs_features else None, allowed, n)
+    if shadow is None:
+        return scores, policy.probabilities(scores, allowed), np.zeros(n, dtype=bool)
+    shadow_scores = scores_among(shadow, X if shadow.needs_features else None, allowed, n)
+    P = shadow_probabilities(scores, shadow_scores, allowed, epsilon)
+    differ = greedy_matrix(scores, allowed).argmax(axis=1) != greedy_matrix(shadow_scores, allowed).argmax(axis=1)
+    return scores, P, differ
 
 
 def stream_order(observed: np.ndarray, config: StreamConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

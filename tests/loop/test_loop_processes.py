@@ -27,6 +27,7 @@ from servers import await_health, free_port, stop  # noqa: E402
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.loop.journal import Journal  # noqa: E402
 from recroute.loop.promote import PromotionError, gateway_reload  # noqa: E402
+from recroute.loop.shadow import first_epsilon  # noqa: E402
 from recroute.loop.stream import send_traffic, write_anchor, write_upstreams  # noqa: E402
 from recroute.serve.bundle import bundle_checksum  # noqa: E402
 
@@ -276,6 +277,10 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
     assert len(explored) == len(gates) and all(0 <= e["share"] < 0.5 and e["budget"] == 0.3 for e in explored)
     assert {e["kind"] for e in events if e["event"] == "shadow"} >= {"refit", "restore"}
     assert not [e for e in events if e["event"] in ("refused", "shadow_refused")]
+    fresh = [e for e in events if e["event"] == "shadowing" and e["kind"] == "refit"]
+    assert fresh and all(set(e["disagreement"]) == {"n_recent", "d_trained", "d_heldout"} for e in fresh)
+    for e in fresh:  # the first ε from the estimates made before it served (shadow.first_epsilon, budget 0.3)
+        assert e["epsilon"] == pytest.approx(first_epsilon(e["disagreement"], 0.3))
     decided = [e for e in events if e["event"] == "decision"]
     assert decided and all(e["kind"] == "shadow" for e in decided) and decided[0]["action"] == "promote"
     counts = [e["n_outcomes"] for e in events if e["event"] == "refit"]
