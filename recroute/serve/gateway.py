@@ -70,6 +70,7 @@ LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
 LOGGED_IDS = 100_000  # decision ids of the log's last decisions that a restarted gateway still takes feedback for
 KEEP = object()  # make_decider: keep the previous decider's shadow
+COSTS = {"costs": True}  # the batcher's route options of a request that asks for the cost step
 
 
 class RequestError(Exception):
@@ -276,7 +277,11 @@ class Decision:
 class Decider:
     """Scores a prompt text (encoder + router) and decides for it: on the event loop for a fast encoder
     (``decide_on="loop"``, batched with the other requests of the same loop turn), else on the batching
-    worker thread (``"thread"``); ``"auto"`` picks by encoder."""
+    worker thread (``"thread"``); ``"auto"`` picks by encoder.
+
+    A request with ``cost_weight`` / ``max_cost`` gets its expected costs from the same batched call that
+    scores it (:meth:`batch_costs`: the prices, or the router's predicted costs from the very features
+    the prompt was encoded to for routing), so every prompt is encoded once."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto", breakers=None,
@@ -300,6 +305,14 @@ class Decider:
         self.policy_spec = str(self.policy.spec)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.prices = routing_prices(bundle, upstreams)
+        self.predicted = getattr(bundle, "costs", "prices") == "predicted"  # costs from router.predict_costs(X)
+        self._priced = None  # the prices with a flat 0 for unpriced LLMs (never allowed in a cost step)
+        if self.prices is not None:
+            from recroute.data.costs import Prices
+
+            p = self.prices
+            self._priced = Prices(p.llms, p.input_per_mtok, p.output_per_mtok, np.where(p.priced, p.per_prompt, 0.0),
+                                  p.output_tokens)
         self._index = {n: j for j, n in enumerate(self.names)}
         self.breakers = breakers
         if breakers is not None:  # bundle LLM j -> its row in the host's breakers (-1: no upstream)
@@ -311,31 +324,66 @@ class Decider:
         if decide_on == "auto":
             decide_on = "loop" if fast_encoder(bundle) else "thread"
         self.decide_on = decide_on
+        self.needs_features = bundle.router.needs_features or (
+            shadow is not None and shadow.bundle.router.needs_features)
         self.batcher = None
         if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
-            encode = self.bundle.encode if bundle.router.needs_features or (
-                shadow is not None and shadow.bundle.router.needs_features) else None
-            self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
+            encode = self.bundle.encode if self.needs_features else None
+            self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch), route_texts=True)
         self.loop_batcher = (LoopBatcher(self._score, max_batch=max_batch, turns=LOOP_BATCH_TURNS)
                              if decide_on == "loop" else None)
 
-    def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, X: np.ndarray | None, n: int, options: dict, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first; with a shadow,
-        (column indices, live's scores then the shadow's) (n, m + m_shadow)."""
+        (column indices, live's scores then the shadow's) (n, m + m_shadow); with ``options["costs"]``
+        (column indices, those scores then :meth:`cost_columns`) (n, width + m [+ m_shadow])."""
+        wants_costs = bool(options.get("costs"))
         if self.shadow is None and self.n_parts == 1:
-            return self.bundle.router.route(X, k=len(self.names), n=n)
-        scores = self._both(X, n)
+            idx, scores = self.bundle.router.route(X, k=len(self.names), n=n)
+            if not wants_costs:
+                return idx, scores
+            ranked = scores
+            scores = np.empty(idx.shape, dtype=np.float64)
+            np.put_along_axis(scores, idx, ranked, axis=1)
+        else:
+            scores = self._both(X, n)
+        if wants_costs:
+            scores = np.hstack([scores, self.cost_columns(texts, X)])
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
 
-    def _score(self, texts: list[str]) -> np.ndarray:
-        """float32 (n, m) router scores for n texts (with a shadow: (n, m + m_shadow), live's then the
-        shadow's, from one encoding)."""
+    def _score(self, items: list[tuple[str, bool]]):
+        """Rows for n (text, wants costs) items, from one encoding of the texts: the router scores (with a
+        shadow: live's then the shadow's), and after them, for an item that wants costs, its
+        :meth:`cost_columns`. An (n, width) array when no item wants costs, else a list of n rows (where
+        the costs failed: the exception, for those items alone)."""
+        texts = [text for text, _ in items]
         router = self.bundle.router
-        needs = router.needs_features or (self.shadow is not None and self.shadow.bundle.router.needs_features)
-        X = self.bundle.encode(texts) if needs else None
+        X = self.bundle.encode(texts) if self.needs_features else None
         if self.shadow is not None or self.n_parts > 1:
-            return self._both(X, len(texts))
-        return router.score(X if router.needs_features else None, n=len(texts))
+            scores = self._both(X, len(texts))
+        else:
+            scores = router.score(X if router.needs_features else None, n=len(texts))
+        want = [i for i, (_, wants) in enumerate(items) if wants]
+        if not want:
+            return scores
+        rows: list = list(scores)
+        try:
+            costs = self.cost_columns([texts[i] for i in want], None if X is None else X[want])
+        except Exception as exc:  # noqa: BLE001 (the requests that asked for costs get the error)
+            for i in want:
+                rows[i] = exc
+            return rows
+        for i, row in zip(want, costs):
+            rows[i] = np.concatenate([np.asarray(scores[i], dtype=np.float64), row])
+        return rows
+
+    def cost_columns(self, texts: list[str], X: np.ndarray | None) -> np.ndarray:
+        """float64 (n, m [+ m_shadow]): :meth:`batch_costs` of the prompts for live's LLMs, then with a
+        shadow for the shadow's (its encoder is live's, so ``X`` serves both)."""
+        costs = self.batch_costs(texts, X)
+        if self.shadow is None:
+            return costs
+        return np.hstack([costs, self.shadow.helper.batch_costs(texts, X)])
 
     def _both(self, X: np.ndarray | None, n: int) -> np.ndarray:
         """float64 (n, n_parts * m [+ m_shadow]): live's scores (a conservative router's levels side by
@@ -358,26 +406,38 @@ class Decider:
         if self.batcher is not None:
             await self.batcher.close()
 
-    def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
-        """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced.
-        A bundle with ``costs="predicted"`` gives its router's predicted costs for the prompt instead (the
-        prompt is encoded once more for them: the decision's own features stay inside the batcher)."""
-        from recroute.data.costs import Prices, count_prompt_tokens
+    def batch_costs(self, texts: list[str], X: np.ndarray | None) -> np.ndarray:
+        """float64 (n, m) expected $ of n prompts on each LLM, before any request's candidates: with
+        ``costs="predicted"`` the router's ``predict_costs(X)`` (X (n, d): the features the prompts were
+        encoded to for routing), else from the prices (the prompts' tokens counted when per token; NaN
+        everywhere without prices: :meth:`request_costs` refuses those requests)."""
+        if self.predicted:
+            return self.bundle.expected_costs(len(texts), None, X)
+        if self._priced is None:
+            return np.full((len(texts), len(self.names)), np.nan)
+        from recroute.data.costs import count_prompt_tokens
 
-        if getattr(self.bundle, "costs", "prices") == "predicted":
-            X = self.bundle.encode([text]) if self.bundle.router.needs_features else None
-            return np.where(allowed, self.bundle.expected_costs(1, None, X)[0], 0.0)
-        if self.prices is None:
-            raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams file "
-                               "gives no input_price_per_mtok / output_price_per_mtok", "model")
-        unpriced = [n for n, ok, on in zip(self.names, self.prices.priced, allowed) if on and not ok]
-        if unpriced:
-            raise RequestError(400, f"cost_weight / max_cost: no price for candidate LLM(s) {unpriced[:5]}", "model")
-        p = self.prices  # LLMs without a price are never allowed here: a flat 0 keeps expected() whole
-        priced = Prices(p.llms, p.input_per_mtok, p.output_per_mtok, np.where(p.priced, p.per_prompt, 0.0),
-                        p.output_tokens)
-        tokens = count_prompt_tokens([text]) if priced.token_based else None
-        return np.where(allowed, priced.expected(tokens, n=1)[0], 0.0)
+        tokens = count_prompt_tokens(texts) if self._priced.token_based else None
+        return self._priced.expected(tokens, n=len(texts))
+
+    def request_costs(self, costs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """float64 (m,): one prompt's row of :meth:`batch_costs` with 0 where not ``allowed`` (m,) bool;
+        RequestError (400) when the prices leave an allowed LLM (or every LLM) unpriced."""
+        if not self.predicted:
+            if self.prices is None:
+                raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams "
+                                   "file gives no input_price_per_mtok / output_price_per_mtok", "model")
+            unpriced = [n for n, ok, on in zip(self.names, self.prices.priced, allowed) if on and not ok]
+            if unpriced:
+                raise RequestError(400, f"cost_weight / max_cost: no price for candidate LLM(s) {unpriced[:5]}",
+                                   "model")
+        return np.where(allowed, costs, 0.0)
+
+    def expected_costs(self, text: str, allowed: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """float64 (m,) expected $ of one prompt on each LLM (0 where not allowed); 400 when unpriced.
+        ``X`` (1, d): the prompt's features, which a bundle with ``costs="predicted"`` predicts its costs
+        from (what an explanation, which encodes the prompt anyway, passes). The path routing takes."""
+        return self.request_costs(self.batch_costs([text], X)[0], allowed)
 
     def in_routing(self) -> np.ndarray:
         """bool (n_llms,): the configured LLMs whose breaker is closed (or due a probe) and that are
@@ -396,20 +456,21 @@ class Decider:
         propensity is over exactly those, which the log records. RequestError (503, with a
         Retry-After) when every candidate is out of routing."""
         start = time.perf_counter()
+        wants_costs = options.cost_weight is not None or options.max_cost is not None
         self.active += 1
-        try:
+        try:  # one encoding: the scores and, when asked, the expected costs come back together
             if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
-                scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
+                row = np.asarray(await self.loop_batcher.submit((text, wants_costs)), dtype=np.float64)
             else:
-                ranked = await self.batcher.decide([text])
-                scores = np.empty(ranked.idx.shape[1], dtype=np.float64)
-                scores[ranked.idx[0]] = ranked.scores[0]
+                ranked = await self.batcher.decide([text], COSTS if wants_costs else None)
+                row = np.empty(ranked.idx.shape[1], dtype=np.float64)
+                row[ranked.idx[0]] = ranked.scores[0]
         finally:
             self.active -= 1
         shadow = self.shadow
         width = self.n_parts * len(self.names)
-        if shadow is not None:
-            scores, shadow_scores = scores[:width], scores[width:]
+        ends = np.cumsum([width, 0 if shadow is None else len(shadow.llm_names), len(self.names)])
+        scores, shadow_scores, costs, shadow_costs = np.split(row, ends)
         wanted = self.configured.copy()
         if options.candidates is not None:
             wanted[:] = False
@@ -426,12 +487,11 @@ class Decider:
 
             scores = combine(list(scores.reshape(self.n_parts, 1, -1)), self.taus, allowed[None, :])[0]
         utility = scores
-        if options.cost_weight is not None or options.max_cost is not None:
-            costs = await asyncio.to_thread(self.expected_costs, text, allowed)
-            utility, allowed = cost_step(scores, costs, options, allowed, self.names)
+        if wants_costs:
+            utility, allowed = cost_step(scores, self.request_costs(costs, allowed), options, allowed, self.names)
         if shadow is not None:
-            return await self._decide_with_shadow(shadow, text, options, scores, utility, allowed, shadow_scores,
-                                                  decision_id, start)
+            return self._decide_with_shadow(shadow, options, scores, utility, allowed, shadow_scores, shadow_costs,
+                                            decision_id, start)
         chosen, propensity = choose(self.policy, utility, allowed, self.rng)
         rest = np.flatnonzero(allowed)
         rest = rest[rest != chosen][np.argsort(-utility[rest[rest != chosen]], kind="stable")]
@@ -450,16 +510,17 @@ class Decider:
             wanted[[helper._index[n] for n in options.candidates if n in helper._index]] = True
         return wanted & helper.in_routing()
 
-    async def _decide_with_shadow(self, shadow, text: str, options: RouteOptions, scores: np.ndarray,
-                                  utility: np.ndarray, allowed: np.ndarray, shadow_scores: np.ndarray,
-                                  decision_id: str | None, start: float) -> Decision:
+    def _decide_with_shadow(self, shadow, options: RouteOptions, scores: np.ndarray, utility: np.ndarray,
+                            allowed: np.ndarray, shadow_scores: np.ndarray, shadow_costs: np.ndarray,
+                            decision_id: str | None, start: float) -> Decision:
         """The decision with a shadow installed (``recroute.serve.shadow_serving``): the shadow's candidates
-        and cost step as live's, then live's greedy choice mixed with the conservative shadow's at ε."""
+        and cost step as live's (``shadow_costs`` (m_shadow,): its :meth:`batch_costs` row, from live's
+        encoding), then live's greedy choice mixed with the conservative shadow's at ε."""
         s_allowed = self.shadow_candidates(shadow, options)
         s_util = shadow_scores
         if s_allowed.any() and (options.cost_weight is not None or options.max_cost is not None):
             try:
-                costs = await asyncio.to_thread(shadow.helper.expected_costs, text, s_allowed)
+                costs = shadow.helper.request_costs(shadow_costs, s_allowed)
                 s_util, s_allowed = cost_step(shadow_scores, costs, options, s_allowed, shadow.llm_names)
             except RequestError:  # no priced or affordable LLM for the shadow: live decides alone
                 s_allowed = np.zeros_like(s_allowed)
