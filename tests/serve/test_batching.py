@@ -89,6 +89,20 @@ def test_different_options_are_routed_in_separate_calls_of_one_batch():
     assert [o.idx.tolist() for o in out] == [[[2]], [[3, 3]], [[1]], [[4]], [[1]]]
 
 
+def test_route_texts_gives_each_group_its_texts_in_row_order():
+    seen = []
+
+    def route(X, n, options, texts):
+        seen.append((options.get("k"), texts, X[:, 0].tolist()))
+        return np.zeros((n, 1), dtype=np.int64), X[:, :1]
+
+    requests = [(["aa", "b"], {"k": 1}), (["cccc"], {"k": 2}), (["ddd"], {"k": 1})]
+    batcher = DecisionBatcher(Recorder().encode, route, BatchSettings(max_wait_ms=200), route_texts=True)
+    out = run(gather_decisions(batcher, requests))
+    assert sorted(seen) == [(1, ["aa", "b", "ddd"], [2.0, 1.0, 3.0]), (2, ["cccc"], [4.0])]
+    assert [o.scores[:, 0].tolist() for o in out] == [[2.0, 1.0], [4.0], [3.0]]
+
+
 def test_a_request_waits_about_max_wait_ms_for_companions_then_goes_alone():
     rec = Recorder()
 
