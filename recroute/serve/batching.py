@@ -19,18 +19,19 @@ requests that still fail get their error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 """texts -> float32 (len(texts), d)."""
-RouteFn = Callable[..., tuple[np.ndarray, ...]]
-"""(X (n, d) or None, n, options[, texts]) -> (llm_idx int64 (n, k), scores float32 (n, k)[, propensity (n,)])."""
+RouteFn = Callable[[Optional[np.ndarray], int, dict], tuple[np.ndarray, ...]]
+"""(X (n, d) or None, n, options) -> (llm_idx int64 (n, k), scores float32 (n, k)[, propensity (n,)])."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,15 @@ class BatchSettings:
 
 @dataclass
 class Decided:
-    """One request's rows: llm_idx int64 (n, k), scores float32 (n, k), the prompts in its batch, and
-    under a stochastic policy the propensity float64 (n,) of each choice."""
+    """One request's rows: llm_idx int64 (n, k), scores float32 (n, k), the prompts in its batch, under
+    a stochastic policy the propensity float64 (n,) of each choice, and the features X (n, d) its prompts
+    were encoded to (None without an encoder)."""
 
     idx: np.ndarray
     scores: np.ndarray
     batch_prompts: int
     propensity: np.ndarray | None = None
+    X: np.ndarray | None = None
 
 
 @dataclass
@@ -87,18 +90,15 @@ class DecisionBatcher:
     """Encode + route requests in micro-batches on one worker thread (see the module docstring).
 
     ``encode``: texts -> (n, d), or None for a router that takes no prompt features; ``route``:
-    (X, n, options) -> (idx (n, k), scores (n, k)), or with ``route_texts`` (X, n, options, texts) where
-    texts are the group's n prompts in X's row order (e.g. for their token counts); ``thread_setup``:
-    run once on the worker thread before its first batch (thread-pool settings of torch / FAISS are per
-    thread).
+    (X, n, options) -> (idx (n, k), scores (n, k)); ``thread_setup``: run once on the worker thread
+    before its first batch (thread-pool settings of torch / FAISS are per thread).
     Use inside a running event loop: ``await start()``, ``await decide(...)``, ``await close()``.
     """
 
     def __init__(self, encode: EncodeFn | None, route: RouteFn, settings: BatchSettings | None = None,
-                 thread_setup: Callable[[], Any] | None = None, route_texts: bool = False) -> None:
+                 thread_setup: Callable[[], Any] | None = None) -> None:
         self._encode = encode
         self._route = route
-        self._route_texts = bool(route_texts)
         self.settings = settings or BatchSettings()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="recroute-decide", initializer=thread_setup)
         self._pending: deque[_Request] = deque()
@@ -235,31 +235,27 @@ class DecisionBatcher:
         X = None
         if self._encode is not None:
             X = parts[members[0]] if len(members) == 1 else np.concatenate([parts[i] for i in members])
-        options = batch[members[0]].options
-        if self._route_texts:
-            rows = self._route(X, sum(sizes), options, [t for i in members for t in batch[i].texts])
-        else:
-            rows = self._route(X, sum(sizes), options)  # (idx, scores[, propensity])
+        rows = self._route(X, sum(sizes), batch[members[0]].options)  # (idx, scores[, propensity])
         ends = np.cumsum(sizes)
         for i, size, end in zip(members, sizes, ends):
             idx, scores, *rest = (a[end - size : end] for a in rows)
-            results[i] = Decided(idx, scores, total, rest[0] if rest else None)
+            results[i] = Decided(idx, scores, total, rest[0] if rest else None, parts[i])
 
 
 class LoopBatcher:
-    """``score(items) -> n rows`` batched across the requests waiting in one event-loop turn, on the loop.
+    """``score(items) -> n rows`` batched across the requests waiting in one event-loop turn.
 
     For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(item)``
-    queues its item (a prompt text, or whatever ``score`` takes, e.g. (text, flag)), and one callback run
-    ``turns`` loop turns after the first queued item scores every queued item in batches of at most
-    ``max_batch``. ``score`` returns one row per item: an (n, m) array, or a sequence of n rows in which
-    an exception is raised for its item alone. One request alone waits ``turns`` loop turns
-    (microseconds); concurrent requests share one encoder + router call (a kNN search reads the whole
-    index whatever the number of queries). Rows are scored independently, so each equals its own
-    one-item call.
+    queues its item (a prompt text, or whatever ``score`` takes), and one callback run ``turns`` loop
+    turns after the first queued item scores every queued item in batches of at most ``max_batch``, on
+    the loop, or with ``off_loop`` on the loop's default executor (a worker thread; the loop goes on
+    meanwhile). One request alone waits ``turns`` loop turns (microseconds); concurrent requests share
+    one encoder + router call (a kNN search reads the whole index whatever the number of queries). Rows
+    are scored independently, so each equals its own one-item call.
     """
 
-    def __init__(self, score: Callable[[list[Any]], Sequence[Any]], max_batch: int = 64, turns: int = 1) -> None:
+    def __init__(self, score: Callable[[list[Any]], Sequence[Any]], max_batch: int = 64, turns: int = 1,
+                 off_loop: bool = False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
         if turns < 1:
@@ -267,11 +263,12 @@ class LoopBatcher:
         self._score = score
         self.max_batch = int(max_batch)
         self.turns = int(turns)
+        self.off_loop = bool(off_loop)
         self._pending: list[tuple[Any, asyncio.Future]] = []
         self.calls = 0  # scoring calls made (for tests and benchmarks)
 
     async def submit(self, item: Any) -> Any:
-        """The item's row of ``score`` (for texts scored by a router: shape (m,))."""
+        """The item's row of ``score`` (a text's score row, shape (m,), for a router's scores)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((item, future))
@@ -290,17 +287,32 @@ class LoopBatcher:
         for start in range(0, len(pending), self.max_batch):
             chunk = pending[start : start + self.max_batch]
             self.calls += 1
-            try:
-                rows = self._score([item for item, _ in chunk])
-            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
-                for _, future in chunk:
-                    if not future.done():
-                        future.set_exception(exc)
+            items = [item for item, _ in chunk]
+            if self.off_loop:
+                done = asyncio.get_running_loop().run_in_executor(None, self._score, items)
+                done.add_done_callback(functools.partial(self._answer_from, chunk))
                 continue
-            for row, (_, future) in zip(rows, chunk):
-                if future.done():  # a client that went away cancelled its future
-                    continue
-                if isinstance(row, BaseException):
-                    future.set_exception(row)
-                else:
-                    future.set_result(row)
+            try:
+                rows = self._score(items)
+            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
+                self._answer(chunk, None, exc)
+                continue
+            self._answer(chunk, rows, None)
+
+    def _answer_from(self, chunk: list, done: asyncio.Future) -> None:
+        if done.cancelled():
+            self._answer(chunk, None, asyncio.CancelledError())
+        else:
+            exc = done.exception()
+            self._answer(chunk, None if exc is not None else done.result(), exc)
+
+    @staticmethod
+    def _answer(chunk: list, rows, exc: BaseException | None) -> None:
+        """Each request of ``chunk`` its row of ``rows``, or ``exc`` (every request of the batch gets it)."""
+        for i, (_, future) in enumerate(chunk):
+            if future.done():  # a client that went away cancelled its future
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(rows[i])

@@ -70,7 +70,6 @@ LOOP_BATCH_TURNS = 8  # loop turns a decision waits for others to batch with (16
 _PASS_HEADERS = ("content-type", "x-request-id", "openai-processing-ms")
 LOGGED_IDS = 100_000  # decision ids of the log's last decisions that a restarted gateway still takes feedback for
 KEEP = object()  # make_decider: keep the previous decider's shadow
-COSTS = {"costs": True}  # the batcher's route options of a request that asks for the cost step
 
 
 class RequestError(Exception):
@@ -279,9 +278,10 @@ class Decider:
     (``decide_on="loop"``, batched with the other requests of the same loop turn), else on the batching
     worker thread (``"thread"``); ``"auto"`` picks by encoder.
 
-    A request with ``cost_weight`` / ``max_cost`` gets its expected costs from the same batched call that
-    scores it (:meth:`batch_costs`: the prices, or the router's predicted costs from the very features
-    the prompt was encoded to for routing), so every prompt is encoded once."""
+    A request with ``cost_weight`` / ``max_cost`` gets its expected costs (:meth:`batch_costs`: the
+    prices, or the router's predicted costs) from the features its prompt was encoded to for routing, so
+    every prompt is encoded once; the costs of the requests scored together are computed together, off
+    the event loop (``cost_batcher``)."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto", breakers=None,
@@ -329,53 +329,35 @@ class Decider:
         self.batcher = None
         if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
             encode = self.bundle.encode if self.needs_features else None
-            self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch), route_texts=True)
+            self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
         self.loop_batcher = (LoopBatcher(self._score, max_batch=max_batch, turns=LOOP_BATCH_TURNS)
                              if decide_on == "loop" else None)
+        # the cost requests scored together queue here in the same loop turn: one cost call, off the loop
+        self.cost_batcher = LoopBatcher(self._costs_of, max_batch=max_batch, off_loop=True)
 
-    def _rank(self, X: np.ndarray | None, n: int, options: dict, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
         """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first; with a shadow,
-        (column indices, live's scores then the shadow's) (n, m + m_shadow); with ``options["costs"]``
-        (column indices, those scores then :meth:`cost_columns`) (n, width + m [+ m_shadow])."""
-        wants_costs = bool(options.get("costs"))
+        (column indices, live's scores then the shadow's) (n, m + m_shadow)."""
         if self.shadow is None and self.n_parts == 1:
-            idx, scores = self.bundle.router.route(X, k=len(self.names), n=n)
-            if not wants_costs:
-                return idx, scores
-            ranked = scores
-            scores = np.empty(idx.shape, dtype=np.float64)
-            np.put_along_axis(scores, idx, ranked, axis=1)
-        else:
-            scores = self._both(X, n)
-        if wants_costs:
-            scores = np.hstack([scores, self.cost_columns(texts, X)])
+            return self.bundle.router.route(X, k=len(self.names), n=n)
+        scores = self._both(X, n)
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
 
-    def _score(self, items: list[tuple[str, bool]]):
-        """Rows for n (text, wants costs) items, from one encoding of the texts: the router scores (with a
-        shadow: live's then the shadow's), and after them, for an item that wants costs, its
-        :meth:`cost_columns`. An (n, width) array when no item wants costs, else a list of n rows (where
-        the costs failed: the exception, for those items alone)."""
-        texts = [text for text, _ in items]
+    def _score(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per text (its router scores (m,) (with a shadow: (m + m_shadow,), live's then the shadow's),
+        its features (d,) or None), from one encoding of the n texts."""
         router = self.bundle.router
         X = self.bundle.encode(texts) if self.needs_features else None
         if self.shadow is not None or self.n_parts > 1:
             scores = self._both(X, len(texts))
         else:
             scores = router.score(X if router.needs_features else None, n=len(texts))
-        want = [i for i, (_, wants) in enumerate(items) if wants]
-        if not want:
-            return scores
-        rows: list = list(scores)
-        try:
-            costs = self.cost_columns([texts[i] for i in want], None if X is None else X[want])
-        except Exception as exc:  # noqa: BLE001 (the requests that asked for costs get the error)
-            for i in want:
-                rows[i] = exc
-            return rows
-        for i, row in zip(want, costs):
-            rows[i] = np.concatenate([np.asarray(scores[i], dtype=np.float64), row])
-        return rows
+        return list(zip(scores, [None] * len(texts) if X is None else X))
+
+    def _costs_of(self, items: list[tuple[str, np.ndarray | None]]) -> np.ndarray:
+        """:meth:`cost_columns` (n, m [+ m_shadow]) of n (text, features (d,) or None) items."""
+        X = None if items[0][1] is None else np.stack([x for _, x in items])
+        return self.cost_columns([text for text, _ in items], X)
 
     def cost_columns(self, texts: list[str], X: np.ndarray | None) -> np.ndarray:
         """float64 (n, m [+ m_shadow]): :meth:`batch_costs` of the prompts for live's LLMs, then with a
@@ -455,22 +437,26 @@ class Decider:
         ``candidates``) still in routing (:meth:`in_routing`), narrowed by the cost step; the policy's
         propensity is over exactly those, which the log records. RequestError (503, with a
         Retry-After) when every candidate is out of routing."""
-        start = time.perf_counter()
-        wants_costs = options.cost_weight is not None or options.max_cost is not None
         self.active += 1
-        try:  # one encoding: the scores and, when asked, the expected costs come back together
-            if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
-                row = np.asarray(await self.loop_batcher.submit((text, wants_costs)), dtype=np.float64)
-            else:
-                ranked = await self.batcher.decide([text], COSTS if wants_costs else None)
-                row = np.empty(ranked.idx.shape[1], dtype=np.float64)
-                row[ranked.idx[0]] = ranked.scores[0]
+        try:
+            return await self._decide(text, options, decision_id)
         finally:
             self.active -= 1
+
+    async def _decide(self, text: str, options: RouteOptions, decision_id: str | None) -> Decision:
+        start = time.perf_counter()
+        if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
+            row, x = await self.loop_batcher.submit(text)
+            scores = np.asarray(row, dtype=np.float64)
+        else:
+            ranked = await self.batcher.decide([text])
+            scores = np.empty(ranked.idx.shape[1], dtype=np.float64)
+            scores[ranked.idx[0]] = ranked.scores[0]
+            x = None if ranked.X is None else ranked.X[0]
         shadow = self.shadow
         width = self.n_parts * len(self.names)
-        ends = np.cumsum([width, 0 if shadow is None else len(shadow.llm_names), len(self.names)])
-        scores, shadow_scores, costs, shadow_costs = np.split(row, ends)
+        if shadow is not None:
+            scores, shadow_scores = scores[:width], scores[width:]
         wanted = self.configured.copy()
         if options.candidates is not None:
             wanted[:] = False
@@ -487,7 +473,10 @@ class Decider:
 
             scores = combine(list(scores.reshape(self.n_parts, 1, -1)), self.taus, allowed[None, :])[0]
         utility = scores
-        if wants_costs:
+        shadow_costs = None
+        if options.cost_weight is not None or options.max_cost is not None:  # from the features just scored
+            costs = await self.cost_batcher.submit((text, x))
+            costs, shadow_costs = costs[: len(self.names)], costs[len(self.names):]
             utility, allowed = cost_step(scores, self.request_costs(costs, allowed), options, allowed, self.names)
         if shadow is not None:
             return self._decide_with_shadow(shadow, options, scores, utility, allowed, shadow_scores, shadow_costs,
@@ -511,11 +500,12 @@ class Decider:
         return wanted & helper.in_routing()
 
     def _decide_with_shadow(self, shadow, options: RouteOptions, scores: np.ndarray, utility: np.ndarray,
-                            allowed: np.ndarray, shadow_scores: np.ndarray, shadow_costs: np.ndarray,
+                            allowed: np.ndarray, shadow_scores: np.ndarray, shadow_costs: np.ndarray | None,
                             decision_id: str | None, start: float) -> Decision:
         """The decision with a shadow installed (``recroute.serve.shadow_serving``): the shadow's candidates
         and cost step as live's (``shadow_costs`` (m_shadow,): its :meth:`batch_costs` row, from live's
-        encoding), then live's greedy choice mixed with the conservative shadow's at ε."""
+        encoding; None without cost options), then live's greedy choice mixed with the conservative
+        shadow's at ε."""
         s_allowed = self.shadow_candidates(shadow, options)
         s_util = shadow_scores
         if s_allowed.any() and (options.cost_weight is not None or options.max_cost is not None):

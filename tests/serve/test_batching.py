@@ -60,6 +60,7 @@ def test_concurrent_requests_share_one_encode_and_one_route_and_get_their_own_ro
         n = len(texts[0])
         assert got.idx.shape == (len(texts), 2) and (got.idx == n % 5).all() and (got.scores == -n).all()
         assert got.batch_prompts == 19
+        assert got.X.tolist() == [[n, 0.0]] * len(texts)  # its own rows of the batch's encoding
     assert rec.encode_sizes == [19] and [n for n, _ in rec.route_calls] == [19]
     assert rec.threads == {"recroute-decide_0"}
 
@@ -87,20 +88,6 @@ def test_different_options_are_routed_in_separate_calls_of_one_batch():
     assert sorted((n, o.get("k"), tuple(o.get("candidates") or ())) for n, o in rec.route_calls) == [
         (1, 2, ()), (2, 1, ()), (2, 1, ("x", "y"))]
     assert [o.idx.tolist() for o in out] == [[[2]], [[3, 3]], [[1]], [[4]], [[1]]]
-
-
-def test_route_texts_gives_each_group_its_texts_in_row_order():
-    seen = []
-
-    def route(X, n, options, texts):
-        seen.append((options.get("k"), texts, X[:, 0].tolist()))
-        return np.zeros((n, 1), dtype=np.int64), X[:, :1]
-
-    requests = [(["aa", "b"], {"k": 1}), (["cccc"], {"k": 2}), (["ddd"], {"k": 1})]
-    batcher = DecisionBatcher(Recorder().encode, route, BatchSettings(max_wait_ms=200), route_texts=True)
-    out = run(gather_decisions(batcher, requests))
-    assert sorted(seen) == [(1, ["aa", "b", "ddd"], [2.0, 1.0, 3.0]), (2, ["cccc"], [4.0])]
-    assert [o.scores[:, 0].tolist() for o in out] == [[2.0, 1.0], [4.0], [3.0]]
 
 
 def test_a_request_waits_about_max_wait_ms_for_companions_then_goes_alone():
@@ -175,6 +162,7 @@ def test_a_router_without_features_gets_no_x():
     batcher = DecisionBatcher(None, route, BatchSettings(max_wait_ms=100))
     out = run(gather_decisions(batcher, [(["a", "b"], {}), (["c"], {})]))
     assert seen == [(None, 3)] and [o.idx.shape for o in out] == [(2, 1), (1, 1)]
+    assert [o.X for o in out] == [None, None]
 
 
 def test_thread_setup_runs_on_the_worker_thread_and_closed_batchers_refuse():

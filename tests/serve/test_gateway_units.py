@@ -257,21 +257,33 @@ def test_loop_batcher_splits_batches_passes_errors_and_skips_cancelled():
         LoopBatcher(score, turns=0)
 
 
-def test_loop_batcher_raises_a_row_that_is_an_error_for_its_item_alone():
+def test_loop_batcher_off_loop_scores_each_batch_on_a_worker_thread():
+    import threading
+
     from recroute.serve.batching import LoopBatcher
 
-    def score(items):
-        return [DataError(f"no cost for {text}") if flag else np.array([len(text)]) for text, flag in items]
+    seen: list[tuple[list, str]] = []
 
-    batcher = LoopBatcher(score)
+    def score(items):
+        seen.append((list(items), threading.current_thread().name))
+        if ("bad", None) in items:
+            raise DataError("bad item")
+        return np.array([[len(text), 0.0 if x is None else x] for text, x in items])
+
+    batcher = LoopBatcher(score, max_batch=2, off_loop=True)
 
     async def run():
-        return await asyncio.gather(*(batcher.submit(item) for item in [("a", False), ("bb", True), ("ccc", False)]),
-                                    return_exceptions=True)
+        ok = await asyncio.gather(*(batcher.submit(item) for item in [("a", None), ("bb", 5.0), ("ccc", None)]))
+        failed = await asyncio.gather(batcher.submit(("bad", None)), batcher.submit(("fine", None)),
+                                      return_exceptions=True)
+        return ok, failed
 
-    a, bb, ccc = asyncio.run(run())
-    assert batcher.calls == 1 and a.tolist() == [1] and ccc.tolist() == [3]
-    assert isinstance(bb, DataError) and "no cost for bb" in str(bb)
+    ok, failed = asyncio.run(run())
+    assert [row.tolist() for row in ok] == [[1.0, 0.0], [2.0, 5.0], [3.0, 0.0]]
+    assert all(isinstance(f, DataError) and "bad item" in str(f) for f in failed)  # its whole batch hears it
+    assert [items for items, _ in seen] == [[("a", None), ("bb", 5.0)], [("ccc", None)],
+                                            [("bad", None), ("fine", None)]]
+    assert all(name != threading.main_thread().name for _, name in seen)
 
 
 def test_loop_batcher_waits_the_given_turns_for_late_requests():
