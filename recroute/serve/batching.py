@@ -300,11 +300,13 @@ class LoopBatcher:
             self._answer(chunk, rows, None)
 
     def _answer_from(self, chunk: list, done: asyncio.Future) -> None:
+        """Answer ``chunk`` from an off-loop scoring call's future (cancelled with it, at shutdown)."""
         if done.cancelled():
-            self._answer(chunk, None, asyncio.CancelledError())
-        else:
-            exc = done.exception()
-            self._answer(chunk, None if exc is not None else done.result(), exc)
+            for _, future in chunk:
+                future.cancel()
+            return
+        exc = done.exception()
+        self._answer(chunk, None if exc is not None else done.result(), exc)
 
     @staticmethod
     def _answer(chunk: list, rows, exc: BaseException | None) -> None:
