@@ -91,7 +91,8 @@ class Counter:
 
 def one_round(module, bundle, ups, model: str, decide_on: str, requests: int, clients: int, prompts: Path,
               tmp: Path, name: str, counter: Counter) -> dict:
-    """{"cpu_ms_per_request", "requests_per_s", "encoded_per_request", "choices"} of one round under uvicorn."""
+    """{"cpu_ms_per_request", "requests_per_s", "latency_ms_p50" (the decision log's, the upstream
+    answering at once), "encoded_per_request", "choices"} of one round under uvicorn."""
     import uvicorn
 
     from recroute.threads import serving_blas
@@ -117,6 +118,7 @@ def one_round(module, bundle, ups, model: str, decide_on: str, requests: int, cl
     if len(decisions) != requests:
         raise RuntimeError(f"round {name}: {len(decisions)} decisions logged for {requests} requests")
     return {"cpu_ms_per_request": 1000 * cpu / requests, "requests_per_s": requests / wall,
+            "latency_ms_p50": float(np.median([r["latency_ms"] for r in decisions])),
             "encoded_per_request": encoded / requests, "choices": {r["prompt_text"]: r["chosen"] for r in decisions}}
 
 
@@ -180,6 +182,7 @@ def main() -> None:
         a = {r["round"]: r for r in rows if r["gateway"] == "after"}
         cpu = [a[i]["cpu_ms_per_request"] / b[i]["cpu_ms_per_request"] for i in sorted(a)]
         rps = [a[i]["requests_per_s"] / b[i]["requests_per_s"] for i in sorted(a)]
+        lat = [a[i]["latency_ms_p50"] / b[i]["latency_ms_p50"] for i in sorted(a)]
         summary[decide_on] = {
             "cpu_ms_before_median": float(np.median([r["cpu_ms_per_request"] for r in b.values()])),
             "cpu_ms_after_median": float(np.median([r["cpu_ms_per_request"] for r in a.values()])),
@@ -187,6 +190,9 @@ def main() -> None:
             "rps_after_median": float(np.median([r["requests_per_s"] for r in a.values()])),
             "cpu_ratio_per_round": cpu, "cpu_ratio_median": float(np.median(cpu)),
             "rps_ratio_per_round": rps, "rps_ratio_median": float(np.median(rps)),
+            "latency_ms_p50_before_median": float(np.median([r["latency_ms_p50"] for r in b.values()])),
+            "latency_ms_p50_after_median": float(np.median([r["latency_ms_p50"] for r in a.values()])),
+            "latency_ratio_per_round": lat, "latency_ratio_median": float(np.median(lat)),
             "encoded_per_request_before": float(np.median([r["encoded_per_request"] for r in b.values()])),
             "encoded_per_request_after": float(np.median([r["encoded_per_request"] for r in a.values()])),
             "choices": agree[decide_on]}
@@ -198,6 +204,8 @@ def main() -> None:
         print(f"{decide_on}: CPU per predicted-cost request {s['cpu_ms_before_median']:.3f} -> {s['cpu_ms_after_median']:.3f} "
               f"ms (ratio {s['cpu_ratio_median']:.3f}, per round {np.round(s['cpu_ratio_per_round'], 3).tolist()}); "
               f"requests/s {s['rps_before_median']:.0f} -> {s['rps_after_median']:.0f} (ratio {s['rps_ratio_median']:.3f}); "
+              f"p50 latency {s['latency_ms_p50_before_median']:.2f} -> {s['latency_ms_p50_after_median']:.2f} ms "
+              f"(ratio {s['latency_ratio_median']:.3f}); "
               f"texts encoded per request {s['encoded_per_request_before']:.2f} -> {s['encoded_per_request_after']:.2f}; "
               f"choices differing from the first before round: {s['choices']['differ']} of "
               f"{2 * args.rounds} x {s['choices']['prompts']}")
