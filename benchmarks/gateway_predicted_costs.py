@@ -70,6 +70,8 @@ def gateway_module(commit: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    path.unlink()
+    path.parent.rmdir()
     return module
 
 
