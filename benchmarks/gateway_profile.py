@@ -29,6 +29,7 @@ CLIENT = """
 import asyncio, sys, time, httpx
 url, n, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 texts = open(sys.argv[4]).read().splitlines()
+model = sys.argv[5] if len(sys.argv) > 5 else "recroute"
 async def main():
     while True:
         try:
@@ -38,7 +39,7 @@ async def main():
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=c), timeout=30) as client:
         async def worker():
             for i in it:
-                r = await client.post(url, json={"model": "recroute", "max_tokens": 64,
+                r = await client.post(url, json={"model": model, "max_tokens": 64,
                                                  "messages": [{"role": "user", "content": texts[i % len(texts)]}]})
                 assert r.status_code == 200, r.text
         await asyncio.gather(*(worker() for _ in range(c)))

@@ -19,6 +19,7 @@ requests that still fail get their error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -55,13 +56,15 @@ class BatchSettings:
 
 @dataclass
 class Decided:
-    """One request's rows: llm_idx int64 (n, k), scores float32 (n, k), the prompts in its batch, and
-    under a stochastic policy the propensity float64 (n,) of each choice."""
+    """One request's rows: llm_idx int64 (n, k), scores float32 (n, k), the prompts in its batch, under
+    a stochastic policy the propensity float64 (n,) of each choice, and the features X (n, d) its prompts
+    were encoded to (None without an encoder)."""
 
     idx: np.ndarray
     scores: np.ndarray
     batch_prompts: int
     propensity: np.ndarray | None = None
+    X: np.ndarray | None = None
 
 
 @dataclass
@@ -236,21 +239,23 @@ class DecisionBatcher:
         ends = np.cumsum(sizes)
         for i, size, end in zip(members, sizes, ends):
             idx, scores, *rest = (a[end - size : end] for a in rows)
-            results[i] = Decided(idx, scores, total, rest[0] if rest else None)
+            results[i] = Decided(idx, scores, total, rest[0] if rest else None, parts[i])
 
 
 class LoopBatcher:
-    """``score(texts) -> (n, m)`` batched across the requests waiting in one event-loop turn, on the loop.
+    """``score(items) -> n rows`` batched across the requests waiting in one event-loop turn.
 
-    For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(text)``
-    queues its text, and one callback run ``turns`` loop turns after the first queued text scores every
-    queued text in batches of at most ``max_batch``. One request alone waits ``turns`` loop turns
-    (microseconds); concurrent requests share one encoder + router call (a kNN search reads the whole
-    index whatever the number of queries). Rows are scored independently, so each equals its own
-    one-text call.
+    For encoders cheap enough to run on the event loop (no worker thread): each ``await submit(item)``
+    queues its item (a prompt text, or whatever ``score`` takes), and one callback run ``turns`` loop
+    turns after the first queued item scores every queued item in batches of at most ``max_batch``, on
+    the loop, or with ``off_loop`` on the loop's default executor (a worker thread; the loop goes on
+    meanwhile). One request alone waits ``turns`` loop turns (microseconds); concurrent requests share
+    one encoder + router call (a kNN search reads the whole index whatever the number of queries). Rows
+    are scored independently, so each equals its own one-item call.
     """
 
-    def __init__(self, score: Callable[[list[str]], np.ndarray], max_batch: int = 64, turns: int = 1) -> None:
+    def __init__(self, score: Callable[[list[Any]], Sequence[Any]], max_batch: int = 64, turns: int = 1,
+                 off_loop: bool = False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
         if turns < 1:
@@ -258,14 +263,15 @@ class LoopBatcher:
         self._score = score
         self.max_batch = int(max_batch)
         self.turns = int(turns)
-        self._pending: list[tuple[str, asyncio.Future]] = []
+        self.off_loop = bool(off_loop)
+        self._pending: list[tuple[Any, asyncio.Future]] = []
         self.calls = 0  # scoring calls made (for tests and benchmarks)
 
-    async def submit(self, text: str) -> np.ndarray:
-        """The text's score row, shape (m,)."""
+    async def submit(self, item: Any) -> Any:
+        """The item's row of ``score`` (a text's score row, shape (m,), for a router's scores)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((text, future))
+        self._pending.append((item, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush_after, self.turns)
         return await future
@@ -281,13 +287,34 @@ class LoopBatcher:
         for start in range(0, len(pending), self.max_batch):
             chunk = pending[start : start + self.max_batch]
             self.calls += 1
-            try:
-                scores = self._score([text for text, _ in chunk])
-            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
-                for _, future in chunk:
-                    if not future.done():
-                        future.set_exception(exc)
+            items = [item for item, _ in chunk]
+            if self.off_loop:
+                done = asyncio.get_running_loop().run_in_executor(None, self._score, items)
+                done.add_done_callback(functools.partial(self._answer_from, chunk))
                 continue
-            for row, (_, future) in zip(scores, chunk):
-                if not future.done():  # a client that went away cancelled its future
-                    future.set_result(row)
+            try:
+                rows = self._score(items)
+            except Exception as exc:  # noqa: BLE001 (every request of the batch gets the error)
+                self._answer(chunk, None, exc)
+                continue
+            self._answer(chunk, rows, None)
+
+    def _answer_from(self, chunk: list, done: asyncio.Future) -> None:
+        """Answer ``chunk`` from an off-loop scoring call's future (cancelled with it, at shutdown)."""
+        if done.cancelled():
+            for _, future in chunk:
+                future.cancel()
+            return
+        exc = done.exception()
+        self._answer(chunk, None if exc is not None else done.result(), exc)
+
+    @staticmethod
+    def _answer(chunk: list, rows, exc: BaseException | None) -> None:
+        """Each request of ``chunk`` its row of ``rows``, or ``exc`` (every request of the batch gets it)."""
+        for i, (_, future) in enumerate(chunk):
+            if future.done():  # a client that went away cancelled its future
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(rows[i])

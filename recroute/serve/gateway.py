@@ -282,7 +282,12 @@ class Decision:
 class Decider:
     """Scores a prompt text (encoder + router) and decides for it: on the event loop for a fast encoder
     (``decide_on="loop"``, batched with the other requests of the same loop turn), else on the batching
-    worker thread (``"thread"``); ``"auto"`` picks by encoder."""
+    worker thread (``"thread"``); ``"auto"`` picks by encoder.
+
+    A request with ``cost_weight`` / ``max_cost`` gets its expected costs (:meth:`batch_costs`: the
+    prices, or the router's predicted costs) from the features its prompt was encoded to for routing, so
+    every prompt is encoded once; the costs of the requests scored together are computed together, off
+    the event loop (``cost_batcher``)."""
 
     def __init__(self, bundle, upstreams: Mapping[str, Upstream], policy_spec: str | None = None,
                  seed: int | None = None, max_batch: int = 64, decide_on: str = "auto", breakers=None,
@@ -306,6 +311,14 @@ class Decider:
         self.policy_spec = str(self.policy.spec)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.prices = routing_prices(bundle, upstreams)
+        self.predicted = getattr(bundle, "costs", "prices") == "predicted"  # costs from router.predict_costs(X)
+        self._priced = None  # the prices with a flat 0 for unpriced LLMs (never allowed in a cost step)
+        if self.prices is not None:
+            from recroute.data.costs import Prices
+
+            p = self.prices
+            self._priced = Prices(p.llms, p.input_per_mtok, p.output_per_mtok, np.where(p.priced, p.per_prompt, 0.0),
+                                  p.output_tokens)
         self._index = {n: j for j, n in enumerate(self.names)}
         self.breakers = breakers
         if breakers is not None:  # bundle LLM j -> its row in the host's breakers (-1: no upstream)
@@ -317,13 +330,16 @@ class Decider:
         if decide_on == "auto":
             decide_on = "loop" if fast_encoder(bundle) else "thread"
         self.decide_on = decide_on
+        self.needs_features = bundle.router.needs_features or (
+            shadow is not None and shadow.bundle.router.needs_features)
         self.batcher = None
         if decide_on == "thread":  # the serving micro-batcher: encode + rank batched on its worker thread
-            encode = self.bundle.encode if bundle.router.needs_features or (
-                shadow is not None and shadow.bundle.router.needs_features) else None
+            encode = self.bundle.encode if self.needs_features else None
             self.batcher = DecisionBatcher(encode, self._rank, BatchSettings(max_batch=max_batch))
         self.loop_batcher = (LoopBatcher(self._score, max_batch=max_batch, turns=LOOP_BATCH_TURNS)
                              if decide_on == "loop" else None)
+        # the cost requests scored together queue here in the same loop turn: one cost call, off the loop
+        self.cost_batcher = LoopBatcher(self._costs_of, max_batch=max_batch, off_loop=True)
 
     def _rank(self, X: np.ndarray | None, n: int, options: dict) -> tuple[np.ndarray, np.ndarray]:
         """Every LLM ranked for n prompts: (llm_idx (n, m), scores (n, m)), best first; with a shadow,
@@ -333,15 +349,29 @@ class Decider:
         scores = self._both(X, n)
         return np.broadcast_to(np.arange(scores.shape[1]), scores.shape), scores
 
-    def _score(self, texts: list[str]) -> np.ndarray:
-        """float32 (n, m) router scores for n texts (with a shadow: (n, m + m_shadow), live's then the
-        shadow's, from one encoding)."""
+    def _score(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per text (its router scores (m,) (with a shadow: (m + m_shadow,), live's then the shadow's),
+        its features (d,) or None), from one encoding of the n texts."""
         router = self.bundle.router
-        needs = router.needs_features or (self.shadow is not None and self.shadow.bundle.router.needs_features)
-        X = self.bundle.encode(texts) if needs else None
+        X = self.bundle.encode(texts) if self.needs_features else None
         if self.shadow is not None or self.n_parts > 1:
-            return self._both(X, len(texts))
-        return router.score(X if router.needs_features else None, n=len(texts))
+            scores = self._both(X, len(texts))
+        else:
+            scores = router.score(X if router.needs_features else None, n=len(texts))
+        return list(zip(scores, [None] * len(texts) if X is None else X))
+
+    def _costs_of(self, items: list[tuple[str, np.ndarray | None]]) -> np.ndarray:
+        """:meth:`cost_columns` (n, m [+ m_shadow]) of n (text, features (d,) or None) items."""
+        X = None if items[0][1] is None else np.stack([x for _, x in items])
+        return self.cost_columns([text for text, _ in items], X)
+
+    def cost_columns(self, texts: list[str], X: np.ndarray | None) -> np.ndarray:
+        """float64 (n, m [+ m_shadow]): :meth:`batch_costs` of the prompts for live's LLMs, then with a
+        shadow for the shadow's (its encoder is live's, so ``X`` serves both)."""
+        costs = self.batch_costs(texts, X)
+        if self.shadow is None:
+            return costs
+        return np.hstack([costs, self.shadow.helper.batch_costs(texts, X)])
 
     def _both(self, X: np.ndarray | None, n: int) -> np.ndarray:
         """float64 (n, n_parts * m [+ m_shadow]): live's scores (a conservative router's levels side by
@@ -364,26 +394,38 @@ class Decider:
         if self.batcher is not None:
             await self.batcher.close()
 
-    def expected_costs(self, text: str, allowed: np.ndarray) -> np.ndarray:
-        """float64 (m,) expected $ of the prompt on each LLM (0 where not allowed); 400 when unpriced.
-        A bundle with ``costs="predicted"`` gives its router's predicted costs for the prompt instead (the
-        prompt is encoded once more for them: the decision's own features stay inside the batcher)."""
-        from recroute.data.costs import Prices, count_prompt_tokens
+    def batch_costs(self, texts: list[str], X: np.ndarray | None) -> np.ndarray:
+        """float64 (n, m) expected $ of n prompts on each LLM, before any request's candidates: with
+        ``costs="predicted"`` the router's ``predict_costs(X)`` (X (n, d): the features the prompts were
+        encoded to for routing), else from the prices (the prompts' tokens counted when per token; NaN
+        everywhere without prices: :meth:`request_costs` refuses those requests)."""
+        if self.predicted:
+            return self.bundle.expected_costs(len(texts), None, X)
+        if self._priced is None:
+            return np.full((len(texts), len(self.names)), np.nan)
+        from recroute.data.costs import count_prompt_tokens
 
-        if getattr(self.bundle, "costs", "prices") == "predicted":
-            X = self.bundle.encode([text]) if self.bundle.router.needs_features else None
-            return np.where(allowed, self.bundle.expected_costs(1, None, X)[0], 0.0)
-        if self.prices is None:
-            raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams file "
-                               "gives no input_price_per_mtok / output_price_per_mtok", "model")
-        unpriced = [n for n, ok, on in zip(self.names, self.prices.priced, allowed) if on and not ok]
-        if unpriced:
-            raise RequestError(400, f"cost_weight / max_cost: no price for candidate LLM(s) {unpriced[:5]}", "model")
-        p = self.prices  # LLMs without a price are never allowed here: a flat 0 keeps expected() whole
-        priced = Prices(p.llms, p.input_per_mtok, p.output_per_mtok, np.where(p.priced, p.per_prompt, 0.0),
-                        p.output_tokens)
-        tokens = count_prompt_tokens([text]) if priced.token_based else None
-        return np.where(allowed, priced.expected(tokens, n=1)[0], 0.0)
+        tokens = count_prompt_tokens(texts) if self._priced.token_based else None
+        return self._priced.expected(tokens, n=len(texts))
+
+    def request_costs(self, costs: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """float64 (m,): one prompt's row of :meth:`batch_costs` with 0 where not ``allowed`` (m,) bool;
+        RequestError (400) when the prices leave an allowed LLM (or every LLM) unpriced."""
+        if not self.predicted:
+            if self.prices is None:
+                raise RequestError(400, "cost_weight / max_cost need prices: the bundle has none and the upstreams "
+                                   "file gives no input_price_per_mtok / output_price_per_mtok", "model")
+            unpriced = [n for n, ok, on in zip(self.names, self.prices.priced, allowed) if on and not ok]
+            if unpriced:
+                raise RequestError(400, f"cost_weight / max_cost: no price for candidate LLM(s) {unpriced[:5]}",
+                                   "model")
+        return np.where(allowed, costs, 0.0)
+
+    def expected_costs(self, text: str, allowed: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """float64 (m,) expected $ of one prompt on each LLM (0 where not allowed); 400 when unpriced.
+        ``X`` (1, d): the prompt's features, which a bundle with ``costs="predicted"`` predicts its costs
+        from (what an explanation, which encodes the prompt anyway, passes). The path routing takes."""
+        return self.request_costs(self.batch_costs([text], X)[0], allowed)
 
     def in_routing(self) -> np.ndarray:
         """bool (n_llms,): the configured LLMs whose breaker is closed (or due a probe) and that are
@@ -401,17 +443,22 @@ class Decider:
         ``candidates``) still in routing (:meth:`in_routing`), narrowed by the cost step; the policy's
         propensity is over exactly those, which the log records. RequestError (503, with a
         Retry-After) when every candidate is out of routing."""
-        start = time.perf_counter()
         self.active += 1
         try:
-            if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
-                scores = np.asarray(await self.loop_batcher.submit(text), dtype=np.float64)
-            else:
-                ranked = await self.batcher.decide([text])
-                scores = np.empty(ranked.idx.shape[1], dtype=np.float64)
-                scores[ranked.idx[0]] = ranked.scores[0]
+            return await self._decide(text, options, decision_id)
         finally:
             self.active -= 1
+
+    async def _decide(self, text: str, options: RouteOptions, decision_id: str | None) -> Decision:
+        start = time.perf_counter()
+        if self.batcher is None:  # a fast encoder: scored on the loop (with the requests of this turn)
+            row, x = await self.loop_batcher.submit(text)
+            scores = np.asarray(row, dtype=np.float64)
+        else:
+            ranked = await self.batcher.decide([text])
+            scores = np.empty(ranked.idx.shape[1], dtype=np.float64)
+            scores[ranked.idx[0]] = ranked.scores[0]
+            x = None if ranked.X is None else ranked.X[0]
         shadow = self.shadow
         width = self.n_parts * len(self.names)
         if shadow is not None:
@@ -432,12 +479,14 @@ class Decider:
 
             scores = combine(list(scores.reshape(self.n_parts, 1, -1)), self.taus, allowed[None, :])[0]
         utility = scores
-        if options.cost_weight is not None or options.max_cost is not None:
-            costs = await asyncio.to_thread(self.expected_costs, text, allowed)
-            utility, allowed = cost_step(scores, costs, options, allowed, self.names)
+        shadow_costs = None
+        if options.cost_weight is not None or options.max_cost is not None:  # from the features just scored
+            costs = await self.cost_batcher.submit((text, x))
+            costs, shadow_costs = costs[: len(self.names)], costs[len(self.names):]
+            utility, allowed = cost_step(scores, self.request_costs(costs, allowed), options, allowed, self.names)
         if shadow is not None:
-            return await self._decide_with_shadow(shadow, text, options, scores, utility, allowed, shadow_scores,
-                                                  decision_id, start)
+            return self._decide_with_shadow(shadow, options, scores, utility, allowed, shadow_scores, shadow_costs,
+                                            decision_id, start)
         chosen, propensity = choose(self.policy, utility, allowed, self.rng)
         rest = np.flatnonzero(allowed)
         rest = rest[rest != chosen][np.argsort(-utility[rest[rest != chosen]], kind="stable")]
@@ -456,16 +505,18 @@ class Decider:
             wanted[[helper._index[n] for n in options.candidates if n in helper._index]] = True
         return wanted & helper.in_routing()
 
-    async def _decide_with_shadow(self, shadow, text: str, options: RouteOptions, scores: np.ndarray,
-                                  utility: np.ndarray, allowed: np.ndarray, shadow_scores: np.ndarray,
-                                  decision_id: str | None, start: float) -> Decision:
+    def _decide_with_shadow(self, shadow, options: RouteOptions, scores: np.ndarray, utility: np.ndarray,
+                            allowed: np.ndarray, shadow_scores: np.ndarray, shadow_costs: np.ndarray | None,
+                            decision_id: str | None, start: float) -> Decision:
         """The decision with a shadow installed (``recroute.serve.shadow_serving``): the shadow's candidates
-        and cost step as live's, then live's greedy choice mixed with the conservative shadow's at ε."""
+        and cost step as live's (``shadow_costs`` (m_shadow,): its :meth:`batch_costs` row, from live's
+        encoding; None without cost options), then live's greedy choice mixed with the conservative
+        shadow's at ε."""
         s_allowed = self.shadow_candidates(shadow, options)
         s_util = shadow_scores
         if s_allowed.any() and (options.cost_weight is not None or options.max_cost is not None):
             try:
-                costs = await asyncio.to_thread(shadow.helper.expected_costs, text, s_allowed)
+                costs = shadow.helper.request_costs(shadow_costs, s_allowed)
                 s_util, s_allowed = cost_step(shadow_scores, costs, options, s_allowed, shadow.llm_names)
             except RequestError:  # no priced or affordable LLM for the shadow: live decides alone
                 s_allowed = np.zeros_like(s_allowed)

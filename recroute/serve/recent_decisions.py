@@ -25,9 +25,11 @@ class RecentDecisions:
     """``add`` a routed decision, ``explain(decision_id)`` it later (None once forgotten or never seen).
 
     Each decision is explained with the bundle that made it (``bundle``, with its ``costs_for(text,
-    allowed (m,) bool) -> (m,)`` expected costs, which may raise for an unpriced LLM: the explanation then
-    carries no cost terms). Only the last ``BUNDLES_KEPT`` bundles are held, so hot reloads never pile up
-    bundles in memory; a decision by an older bundle is answered without an explanation, saying so.
+    allowed (m,) bool, X (1, d) or None) -> (m,)`` expected costs, X the prompt's features as the
+    explanation encodes them (predicted costs come from them: one encoding); it may raise for an unpriced
+    LLM: the explanation then carries no cost terms). Only the last ``BUNDLES_KEPT`` bundles are held, so
+    hot reloads never pile up bundles in memory; a decision by an older bundle is answered without an
+    explanation, saying so.
     """
 
     def __init__(self, size: int = DECISION_MEMORY) -> None:
@@ -41,7 +43,7 @@ class RecentDecisions:
 
     def add(self, decision_id: str, bundle, text: str, candidates: Sequence[str], chosen: str, propensity: float,
             policy: str, cost_weight: float | None = None, max_cost: float | None = None,
-            costs_for: Callable[[str, np.ndarray], np.ndarray] | None = None) -> None:
+            costs_for: Callable[[str, np.ndarray, np.ndarray | None], np.ndarray] | None = None) -> None:
         item = {"decision_id": decision_id, "timestamp": time.time(), "text": text, "candidates": list(candidates),
                 "chosen": chosen, "propensity": float(propensity), "policy": policy,
                 "cost_weight": cost_weight, "max_cost": max_cost, "bundle": id(bundle),
@@ -72,20 +74,20 @@ class RecentDecisions:
 
         bundle, costs_for = made_by
         X = bundle.encode([item["text"]]) if bundle.router.needs_features else None
-        costs = _costs(bundle, costs_for, item)
+        costs = _costs(bundle, costs_for, item, X)
         cost_weight, max_cost = (item["cost_weight"], item["max_cost"]) if costs is not None else (None, None)
         explanation = explain_arrays(bundle.router, X, n=1, candidates=item["candidates"], costs=costs,
                                      cost_weight=cost_weight, max_cost=max_cost)[0]
         return out | {"explanation": explanation}
 
 
-def _costs(bundle, costs_for, item: dict[str, Any]) -> np.ndarray | None:
+def _costs(bundle, costs_for, item: dict[str, Any], X: np.ndarray | None) -> np.ndarray | None:
     if costs_for is None:
         return None
     names = bundle.llm_names
     for allowed in (np.ones(len(names), dtype=bool), np.isin(names, item["candidates"])):
         try:
-            return np.asarray(costs_for(item["text"], allowed), dtype=np.float64)[None, :]
+            return np.asarray(costs_for(item["text"], allowed, X), dtype=np.float64)[None, :]
         except Exception:  # an unpriced LLM: try the candidates alone, then give up on cost terms
             continue
     return None

@@ -3,7 +3,8 @@
 
 Per routed request, live decides as ever (candidates, breakers, cost step) and the shadow's router
 scores the same prompt features (one more scoring; its encoder must be live's, so each prompt is
-encoded once) over its own LLMs, restricted and cost-stepped the same way. Where the conservative
+encoded once) over its own LLMs, restricted and cost-stepped the same way (a shadow with
+``costs="predicted"`` predicts its costs from those features too, in live's cost call). Where the conservative
 shadow's greedy choice s (``conservative_scores``: the shadow's greedy choice only where
 S(s) > S(l) + tau, l live's greedy choice) differs from l, the gateway serves s with probability ε and l
 otherwise; elsewhere l (``shadow_probabilities``). While a shadow is installed, live's own choice is its

@@ -19,8 +19,9 @@ TOPICS = {
 LLMS = ["math-llm", "code-llm", "history-llm", "generalist"]
 
 
-def topic_dataset(n_prompts: int = 120, seed: int = 0) -> RoutingDataset:
-    """Prompts drawn from three topics; LLM j is right on topic j, the generalist half the time."""
+def topic_dataset(n_prompts: int = 120, seed: int = 0, llms: pd.DataFrame | None = None) -> RoutingDataset:
+    """Prompts drawn from three topics; LLM j is right on topic j, the generalist half the time.
+    ``llms``: an LLM table (e.g. with price columns) for the four LLMs."""
     rng = np.random.default_rng(seed)
     names = list(TOPICS)
     topic = np.arange(n_prompts) % len(names)
@@ -30,7 +31,7 @@ def topic_dataset(n_prompts: int = 120, seed: int = 0) -> RoutingDataset:
     Y[:, 3] = rng.random(n_prompts) < 0.5
     prompts = pd.DataFrame({"prompt_id": [f"q{i}" for i in range(n_prompts)], "text": texts,
                             "task": [names[t] for t in topic], "benchmark": "topics"})
-    return RoutingDataset.from_wide(Y, prompts.prompt_id.tolist(), LLMS, prompts=prompts, name="topics")
+    return RoutingDataset.from_wide(Y, prompts.prompt_id.tolist(), LLMS, prompts=prompts, llms=llms, name="topics")
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,7 @@ def test_concurrent_requests_share_one_encode_and_one_route_and_get_their_own_ro
         n = len(texts[0])
         assert got.idx.shape == (len(texts), 2) and (got.idx == n % 5).all() and (got.scores == -n).all()
         assert got.batch_prompts == 19
+        assert got.X.tolist() == [[n, 0.0]] * len(texts)  # its own rows of the batch's encoding
     assert rec.encode_sizes == [19] and [n for n, _ in rec.route_calls] == [19]
     assert rec.threads == {"recroute-decide_0"}
 
@@ -161,6 +162,7 @@ def test_a_router_without_features_gets_no_x():
     batcher = DecisionBatcher(None, route, BatchSettings(max_wait_ms=100))
     out = run(gather_decisions(batcher, [(["a", "b"], {}), (["c"], {})]))
     assert seen == [(None, 3)] and [o.idx.shape for o in out] == [(2, 1), (1, 1)]
+    assert [o.X for o in out] == [None, None]
 
 
 def test_thread_setup_runs_on_the_worker_thread_and_closed_batchers_refuse():

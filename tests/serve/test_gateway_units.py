@@ -257,6 +257,35 @@ def test_loop_batcher_splits_batches_passes_errors_and_skips_cancelled():
         LoopBatcher(score, turns=0)
 
 
+def test_loop_batcher_off_loop_scores_each_batch_on_a_worker_thread():
+    import threading
+
+    from recroute.serve.batching import LoopBatcher
+
+    seen: list[tuple[list, str]] = []
+
+    def score(items):
+        seen.append((list(items), threading.current_thread().name))
+        if ("bad", None) in items:
+            raise DataError("bad item")
+        return np.array([[len(text), 0.0 if x is None else x] for text, x in items])
+
+    batcher = LoopBatcher(score, max_batch=2, off_loop=True)
+
+    async def run():
+        ok = await asyncio.gather(*(batcher.submit(item) for item in [("a", None), ("bb", 5.0), ("ccc", None)]))
+        failed = await asyncio.gather(batcher.submit(("bad", None)), batcher.submit(("fine", None)),
+                                      return_exceptions=True)
+        return ok, failed
+
+    ok, failed = asyncio.run(run())
+    assert [row.tolist() for row in ok] == [[1.0, 0.0], [2.0, 5.0], [3.0, 0.0]]
+    assert all(isinstance(f, DataError) and "bad item" in str(f) for f in failed)  # its whole batch hears it
+    assert [items for items, _ in seen] == [[("a", None), ("bb", 5.0)], [("ccc", None)],
+                                            [("bad", None), ("fine", None)]]
+    assert all(name != threading.main_thread().name for _, name in seen)
+
+
 def test_loop_batcher_waits_the_given_turns_for_late_requests():
     from recroute.serve.batching import LoopBatcher
 
@@ -293,31 +322,29 @@ def test_epsilon_greedy_propensities(tfidf_bundle_dir):
     assert router.policy_spec.startswith("epsilon_greedy")
 
 
-def test_cost_weight_and_max_cost_use_the_shared_cost_step(tfidf_bundle_dir):
+@pytest.mark.parametrize("decide_on", ["loop", "thread"])
+def test_cost_weight_and_max_cost_use_the_shared_cost_step(tfidf_bundle_dir, decide_on):
     from recroute.data.costs import DEFAULT_OUTPUT_TOKENS, count_prompt_tokens
     from recroute.serve.bundle import RoutingBundle
 
     bundle = RoutingBundle.load(tfidf_bundle_dir)
     prices = {"math-llm": (3.0, 5.0), "code-llm": (0.1, 0.2), "history-llm": (1.0, 1.0)}
     t = float(count_prompt_tokens([MATH])[0])
-    router = Decider(bundle, upstreams(prices))
-    try:
-        costs = router.expected_costs(MATH, np.array([True, True, True, False]))
-        assert costs == pytest.approx([(t * a + DEFAULT_OUTPUT_TOKENS * b) / 1e6 for a, b in prices.values()] + [0.0])
-    finally:
-        router.close()
+    costs = Decider(bundle, upstreams(prices)).expected_costs(MATH, np.array([True, True, True, False]))
+    assert costs == pytest.approx([(t * a + DEFAULT_OUTPUT_TOKENS * b) / 1e6 for a, b in prices.values()] + [0.0])
     # a weight that makes math-llm's extra cost outweigh its score lead: code-llm (cheapest) wins
     weight = 2 / (costs[0] - costs[1])
-    got = decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(cost_weight=weight))
+    got = decide(Decider(bundle, upstreams(prices), decide_on=decide_on), MATH, RouteOptions(cost_weight=weight))
     assert got.chosen == "code-llm"
-    got = decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[2]))
+    got = decide(Decider(bundle, upstreams(prices), decide_on=decide_on), MATH, RouteOptions(max_cost=costs[2]))
     assert got.chosen != "math-llm" and "math-llm" not in got.candidates and "math-llm" not in got.order
     with pytest.raises(RequestError, match="the cheapest, code-llm"):
-        decide(Decider(bundle, upstreams(prices)), MATH, RouteOptions(max_cost=costs[1] / 2))
+        decide(Decider(bundle, upstreams(prices), decide_on=decide_on), MATH, RouteOptions(max_cost=costs[1] / 2))
     with pytest.raises(RequestError, match=r"no price for candidate LLM\(s\) \['code-llm', 'history-llm'\]"):
-        decide(Decider(bundle, upstreams({"math-llm": (3.0, 5.0)})), MATH, RouteOptions(cost_weight=1.0))
+        decide(Decider(bundle, upstreams({"math-llm": (3.0, 5.0)}), decide_on=decide_on), MATH,
+               RouteOptions(cost_weight=1.0))
     with pytest.raises(RequestError, match="need prices"):
-        decide(Decider(bundle, upstreams()), MATH, RouteOptions(cost_weight=1.0))
+        decide(Decider(bundle, upstreams(), decide_on=decide_on), MATH, RouteOptions(cost_weight=1.0))
 
 
 def test_auto_runs_fast_encoders_on_the_loop_and_others_on_the_thread(tfidf_bundle_dir):

@@ -93,10 +93,13 @@ def test_gateway_cost_step_uses_the_predicted_costs(nim, graph):
     ups = {n: Upstream(n, "http://127.0.0.1:9/v1", n) for n in bundle.llm_names}  # no prices in the upstreams
     decider = Decider(bundle, ups, decide_on="loop")
     text = str(nim.texts[0])
-    C = graph.predict_costs(bundle.encode([text]))[0]
+    X = bundle.encode([text])
+    C = graph.predict_costs(X)[0]
     allowed = np.ones(len(C), dtype=bool)
     allowed[0] = False
-    np.testing.assert_allclose(decider.expected_costs(text, allowed), np.where(allowed, C, 0.0))
+    np.testing.assert_allclose(decider.expected_costs(text, allowed, X), np.where(allowed, C, 0.0))
+    with pytest.raises(DataError, match="give X"):  # predicted costs come from the routing features alone
+        decider.expected_costs(text, allowed)
 
     async def run():
         await decider.start()
