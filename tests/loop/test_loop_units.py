@@ -327,3 +327,11 @@ def test_a_shadow_decision_that_retires_the_shadow_ends_it_in_the_journal_state(
     state = replay([shadow, keep, passed, {"event": "promoted", "time": 4.0, "bundle": "conservative-9"}])
     assert state.shadow is None and state.live_bundle == "conservative-9"
     assert replay([shadow, keep, passed]).shadow is None  # stopped before the promotion and the next install
+
+
+def test_loop_settings_name_an_unknown_onboarding_design():
+    from recroute.loop.runner import LoopSettings
+
+    LoopSettings(onboard_design="contested").check()
+    with pytest.raises(DataError, match="onboard_design must be one of uniform, contested; got 'stratified'"):
+        LoopSettings(onboard_design="stratified").check()
