@@ -8,11 +8,12 @@ disagree, and stays a probability sample, so the gain on the probes is still an 
 
 - **Strata.** The anchor's prompts are ranked by the spread of the existing LLMs' results (the standard
   deviation over LLMs, ``F`` (n, m) with unobserved cells filled) and cut into ``strata`` strata of equal size
-  (ties in the spread broken at random, under ``seed``).
+  (ties in the spread broken at random, under ``seed``); fewer where the anchor or the budget cannot give
+  every stratum 2 probes (a stratum's variance needs them).
 - **Allocation** (Neyman: n_h proportional to N_h * sigma_h). sigma_h, the unknown standard deviation of the
   gain in stratum h, is proxied by the stratum's mean spread; every stratum gets at least ``floor`` of its
-  proportional share (so no probe stands for more than 1 / floor times its uniform weight) and at most all
-  of its prompts.
+  proportional share (so no probe stands for more than 1 / floor times its uniform weight), at least 2
+  probes, and at most all of its prompts.
 - **Order.** Within a stratum a random order; the strata interleaved so that any prefix of the order is
   allocated in the same proportions (the sequential looks see a stratified sample too).
 - **Estimate** (:func:`stratified_mean`): sum_h W_h * mean_h, W_h = N_h / N; its variance as a two-phase
@@ -63,7 +64,7 @@ def contested_design(F: np.ndarray, budget: int, seed: int, strata: int = 4, flo
     rng = np.random.default_rng(seed)
     tiebreak = rng.permutation(n)
     spread = F.std(axis=1)
-    H = max(1, min(int(strata), n))
+    H = max(1, min(int(strata), n // 2, budget // 2))  # every stratum can hold, and get, 2 probes
     rank = np.empty(n, dtype=np.int64)
     rank[np.lexsort((tiebreak, spread))] = np.arange(n)
     stratum = (rank * H) // n  # H strata of equal size, by increasing spread
@@ -76,9 +77,10 @@ def contested_design(F: np.ndarray, budget: int, seed: int, strata: int = 4, flo
 
 def _allocate(budget: int, size: np.ndarray, sigma: np.ndarray, floor: float) -> np.ndarray:
     """int64 (H,): Neyman shares of ``budget`` (c * size * sigma, c set so they sum to the budget), each kept
-    between ``floor`` times its proportional share and the stratum's size; rounded by largest remainders."""
+    between ``floor`` times its proportional share (and 2 probes) and the stratum's size; rounded by largest
+    remainders."""
     prop = budget * size / size.sum()
-    lo, hi = np.minimum(floor * prop, size), size.astype(np.float64)
+    lo, hi = np.minimum(np.maximum(floor * prop, 2.0), size), size.astype(np.float64)  # 2: a variance per stratum
     score = size * sigma
     if score.sum() <= 0:
         score = size.astype(np.float64)  # no spread anywhere: proportional

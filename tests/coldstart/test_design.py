@@ -10,11 +10,13 @@ from recroute.errors import DataError
 
 
 def test_allocation_is_neyman_within_the_floor_and_the_stratum_sizes():
-    # sizes 10, 10; spreads 0 and 1; budget 10, floor 0.25: stratum 0 keeps a quarter of its proportional
-    # share (1.25), stratum 1 takes the rest (8.75); largest remainders round to 1 and 9
-    assert _allocate(10, np.array([10.0, 10.0]), np.array([0.0, 1.0]), 0.25).tolist() == [1, 9]
-    # Neyman proper: shares 4 * 0.1 : 4 * 0.3 of 4 probes = 1 : 3, both above the floor 0.5 * 2 = 1
-    assert _allocate(4, np.array([4.0, 4.0]), np.array([0.1, 0.3]), 0.5).tolist() == [1, 3]
+    # sizes 20, 20; spreads 0 and 1; budget 20, floor 0.25: stratum 0 keeps a quarter of its proportional
+    # share (2.5), stratum 1 takes the rest (17.5); largest remainders give the tied half to the first: 3, 17
+    assert _allocate(20, np.array([20.0, 20.0]), np.array([0.0, 1.0]), 0.25).tolist() == [3, 17]
+    # ... and never fewer than 2 probes (a stratum's variance): a quarter of 5 is 1.25, so 2 and 8
+    assert _allocate(10, np.array([10.0, 10.0]), np.array([0.0, 1.0]), 0.25).tolist() == [2, 8]
+    # Neyman proper: shares 40 * 0.1 : 40 * 0.3 of 40 probes = 10 : 30, both at or above the floor 0.5 * 20
+    assert _allocate(40, np.array([40.0, 40.0]), np.array([0.1, 0.3]), 0.5).tolist() == [10, 30]
     # a stratum cannot take more than its size: 3 of 3, the other 7 probes to the second stratum
     assert _allocate(10, np.array([3.0, 17.0]), np.array([1.0, 0.01]), 0.25).tolist() == [3, 7]
     # no spread anywhere: proportional
@@ -22,12 +24,15 @@ def test_allocation_is_neyman_within_the_floor_and_the_stratum_sizes():
 
 
 def test_contested_design_strata_order_and_its_prefixes():
-    # 8 prompts: 0-3 every LLM agrees (spread 0), 4-7 they split 2 against 2 (spread 0.5)
-    F = np.vstack([np.ones((2, 4)), np.zeros((2, 4)), np.tile([1.0, 1.0, 0.0, 0.0], (4, 1))])
-    plan = contested_design(F, 4, seed=0, strata=2, floor=0.5)
-    assert plan.stratum.tolist() == [0, 0, 0, 0, 1, 1, 1, 1] and plan.weight.tolist() == [0.5, 0.5]
-    assert len(set(plan.order.tolist())) == 4 and np.sum(plan.order < 4) == 1  # allocation 1 : 3
-    assert plan.probe_strata(4).tolist() == plan.stratum[plan.order].tolist()
+    # 16 prompts: 0-7 every LLM agrees (spread 0), 8-15 they split 2 against 2 (spread 0.5); budget 8,
+    # floor 0.5 of the proportional 4: allocation 2 : 6
+    F = np.vstack([np.ones((4, 4)), np.zeros((4, 4)), np.tile([1.0, 1.0, 0.0, 0.0], (8, 1))])
+    plan = contested_design(F, 8, seed=0, strata=2, floor=0.5)
+    assert plan.stratum.tolist() == [0] * 8 + [1] * 8 and plan.weight.tolist() == [0.5, 0.5]
+    assert len(set(plan.order.tolist())) == 8 and np.sum(plan.order < 8) == 2
+    assert plan.probe_strata(8).tolist() == plan.stratum[plan.order].tolist()
+    # a small anchor or budget gets fewer strata, each with 2 probes at least
+    assert len(contested_design(F[:7], 7, seed=0).weight) == 3 and len(contested_design(F, 3, seed=0).weight) == 1
     big = contested_design(np.vstack([np.zeros((100, 3)), np.tile([0.0, 1.0, 1.0], (100, 1))]), 80, seed=1, strata=2)
     first = big.probe_strata(40)
     assert 0 < np.sum(first == 0) < np.sum(first == 1)  # every prefix is stratified like the whole
