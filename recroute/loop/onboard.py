@@ -2,7 +2,11 @@
 
 **Probes.** The anchor holds the existing LLMs' results on its prompts. The new LLM is asked anchor
 prompts in a random order (seeded): a uniform sample of the anchor, so the evidence below is unbiased.
-``answer(row)`` sends the prompt to the LLM and scores the reply.
+``answer(row)`` sends the prompt to the LLM and scores the reply. ``design="contested"`` probes a stratified
+sample instead, most where the existing LLMs' results disagree (:mod:`recroute.coldstart.design`), and the
+evidence is its stratified estimate. Measured (benchmarks/results/loop_onboard.md, fourth session): it raises
+the strong new LLM's share (nim: goal 3 on 15 of 20 fresh seeds against 10) and lowers a marginal LLM's true
+mu_o more often (8 of 19 onboardings against 5 of 14), so ``uniform`` stays the default.
 
 **Placement** (one mechanism for every family). A ridge regression of the probe results on the existing
 LLMs' results at the probed prompts (:class:`~recroute.coldstart.estimators.ResultRegression`) predicts the

@@ -34,7 +34,7 @@ import numpy as np
 from recroute.errors import DataError, RecrouteError
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
-from recroute.loop.onboard import DESIGNS, onboard_llm
+from recroute.loop.onboard import DEFAULT_DESIGN, DESIGNS, onboard_llm
 from recroute.loop.promote import Promote, PromotionError, Serving
 from recroute.loop.refit import (
     Anchor,
@@ -78,7 +78,7 @@ class LoopSettings:
     probe_every: int = 40
     onboard_margin: float = -0.03
     onboard_min_support: int = 10
-    onboard_design: str = "uniform"  # which anchor prompts are probed (onboard.DESIGNS)
+    onboard_design: str = DEFAULT_DESIGN  # which anchor prompts are probed (onboard.DESIGNS)
     explore: str = "epsilon"
     shadow_looks: int = 3
     shadow_cap: float = 0.5
