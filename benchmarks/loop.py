@@ -74,7 +74,7 @@ def run_fast(args) -> list[dict]:
     settings = LoopSettings(schedule=Schedule(args.every), holdout=0.3, min_outcomes=args.every,
                             reward_router=args.reward_router, probe_budget=args.probe_budget,
                             min_support=args.min_support, onboard_margin=args.onboard_margin,
-                            onboard_min_support=args.onboard_min_support)
+                            onboard_min_support=args.onboard_min_support, **({"onboard_design": args.onboard_design} if args.onboard_design else {}))
     config = StreamConfig(family=args.family, start_share=args.start_share, decisions=args.decisions,
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           explore=args.explore, shadow_looks=args.shadow_looks,
@@ -346,6 +346,7 @@ def main() -> None:
     parser.add_argument("--probe-budget", type=int, default=200)
     parser.add_argument("--onboard-margin", type=float, default=-0.03, help="onboarding's gate (LoopSettings.onboard_margin)")
     parser.add_argument("--onboard-min-support", type=int, default=10, help="LoopSettings.onboard_min_support")
+    parser.add_argument("--onboard-design", default=None, help="LoopSettings.onboard_design: the probe design (default: LoopSettings')")
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     if args.mode == "process" and args.decisions is None:

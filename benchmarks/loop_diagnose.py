@@ -13,7 +13,13 @@ prompt), and its true mu_o gain over the start router on the stream after the ar
 200 - K1 probe logged prompts (before the arrival) where the candidate picks it, where live's outcome is
 known; the standard error of that paired estimate and how often (50 draws) its lower bound passes 0.
 
+``--designs uniform,contested``: instead, each probe design of ``recroute.loop.onboard.onboard_llm`` (the
+loop's own onboarding, 200 probes, its gate) on the start router: the gate's estimate, standard error and
+lower bound, promoted or not at the default margin and at 0, the placed candidate's true mu_o gain on the
+stream after the arrival and its share ratio (ties split).
+
     python benchmarks/loop_diagnose.py --dataset ../shared/data/llmrouter_nim --new-llm llama-3.1-nemotron-51b-instruct --seeds 10 --json diag.json
+    python benchmarks/loop_diagnose.py --dataset ../shared/data/llmrouter_nim --new-llm gemma-2-9b-it --seeds 10 --designs uniform,contested --json designs.json
 """
 
 from __future__ import annotations
@@ -101,6 +107,69 @@ def diagnose_seed(data, X, new: str, seed: int, family: str, decisions: int | No
     return out
 
 
+def design_seed(data, X, new: str, seed: int, family: str, decisions: int | None, designs: list[str],
+                margin: float = -0.03) -> dict:
+    """Per probe design: onboard_llm's gate and the placed candidate's true gain and share (module docstring)."""
+    from recroute.feedback.policies import greedy_matrix
+    from recroute.loop.onboard import onboard_llm
+    from recroute.loop.refit import Anchor
+    from recroute.loop.simulate import StreamConfig, _full_router, stream_order, tie_split_share
+    from recroute.routers.registry import make_router
+
+    names = [str(n) for n in data.llm_names]
+    col = {n: j for j, n in enumerate(names)}
+    T = data.dense(np.nan).astype(np.float64)
+    obs = ~np.isnan(T)
+    pool = [n for n in names if n != new]
+    last = pool + [new]
+    cl = [col[n] for n in last]
+    start, stream = stream_order(obs, StreamConfig(decisions=decisions), np.random.default_rng(seed))
+    add_at = int(0.5 * len(stream))
+    b = min(len(stream), add_at + 2000)
+    window, rest = stream[b - 500:b], stream[add_at:]
+    full = _full_router(family, T, obs, np.setdiff1d(np.concatenate([start, stream]), window), last, col, X.__getitem__)
+    share_full = float(tie_split_share(full.score(X[window]), obs[window][:, cl], len(last) - 1).mean())
+    live = make_router(family).fit(T[start][:, [col[n] for n in pool]].astype(np.float32), X[start])
+    live.llm_names_ = np.asarray(pool, dtype=object)
+    anchor = Anchor(X[start], T[start], names)
+    truth = np.nan_to_num(T[start][:, col[new]])
+    A_rest, t_rest = obs[rest][:, cl], np.nan_to_num(T[rest][:, cl])
+    idx = np.arange(len(rest))
+    mu_live = t_rest[idx, greedy_matrix(live.score(X[rest]), A_rest[:, :-1]).argmax(1)].mean()
+    out = {"seed": seed, "n_anchor": int(len(start)), "share_full_split": share_full}
+    for design in designs:
+        got = onboard_llm(live, anchor, new, lambda row: float(truth[row]), 200, margin=margin, seed=seed, design=design)
+        cand, g = got.candidate, got.gate
+        share = float(tie_split_share(cand.score(X[window]), obs[window][:, cl], len(last) - 1).mean())
+        gain = float(t_rest[idx, greedy_matrix(cand.score(X[rest]), A_rest).argmax(1)].mean() - mu_live)
+        out[design] = {"probes": got.probes, "estimate": g.delta, "se": g.se, "lower": g.lower, "support": g.support,
+                       "promote": bool(got.promote), "promote_margin0": bool(g.lower > 0 and g.support >= 10),
+                       "true_gain": gain, "share_split": share, "share_ratio_split": share / share_full}
+    return out
+
+
+def design_summary(rows: list[dict], designs: list[str]) -> dict:
+    """Per design: share ratio of the means and per seed (all seeds, and promoted ones count as placed,
+    refused as 0), promotions, and those lowering the true mu_o, at the default margin and at 0."""
+    full = np.array([r["share_full_split"] for r in rows])
+    out = {}
+    for d in designs:
+        g = [r[d] for r in rows]
+        gain = np.array([x["true_gain"] for x in g])
+        share = np.array([x["share_split"] for x in g])
+        res = {"se_mean": float(np.mean([x["se"] for x in g])), "estimate_bias": float(np.mean([x["estimate"] for x in g]) - gain.mean()),
+               "gain_mean": float(gain.mean()), "placed_ratio_of_means": float(share.mean() / full.mean()),
+               "placed_ge_0.8": int(sum(x["share_ratio_split"] >= 0.8 for x in g))}
+        for key in ("promote", "promote_margin0"):
+            on = np.array([x[key] for x in g])
+            served = np.where(on, share, 0.0)
+            res[key] = {"promoted": int(on.sum()), "lowering": int(np.sum(on & (gain < 0))),
+                        "ratio_of_means": float(served.mean() / full.mean()),
+                        "ge_0.8": int(np.sum(served / full >= 0.8))}
+        out[d] = res
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True)
@@ -110,6 +179,7 @@ def main() -> None:
     parser.add_argument("--family", default="knn")
     parser.add_argument("--decisions", type=int, default=None)
     parser.add_argument("--targeted", type=int, default=None, help="K1 uniform probes, 200 - K1 targeted")
+    parser.add_argument("--designs", default=None, help="comma-separated probe designs of onboard_llm to compare")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
     from recroute.data.catalog import load_dataset
@@ -117,6 +187,16 @@ def main() -> None:
     data = load_dataset(args.dataset)
     X = load_features(data, None)
     rows = []
+    if args.designs:
+        designs = args.designs.split(",")
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            rows.append(design_seed(data, X, args.new_llm, seed, args.family, args.decisions, designs))
+            print(seed, " ".join(f"{d}: est {rows[-1][d]['estimate']:+.4f} se {rows[-1][d]['se']:.4f} lower {rows[-1][d]['lower']:+.4f} "
+                                 f"true {rows[-1][d]['true_gain']:+.4f} ratio {rows[-1][d]['share_ratio_split']:.2f}" for d in designs), flush=True)
+        summary = design_summary(rows, designs)
+        Path(args.json).write_text(json.dumps({"args": vars(args), "summary": summary, "rows": rows}, indent=1))
+        print(json.dumps(summary, indent=1))
+        return
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows.append(diagnose_seed(data, X, args.new_llm, seed, args.family, args.decisions, args.targeted))
         r = rows[-1]

@@ -54,6 +54,7 @@ def run_command(
     probe_budget: int = typer.Option(200, "--probe-budget", min=1, help="Most probe calls per new LLM."),
     onboard_margin: float = typer.Option(-0.03, "--onboard-margin", help="A new LLM is routed to once the lower bound of its gain on the probes is above this."),
     onboard_min_support: int = typer.Option(10, "--onboard-min-support", min=0, help="Probed prompts where the placed LLM must change the choice."),
+    onboard_design: str = typer.Option("uniform", "--onboard-design", help="Which anchor prompts a new LLM is probed on: uniform (a random order) or contested (stratified on where the existing LLMs disagree; docs/loop.md)."),
     poll: float = typer.Option(5.0, "--poll", min=0.01, help="Seconds between steps."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (default: run until stopped)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the reward model's folds."),
@@ -94,7 +95,7 @@ def run_command(
             holdout=holdout if holdout < 1 else int(holdout), min_outcomes=min_outcomes, alpha=alpha, margin=margin,
             min_support=min_support, reward_router=reward_router, explore_budget=explore_budget,
             probe_budget=probe_budget, onboard_margin=onboard_margin,
-            onboard_min_support=onboard_min_support, explore=explore, shadow_looks=shadow_looks,
+            onboard_min_support=onboard_min_support, onboard_design=onboard_design, explore=explore, shadow_looks=shadow_looks,
             shadow_tau=shadow_tau, anchor_reward=anchor_reward)
         journal = Journal(journal_path)
         runner = LoopRunner(log_path, journal, gateway_reload(gateway, key), workdir or journal_path.parent / "loop-bundles",

@@ -2,7 +2,7 @@
 which prompts to probe (:mod:`.probes`; adaptive probing in :mod:`.adaptive`), router-free estimators
 of a new LLM's results (:mod:`.estimators`: an LLM mixture, 2PL IRT in :mod:`.irt`, gp-IRT), the
 held-out-LLM experiment (:mod:`.experiment`), and routers facing prompts of tasks never seen in
-training (:mod:`.new_tasks`)."""
+training (:mod:`.new_tasks`); the stratified probe design of live onboarding (:mod:`.design`)."""
 
 from recroute.coldstart.adaptive import (
            adaptive_probes,

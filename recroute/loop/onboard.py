@@ -2,7 +2,11 @@
 
 **Probes.** The anchor holds the existing LLMs' results on its prompts. The new LLM is asked anchor
 prompts in a random order (seeded): a uniform sample of the anchor, so the evidence below is unbiased.
-``answer(row)`` sends the prompt to the LLM and scores the reply.
+``answer(row)`` sends the prompt to the LLM and scores the reply. ``design="contested"`` probes a stratified
+sample instead, most where the existing LLMs' results disagree (:mod:`recroute.coldstart.design`), and the
+evidence is its stratified estimate. Measured (benchmarks/results/loop_onboard.md, fourth session): it raises
+the strong new LLM's share (nim: goal 3 on 15 of 20 fresh seeds against 10) and lowers a marginal LLM's true
+mu_o more often (8 of 19 onboardings against 5 of 14), so ``uniform`` stays the default.
 
 **Placement** (one mechanism for every family). A ridge regression of the probe results on the existing
 LLMs' results at the probed prompts (:class:`~recroute.coldstart.estimators.ResultRegression`) predicts the
@@ -48,12 +52,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from recroute.coldstart.adaptive import llm_support
+from recroute.coldstart.design import ProbeDesign, contested_design, stratified_mean, uniform_design
 from recroute.coldstart.estimators import ResultRegression
 from recroute.errors import DataError
 from recroute.feedback.policies import greedy_matrix
 from recroute.loop.gate import GateResult, promotion_decision
 from recroute.loop.refit import Anchor
 from recroute.routers.conservative import ConservativeRouter, fitted_family
+
+DESIGNS = ("uniform", "contested")  # the probe designs (recroute.coldstart.design)
+DEFAULT_DESIGN = "uniform"
 
 
 @dataclass
@@ -116,12 +124,14 @@ def place(router, prompts: PlacementPrompts, rows: np.ndarray, results: np.ndarr
 
 
 def evidence(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: str, folds: int = 5,
-             alpha: float = 0.05) -> GateResult:
+             alpha: float = 0.05, design: ProbeDesign | None = None) -> GateResult:
     """Cross-fitted full-information gain of placing ``llm`` into a router of ``router``'s family, on the
     probed anchor positions rows (k,) with results (k,); ``known``: the anchor over the router's LLMs
     (NaN = not observed, not a choice). Per fold, the family is fitted on the anchor without the fold's
     prompts (a proxy of the live router that never saw them), the LLM placed from the other folds' probes,
-    and both choose on the fold's prompts."""
+    and both choose on the fold's prompts. ``design``: the probes' design (their strata and weights, when
+    rows are its first k probes; None: a uniform sample), whose estimate the gain is
+    (:func:`recroute.coldstart.design.stratified_mean`)."""
     from scipy.stats import norm
 
     from recroute.routers.registry import make_router
@@ -152,11 +162,14 @@ def evidence(router, known: Anchor, rows: np.ndarray, results: np.ndarray, llm: 
         r_new[held] = full[np.arange(len(t)), pick_new[held]]
         r_live[held] = full[np.arange(len(t)), pick_live[held]]
     d = r_new - r_live
-    se = float(d.std(ddof=1) / np.sqrt(k)) if k > 1 else float("inf")
+    if design is None:
+        design = ProbeDesign(rows, np.zeros(n, dtype=np.int64), np.ones(1))
+    delta, se = stratified_mean(d, design.stratum[rows], design.weight, n)
     z = float(norm.ppf(1 - alpha / 2))
-    delta = float(d.mean())
     differ = pick_new != pick_live
-    return GateResult(float(r_new.mean()), float(r_live.mean()), delta, delta - z * se, delta + z * se, se,
+    mu_new, _ = stratified_mean(r_new, design.stratum[rows], design.weight, n)
+    mu_live, _ = stratified_mean(r_live, design.stratum[rows], design.weight, n)
+    return GateResult(mu_new, mu_live, delta, delta - z * se, delta + z * se, se,
                       int(differ.sum()), float(differ.mean()), k)
 
 
@@ -169,10 +182,11 @@ def looks(budget: int, min_probes: int, every: int) -> list[int]:
 def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float], budget: int = 200,
                 extra_X: np.ndarray | None = None, *, min_probes: int = 40, probe_every: int = 40,
                 alpha: float = 0.05, margin: float = -0.03, min_support: int = 10, folds: int = 5,
-                seed: int = 0) -> Onboarding:
+                seed: int = 0, design: str = DEFAULT_DESIGN) -> Onboarding:
     """Probe ``llm`` live through ``answer(anchor_row) -> result in [0, 1]``, place it into ``router`` (a
     fitted router whose family supports new LLMs) and promote it only on evidence (module docstring).
-    ``extra_X`` (n, d): further prompts the router was trained on (the decision log's), placed too."""
+    ``extra_X`` (n, d): further prompts the router was trained on (the decision log's), placed too.
+    ``design``: which anchor prompts are probed, in which order (:data:`DESIGNS`)."""
     if llm in [str(n) for n in router.llm_names_]:
         raise DataError(f"LLM {llm!r} is already routed to")
     if not router.can_place_new_llms():
@@ -181,8 +195,12 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
     budget = min(int(budget), len(known.Y))
     if budget < 1:
         raise DataError("the probe budget must be at least 1 and the anchor must hold prompts")
+    if design not in DESIGNS:
+        raise DataError(f"unknown probe design {design!r}; available: {', '.join(DESIGNS)}")
     prompts = placement_prompts(fitted_family(router), known, extra_X)
-    order = np.random.default_rng(seed).permutation(len(known.Y))[:budget]
+    plan = (uniform_design(len(known.Y), budget, seed) if design == "uniform"
+            else contested_design(prompts.F[: len(known.Y)], budget, seed))
+    order = plan.order
     at = looks(budget, int(min_probes), int(probe_every))
     results = np.zeros(budget)
     gate, promote, reason = None, False, "no look yet"
@@ -194,7 +212,7 @@ def onboard_llm(router, anchor: Anchor, llm: str, answer: Callable[[int], float]
         if t not in at:
             continue
         final = t == budget
-        gate = evidence(router, known, order[:t], results[:t], llm, folds, alpha if final else alpha / len(at))
+        gate = evidence(router, known, order[:t], results[:t], llm, folds, alpha if final else alpha / len(at), plan)
         if final:
             promote, reason = promotion_decision(gate, margin, min_support)
             if gate.support < min_support:  # the rule's words are about logged decisions; here they are probes

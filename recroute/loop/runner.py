@@ -34,7 +34,7 @@ import numpy as np
 from recroute.errors import DataError, RecrouteError
 from recroute.loop.gate import GateResult, compare, promotion_decision
 from recroute.loop.journal import Journal
-from recroute.loop.onboard import onboard_llm
+from recroute.loop.onboard import DEFAULT_DESIGN, DESIGNS, onboard_llm
 from recroute.loop.promote import Promote, PromotionError, Serving
 from recroute.loop.refit import (
     Anchor,
@@ -59,7 +59,8 @@ class LoopSettings:
     promotion rule (``gate.promotion_decision``); reward_router: the DR reward model; explore_budget:
     the off-greedy share the live policy may use (journalled against the measured share); probe_budget,
     min_probes, probe_every, onboard_margin, onboard_min_support: onboarding (``onboard.onboard_llm``: the
-    same gate rule at level alpha, with a non-inferiority margin and a support of its own); anchor_reward:
+    same gate rule at level alpha, with a non-inferiority margin and a support of its own; onboard_design: the
+    probe design, ``recroute.coldstart.design``); anchor_reward:
     the DR reward model of refits and gates fitted on the anchor's full results too
     (``refit.fit_candidate``'s ``anchor_reward``; needs the anchor set)."""
 
@@ -77,6 +78,7 @@ class LoopSettings:
     probe_every: int = 40
     onboard_margin: float = -0.03
     onboard_min_support: int = 10
+    onboard_design: str = DEFAULT_DESIGN  # which anchor prompts are probed (onboard.DESIGNS)
     explore: str = "epsilon"
     shadow_looks: int = 3
     shadow_cap: float = 0.5
@@ -88,6 +90,8 @@ class LoopSettings:
             raise DataError(f"explore must be 'epsilon' or 'shadow'; got {self.explore!r}")
         if self.explore == "shadow" and (self.explore_budget is None or not 0 < self.explore_budget <= 1):
             raise DataError("--explore shadow needs an exploration budget in (0, 1] (--explore-budget)")
+        if self.onboard_design not in DESIGNS:
+            raise DataError(f"onboard_design must be one of {', '.join(DESIGNS)}; got {self.onboard_design!r}")
         if self.shadow_looks < 1:
             raise DataError(f"shadow_looks must be at least 1; got {self.shadow_looks}")
         if not (np.isfinite(self.shadow_tau) and self.shadow_tau >= 0):
@@ -519,7 +523,7 @@ class LoopRunner:
         s = self.settings
         result = onboard_llm(live.router, anchor, llm, lambda row: answer(llm, row), s.probe_budget, self._logged_X(live),
                              min_probes=s.min_probes, probe_every=s.probe_every, alpha=s.alpha, margin=s.onboard_margin,
-                             min_support=s.onboard_min_support, seed=self.seed)
+                             min_support=s.onboard_min_support, seed=self.seed, design=s.onboard_design)
         bundle_path = None
         if result.placed is not None:
             bundle_path = str(self.save_bundle(result.placed, live, f"onboard-{_safe(llm)}"))

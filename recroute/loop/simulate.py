@@ -146,7 +146,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
             got = onboard_llm(live, anchor, config.new_llm, lambda row: float(np.nan_to_num(truth_all[start[row], col[config.new_llm]])),
                               settings.probe_budget, None if X is None else X[seen], min_probes=settings.min_probes,
                               probe_every=settings.probe_every, alpha=settings.alpha, margin=settings.onboard_margin,
-                              min_support=settings.onboard_min_support, seed=seed)
+                              min_support=settings.onboard_min_support, seed=seed, design=settings.onboard_design)
             probes = {"llm": config.new_llm, "probes": got.probes, "placed": got.placed is not None, "at": t,
                       "reason": got.reason, "gate": None if got.gate is None else got.gate.to_dict(),
                       "true_delta": mu_on(got.candidate, eval_rows) - mu_on(live, eval_rows)}  # promoted or not

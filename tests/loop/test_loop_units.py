@@ -375,3 +375,11 @@ def test_a_saved_refit_keeps_lives_prices_and_prices_an_onboarded_llm_from_the_u
     assert saved.costs == "prices" and saved.prices is None  # b has no price anywhere: the gateway takes the file's
     (event,) = journal.events()
     assert event["event"] == "costs" and (event["live_costs"], event["costs"], event["bundle"]) == ("predicted", "prices", "refit-2")
+
+
+def test_loop_settings_name_an_unknown_onboarding_design():
+    from recroute.loop.runner import LoopSettings
+
+    LoopSettings(onboard_design="contested").check()
+    with pytest.raises(DataError, match="onboard_design must be one of uniform, contested; got 'stratified'"):
+        LoopSettings(onboard_design="stratified").check()

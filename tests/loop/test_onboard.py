@@ -112,6 +112,52 @@ def test_the_gate_promotes_a_helpful_llm_and_refuses_a_harmful_one():
         onboard_llm(router, anchor, "a", lambda row: 1.0)
 
 
+def test_the_contested_design_probes_where_the_llms_disagree_and_gates_by_its_strata():
+    # four clusters, 10 % noise: a is right in 0 and 1, b in 1 and 2, c in 1 and on a coin in 3; the new LLM
+    # is right in 2 and 3. The design's probes are its order, fewer on the prompts where a, b, c agree, and
+    # the gate's estimate is the stratified one of those probes
+    from recroute.coldstart.design import contested_design
+
+    rng = np.random.default_rng(5)
+    cluster = np.arange(200) % 4
+    X = (np.eye(4)[cluster] * 5 + rng.normal(scale=0.3, size=(200, 4))).astype(np.float32)
+    coin = rng.random(200) < 0.5
+    right = np.column_stack([cluster <= 1, (cluster == 1) | (cluster == 2), (cluster == 1) | ((cluster == 3) & coin)])
+    Y = np.where(rng.random((200, 3)) < 0.9, right, ~right).astype(float)
+    router = KNNRouter(k=5).fit(Y.astype(np.float32), X)
+    router.llm_names_ = np.array(["a", "b", "c"], dtype=object)
+    anchor = Anchor(X, np.column_stack([Y, np.full(200, np.nan)]), ["a", "b", "c", "new"])
+    got = onboard_llm(router, anchor, "new", lambda row: float(cluster[row] >= 2), budget=80, design="contested", seed=2)
+    plan = contested_design(Y, 80, seed=2)
+    assert got.rows.tolist() == plan.order.tolist() and got.probes == 80
+    agree = Y.std(axis=1) == 0
+    assert np.mean(agree[got.rows]) < 0.5 * np.mean(agree)
+    again = evidence(router, anchor.with_llms(["a", "b", "c"]), got.rows, got.results, "new", design=plan)
+    assert (again.delta, again.se, again.support) == pytest.approx((got.gate.delta, got.gate.se, got.gate.support))
+    assert got.gate.delta > 0 and got.promote == (got.gate.lower > -0.03 and got.gate.support >= 10)
+    with pytest.raises(DataError, match="unknown probe design"):
+        onboard_llm(router, anchor, "new", lambda row: 1.0, design="bogus")
+
+
+def test_the_contested_design_probes_a_specialist_of_the_prompts_every_llm_fails_less():
+    # the gate test's clusters (a right in 0 and 1, b in 1 and 2, nobody in 3), the new LLM right exactly in
+    # 3: a and b agree there (both wrong), so the design probes it at its floor and the support rule refuses
+    # what uniform probes promote (a known cost of the design: docs/loop.md)
+    rng = np.random.default_rng(5)
+    cluster = np.arange(200) % 4
+    X = (np.eye(4)[cluster] * 5 + rng.normal(scale=0.3, size=(200, 4))).astype(np.float32)
+    right = np.column_stack([cluster <= 1, (cluster == 1) | (cluster == 2)]).astype(float)
+    router = KNNRouter(k=5).fit(right.astype(np.float32), X)
+    router.llm_names_ = np.array(["a", "b"], dtype=object)
+    anchor = Anchor(X, np.column_stack([right, np.full(200, np.nan)]), ["a", "b", "new"])
+    answer = lambda row: float(cluster[row] == 3)
+    uniform = onboard_llm(router, anchor, "new", answer, budget=80, seed=2)
+    contested = onboard_llm(router, anchor, "new", answer, budget=80, design="contested", seed=2)
+    assert uniform.promote and not contested.promote and contested.gate.lower > 0
+    assert np.sum(cluster[contested.rows] == 3) < np.sum(cluster[uniform.rows] == 3)
+    assert contested.gate.support < 10 <= uniform.gate.support
+
+
 def test_looks_and_the_tie_split_share():
     assert looks(200, 40, 40) == [40, 80, 120, 160, 200]
     assert looks(90, 40, 40) == [40, 80, 90] and looks(30, 40, 40) == [30]
