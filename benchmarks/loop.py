@@ -80,6 +80,7 @@ def run_fast(args) -> list[dict]:
                           explore=args.explore, shadow_looks=args.shadow_looks,
                           shadow_tau=args.shadow_tau, anchor_reward=args.anchor_reward,
                           onboard_shadow=args.onboard_shadow, shallow=not args.no_shallow,
+                          retune=not args.no_retune,
                           settings=settings)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -341,6 +342,8 @@ def main() -> None:
                         help="fast mode, --explore shadow: a shadow with the new LLM fitted as soon as it is onboarded")
     parser.add_argument("--no-shallow", action="store_true",
                         help="fast mode, tau > 0: promote the conservative policy only (no second, plain-refit stage)")
+    parser.add_argument("--no-retune", action="store_true",
+                        help="fast mode, --explore shadow: keep a shadow's first ε across its looks (no retune)")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)

@@ -560,11 +560,12 @@ def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tol
     is within ``tolerance`` (relative) of ``epsilon``. The first ε (``shadow.first_epsilon``) is set before
     the shadow serves, from estimates of d on recent logged prompts; this sets it from what was served.
     Each decision logs its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    from recroute.loop.shadow import retune_epsilon
+
     if len(window) == 0:
         return None
     d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
-    new = cap if d == 0 else min(cap, budget / d)
-    return None if abs(new - epsilon) <= tolerance * epsilon else new
+    return retune_epsilon(d, epsilon, budget, cap, tolerance)
 
 
 def served_policy(shadow_router, live_router, tau: float):

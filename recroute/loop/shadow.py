@@ -104,6 +104,15 @@ def epsilon_for(d: float, budget: float, cap: float = 0.5) -> float:
     return cap if d == 0 else min(cap, budget / d)
 
 
+def retune_epsilon(d: float, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
+    """The shadow's ε set again from the share d of the decisions it served where its choice differed
+    from live's: ``epsilon_for(d, budget, cap)``; None when that is within ``tolerance`` (relative) of
+    ``epsilon`` (left as it is). The loop (``recroute.loop.runner.retuned_epsilon``) and the stream
+    simulator both retune after a look that keeps the shadow."""
+    new = epsilon_for(d, budget, cap)
+    return None if abs(new - epsilon) <= tolerance * epsilon else new
+
+
 def heldout_disagreement(live, probe, X: np.ndarray | None, allowed: np.ndarray) -> float:
     """d: the share of logged decisions (features ``X`` (n, d) or None, their own candidates ``allowed``
     bool (n, m)) where ``probe``'s greedy choice differs from ``live``'s, both scored among those

@@ -45,6 +45,7 @@ from recroute.loop.shadow import (
     first_epsilon,
     look_alpha,
     policy_depth,
+    retune_epsilon,
     shadow_probabilities,
     shallow_promotion,
 )
@@ -63,6 +64,7 @@ class StreamConfig:
     anchor_reward: bool = False  # the DR reward model (refit completion and shadow gate) fitted on the anchor too
     onboard_shadow: bool = False  # on onboarding, a shadow with the new LLM is fitted at once (explore="shadow")
     shallow: bool = True  # tau > 0: after the conservative policy passes, gate its plain refit (promoted if it passes)
+    retune: bool = True  # after a look that keeps the shadow, ε set again from its served disagreement (the runner's rule)
     first_epsilon: str = "max"  # a fresh shadow's d (its ε): "max" of "trained" and "heldout" (shadow.first_disagreement)
     new_llm: str | None = None
     new_llm_at: float = 0.5
@@ -265,7 +267,10 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
             promotions.append({**_promotion("refit", t, chosen.router, live, mu_on, eval_rows, chosen.result),
                                "stage": chosen.stage, "depth": policy_depth(chosen.router)})
             live = chosen.router
-        if not ok and looks < config.shadow_looks:
+        if not ok and looks < config.shadow_looks:  # kept for another look: ε set again from what it served
+            if config.retune and window is not None and t > since:  # (the runner's retuned_epsilon)
+                eps = retune_epsilon(window(since, int(t))["differ_served"], eps, config.explore_budget,
+                                     settings.shadow_cap) or eps
             return live, shadow, since, eps, looks
     shadow, since, eps = _fresh_shadow(live, logged, settings, anchor, seed, config, cols_of, prefill, notes)
     return live, shadow, since, eps, 0
