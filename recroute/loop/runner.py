@@ -13,10 +13,12 @@ it decides is journalled before and after it acts, so a restarted loop picks up 
 ``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
 is installed as the gateway's shadow with ε = ``shadow.first_epsilon`` (the budget over the refit's
 disagreement with live estimated on the recent logged prompts before it serves), retuned after each
-look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
+look; at each later scheduled step the shadow is gated (``shadow.shallow_promotion``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
 from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
-the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
-promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
+the shadow served and gated first is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`); when it
+passes, the plain refit is gated second at the same level (a fixed-sequence test) and, if it passes too, the
+shadow's own bundle is promoted (live stays one level deep), else a bundle holding exactly the conservative
+router (T = 0: the refit's bundle, one gate); it is replaced by a fresh refit on every decision when it passed or after
 ``shadow_looks`` looks. ``explore="epsilon"``: the gateway's own policy explores, each refit is gated
 on the most recent ``holdout`` decisions (:func:`refit_and_gate`).
 """

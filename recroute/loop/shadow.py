@@ -15,8 +15,9 @@ explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budg
 
 Through the gateway the shadow bundle holds the plain refit and the gateway applies the margin tau
 (:func:`conservative_scores`); the loop gates ``ConservativeRouter(refit, live, tau)``
-(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and
-promotes a bundle holding it.
+(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and,
+when it passes, the plain refit second at the same level (:func:`shallow_promotion`, a fixed-sequence
+test); it promotes the shadow's own bundle when both pass, else a bundle holding the conservative router.
 
 At the next refit the shadow is gated against live (``recroute.loop.gate.compare`` with the logging
 probabilities, so the design interval applies) on the decisions logged since it became the shadow: it

@@ -240,7 +240,9 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
 def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, cols_of, t, gated, promotions,
                  mu_on, eval_rows, eps, prefill=None, window=None, notes=None):
     """Shadow exploration's refit (recroute.loop.shadow): gate the shadow on the decisions since it
-    became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
+    became one (look j at level alpha / (j (j + 1))) and, when it passes, its plain refit at the same level
+    (``shallow_promotion``), promote the last that passed; retune ε after a look that keeps it (the
+    runner's rule, ``config.retune``); a fresh shadow fitted
     on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
     same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
     every = settings.schedule.every_outcomes or 1000
