@@ -44,6 +44,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", nargs="+", required=True)
     ap.add_argument("--after", nargs="+", required=True)
+    ap.add_argument("--retune", nargs="*", default=[],
+                    help="optional: runs with the simulator's retune (the after code), compared with --after on their seeds")
     ap.add_argument("--out", required=True, help="path without extension: writes .md and .json")
     args = ap.parse_args()
     docs = {k: [json.loads(Path(f).read_text()) for f in files] for k, files in (("before", args.before), ("after", args.after))}
@@ -57,10 +59,19 @@ def main() -> None:
                  "ratio_mean": float(np.mean([r["ratio"] for r in v])),
                  "ratio_ge_095": sum(r["ratio"] >= 0.95 for r in v), "lowering": sum(r["lowering"] for r in v)}
              for k, v in rows.items()}
+    retune = sorted((r for f in args.retune for r in json.loads(Path(f).read_text())["rows"]), key=lambda r: r["seed"])
+    after_by_seed = {r["seed"]: r for d in docs["after"] for r in d["rows"]}
+    retune_rows = [{"seed": r["seed"], "ratio_no_retune": after_by_seed[r["seed"]]["ratio"], "ratio_retune": r["ratio"],
+                    "promotions_no_retune": len(after_by_seed[r["seed"]]["promotions"]), "promotions_retune": len(r["promotions"]),
+                    "lowering_retune": sum(1 for p in r["promotions"] if p["true_delta"] < 0),
+                    "depth_retune": depth_of(r),
+                    "off_greedy_no_retune": after_by_seed[r["seed"]]["off_greedy_share"], "off_greedy_retune": r["off_greedy_share"]}
+                   for r in retune if r["seed"] in after_by_seed]
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"args": {k: v for k, v in docs["after"][0]["args"].items()},
                                                     "before_files": args.before, "after_files": args.after,
-                                                    "total": total, "rows": rows}, indent=1, default=float))
+                                                    "total": total, "rows": rows, "retune_files": args.retune,
+                                                    "retune": retune_rows}, indent=1, default=float))
     a = docs["after"][0]["args"]
     lines = [f"# Live policy depth: conservative promotion vs the fixed-sequence (plain refit second)\n",
              f"`benchmarks/loop.py --mode fast --dataset {a['dataset']} --explore {a['explore']} --shadow-tau "
@@ -74,11 +85,21 @@ def main() -> None:
                      f"{t['plain_promotions']} | {t['plain_tested']} / {t['plain_passed']} | {t['ratio_mean']:.3f} | "
                      f"{t['ratio_ge_095']} / {t['seeds']} | {t['lowering']} |")
     lines += ["", "| seed | depth before | depth after | promotions before | after (plain) | ratio before | ratio after | "
-              "plain gates: lower (unsupported / n) |", "|---|---|---|---|---|---|---|---|"]
+              "plain gates: lower (unsupported / n, true delta vs live) |", "|---|---|---|---|---|---|---|---|"]
     for b, f in zip(rows["before"], rows["after"]):
-        gates = ", ".join(f"{lo:+.3f} ({u}/{n})" for lo, u, n in zip(f["plain_lower"], f["plain_unsupported"], f["plain_n"]))
+        gates = ", ".join(f"{lo:+.3f} ({u}/{n}, true {td:+.3f})" for lo, u, n, td in
+                          zip(f["plain_lower"], f["plain_unsupported"], f["plain_n"], f["plain_true_delta"]))
         lines.append(f"| {b['seed']} | {b['depth']} | {f['depth']} | {b['promotions']} | {f['promotions']} "
                      f"({f['plain_promotions']}) | {b['ratio']:.3f} | {f['ratio']:.3f} | {gates or '-'} |")
+    if retune_rows:
+        lines += ["", "With the simulator's retune of a kept shadow's ε (the runner's rule; the after code without "
+                  "`--no-retune`) against the after run (which kept the first ε), same seeds:", "",
+                  "| seed | ratio no retune | ratio retune | promotions | promotions retune (lowering) | depth retune | "
+                  "off-greedy no retune | off-greedy retune |", "|---|---|---|---|---|---|---|---|"]
+        for r in retune_rows:
+            lines.append(f"| {r['seed']} | {r['ratio_no_retune']:.3f} | {r['ratio_retune']:.3f} | {r['promotions_no_retune']} | "
+                         f"{r['promotions_retune']} ({r['lowering_retune']}) | {r['depth_retune']} | "
+                         f"{r['off_greedy_no_retune']:.4f} | {r['off_greedy_retune']:.4f} |")
     loads = [r["load"][0] for r in rows["after"] if r.get("load")]
     lines.append(f"\nLoad average (1 min) during the after run: {min(loads):.1f}-{max(loads):.1f} (depth, ratio and "
                  "promotions do not depend on load).")
