@@ -79,7 +79,8 @@ def run_fast(args) -> list[dict]:
                           explore_budget=args.budget, explore_top_k=args.top_k or None, new_llm=args.new_llm,
                           explore=args.explore, shadow_looks=args.shadow_looks,
                           shadow_tau=args.shadow_tau, anchor_reward=args.anchor_reward,
-                          onboard_shadow=args.onboard_shadow,
+                          onboard_shadow=args.onboard_shadow, shallow=not args.no_shallow,
+                          retune=not args.no_retune,
                           settings=settings)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -90,7 +91,8 @@ def run_fast(args) -> list[dict]:
         rows.append(row)
         save(args, rows)
         print(f"seed {seed}: mu_o_live {row['mu_o_live']:.4f} full {row['mu_o_full']:.4f} ratio {row['ratio']:.3f} "
-              f"promotions {[(p['kind'], round(p['true_delta'], 4)) for p in row['promotions']]} "
+              f"promotions {[(p['kind'], p.get('stage'), round(p['true_delta'], 4)) for p in row['promotions']]} "
+              f"depth {row.get('live_depth')} "
               f"new {_new_summary(row.get('new_llm'))} ({row['seconds']} s)", flush=True)
     return rows
 
@@ -338,6 +340,10 @@ def main() -> None:
                         help="fast mode: the DR reward model (refit completion, shadow gate) fitted on the anchor too")
     parser.add_argument("--onboard-shadow", action="store_true",
                         help="fast mode, --explore shadow: a shadow with the new LLM fitted as soon as it is onboarded")
+    parser.add_argument("--no-shallow", action="store_true",
+                        help="fast mode, tau > 0: promote the conservative policy only (no second, plain-refit stage)")
+    parser.add_argument("--no-retune", action="store_true",
+                        help="fast mode, --explore shadow: keep a shadow's first ε across its looks (no retune)")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--min-support", type=int, default=3, help="the gate's support rule (LoopSettings.min_support)")
     parser.add_argument("--start-share", type=float, default=0.05)

@@ -13,10 +13,12 @@ it decides is journalled before and after it acts, so a restarted loop picks up 
 ``explore="shadow"`` (``recroute.loop.shadow`` through the gateway's ``POST /admin/shadow``): each refit
 is installed as the gateway's shadow with ε = ``shadow.first_epsilon`` (the budget over the refit's
 disagreement with live estimated on the recent logged prompts before it serves), retuned after each
-look; at each later scheduled step the shadow is gated (``gate_shadow``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
+look; at each later scheduled step the shadow is gated (``shadow.shallow_promotion``, look j at level ``look_alpha``) on the decisions logged since it first served, with the logging probabilities rebuilt
 from the log (:func:`shadow_logging`) and checked against the logged propensities. With ``shadow_tau`` T > 0
-the shadow served and gated is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`), and a pass
-promotes by hot reload a bundle holding exactly that router (T = 0: the refit's bundle); it is replaced by a fresh refit on every decision when it passed or after
+the shadow served and gated first is ``ConservativeRouter(refit, live, T)`` (:func:`served_policy`); when it
+passes, the plain refit is gated second at the same level (a fixed-sequence test) and, if it passes too, the
+shadow's own bundle is promoted (live stays one level deep), else a bundle holding exactly the conservative
+router (T = 0: the refit's bundle, one gate); it is replaced by a fresh refit on every decision when it passed or after
 ``shadow_looks`` looks. ``explore="epsilon"``: the gateway's own policy explores, each refit is gated
 on the most recent ``holdout`` decisions (:func:`refit_and_gate`).
 """
@@ -274,7 +276,7 @@ class LoopRunner:
         then install a fresh refit as the shadow when there is none, it passed, or its looks are spent. A
         look waits until the shadow's window holds the schedule's ``every_outcomes`` decisions with an
         outcome (a refit that took long leaves the window short when the schedule falls due)."""
-        from recroute.loop.shadow import gate_shadow, look_alpha
+        from recroute.loop.shadow import look_alpha, shallow_promotion
 
         s = self.settings
         live = self.bundle(state.live_bundle)
@@ -293,21 +295,30 @@ class LoopRunner:
         if current is not None:
             gateable = since is not None and 0 < since < len(data.bandit) - 1
             look = 1 + sum(1 for e in self.journal.events()
-                           if e["event"] == "estimate" and e.get("shadow") == current["checksum"]) if gateable else 0
+                           if e["event"] == "estimate" and e.get("shadow") == current["checksum"]
+                           and e.get("stage") != "plain") if gateable else 0  # a look: one conservative estimate
             if shadow.llm_names != live.llm_names:  # the pool changed (an onboarding): a fresh shadow
                 replace = True
             elif gateable and look > s.shadow_looks:  # its looks spent (a journal from before "retire")
                 replace = True
             elif gateable:
                 level = look_alpha(s.alpha, look, s.shadow_looks)
+                stages, chosen = [], None
                 try:
                     data.logging = shadow_logging(log.loc[has], data, since, self._routers(state))
-                    result, ok, reason = gate_shadow(served_policy(shadow.router, live.router, current["tau"]),
-                                                     live.router, data, since, level, s.margin, s.reward_router,
-                                                     self.seed, anchor=self._anchor(live) if s.anchor_reward else None)
-                    gate_rows.append(("estimate", {"family": router_spec(shadow.router), "n_outcomes": n_outcomes,
-                                                   "shadow": current["checksum"], "look": look, "level": level,
-                                                   "since": since, **result.to_dict()}))
+                    stages, chosen = shallow_promotion(
+                        served_policy(shadow.router, live.router, current["tau"]),
+                        shadow.router if current["tau"] > 0 else None, live.router, data, since, level, s.margin,
+                        s.reward_router, self.seed, anchor=self._anchor(live) if s.anchor_reward else None)
+                    for st in stages:  # the plain refit's row only when the conservative one passed
+                        gate_rows.append(("estimate", {"family": router_spec(shadow.router), "n_outcomes": n_outcomes,
+                                                       "shadow": current["checksum"], "look": look, "level": level,
+                                                       "since": since, "stage": st.stage, **st.result.to_dict()}))
+                    ok = chosen is not None
+                    reason = stages[0].reason if len(stages) == 1 else "; ".join(f"{st.stage}: {st.reason}"
+                                                                                  for st in stages)
+                    if chosen is not None and chosen.stage == "plain":
+                        reason += " (both passed at the look's level: the plain refit promoted, live stays one level)"
                 except DataError as exc:  # the log cannot support a gate (journalled; the shadow is replaced)
                     ok, reason = False, f"cannot gate the shadow: {exc}"
                     look = s.shadow_looks
@@ -318,11 +329,10 @@ class LoopRunner:
                 gate_rows.append(("explore", {"share": share, "budget": s.explore_budget, "n": int(with_shadow.sum())}))
                 gate_rows.append(("decision", {"n_outcomes": n_outcomes, "action": "promote" if ok else "keep",
                                                "reason": reason, "bundle": current["bundle"], "kind": "shadow",
-                                               "look": look}))
-                promote = current["bundle"] if ok else None
-                if ok and current["tau"] > 0:  # promote what the gate tested: the conservative shadow over live
-                    promote = str(self.save_bundle(served_policy(shadow.router, live.router, current["tau"]), live,
-                                                   f"conservative-{n_outcomes}"))
+                                               "look": look, "stage": chosen.stage if ok else None}))
+                promote = current["bundle"] if ok else None  # tau 0, or the plain refit passed: the shadow's bundle
+                if ok and chosen.stage == "conservative":  # only the conservative policy over live passed: promote it
+                    promote = str(self.save_bundle(chosen.router, live, f"conservative-{n_outcomes}"))
                     gate_rows[-1][1]["promote_bundle"] = promote  # the decision names the bundle it promotes
                 replace = ok or look >= s.shadow_looks
                 gate_rows[-1][1]["retire"] = replace  # the decision: the next step fits a fresh shadow
@@ -552,11 +562,12 @@ def retuned_epsilon(window, epsilon: float, budget: float, cap: float = 0.5, tol
     is within ``tolerance`` (relative) of ``epsilon``. The first ε (``shadow.first_epsilon``) is set before
     the shadow serves, from estimates of d on recent logged prompts; this sets it from what was served.
     Each decision logs its own ε, so a new ε mid-window keeps the rebuilt design exact."""
+    from recroute.loop.shadow import retune_epsilon
+
     if len(window) == 0:
         return None
     d = float(np.mean(window["live_choice"].to_numpy() != window["shadow_choice"].to_numpy()))
-    new = cap if d == 0 else min(cap, budget / d)
-    return None if abs(new - epsilon) <= tolerance * epsilon else new
+    return retune_epsilon(d, epsilon, budget, cap, tolerance)
 
 
 def served_policy(shadow_router, live_router, tau: float):

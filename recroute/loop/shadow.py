@@ -15,8 +15,9 @@ explored decision here tests the candidate: π0(s) = ε, e.g. 0.07 at a 2 % budg
 
 Through the gateway the shadow bundle holds the plain refit and the gateway applies the margin tau
 (:func:`conservative_scores`); the loop gates ``ConservativeRouter(refit, live, tau)``
-(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and
-promotes a bundle holding it.
+(recroute/routers/conservative.py, live's choice among each decision's candidates, as the gateway's) and,
+when it passes, the plain refit second at the same level (:func:`shallow_promotion`, a fixed-sequence
+test); it promotes the shadow's own bundle when both pass, else a bundle holding the conservative router.
 
 At the next refit the shadow is gated against live (``recroute.loop.gate.compare`` with the logging
 probabilities, so the design interval applies) on the decisions logged since it became the shadow: it
@@ -26,6 +27,8 @@ and becomes the next shadow.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -100,6 +103,15 @@ def epsilon_for(d: float, budget: float, cap: float = 0.5) -> float:
     if not 0.0 <= d <= 1.0:
         raise DataError(f"a disagreement share must be in [0, 1]; got {d}")
     return cap if d == 0 else min(cap, budget / d)
+
+
+def retune_epsilon(d: float, epsilon: float, budget: float, cap: float = 0.5, tolerance: float = 0.02) -> float | None:
+    """The shadow's ε set again from the share d of the decisions it served where its choice differed
+    from live's: ``epsilon_for(d, budget, cap)``; None when that is within ``tolerance`` (relative) of
+    ``epsilon`` (left as it is). The loop (``recroute.loop.runner.retuned_epsilon``) and the stream
+    simulator both retune after a look that keeps the shadow."""
+    new = epsilon_for(d, budget, cap)
+    return None if abs(new - epsilon) <= tolerance * epsilon else new
 
 
 def heldout_disagreement(live, probe, X: np.ndarray | None, allowed: np.ndarray) -> float:
@@ -179,10 +191,36 @@ def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, ma
     fitted on the decisions before them, and on the ``anchor``'s full-information results when one is
     given (``recroute.loop.refit.Anchor.prior``: the anchor's prompts never arrive as traffic, so q
     stays independent of the gated decisions)."""
+    stage = gate_sequence([("shadow", shadow)], live, data, since, alpha, margin, reward_router, seed, anchor)[0]
+    return stage.result, stage.ok, stage.reason
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One hypothesis of a fixed-sequence gate: its name, the policy tested, its gate result, passed?, reason."""
+
+    stage: str
+    router: object
+    result: GateResult
+    ok: bool
+    reason: str
+
+
+def gate_sequence(policies: list[tuple[str, object]], live, data: LogData, since: int, alpha: float = 0.05,
+                  margin: float = 0.0, reward_router: str = "linear", seed: int = 0, anchor=None) -> list[Stage]:
+    """A fixed-sequence test of ``policies`` ((stage name, router), in order) against live, each on the same
+    decisions (positions >= ``since`` of ``data``, ``data.logging`` required) with the same reward model
+    (fitted once, as :func:`gate_shadow`'s) at the same level ``alpha``; the i-th is tested only when every
+    earlier one passed, so the stages tested are a prefix: all passed but perhaps the last. Family-wise the
+    chance that any tested policy worse than live passes stays at most alpha's: a policy's test can make the
+    first false pass only when every earlier (true) hypothesis passed, and that test alone has level alpha."""
     if data.logging is None:
         raise DataError("gating a shadow needs the logging probabilities of its decisions")
-    if [str(n) for n in shadow.llm_names_] != [str(n) for n in data.bandit.llm_names]:
-        raise DataError("the shadow routes to other LLMs than the log's: refit it before gating")
+    if not policies:
+        raise DataError("a fixed-sequence gate needs at least one policy")
+    for name, router in policies:
+        if [str(n) for n in router.llm_names_] != [str(n) for n in data.bandit.llm_names]:
+            raise DataError(f"the {name} policy routes to other LLMs than the log's: refit it before gating")
     n = len(data.bandit)
     if not 0 < since < n - 1:
         raise DataError(f"the shadow's window starts at decision {since} of {n}: nothing to train or to gate on")
@@ -190,9 +228,38 @@ def gate_shadow(shadow, live, data: LogData, since: int, alpha: float = 0.05, ma
     q = holdout_reward(data.bandit, data.X, train, hold, reward_router, anchor)
     recent = data.bandit.take(hold)
     feats = None if data.X is None else data.X[recent.rows]
-    result = compare(recent, feats, shadow, live, q, alpha, seed, logging=data.logging[hold])
-    ok, reason = promotion_decision(result, margin)
-    return result, ok, reason
+    out: list[Stage] = []
+    for name, router in policies:
+        result = compare(recent, feats, router, live, q, alpha, seed, logging=data.logging[hold])
+        ok, reason = promotion_decision(result, margin)
+        out.append(Stage(name, router, result, ok, reason))
+        if not ok:
+            break  # the next hypothesis is never tested: what keeps the family-wise error at alpha
+    return out
+
+
+def shallow_promotion(conservative, plain, live, data: LogData, since: int, alpha: float = 0.05,
+                      margin: float = 0.0, reward_router: str = "linear", seed: int = 0,
+                      anchor=None) -> tuple[list[Stage], Stage | None]:
+    """(the stages tested, the one to promote or None): the shadow's served policy ``conservative`` (over
+    live) gated first; when it passes and ``plain`` (its inner refit, one level; None at tau 0 where the
+    served policy is the refit) is given, the plain refit is gated next at the same level on the same
+    decisions (:func:`gate_sequence`). The last stage that passed is promoted: the plain refit when both
+    passed (live's depth stays 1), else the conservative policy (one level deeper than live)."""
+    policies = [("conservative" if plain is not None else "shadow", conservative)]
+    if plain is not None:
+        policies.append(("plain", plain))
+    stages = gate_sequence(policies, live, data, since, alpha, margin, reward_router, seed, anchor)
+    passed = [s for s in stages if s.ok]
+    return stages, (passed[-1] if passed else None)
+
+
+def policy_depth(router) -> int:
+    """The number of inner (non-conservative) routers a request scores: 1 for a plain router, 1 + the
+    live chain's for a conservative router (its refit and every level below)."""
+    if isinstance(router, ConservativeRouter):
+        return policy_depth(router.refit) + policy_depth(router.live)
+    return 1
 
 
 def conservative_scores(live_scores: np.ndarray, refit_scores: np.ndarray, allowed: np.ndarray | None,

@@ -43,9 +43,11 @@ from recroute.loop.shadow import (
     Conservative,
     first_disagreement,
     first_epsilon,
-    gate_shadow,
     look_alpha,
+    policy_depth,
+    retune_epsilon,
     shadow_probabilities,
+    shallow_promotion,
 )
 
 
@@ -61,6 +63,8 @@ class StreamConfig:
     shadow_looks: int = 3  # refits a shadow is gated at (on its growing window) before a fresh one replaces it
     anchor_reward: bool = False  # the DR reward model (refit completion and shadow gate) fitted on the anchor too
     onboard_shadow: bool = False  # on onboarding, a shadow with the new LLM is fitted at once (explore="shadow")
+    shallow: bool = True  # tau > 0: after the conservative policy passes, gate its plain refit (promoted if it passes)
+    retune: bool = True  # after a look that keeps the shadow, ε set again from its served disagreement (the runner's rule)
     first_epsilon: str = "max"  # a fresh shadow's d (its ε): "max" of "trained" and "heldout" (shadow.first_disagreement)
     new_llm: str | None = None
     new_llm_at: float = 0.5
@@ -223,7 +227,7 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
         "mu_o_start": mu_start, "mu_o_live": float(greedy_true[last].mean()),
         "mu_o_full": mu_on(full, stream[last]), "served_mean": float(np.concatenate(log_r)[last].mean()),
         "off_greedy_share": float(np.mean(served_llm != greedy_llm)),
-        "promotions": promotions, "gated": gated,
+        "promotions": promotions, "gated": gated, "live_depth": policy_depth(live),
         "curve": _curve(greedy_true, served_llm, config, stream, start, truth_all, observed, final_pool, col, feats, mu_on),
     }
     out["ratio"] = out["mu_o_live"] / out["mu_o_full"] if out["mu_o_full"] > 0 else float("nan")
@@ -236,7 +240,9 @@ def simulate_stream(data, X: np.ndarray | None, config: StreamConfig, seed: int 
 def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, config, cols_of, t, gated, promotions,
                  mu_on, eval_rows, eps, prefill=None, window=None, notes=None):
     """Shadow exploration's refit (recroute.loop.shadow): gate the shadow on the decisions since it
-    became one (look j at level alpha / (j (j + 1))), promote it when it passes; a fresh shadow fitted
+    became one (look j at level alpha / (j (j + 1))) and, when it passes, its plain refit at the same level
+    (``shallow_promotion``), promote the last that passed; retune ε after a look that keeps it (the
+    runner's rule, ``config.retune``); a fresh shadow fitted
     on every decision replaces it then, or after ``config.shadow_looks`` looks; (live, shadow, since, ε, looks)."""
     same = shadow is not None and list(map(str, shadow.llm_names_)) == list(map(str, live.llm_names_))
     every = settings.schedule.every_outcomes or 1000
@@ -245,19 +251,28 @@ def _shadow_step(live, shadow, since, looks, logged, settings, anchor, seed, con
     if same and since < len(logged.bandit) - 1:
         looks += 1
         level = look_alpha(settings.alpha, looks, config.shadow_looks)
-        result, ok, _ = gate_shadow(shadow, live, logged, since, level, settings.margin, settings.reward_router, seed,
-                                    anchor=anchor if config.anchor_reward else None)
-        gated.append({"at": int(t), "family": config.family, "estimated_delta": result.delta,
-                      "lower": result.lower, "support": result.support, "promoted": ok, "se": result.se,
-                      "se_empirical": result.se_empirical, "expected_support": result.expected_support,
-                      "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
-                      "look": looks, "since": int(since), "epsilon": eps,  # the served exploration of its window:
-                      **({} if window is None else window(since, int(t))), **(notes or {}),
-                      "true_delta": mu_on(shadow, eval_rows) - mu_on(live, eval_rows)})
+        plain = shadow.refit if isinstance(shadow, Conservative) and config.shallow else None
+        stages, chosen = shallow_promotion(shadow, plain, live, logged, since, level, settings.margin,
+                                           settings.reward_router, seed, anchor=anchor if config.anchor_reward else None)
+        ok = chosen is not None
+        for st in stages:  # the plain refit's row only when the conservative one passed (the fixed sequence)
+            result = st.result
+            gated.append({"at": int(t), "family": config.family, "stage": st.stage, "estimated_delta": result.delta,
+                          "lower": result.lower, "support": result.support, "promoted": st is chosen,
+                          "passed": st.ok, "se": result.se,
+                          "se_empirical": result.se_empirical, "expected_support": result.expected_support,
+                          "unsupported": result.unsupported, "disagree": result.disagree, "n": result.n,
+                          "look": looks, "since": int(since), "epsilon": eps,  # the served exploration of its window:
+                          **({} if window is None else window(since, int(t))), **(notes or {}),
+                          "true_delta": mu_on(st.router, eval_rows) - mu_on(live, eval_rows)})
         if ok:
-            promotions.append(_promotion("refit", t, shadow, live, mu_on, eval_rows, result))
-            live = shadow
-        if not ok and looks < config.shadow_looks:
+            promotions.append({**_promotion("refit", t, chosen.router, live, mu_on, eval_rows, chosen.result),
+                               "stage": chosen.stage, "depth": policy_depth(chosen.router)})
+            live = chosen.router
+        if not ok and looks < config.shadow_looks:  # kept for another look: ε set again from what it served
+            if config.retune and window is not None and t > since:  # (the runner's retuned_epsilon)
+                eps = retune_epsilon(window(since, int(t))["differ_served"], eps, config.explore_budget,
+                                     settings.shadow_cap) or eps
             return live, shadow, since, eps, looks
     shadow, since, eps = _fresh_shadow(live, logged, settings, anchor, seed, config, cols_of, prefill, notes)
     return live, shadow, since, eps, 0

@@ -223,3 +223,30 @@ def test_an_onboarded_llm_gets_a_shadow_at_once_gated_at_the_next_refit():
     # the shadow with the new LLM was fitted at its arrival: gated at the next refit (900) on the 283 decisions since
     assert first["at"] == 900 and first["look"] == 1 and first["n"] == 900 - at
     assert out["off_greedy_share"] <= 0.05 + 0.03
+
+
+def test_the_stream_simulator_retunes_a_kept_shadows_epsilon_as_the_runner_does():
+    """After a look that keeps the shadow, its ε is set again from the share of its served decisions where it
+    differed from live (``shadow.retune_epsilon``, the runner's ``retuned_epsilon``); ``retune=False`` keeps it."""
+    from recroute.data.synthetic import make_synthetic
+    from recroute.loop.runner import LoopSettings
+    from recroute.loop.schedule import Schedule
+    from recroute.loop.shadow import epsilon_for, retune_epsilon
+    from recroute.loop.simulate import StreamConfig, simulate_stream
+
+    data = make_synthetic(1300, 4, 3, embedding_dim=8, random_state=1)
+    settings = LoopSettings(schedule=Schedule(300), min_outcomes=300)
+    kw = dict(start_share=0.05, explore="shadow", shadow_tau=0.1, explore_budget=0.05, window=300, bucket=300,
+              settings=settings)
+    retuned, kept = (simulate_stream(data, data.embeddings, StreamConfig(retune=r, **kw), seed=0)["gated"]
+                     for r in (True, False))
+    pairs = [(a, b) for a, b in zip(retuned, retuned[1:]) if b["since"] == a["since"] and b["look"] == a["look"] + 1]
+    assert pairs, "no shadow was kept for a second look: the test needs one"
+    for a, b in pairs:  # the next look's ε: from the served disagreement of the window up to the previous look
+        want = retune_epsilon(a["differ_served"], a["epsilon"], 0.05, settings.shadow_cap) or a["epsilon"]
+        assert b["epsilon"] == pytest.approx(want)
+        assert retune_epsilon(0.25, 0.2, 0.05) is None and retune_epsilon(0.25, 0.1, 0.05) == epsilon_for(0.25, 0.05)
+    changed = [b for a, b in pairs if b["epsilon"] != pytest.approx(a["epsilon"])]
+    assert changed, "no retune moved ε by more than 2 %: the test does not tell retune from none"
+    for since in {g["since"] for g in kept}:  # without retune every shadow keeps its first ε over its looks
+        assert len({round(g["epsilon"], 12) for g in kept if g["since"] == since}) == 1

@@ -290,9 +290,10 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
 def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_setup, tmp_path, monkeypatch):
     """``--explore shadow --shadow-tau 0.2`` with requests restricted to varying candidates: the gateway serves
     the conservative shadow (its logged choices are ConservativeRouter(refit, live, 0.2)'s among each request's
-    candidates), the gate is given that router (its disagreement share is the logged one), the forced pass
-    (margin -1000) promotes a bundle holding it, and the gateway then routes as it does; a fresh refit
-    becomes the next shadow against it."""
+    candidates), the gate is given that router (its disagreement share is the logged one); the forced pass
+    (margin -1000) passes it and then the plain refit (the fixed sequence's second stage, journalled as
+    ``"stage": "plain"``), so the shadow's own bundle is promoted (live stays one level deep), and the
+    gateway then routes as it does; a fresh refit becomes the next shadow against it."""
     from recroute.routers.conservative import ConservativeRouter
     from recroute.serve.bundle import RoutingBundle
 
@@ -328,14 +329,13 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
     assert all(r["status"] == 200 for r in sent)
     start_b, shadow_b = RoutingBundle.load(bundle), RoutingBundle.load(first["bundle"])
     live_b = RoutingBundle.load(promoted["bundle"])
-    assert promoted["bundle"] != first["bundle"] and live_b.checksum == promoted["response"]["checksum"]
+    assert promoted["bundle"] == first["bundle"] and live_b.checksum == promoted["response"]["checksum"]
     passed = next(e for e in events("decision") if e["action"] == "promote")
-    assert passed["bundle"] == first["bundle"] and passed["promote_bundle"] == promoted["bundle"]
+    assert passed["bundle"] == first["bundle"] and passed["stage"] == "plain" and "promote_bundle" not in passed
     router = live_b.router
-    assert isinstance(router, ConservativeRouter) and router.tau == 0.2 and not isinstance(router.live, ConservativeRouter)
+    assert not isinstance(router, ConservativeRouter)  # the plain refit: depth 1
     X_all = start_b.encode([str(t) for t in data.texts])
-    np.testing.assert_array_equal(router.refit.score(X_all), shadow_b.router.score(X_all))  # the gated shadow
-    np.testing.assert_array_equal(router.live.score(X_all), start_b.router.score(X_all))  # over the start router
+    np.testing.assert_array_equal(router.score(X_all), shadow_b.router.score(X_all))  # the gated shadow's refit
     second = events("shadow")[1]
     assert second["tau"] == 0.2 and second["bundle"] not in (first["bundle"], promoted["bundle"])
 
@@ -359,13 +359,15 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
     assert sum(p != d["live_choice"] for p, d in zip(plain, under_first)) > sum(
         d["shadow_choice"] != d["live_choice"] for d in under_first)  # tau 0.2 leaves live more often
     # the gate was given the conservative router: its disagreement share is the logged conservative one
-    gate = next(e for e in events("estimate") if e["shadow"] == first["checksum"])
+    gate, second_stage = [e for e in events("estimate") if e["shadow"] == first["checksum"]]
+    assert gate["stage"] == "conservative" and second_stage["stage"] == "plain"
+    assert (second_stage["n"], second_stage["since"], second_stage["level"]) == (gate["n"], gate["since"], gate["level"])
     window = under_first[: gate["n"]]
     assert len(window) == gate["n"]
     assert gate["disagree"] == pytest.approx(np.mean([d["shadow_choice"] != d["live_choice"] for d in window]))
-    # after the promotion the gateway routes as the promoted ConservativeRouter among each request's candidates
+    assert second_stage["disagree"] > gate["disagree"]  # the plain refit leaves live more often
+    # after the promotion the gateway routes as the promoted plain refit among each request's candidates
     served = [d for d in decisions if d["bundle_checksum"] == live_b.checksum]
     assert len(served) >= 100
     greedy = [d["live_choice"] if d.get("shadow_checksum") else d["chosen"] for d in served]
     assert greedy == choices(router, served)
-    assert sum(g != d for g, d in zip(greedy, choices(router.refit, served))) > 0  # not just the refit's choices
