@@ -174,7 +174,8 @@ def status_command(
         sh, pending = state.shadow, state.shadow_pending
         line = "shadow: none"
         if sh is not None:
-            looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum"))
+            looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum")
+                        and e.get("stage") != "plain")  # a look's second stage is not a look (runner.py)
             line = (f"shadow: {sh['bundle']} (checksum {sh.get('checksum')}, epsilon {sh['epsilon']:.4g}, "
                     f"tau {sh['tau']:g}, {looks} look(s))")
         if pending is not None:
