@@ -73,7 +73,7 @@ def main() -> None:
                                                     "total": total, "rows": rows, "retune_files": args.retune,
                                                     "retune": retune_rows}, indent=1, default=float))
     a = docs["after"][0]["args"]
-    lines = [f"# Live policy depth: conservative promotion vs the fixed-sequence (plain refit second)\n",
+    lines = ["# Live policy depth: conservative promotion vs the fixed-sequence (plain refit second)\n",
              f"`benchmarks/loop.py --mode fast --dataset {a['dataset']} --explore {a['explore']} --shadow-tau "
              f"{a['shadow_tau']} --budget {a['budget']} --every {a['every']}` (full pass), seeds {seeds[0]}-{seeds[-1]} "
              f"(fresh); before: every passing conservative shadow promoted; after: `shallow_promotion`.\n",
