@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loop import load_features  # noqa: E402
 
 
-def diagnose_seed(data, X, new: str, seed: int, family: str, decisions: int | None, targeted: int | None) -> dict:
-    from scipy.stats import norm
+@dataclass
+class OnboardingCase:
+    """One seed's onboarding experiment, as the stream simulator lays it out: the stream (``stream_order``),
+    the new LLM added half-way, the share window (the last 500 of the 2,000 decisions after it), the
+    full-information router's tie-split share there, and the 5 % start router over the other LLMs."""
 
-    from recroute.coldstart.estimators import ResultRegression
-    from recroute.feedback.policies import greedy_matrix
-    from recroute.loop.onboard import place, placement_prompts
-    from recroute.loop.refit import Anchor
+    names: list[str]
+    col: dict[str, int]
+    T: np.ndarray  # float64 (n_prompts, n_llms), NaN unobserved
+    obs: np.ndarray
+    pool: list[str]  # the LLMs before the new one
+    last: list[str]  # pool + [new]
+    cl: list[int]  # columns of ``last``
+    start: np.ndarray
+    stream: np.ndarray
+    add_at: int
+    window: np.ndarray
+    rest: np.ndarray  # the stream from the new LLM's arrival on
+    share_full: float
+    live: object
+
+
+def onboarding_case(data, X, new: str, seed: int, family: str, decisions: int | None) -> OnboardingCase:
+    """The shared set-up of this module's and loop_placement.py's offline onboarding studies."""
     from recroute.loop.simulate import StreamConfig, _full_router, stream_order, tie_split_share
     from recroute.routers.registry import make_router
 
@@ -55,11 +73,27 @@ def diagnose_seed(data, X, new: str, seed: int, family: str, decisions: int | No
     start, stream = stream_order(obs, StreamConfig(decisions=decisions), np.random.default_rng(seed))
     add_at = int(0.5 * len(stream))
     b = min(len(stream), add_at + 2000)
-    window, rest, logged = stream[b - 500:b], stream[add_at:], stream[:add_at]
+    window, rest = stream[b - 500:b], stream[add_at:]
     full = _full_router(family, T, obs, np.setdiff1d(np.concatenate([start, stream]), window), last, col, X.__getitem__)
     share_full = float(tie_split_share(full.score(X[window]), obs[window][:, cl], len(last) - 1).mean())
     live = make_router(family).fit(T[start][:, [col[n] for n in pool]].astype(np.float32), X[start])
     live.llm_names_ = np.asarray(pool, dtype=object)
+    return OnboardingCase(names, col, T, obs, pool, last, cl, start, stream, add_at, window, rest, share_full, live)
+
+
+def diagnose_seed(data, X, new: str, seed: int, family: str, decisions: int | None, targeted: int | None) -> dict:
+    from scipy.stats import norm
+
+    from recroute.coldstart.estimators import ResultRegression
+    from recroute.feedback.policies import greedy_matrix
+    from recroute.loop.onboard import place, placement_prompts
+    from recroute.loop.refit import Anchor
+    from recroute.loop.simulate import tie_split_share
+
+    c = onboarding_case(data, X, new, seed, family, decisions)
+    names, col, T, obs, pool, last, cl = c.names, c.col, c.T, c.obs, c.pool, c.last, c.cl
+    start, stream, add_at, window, rest, share_full, live = c.start, c.stream, c.add_at, c.window, c.rest, c.share_full, c.live
+    logged = stream[:add_at]
     known = Anchor(X[start], T[start], names).with_llms(pool)
     y = np.nan_to_num(T[:, col[new]])
     order = np.random.default_rng(seed).permutation(len(start))  # the simulator's probe order
@@ -113,24 +147,11 @@ def design_seed(data, X, new: str, seed: int, family: str, decisions: int | None
     from recroute.feedback.policies import greedy_matrix
     from recroute.loop.onboard import onboard_llm
     from recroute.loop.refit import Anchor
-    from recroute.loop.simulate import StreamConfig, _full_router, stream_order, tie_split_share
-    from recroute.routers.registry import make_router
+    from recroute.loop.simulate import tie_split_share
 
-    names = [str(n) for n in data.llm_names]
-    col = {n: j for j, n in enumerate(names)}
-    T = data.dense(np.nan).astype(np.float64)
-    obs = ~np.isnan(T)
-    pool = [n for n in names if n != new]
-    last = pool + [new]
-    cl = [col[n] for n in last]
-    start, stream = stream_order(obs, StreamConfig(decisions=decisions), np.random.default_rng(seed))
-    add_at = int(0.5 * len(stream))
-    b = min(len(stream), add_at + 2000)
-    window, rest = stream[b - 500:b], stream[add_at:]
-    full = _full_router(family, T, obs, np.setdiff1d(np.concatenate([start, stream]), window), last, col, X.__getitem__)
-    share_full = float(tie_split_share(full.score(X[window]), obs[window][:, cl], len(last) - 1).mean())
-    live = make_router(family).fit(T[start][:, [col[n] for n in pool]].astype(np.float32), X[start])
-    live.llm_names_ = np.asarray(pool, dtype=object)
+    c = onboarding_case(data, X, new, seed, family, decisions)
+    names, col, T, obs, last, cl = c.names, c.col, c.T, c.obs, c.last, c.cl
+    start, window, rest, share_full, live = c.start, c.window, c.rest, c.share_full, c.live
     anchor = Anchor(X[start], T[start], names)
     truth = np.nan_to_num(T[start][:, col[new]])
     A_rest, t_rest = obs[rest][:, cl], np.nan_to_num(T[rest][:, cl])

@@ -25,14 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from loop import load_features  # noqa: E402
+from loop_diagnose import onboarding_case  # noqa: E402
 from recroute.coldstart.estimators import ResultRegression  # noqa: E402
 from recroute.coldstart.irt import fit_irt, map_ability, predict_results, sigmoid  # noqa: E402
 from recroute.data.catalog import load_dataset  # noqa: E402
 from recroute.feedback.policies import greedy_matrix  # noqa: E402
 from recroute.loop.onboard import placement_prompts  # noqa: E402
 from recroute.loop.refit import Anchor  # noqa: E402
-from recroute.loop.simulate import StreamConfig, _full_router, stream_order, tie_split_share  # noqa: E402
-from recroute.routers.registry import make_router  # noqa: E402
+from recroute.loop.simulate import tie_split_share  # noqa: E402
 
 
 # each estimator: (F (n, m) the existing LLMs' anchor results, probed int (k,), yp (k,) probe results) -> (n,)
@@ -92,23 +92,11 @@ def run(dataset: str, new: str, seeds: list[int], family: str = "knn", decisions
     """Per seed: {variant: (share ratio, true gain, rmse)} and the oracle's (share ratio, true gain)."""
     data = load_dataset(dataset)
     X = load_features(data, None)
-    names = [str(n) for n in data.llm_names]
-    col = {n: j for j, n in enumerate(names)}
-    T = data.dense(np.nan).astype(np.float64)
-    obs = ~np.isnan(T)
-    pool = [n for n in names if n != new]
-    last = pool + [new]
-    cl = [col[n] for n in last]
     out = []
     for seed in seeds:
-        start, stream = stream_order(obs, StreamConfig(decisions=decisions), np.random.default_rng(seed))
-        add_at = int(0.5 * len(stream))
-        b = min(len(stream), add_at + 2000)
-        window, rest = stream[b - 500:b], stream[add_at:]
-        full = _full_router(family, T, obs, np.setdiff1d(np.concatenate([start, stream]), window), last, col, X.__getitem__)
-        share_full = float(tie_split_share(full.score(X[window]), obs[window][:, cl], len(last) - 1).mean())
-        live = make_router(family).fit(T[start][:, [col[n] for n in pool]].astype(np.float32), X[start])
-        live.llm_names_ = np.asarray(pool, dtype=object)
+        c = onboarding_case(data, X, new, seed, family, decisions)
+        names, col, T, obs, pool, last, cl = c.names, c.col, c.T, c.obs, c.pool, c.last, c.cl
+        start, window, rest, share_full, live = c.start, c.window, c.rest, c.share_full, c.live
         known = Anchor(X[start], T[start], names).with_llms(pool)
         y = np.nan_to_num(T[:, col[new]])[start]
         F = placement_prompts(live, known).F
