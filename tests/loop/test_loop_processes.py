@@ -44,6 +44,16 @@ def start(args: list[str], output: Path, url: str | None = None, env: dict | Non
     return proc
 
 
+def start_stack(procs: dict, tmp_path: Path, data_dir, replay_port: int, replay_url: str, gateway_args: list[str],
+                gw_url: str, loop_args: list[str], env: dict) -> None:
+    """The replay upstreams, the gateway and the loop, started in that order into ``procs`` (so a failed start
+    still stops what already runs)."""
+    procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
+                            tmp_path / "replay.out", replay_url)
+    procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
+    procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+
+
 def wait_for(predicate, what: str, timeout_s: float = 90.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -145,10 +155,7 @@ def test_the_loop_refits_gates_and_survives_restarts(stream_setup, tmp_path, mon
                  "--upstreams", str(loop_upstreams), "--quiet"]
     procs = {}
     try:
-        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
-                                tmp_path / "replay.out", replay_url)
-        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
-        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        start_stack(procs, tmp_path, data_dir, replay_port, replay_url, gateway_args, gw_url, loop_args, env)
         journal = Journal(journal_path)
 
         sent = send_traffic(gw_url, data, stream[:150])
@@ -231,10 +238,7 @@ def test_shadow_exploration_through_the_gateway_installs_gates_promotes_and_surv
 
     procs = {}
     try:
-        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
-                                tmp_path / "replay.out", replay_url)
-        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
-        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        start_stack(procs, tmp_path, data_dir, replay_port, replay_url, gateway_args, gw_url, loop_args, env)
         sent = send_traffic(gw_url, data, stream[:120])
         first = wait_for(shadows, "the first shadow installed")[0]
         assert served_shadow() == first["checksum"] == bundle_checksum(Path(first["bundle"]))
@@ -310,10 +314,7 @@ def test_a_conservative_shadow_is_promoted_as_the_policy_the_gate_tested(stream_
 
     procs = {}
     try:
-        procs["replay"] = start(["-m", "recroute.loop.replay", "--dataset", str(data_dir), "--port", str(replay_port)],
-                                tmp_path / "replay.out", replay_url)
-        procs["gateway"] = start(gateway_args, tmp_path / "gateway.out", gw_url, env)
-        procs["loop"] = start(loop_args, tmp_path / "loop.out", env=env)
+        start_stack(procs, tmp_path, data_dir, replay_port, replay_url, gateway_args, gw_url, loop_args, env)
         sent = send_traffic(gw_url, data, stream[:120], candidates=candidates)
         first = wait_for(lambda: events("shadow"), "the first shadow installed")[0]
         assert first["tau"] == 0.2
