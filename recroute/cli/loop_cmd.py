@@ -154,7 +154,7 @@ def status_command(
 
     Example: recroute loop status --journal loop.jsonl
     """
-    from recroute.loop.journal import Journal
+    from recroute.loop.journal import Journal, shadow_looks
 
     with user_errors():
         if not journal_path.is_file():
@@ -174,8 +174,7 @@ def status_command(
         sh, pending = state.shadow, state.shadow_pending
         line = "shadow: none"
         if sh is not None:
-            looks = sum(1 for e in events if e["event"] == "estimate" and e.get("shadow") == sh.get("checksum")
-                        and e.get("stage") != "plain")  # a look's second stage is not a look (runner.py)
+            looks = shadow_looks(events, sh.get("checksum"))
             line = (f"shadow: {sh['bundle']} (checksum {sh.get('checksum')}, epsilon {sh['epsilon']:.4g}, "
                     f"tau {sh['tau']:g}, {looks} look(s))")
         if pending is not None:

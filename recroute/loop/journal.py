@@ -61,6 +61,13 @@ class LoopState:
     shadow_pending: dict | None = None  # a "shadowing" event not yet followed by "shadow" / "shadow_refused"
 
 
+def shadow_looks(events: list[dict], checksum: str | None) -> int:
+    """How many looks the shadow with ``checksum`` has had: its ``estimate`` events, less a look's second
+    stage (``"stage": "plain"``, the plain refit gated after a conservative pass, which is not a look)."""
+    return sum(1 for e in events if e.get("event") == "estimate" and e.get("shadow") == checksum
+               and e.get("stage") != "plain")
+
+
 class Journal:
     """Append-only JSONL journal of the loop at ``path``."""
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from recroute.errors import DataError, RecrouteError
 from recroute.loop.gate import GateResult, compare, promotion_decision
-from recroute.loop.journal import Journal
+from recroute.loop.journal import Journal, shadow_looks
 from recroute.loop.onboard import DEFAULT_DESIGN, DESIGNS, onboard_llm
 from recroute.loop.promote import Promote, PromotionError, Serving
 from recroute.loop.refit import (
@@ -294,9 +294,7 @@ class LoopRunner:
         data = log_data(log, live)
         if current is not None:
             gateable = since is not None and 0 < since < len(data.bandit) - 1
-            look = 1 + sum(1 for e in self.journal.events()
-                           if e["event"] == "estimate" and e.get("shadow") == current["checksum"]
-                           and e.get("stage") != "plain") if gateable else 0  # a look: one conservative estimate
+            look = 1 + shadow_looks(self.journal.events(), current["checksum"]) if gateable else 0
             if shadow.llm_names != live.llm_names:  # the pool changed (an onboarding): a fresh shadow
                 replace = True
             elif gateable and look > s.shadow_looks:  # its looks spent (a journal from before "retire")

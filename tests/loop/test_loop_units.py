@@ -383,3 +383,12 @@ def test_loop_settings_name_an_unknown_onboarding_design():
     LoopSettings(onboard_design="contested").check()
     with pytest.raises(DataError, match="onboard_design must be one of uniform, contested; got 'stratified'"):
         LoopSettings(onboard_design="stratified").check()
+
+
+def test_a_shadows_looks_count_its_served_estimates_not_a_looks_plain_stage():
+    from recroute.loop.journal import shadow_looks
+
+    events = [{"event": "estimate", "shadow": "c1"}, {"event": "estimate", "shadow": "c1", "stage": "conservative"},
+              {"event": "estimate", "shadow": "c1", "stage": "plain"}, {"event": "estimate", "shadow": "c2"},
+              {"event": "decision", "shadow": "c1"}]
+    assert shadow_looks(events, "c1") == 2 and shadow_looks(events, "c2") == 1 and shadow_looks(events, "c3") == 0
